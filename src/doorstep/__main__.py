@@ -1,0 +1,3 @@
+from doorstep.cli.main import main
+
+main()

@@ -1,0 +1,76 @@
+"""The entry table and its states."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import ForeignKey, Index, String, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from doorstep.db import Base, UTCDateTime
+
+
+class EntryState(StrEnum):
+    AUTHORIZED = "authorized"
+    UNLOCKED = "unlocked"
+    OPENED = "opened"
+    CLOSED = "closed"
+    LOCKED = "locked"
+    DONE = "done"
+    DENIED = "denied"
+    REFUSED = "refused"  # the hub refused the grant or the unlock
+    EXPIRED = "expired"  # no answer from the hub in time
+
+
+# The forward order of a successful entry; an event never moves an entry backwards.
+PROGRESS = [
+    EntryState.AUTHORIZED,
+    EntryState.UNLOCKED,
+    EntryState.OPENED,
+    EntryState.CLOSED,
+    EntryState.LOCKED,
+    EntryState.DONE,
+]
+OPEN_STATES = (
+    EntryState.AUTHORIZED,
+    EntryState.UNLOCKED,
+    EntryState.OPENED,
+    EntryState.CLOSED,
+    EntryState.LOCKED,
+)
+_OPEN_SQL = "state IN ('authorized', 'unlocked', 'opened', 'closed', 'locked')"
+
+
+class Entry(Base):
+    __tablename__ = "entries"
+    __table_args__ = (
+        # At most one open entry per access point, enforced by the database itself.
+        Index(
+            "uq_entries_open_per_access_point",
+            "access_point_id",
+            unique=True,
+            sqlite_where=text(_OPEN_SQL),
+            postgresql_where=text(_OPEN_SQL),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    delivery_id: Mapped[str | None] = mapped_column(ForeignKey("deliveries.id"), index=True)
+    package_id: Mapped[str | None] = mapped_column(ForeignKey("packages.id"))
+    home_id: Mapped[str | None] = mapped_column(ForeignKey("homes.id"), index=True)
+    access_point_id: Mapped[str | None] = mapped_column(ForeignKey("access_points.id"))
+    hub_id: Mapped[str | None] = mapped_column(String(32))
+    courier_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(64))
+    token_id: Mapped[str | None] = mapped_column(String(32), unique=True)
+    command_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    grant_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    unlocked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    locked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

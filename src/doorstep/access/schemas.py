@@ -1,0 +1,33 @@
+"""Entry bodies."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import Field
+
+from doorstep.schemas import Input, Output
+
+
+class EntryCreate(Input):
+    delivery_id: str = Field(min_length=1, max_length=32)
+    barcode: str = Field(min_length=1, max_length=100)
+    latitude: float = Field(ge=-90, le=90)
+    longitude: float = Field(ge=-180, le=180)
+    accuracy_m: float = Field(ge=0, le=10_000)
+
+
+class EntryRead(Output):
+    id: str
+    state: str
+    reason: str | None
+    advice: str | None = None
+    delivery_id: str | None
+    home_id: str | None
+    hub_id: str | None
+    created_at: datetime
+    unlocked_at: datetime | None
+    opened_at: datetime | None
+    closed_at: datetime | None
+    locked_at: datetime | None
+    done_at: datetime | None

@@ -1,0 +1,142 @@
+"""Accounts: create users and carriers, authenticate, issue and resolve bearer tokens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from doorstep import security
+from doorstep.accounts.models import AccessToken, ApiClient, Carrier, PrincipalKind, Role, User
+from doorstep.audit import service as audit
+from doorstep.db import new_id
+from doorstep.errors import Conflict, NotAuthenticated
+from doorstep.permissions import GRANTED, Permission, PrincipalRole
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    kind: PrincipalKind
+    id: str
+    role: PrincipalRole
+    carrier_id: str | None = None
+
+    @property
+    def actor(self) -> str:
+        return f"{self.role}:{self.id}"
+
+    def can(self, permission: Permission) -> bool:
+        return permission in GRANTED[self.role]
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    access_token: str
+    expires_at: datetime
+
+
+def create_user(
+    session: Session,
+    *,
+    email: str,
+    name: str,
+    password: str,
+    role: Role,
+    now: datetime,
+    carrier_id: str | None = None,
+    actor: str = "system",
+) -> User:
+    email = email.strip().lower()
+    if session.scalar(select(User.id).where(User.email == email)) is not None:
+        raise Conflict("an account with this email already exists")
+    user = User(
+        id=new_id("usr"),
+        email=email,
+        name=name,
+        password_hash=security.hash_password(password),
+        role=role,
+        carrier_id=carrier_id,
+        active=True,
+        created_at=now,
+    )
+    session.add(user)
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        raise Conflict("an account with this email already exists") from exc
+    audit.append(
+        session, at=now, actor=actor, action=f"account:{role}:created", subject=user.id
+    )
+    return user
+
+
+def create_carrier(
+    session: Session, *, name: str, now: datetime, actor: str
+) -> tuple[Carrier, ApiClient, str]:
+    """A carrier and its first API client; the plain secret is returned once, here."""
+    carrier = Carrier(id=new_id("car"), name=name, created_at=now)
+    session.add(carrier)
+    session.flush()  # no ORM relationship orders the inserts, so the parent goes first
+    secret = security.new_token()
+    client = ApiClient(
+        id=new_id("cli"),
+        carrier_id=carrier.id,
+        secret_hash=security.hash_password(secret),
+        active=True,
+        created_at=now,
+    )
+    session.add(client)
+    session.flush()
+    audit.append(session, at=now, actor=actor, action="carrier:created", subject=carrier.id)
+    return carrier, client, secret
+
+
+def authenticate_password(session: Session, *, email: str, password: str) -> User:
+    user = session.scalar(select(User).where(User.email == email.strip().lower()))
+    ok = security.verify_password(user.password_hash if user else None, password)
+    if user is None or not ok or not user.active:
+        raise NotAuthenticated("wrong email or password")
+    return user
+
+
+def authenticate_client(session: Session, *, client_id: str, secret: str) -> ApiClient:
+    client = session.get(ApiClient, client_id)
+    ok = security.verify_password(client.secret_hash if client else None, secret)
+    if client is None or not ok or not client.active:
+        raise NotAuthenticated("wrong client id or secret")
+    return client
+
+
+def issue_token(
+    session: Session, *, kind: PrincipalKind, principal_id: str, now: datetime, ttl: timedelta
+) -> IssuedToken:
+    token = security.new_token()
+    expires_at = now + ttl
+    session.add(
+        AccessToken(
+            digest=security.token_digest(token),
+            principal_kind=kind,
+            principal_id=principal_id,
+            expires_at=expires_at,
+            created_at=now,
+        )
+    )
+    return IssuedToken(token, expires_at)
+
+
+def resolve_token(session: Session, *, token: str, now: datetime) -> Principal:
+    row = session.get(AccessToken, security.token_digest(token))
+    if row is None or row.expires_at <= now:
+        raise NotAuthenticated("token is unknown or expired")
+    if row.principal_kind == PrincipalKind.CLIENT:
+        client = session.get(ApiClient, row.principal_id)
+        if client is None or not client.active:
+            raise NotAuthenticated("client is disabled")
+        return Principal(PrincipalKind.CLIENT, client.id, PrincipalRole.CARRIER, client.carrier_id)
+    user = session.get(User, row.principal_id)
+    if user is None or not user.active:
+        raise NotAuthenticated("account is disabled")
+    return Principal(PrincipalKind.USER, user.id, PrincipalRole(user.role), user.carrier_id)

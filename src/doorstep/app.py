@@ -1,0 +1,156 @@
+"""`create_app(settings)`: the access service as an ASGI app. Nothing is built at import.
+
+The app owns the database engine, the issuer keys and the hub link for its lifetime. The
+broker it talks to is given to it (`serve` starts a supervised Mosquitto when no broker
+URL is configured; tests start their own).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from doorstep import __version__, db
+from doorstep.access import keys as issuer_keys
+from doorstep.access.router import router as access_router
+from doorstep.accounts.router import router as accounts_router
+from doorstep.clock import Clock, SystemClock
+from doorstep.deliveries.router import router as deliveries_router
+from doorstep.deps import Runtime
+from doorstep.errors import DoorstepError, InvalidRequest, PayloadTooLarge
+from doorstep.homes.router import router as homes_router
+from doorstep.hublink.link import HubLink
+from doorstep.protocol.mqtt import BrokerAddress
+from doorstep.ratelimit import Limiter
+from doorstep.settings import Settings
+
+
+def create_app(
+    settings: Settings,
+    *,
+    broker: BrokerAddress | None,
+    broker_public: tuple[str, int] | None = None,
+    clock: Clock | None = None,
+    on_hub_enrolled: Callable[[], None] = lambda: None,
+) -> FastAPI:
+    clock = clock or SystemClock()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = db.make_engine(settings.resolved_database_url,
+                            sqlite_synchronous=settings.sqlite_synchronous)
+    sessions = db.make_session_factory(engine)
+    public_host, public_port = broker_public or (
+        (broker.host, broker.port) if broker else ("127.0.0.1", 1883)
+    )
+    runtime = Runtime(
+        settings=settings,
+        sessions=sessions,
+        clock=clock,
+        keys=issuer_keys.load_or_create(settings.data_dir / "keys"),
+        link=None,
+        login_limiter=Limiter(limit=settings.auth.max_login_failures_per_minute * 6,
+                              window_seconds=60),
+        claim_limiter=Limiter(limit=10, window_seconds=60),
+        on_hub_enrolled=on_hub_enrolled,
+        broker_host=public_host,
+        broker_port=public_port,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        db.upgrade(engine)
+        if broker is not None:
+            runtime.link = HubLink(address=broker, session_factory=sessions, clock=clock,
+                                   command_expiry_seconds=settings.entry.command_expiry_seconds)
+            runtime.link.start()
+        try:
+            yield
+        finally:
+            if runtime.link is not None:
+                runtime.link.stop()
+            engine.dispose()
+
+    app = FastAPI(title="Doorstep", version=__version__, lifespan=lifespan)
+    app.state.runtime = runtime
+    for router in (accounts_router, homes_router, deliveries_router, access_router):
+        app.include_router(router)
+    _install_error_handlers(app)
+    app.add_api_route("/healthz", _health, methods=["GET"], include_in_schema=False)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app
+
+
+async def _health() -> dict[str, str]:
+    return {"status": "ok", "version": __version__}
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(DoorstepError)
+    async def _doorstep(_r: Request, exc: DoorstepError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_r: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [
+            {"where": ".".join(str(p) for p in e.get("loc", ())), "problem": e.get("msg")}
+            for e in exc.errors()
+        ]
+        first = details[0] if details else {"where": "body", "problem": "invalid"}
+        error = InvalidRequest(f"{first['where']}: {first['problem']}", details=details)
+        return JSONResponse(error.body(), status_code=error.status)
+
+    @app.exception_handler(HTTPException)
+    async def _http(_r: Request, exc: HTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        body = {"error": {"code": code, "message": str(exc.detail)}}
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
+class BodyLimit:
+    """Refuse request bodies over `max_bytes` (413) before any route reads them."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await _too_large(send, self.max_bytes)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _BodyTooLarge:
+            await _too_large(send, self.max_bytes)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    body = PayloadTooLarge(f"request body is larger than {limit} bytes").body()
+    payload: Any = JSONResponse(body).body
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(payload)).encode())]})
+    await send({"type": "http.response.body", "body": payload})

@@ -1,0 +1,276 @@
+"""Run and supervise one local Mosquitto for `doorstep serve`.
+
+`Mosquitto` owns a directory holding the broker's configuration, password file, ACL
+(all 0600), log and persistence data, and one child process. `start` writes the files
+and waits until the broker is listening; `update_hubs` rewrites the password file and
+ACL and makes the broker reload them; `stop` ends the process. Hub passwords arrive as
+`$7$` hashes only: the plaintext stays with whoever provisions the hub.
+
+Readiness and reloads are read from the broker's own log (it writes to stderr, which we
+send to `mosquitto.log`): "mosquitto version ... running" comes after the listener is
+open, and "Reloading config." at the start of a reload.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+
+from doorstep.broker.config import (
+    BrokerUser,
+    render_acl,
+    render_mosquitto_conf,
+    render_passwords,
+)
+from doorstep.broker.passwords import hash_password, new_password
+
+HOST = "127.0.0.1"
+SBIN_PATH = "/usr/local/sbin:/usr/sbin:/sbin"
+RUNNING_LINE = re.compile(rb"mosquitto version \S+ running")
+RELOAD_LINE = re.compile(rb"Reloading config\.")
+POLL_SECONDS = 0.02
+
+
+class BrokerError(Exception):
+    """The local broker could not be found, started, reloaded or stopped."""
+
+
+class Mosquitto:
+    """One supervised Mosquitto process listening on a loopback port."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        port: int | None = None,
+        service_user: str = "doorstep-service",
+        service_password: str | None = None,
+        executable: str = "mosquitto",
+    ) -> None:
+        self._directory = Path(directory)
+        self._port = port if port is not None else _free_port()
+        self._service_password = service_password or new_password()
+        # Validates the name now rather than at start.
+        self._service = BrokerUser(service_user, hash_password(self._service_password))
+        self._executable = executable
+        self._process: subprocess.Popen[bytes] | None = None
+        # One reload at a time: each waits for its own "Reloading config." line.
+        self._reload_lock = threading.Lock()
+
+    @property
+    def host(self) -> str:
+        return HOST
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{HOST}:{self._port}"
+
+    @property
+    def service_user(self) -> str:
+        return self._service.username
+
+    @property
+    def service_password(self) -> str:
+        return self._service_password
+
+    @property
+    def directory(self) -> Path:
+        return self._directory
+
+    @property
+    def data_dir(self) -> Path:
+        return self._directory / "data"
+
+    @property
+    def log_file(self) -> Path:
+        return self._directory / "mosquitto.log"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self.running and self._process else None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self, hubs: Mapping[str, str] | None = None, *, timeout: float = 10) -> None:
+        """Write the files for `hubs` (hub id -> `$7$` hash) and start the broker.
+
+        Returns once it accepts TCP connections on `port`.
+        """
+        if self.running:
+            raise BrokerError("mosquitto is already running")
+        executable = _find_executable(self._executable)
+        self._write_files(hubs or {}, conf=True)
+        log_offset = _size(self.log_file)
+        self._process = self._spawn(executable)
+        deadline = time.monotonic() + timeout
+        try:
+            self._wait_for_log(RUNNING_LINE, log_offset, deadline)
+            self._wait_for_port(deadline)
+        except BrokerError:
+            self.stop()
+            raise
+
+    def update_hubs(self, hubs: Mapping[str, str], *, timeout: float = 5) -> None:
+        """Replace the hubs the broker accepts, and wait until it has begun reloading.
+
+        The broker handles one event at a time, so a connection made after this returns
+        is checked against the new files. Mosquitto 2.0 also re-checks open connections
+        on reload and drops those of hubs no longer listed. Blocks for about 0.1 s: call
+        it off the event loop.
+        """
+        with self._reload_lock:
+            if not self.running or self._process is None:
+                raise BrokerError("mosquitto is not running")
+            self._write_files(hubs, conf=False)
+            log_offset = _size(self.log_file)
+            self._process.send_signal(signal.SIGHUP)
+            self._wait_for_log(RELOAD_LINE, log_offset, time.monotonic() + timeout)
+
+    def stop(self, timeout: float = 5) -> None:
+        """End the broker (SIGTERM, then SIGKILL after `timeout`); safe to call twice."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def __enter__(self) -> Mosquitto:
+        """Start the broker with no hubs, unless it is already running."""
+        if not self.running:
+            self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last `lines` lines of the broker's log, for error messages."""
+        try:
+            with self.log_file.open("rb") as log:
+                log.seek(max(0, _size(self.log_file) - 8192))
+                text = log.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _write_files(self, hubs: Mapping[str, str], *, conf: bool) -> None:
+        self._directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, exist_ok=True)
+        acl = render_acl(self.service_user, hubs)
+        users = [self._service, *(BrokerUser(hub, hashed) for hub, hashed in hubs.items())]
+        _write_private(self._directory / "passwords", render_passwords(users))
+        _write_private(self._directory / "acl", acl)
+        if conf:
+            _write_private(self._directory / "mosquitto.conf", self._render_conf())
+
+    def _render_conf(self) -> str:
+        return render_mosquitto_conf(
+            port=self._port,
+            data_dir=self.data_dir,
+            password_file=self._directory / "passwords",
+            acl_file=self._directory / "acl",
+            log_file=None,
+            # Started as root, Mosquitto would switch to user `mosquitto`, which cannot
+            # read our 0600 files; "root" tells it to stay. Other users are never switched.
+            user="root" if os.geteuid() == 0 else None,
+        )
+
+    def _spawn(self, executable: str) -> subprocess.Popen[bytes]:
+        log_fd = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            return subprocess.Popen(
+                [executable, "-c", str(self._directory / "mosquitto.conf")],
+                stdin=subprocess.DEVNULL,
+                stdout=log_fd,
+                stderr=subprocess.STDOUT,
+            )
+        finally:
+            os.close(log_fd)
+
+    def _wait_for_log(self, line: re.Pattern[bytes], offset: int, deadline: float) -> None:
+        while not line.search(_read_from(self.log_file, offset)):
+            self._check_alive()
+            if time.monotonic() > deadline:
+                raise BrokerError(f"mosquitto did not log {line.pattern!r}:\n{self.log_tail()}")
+            time.sleep(POLL_SECONDS)
+
+    def _wait_for_port(self, deadline: float) -> None:
+        while True:
+            self._check_alive()
+            try:
+                socket.create_connection((HOST, self._port), timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise BrokerError(f"mosquitto is not listening on {self._port}") from None
+            time.sleep(POLL_SECONDS)
+
+    def _check_alive(self) -> None:
+        if self._process is not None and self._process.poll() is not None:
+            code = self._process.returncode
+            raise BrokerError(f"mosquitto exited with status {code}:\n{self.log_tail()}")
+
+
+def _find_executable(executable: str) -> str:
+    # Debian installs mosquitto in /usr/sbin, often not on a non-root user's PATH.
+    found = shutil.which(executable) or shutil.which(executable, path=SBIN_PATH)
+    if found is None:
+        raise BrokerError(f"{executable} not found; run scripts/setup")
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((HOST, 0))
+        return int(probe.getsockname()[1])
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Replace `path` atomically with a 0600 file, so the broker never reads half a file."""
+    temporary = path.with_name(path.name + ".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        os.fchmod(fd, 0o600)
+        file.write(text)
+    os.replace(temporary, path)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _read_from(path: Path, offset: int) -> bytes:
+    try:
+        with path.open("rb") as file:
+            file.seek(offset)
+            return file.read()
+    except FileNotFoundError:
+        return b""

@@ -1,0 +1,1 @@
+"""The `doorstep` command line: one module per command group."""

@@ -1,0 +1,70 @@
+"""Operator commands that work on the database directly: audit verification, accounts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from doorstep import db
+from doorstep.settings import Settings
+
+
+def _sessions(data_dir: Path | None, database_url: str | None) -> db.sessionmaker[db.Session]:
+    overrides = {k: v for k, v in {"data_dir": data_dir, "database_url": database_url}.items()
+                 if v is not None}
+    settings = Settings(**overrides)
+    engine = db.make_engine(settings.resolved_database_url)
+    db.upgrade(engine)
+    return db.make_session_factory(engine)
+
+
+_data_dir = click.option("--data-dir", type=click.Path(path_type=Path))
+_database = click.option("--database-url")
+
+
+@click.group()
+def audit() -> None:
+    """The hash-chained audit log."""
+
+
+@audit.command()
+@_data_dir
+@_database
+def verify(data_dir: Path | None, database_url: str | None) -> None:
+    """Recompute the audit chain; exit 1 and name the first broken link if any."""
+    from doorstep.audit.service import verify as verify_chain
+
+    with _sessions(data_dir, database_url)() as session:
+        report = verify_chain(session)
+    if report.ok:
+        click.echo(f"audit chain intact: {report.records} records")
+        return
+    click.echo(f"audit chain BROKEN at seq {report.broken_seq}: {report.problem} "
+               f"({report.records} records read)", err=True)
+    raise SystemExit(1)
+
+
+@click.group()
+def users() -> None:
+    """Accounts."""
+
+
+@users.command("create-operator")
+@_data_dir
+@_database
+@click.option("--email", required=True)
+@click.option("--name", default="Operator", show_default=True)
+@click.password_option(confirmation_prompt=True)
+def create_operator(data_dir: Path | None, database_url: str | None, email: str, name: str,
+                    password: str) -> None:
+    """Create an operator account (operators register carriers)."""
+    from doorstep.accounts.models import Role
+    from doorstep.accounts.service import create_user
+
+    with _sessions(data_dir, database_url)() as session:
+        user = create_user(session, email=email, name=name, password=password,
+                           role=Role.OPERATOR, now=datetime.now(UTC), actor="cli")
+        session.commit()
+    click.echo(f"operator {user.id} created")

@@ -1,0 +1,89 @@
+"""`doorstep`: serve, hub, demo, audit, users."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from doorstep import __version__
+from doorstep.cli.admin import audit, users
+from doorstep.cli.demo import demo
+from doorstep.settings import Settings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__)
+@click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
+def cli(verbose: bool) -> None:
+    """Doorstep: in-home delivery and access you can trust with your front door.
+
+    Settings come from DOORSTEP_* environment variables (nested with __, e.g.
+    DOORSTEP_ENTRY__GRANT_TTL_SECONDS) and an optional TOML file named by
+    DOORSTEP_CONFIG.
+    """
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+@cli.command()
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Database, keys, broker files.")
+@click.option("--host", help="HTTP listen address (default 127.0.0.1).")
+@click.option("--port", type=int, help="HTTP port (default 8000).")
+@click.option("--broker-url", help="mqtt://user:password@host:port of an existing broker.")
+@click.option("--database-url", help="sqlite:///path or postgresql://... (default: SQLite file).")
+def serve(data_dir: Path | None, host: str | None, port: int | None, broker_url: str | None,
+          database_url: str | None) -> None:
+    """Run the access service: HTTP API, hub link and background jobs.
+
+    With no broker URL it writes a Mosquitto configuration (loopback only, no anonymous
+    access, one password and ACL per hub) and runs Mosquitto as a supervised child,
+    stopping it on exit. The database schema is migrated on start.
+    """
+    from doorstep.server import serve as run
+
+    overrides = {k: v for k, v in {"data_dir": data_dir, "http_host": host, "http_port": port,
+                                   "broker_url": broker_url,
+                                   "database_url": database_url}.items() if v is not None}
+    run(Settings(**overrides))
+
+
+@cli.command()
+@click.option("--data-dir", type=click.Path(path_type=Path), required=True,
+              help="Where the hub keeps its enrollment, key and journal.")
+@click.option("--service", "service_url", help="Service URL, to redeem a claim code.")
+@click.option("--claim-code", help="The one-time code the resident got when adding the hub.")
+@click.option("--motor-seconds", type=float, default=0.0, show_default=True,
+              help="Simulated lock: how long the bolt takes to move.")
+def hub(data_dir: Path, service_url: str | None, claim_code: str | None,
+        motor_seconds: float) -> None:
+    """Run a home hub with the simulated lock and door sensor.
+
+    On first start it redeems the claim code (once) and keeps its broker credentials and
+    the pinned issuer keys in DATA_DIR. It verifies every grant offline, journals every
+    event before sending it, and resends until the service acknowledges. The simulated
+    home's door is moved through DATA_DIR/sim.sock (see `doorstep.hub.simcontrol`).
+    """
+    from doorstep.hub.config import EnrollmentError
+    from doorstep.hub.runner import HubOptions, run
+
+    try:
+        run(HubOptions(data_dir=data_dir, service_url=service_url, claim_code=claim_code,
+                       motor_seconds=motor_seconds))
+    except EnrollmentError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+cli.add_command(demo)
+cli.add_command(audit)
+cli.add_command(users)
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,266 @@
+"""The demo, as a library: start a service and simulated homes as real processes on
+loopback, and play carrier, resident and courier through the public HTTP API.
+
+`doorstep demo` prints each step; the end-to-end tests use the same pieces and assert.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from doorstep.hub import simcontrol
+
+Say = Callable[[str], None]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Process:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(timeout)
+        return self.popen.returncode
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+
+def spawn(name: str, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> Process:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    handle = log_path.open("ab")
+    popen = subprocess.Popen(
+        [sys.executable, "-m", "doorstep", *args],
+        stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+    )
+    handle.close()
+    return Process(name, popen, log_path)
+
+
+@dataclass
+class Service:
+    url: str
+    data_dir: Path
+    process: Process
+    env: dict[str, str]
+
+    @property
+    def database(self) -> Path:
+        return self.data_dir / "doorstep.db"
+
+
+def start_service(data_dir: Path, *, env: dict[str, str] | None = None,
+                  timeout: float = 30) -> Service:
+    port = free_port()
+    env = {"DOORSTEP_DATA_DIR": str(data_dir), "DOORSTEP_HTTP_PORT": str(port), **(env or {})}
+    process = spawn("serve", ["serve"], data_dir / "logs" / "serve.log", env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.popen.poll() is not None:
+            raise RuntimeError(f"serve exited; see {process.log_path}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return Service(url, data_dir, process, env)
+        except httpx.TransportError:
+            # Not listening yet: the connect attempt itself is the wait (bounded).
+            with socket.socket() as probe:
+                probe.settimeout(0.2)
+                probe.connect_ex(("127.0.0.1", port))
+    process.stop()
+    raise RuntimeError(f"serve did not answer within {timeout}s; see {process.log_path}")
+
+
+def create_operator(service: Service, email: str, password: str) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "doorstep", "users", "create-operator", "--email", email,
+         "--password", password],
+        check=True, capture_output=True, env={**os.environ, **service.env},
+    )
+
+
+class Api:
+    """A thin client for one principal."""
+
+    def __init__(self, base_url: str, token: str | None = None) -> None:
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=base_url, headers=headers, timeout=30)
+
+    def call(self, method: str, path: str, expect: int = 200, **kwargs: Any) -> Any:
+        response = self.http.request(method, path, **kwargs)
+        if response.status_code != expect:
+            raise RuntimeError(f"{method} {path}: {response.status_code} {response.text}")
+        return response.json()
+
+    @classmethod
+    def login(cls, base_url: str, **form: str) -> Api:
+        token = cls(base_url).call("POST", "/v1/auth/token", data=form)["access_token"]
+        return cls(base_url, token)
+
+
+@dataclass
+class Home:
+    id: str
+    hub_id: str
+    latitude: float
+    longitude: float
+    hub_dir: Path
+    resident: Api
+    hub_process: Process | None = None
+
+    def door(self, op: str) -> dict[str, Any]:
+        return simcontrol.send(self.hub_dir / "sim.sock", op)
+
+
+@dataclass
+class World:
+    service: Service
+    operator: Api
+    carrier: Api
+    carrier_id: str
+    couriers: list[tuple[str, Api]] = field(default_factory=list)
+    homes: list[Home] = field(default_factory=list)
+
+
+PASSWORD = "correct horse battery"
+
+
+def build_world(service: Service, *, homes: int, say: Say) -> World:
+    create_operator(service, "operator@doorstep.test", PASSWORD)
+    operator = Api.login(service.url, grant_type="password", username="operator@doorstep.test",
+                         password=PASSWORD)
+    carrier_info = operator.call("POST", "/v1/carriers", 201, json={"name": "Parcelly"})
+    say(f"operator registered carrier {carrier_info['name']} ({carrier_info['id']})")
+    carrier = Api.login(service.url, grant_type="client_credentials",
+                        client_id=carrier_info["client_id"],
+                        client_secret=carrier_info["client_secret"])
+    world = World(service, operator, carrier, carrier_info["id"])
+    courier = carrier.call("POST", "/v1/couriers", 201, json={
+        "email": "casey@parcelly.test", "name": "Casey Courier", "password": PASSWORD})
+    world.couriers.append((courier["id"], Api.login(
+        service.url, grant_type="password", username="casey@parcelly.test", password=PASSWORD)))
+    say(f"carrier added courier {courier['name']} ({courier['id']})")
+    for number in range(1, homes + 1):
+        world.homes.append(_make_home(service, world, number, say))
+    return world
+
+
+def _make_home(service: Service, world: World, number: int, say: Say) -> Home:
+    email = f"resident{number}@doorstep.test"
+    Api(service.url).call("POST", "/v1/residents", 201, json={
+        "email": email, "name": f"Resident {number}", "password": PASSWORD})
+    resident = Api.login(service.url, grant_type="password", username=email, password=PASSWORD)
+    lat, lon = 51.5007 + number * 0.01, -0.1246
+    home = resident.call("POST", "/v1/homes", 201, json={
+        "name": f"Home {number}", "address": f"{number} Demo Street", "latitude": lat,
+        "longitude": lon, "timezone": "Europe/London"})
+    resident.call("POST", f"/v1/homes/{home['id']}/access-points", 201,
+                  json={"slug": "front", "name": "Front door"})
+    hub = resident.call("POST", f"/v1/homes/{home['id']}/hubs", 201)
+    resident.call("POST", f"/v1/homes/{home['id']}/carriers", 201,
+                  json={"carrier_id": world.carrier_id})
+    say(f"resident {number} set up {home['name']} with hub {hub['hub_id']} "
+        f"(claim code {hub['claim_code'][:4]}-****) and allowed Parcelly in")
+    hub_dir = service.data_dir / "hubs" / hub["hub_id"]
+    result = Home(home["id"], hub["hub_id"], lat, lon, hub_dir, resident)
+    result.hub_process = start_hub(service, hub_dir, hub["claim_code"])
+    wait_hub_online(result, online=True)
+    say(f"hub {hub['hub_id']} claimed its code, connected to the broker and is online")
+    return result
+
+
+def start_hub(service: Service, hub_dir: Path, claim_code: str | None = None,
+              motor_seconds: float = 0.0) -> Process:
+    args = ["hub", "--data-dir", str(hub_dir), "--motor-seconds", str(motor_seconds)]
+    if claim_code:
+        args += ["--service", service.url, "--claim-code", claim_code]
+    return spawn(f"hub {hub_dir.name}", args, service.data_dir / "logs" / f"{hub_dir.name}.log")
+
+
+def wait_hub_online(home: Home, *, online: bool, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = home.resident.call("GET", f"/v1/homes/{home.id}")
+        if state["hubs"] and state["hubs"][0]["online"] is online:
+            return
+        if home.hub_process and home.hub_process.popen.poll() is not None and online:
+            raise RuntimeError(f"hub exited; see {home.hub_process.log_path}")
+        home.resident.call("GET", "/v1/homes")  # a round trip, not a sleep
+    raise RuntimeError(f"hub of {home.id} did not become {'online' if online else 'offline'}")
+
+
+def book(world: World, home: Home, barcodes: list[str], *, courier: int = 0,
+         window: tuple[datetime, datetime] | None = None) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    start, end = window or (now - timedelta(minutes=10), now + timedelta(hours=2))
+    delivery: dict[str, Any] = world.carrier.call("POST", "/v1/deliveries", 201, json={
+        "home_id": home.id, "courier_id": world.couriers[courier][0],
+        "window_start": start.isoformat(), "window_end": end.isoformat(),
+        "packages": [{"barcode": code} for code in barcodes], "reference": "demo"})
+    return delivery
+
+
+def request_entry(courier: Api, delivery_id: str, barcode: str, lat: float, lon: float,
+                  accuracy: float = 8.0) -> dict[str, Any]:
+    entry: dict[str, Any] = courier.call(
+        "POST", "/v1/courier/entries?wait=unlocked", 201,
+        json={"delivery_id": delivery_id, "barcode": barcode, "latitude": lat,
+              "longitude": lon, "accuracy_m": accuracy})
+    return entry
+
+
+def wait_entry(api: Api, entry_id: str, state: str, timeout: float = 15) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = max(0.0, deadline - time.monotonic())
+        entry: dict[str, Any] = api.call(
+            "GET", f"/v1/entries/{entry_id}", params={"wait_for": state,
+                                                      "timeout": min(remaining, 10)})
+        if entry["state"] == state or remaining <= 0 or entry["state"] in _ENDED:
+            return entry
+
+
+_ENDED = {"done", "denied", "refused", "expired"}
+
+
+@contextmanager
+def running(data_dir: Path, *, homes: int, say: Say) -> Iterator[World]:
+    service = start_service(data_dir)
+    world: World | None = None
+    try:
+        say(f"service up at {service.url} (pid {service.process.popen.pid}); "
+            "it started and supervises its own Mosquitto")
+        world = build_world(service, homes=homes, say=say)
+        yield world
+    finally:
+        for home in world.homes if world else []:
+            if home.hub_process:
+                home.hub_process.stop()
+        service.process.stop()

@@ -1,0 +1,86 @@
+"""Request dependencies, as `Annotated` aliases so routes read like prose."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session, sessionmaker
+
+from doorstep.accounts.service import Principal, resolve_token
+from doorstep.clock import Clock
+from doorstep.errors import Forbidden, NotAuthenticated
+from doorstep.permissions import Permission
+from doorstep.ratelimit import Limiter
+from doorstep.settings import Settings
+
+if TYPE_CHECKING:
+    from doorstep.access.keys import IssuerKeys
+    from doorstep.hublink.link import HubLink
+
+
+@dataclass
+class Runtime:
+    """Everything a request may need, built once by `create_app`."""
+
+    settings: Settings
+    sessions: sessionmaker[Session]
+    clock: Clock
+    keys: IssuerKeys
+    link: HubLink | None
+    login_limiter: Limiter
+    claim_limiter: Limiter
+    on_hub_enrolled: Callable[[], None]
+    broker_host: str
+    broker_port: int
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def get_session(runtime: RuntimeDep) -> Iterator[Session]:
+    """The request's unit of work: committed when the route returns, else rolled back."""
+    with runtime.sessions() as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def get_principal(request: Request, runtime: RuntimeDep, session: SessionDep) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise NotAuthenticated("a bearer token is required")
+    return resolve_token(session, token=token.strip(), now=runtime.clock.now())
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require(permission: Permission) -> Callable[[Principal], Principal]:
+    def check(principal: PrincipalDep) -> Principal:
+        if not principal.can(permission):
+            raise Forbidden(f"this account may not {permission}")
+        return principal
+
+    return check
+
+
+Resident = Annotated[Principal, Depends(require(Permission.HOMES_MANAGE))]
+Courier = Annotated[Principal, Depends(require(Permission.ENTRIES_REQUEST))]
+CarrierClient = Annotated[Principal, Depends(require(Permission.DELIVERIES_BOOK))]
+Operator = Annotated[Principal, Depends(require(Permission.CARRIERS_MANAGE))]
+Reader = Annotated[Principal, Depends(require(Permission.ENTRIES_READ))]

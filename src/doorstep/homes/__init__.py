@@ -1,0 +1,1 @@
+"""Homes, their access points and hubs, and hub enrollment by one-time claim code."""

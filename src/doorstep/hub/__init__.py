@@ -1,0 +1,1 @@
+"""The home hub agent."""

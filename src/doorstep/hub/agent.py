@@ -1,0 +1,337 @@
+"""The hub agent: verifies every command offline, drives the locks, journals every event.
+
+Order of an unlock (DESIGN principles 1, 2, 4, 5):
+  1. the command parses, speaks our protocol version and is not past its `not_after`;
+  2. the grant verifies against the pinned issuer keys (EdDSA only, audience = this hub
+     and a known access point, inside nbf/exp, scope "unlock", bound to the command's
+     entry);
+  3. the lock is online, not jammed, locked, and the door is closed;
+  4. the token id is recorded as used, durably: a grant opens a door once, ever;
+  5. only then is the actuator called. Any failure before 5 is a refusal, journalled,
+     and the lock is never touched.
+When the door closes during an entry, the hub relocks; the entry is secured only when
+the bolt reports locked AND the door sensor reports closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as paho
+from pydantic import ValidationError
+
+from doorstep.hub.journal import Journal
+from doorstep.hub.lock import (
+    AlarmCode,
+    DoorLockAlarm,
+    DoorState,
+    DoorStateChange,
+    LockDriver,
+    LockError,
+    LockEvent,
+    LockOperation,
+    LockOperationError,
+    LockOperationType,
+    LockState,
+    OperationSource,
+)
+from doorstep.protocol import PROTOCOL_VERSION, Reason, Topics
+from doorstep.protocol.grants import GrantRefused, GrantVerifier
+from doorstep.protocol.messages import (
+    MAX_MESSAGE_BYTES,
+    Ack,
+    Command,
+    CommandKind,
+    Event,
+    EventKind,
+    Reply,
+    Status,
+    b64decode,
+)
+from doorstep.protocol.mqtt import BrokerAddress, connect, make_client
+
+log = logging.getLogger(__name__)
+
+RESEND_SECONDS = 3.0
+TOKEN_RETENTION_SECONDS = 3600
+
+
+@dataclass
+class _Visit:
+    """An entry in progress at one access point."""
+
+    entry_id: str
+    command_id: str
+    replied: bool = False
+
+
+class Refusal(Exception):
+    def __init__(self, reason: Reason, detail: str = "") -> None:
+        super().__init__(detail or reason)
+        self.reason = reason
+
+
+class HubAgent:
+    def __init__(
+        self,
+        *,
+        hub_id: str,
+        journal: Journal,
+        locks: dict[str, LockDriver],
+        verifier: GrantVerifier,
+        clock: Callable[[], float],
+    ) -> None:
+        self.hub_id = hub_id
+        self.topics = Topics(hub_id)
+        self.journal = journal
+        self.locks = locks
+        self._verifier = verifier
+        self._clock = clock
+        self._mutex = threading.RLock()
+        self._visits: dict[str, _Visit] = {}
+        self._client: paho.Client | None = None
+        self._stop = threading.Event()
+        self._resender: threading.Thread | None = None
+        for access_point, driver in locks.items():
+            driver.subscribe(lambda event, ap=access_point: self._on_lock_event(ap, event))
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def start(self, broker: BrokerAddress) -> None:
+        offline = Status(state="offline", epoch=self.journal.epoch).model_dump_json().encode()
+        client = make_client(self.hub_id, broker, will=(self.topics.status, offline))
+        client.on_connect = self._on_connect
+        client.on_message = self._on_message
+        self._client = client
+        self.record(EventKind.HUB_STARTED, {"epoch": self.journal.epoch})
+        connect(client, broker)
+        self._resender = threading.Thread(target=self._resend_loop, name="resend", daemon=True)
+        self._resender.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._client is not None:
+            offline = Status(state="offline", epoch=self.journal.epoch)
+            info = self._client.publish(self.topics.status, offline.model_dump_json().encode(),
+                                        qos=1, retain=True)
+            info.wait_for_publish(timeout=2)
+            self._client.disconnect()
+            self._client.loop_stop()
+        for driver in self.locks.values():
+            driver.close()
+        self.journal.close()
+
+    def _on_connect(self, client: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if reason.is_failure:
+            return
+        client.subscribe([(self.topics.cmd, 1), (self.topics.ack, 1)])
+        online = Status(state="online", epoch=self.journal.epoch).model_dump_json().encode()
+        client.publish(self.topics.status, online, qos=1, retain=True)
+        self._resend()
+
+    # --- events out --------------------------------------------------------------------
+
+    def record(self, kind: EventKind, data: dict[str, Any]) -> Event:
+        """Journal first, then publish: an event that was not written was not sent."""
+        event = self.journal.append(kind, data, self._clock())
+        self._publish_event(event)
+        return event
+
+    def _publish_event(self, event: Event) -> None:
+        if self._client is not None:
+            self._client.publish(self.topics.events, event.model_dump_json().encode(), qos=1)
+
+    def _resend(self, after: tuple[int, int] = (0, 0)) -> None:
+        for event in self.journal.unacknowledged(after=after):
+            self._publish_event(event)
+
+    def _resend_loop(self) -> None:
+        while not self._stop.wait(RESEND_SECONDS):
+            try:
+                self._resend()
+                cutoff = int(self._clock()) - TOKEN_RETENTION_SECONDS
+                self.journal.forget_tokens_expired_before(cutoff)
+            except Exception:  # the process edge: keep resending
+                log.exception("resend failed")
+
+    # --- messages in -------------------------------------------------------------------
+
+    def _on_message(self, _c: paho.Client, _u: Any, message: paho.MQTTMessage) -> None:
+        try:
+            if message.topic == self.topics.ack:
+                ack = Ack.model_validate_json(message.payload)
+                self.journal.acknowledge(ack.epoch, ack.through_seq)
+            elif message.topic == self.topics.cmd:
+                self.handle_command(message.payload)
+        except ValidationError as exc:
+            log.warning("ignored a malformed message on %s: %s", message.topic, exc)
+        except Exception:  # the process edge: log, stay up, the lock stays as it is
+            log.exception("message handling failed")
+
+    def handle_command(self, payload: bytes) -> Reply | None:
+        """Handle one command; the reply is published (and returned, for tests)."""
+        with self._mutex:
+            command = self._parse(payload)
+            if command is None:
+                return None
+            previous = self.journal.command_reply(command.command_id)
+            if previous is not None:  # redelivered: answer again, do nothing again
+                self._send_reply_bytes(previous)
+                return Reply.model_validate_json(previous)
+            if command.kind == CommandKind.REPLAY:
+                self._resend(after=(command.from_epoch or 0, (command.from_seq or 1) - 1))
+                return None
+            try:
+                return self._execute(command)
+            except Refusal as refusal:
+                return self._refuse(command, refusal.reason, str(refusal))
+
+    def _parse(self, payload: bytes) -> Command | None:
+        if len(payload) > MAX_MESSAGE_BYTES:
+            self.record(EventKind.COMMAND_REFUSED, {"reason": Reason.BAD_MESSAGE})
+            return None
+        try:
+            return Command.model_validate_json(payload)
+        except ValidationError:
+            self.record(EventKind.COMMAND_REFUSED, {"reason": Reason.BAD_MESSAGE})
+            return None
+
+    def _execute(self, command: Command) -> Reply | None:
+        if command.v != PROTOCOL_VERSION:
+            raise Refusal(Reason.UNSUPPORTED_VERSION)
+        if self._clock() > command.not_after:
+            raise Refusal(Reason.COMMAND_EXPIRED)
+        if command.kind == CommandKind.UNLOCK:
+            return self._unlock(command)
+        raise Refusal(Reason.BAD_MESSAGE, f"unsupported command {command.kind}")
+
+    def _unlock(self, command: Command) -> Reply | None:
+        claims = self._verify_grant(command)
+        access_point = claims.access_point
+        driver = self.locks.get(access_point)
+        if driver is None:
+            raise Refusal(Reason.TOKEN_AUDIENCE, "no such access point on this hub")
+        if command.entry_id != claims.entry_id or command.access_point != access_point:
+            raise Refusal(Reason.TOKEN_ENTRY_MISMATCH)
+        self._check_ready(driver)
+        if not self.journal.use_token(claims.token_id, expires=claims.expires,
+                                      now=self._clock()):
+            raise Refusal(Reason.TOKEN_REPLAYED)
+        self._visits[access_point] = _Visit(claims.entry_id, command.command_id)
+        try:
+            driver.unlock(OperationSource.REMOTE)
+        except LockError as exc:
+            self._visits.pop(access_point, None)
+            raise Refusal(Reason.ACTUATOR_FAILED, str(exc)) from exc
+        return None  # the reply follows the lock's own report (see _on_lock_event)
+
+    def _verify_grant(self, command: Command) -> Any:
+        if not command.grant:
+            raise Refusal(Reason.TOKEN_MALFORMED, "no grant")
+        try:
+            token = b64decode(command.grant)
+        except ValueError as exc:
+            raise Refusal(Reason.TOKEN_MALFORMED, "grant is not base64url") from exc
+        try:
+            return self._verifier.verify(token, required_scope="unlock")
+        except GrantRefused as refused:
+            raise Refusal(refused.reason, str(refused)) from refused
+
+    @staticmethod
+    def _check_ready(driver: LockDriver) -> None:
+        status = driver.status()
+        if not status.online:
+            raise Refusal(Reason.LOCK_NOT_READY, "lock offline")
+        if status.jammed:
+            raise Refusal(Reason.LOCK_JAMMED)
+        if status.door_state != DoorState.CLOSED or status.lock_state != LockState.LOCKED:
+            raise Refusal(Reason.DOOR_OPEN, "door must be closed and locked before an entry")
+
+    def _refuse(self, command: Command, reason: Reason, detail: str) -> Reply:
+        log.info("refused command %s: %s", command.command_id, detail)
+        event = self.record(EventKind.COMMAND_REFUSED, {
+            "command_id": command.command_id, "entry_id": command.entry_id, "reason": reason,
+        })
+        return self._reply(Reply(command_id=command.command_id, result="refused",
+                                 reason=reason, seqs=[event.seq]))
+
+    def _reply(self, reply: Reply) -> Reply:
+        body = reply.model_dump_json().encode()
+        self.journal.record_command(reply.command_id, body, self._clock())
+        self._send_reply_bytes(body)
+        return reply
+
+    def _send_reply_bytes(self, body: bytes) -> None:
+        if self._client is not None:
+            self._client.publish(self.topics.reply, body, qos=1)
+
+    # --- what the lock reports -------------------------------------------------------
+
+    def _on_lock_event(self, access_point: str, event: LockEvent) -> None:
+        with self._mutex:
+            visit = self._visits.get(access_point)
+            data: dict[str, Any] = {"access_point": access_point}
+            if visit is not None:
+                data["entry_id"] = visit.entry_id
+            if isinstance(event, LockOperation):
+                self._on_operation(access_point, visit, event, data)
+            elif isinstance(event, LockOperationError):
+                self._on_operation_error(access_point, visit, event, data)
+            elif isinstance(event, DoorStateChange):
+                self._on_door(access_point, visit, event, data)
+            elif isinstance(event, DoorLockAlarm):
+                jammed = event.alarm == AlarmCode.LOCK_JAMMED
+                self.record(EventKind.LOCK_JAMMED if jammed else EventKind.DOOR_FORCED,
+                            {**data, "alarm": int(event.alarm)})
+
+    def _on_operation(self, access_point: str, visit: _Visit | None, event: LockOperation,
+                      data: dict[str, Any]) -> None:
+        data["source"] = int(event.source)
+        if event.operation == LockOperationType.UNLOCK:
+            recorded = self.record(EventKind.LOCK_UNLOCKED, data)
+            if visit is not None and not visit.replied:
+                visit.replied = True
+                self._reply(Reply(command_id=visit.command_id, result="ok",
+                                  seqs=[recorded.seq]))
+        elif event.operation == LockOperationType.LOCK:
+            self.record(EventKind.LOCK_LOCKED, data)
+            self._maybe_secured(access_point, visit, data)
+
+    def _on_operation_error(self, access_point: str, visit: _Visit | None,
+                            event: LockOperationError, data: dict[str, Any]) -> None:
+        recorded = self.record(EventKind.LOCK_ERROR, {
+            **data, "operation": int(event.operation), "error": int(event.error),
+        })
+        if event.operation == LockOperationType.UNLOCK and visit and not visit.replied:
+            visit.replied = True
+            self._visits.pop(access_point, None)
+            self._reply(Reply(command_id=visit.command_id, result="refused",
+                              reason=Reason.ACTUATOR_FAILED, seqs=[recorded.seq]))
+
+    def _on_door(self, access_point: str, visit: _Visit | None, event: DoorStateChange,
+                 data: dict[str, Any]) -> None:
+        if event.door_state == DoorState.CLOSED:
+            self.record(EventKind.DOOR_CLOSED, data)
+            driver = self.locks[access_point]
+            if visit is not None and driver.status().lock_state != LockState.LOCKED:
+                try:
+                    driver.lock(OperationSource.AUTO)
+                except LockError:
+                    log.warning("relock of %s failed; the entry stays open", access_point)
+            else:
+                self._maybe_secured(access_point, visit, data)
+        else:
+            self.record(EventKind.DOOR_OPENED, {**data, "door_state": int(event.door_state)})
+
+    def _maybe_secured(self, access_point: str, visit: _Visit | None,
+                       data: dict[str, Any]) -> None:
+        # The entry ends only on the lock's and the sensor's word, not on anyone's tap.
+        if visit is None or not self.locks[access_point].status().secure:
+            return
+        self.record(EventKind.ENTRY_SECURED, data)
+        self._visits.pop(access_point, None)
+

@@ -1,0 +1,118 @@
+"""What a hub keeps in its data directory after enrollment.
+
+    <data dir>/hub.json      hub id, broker address and credentials, pinned issuer keys,
+                             access points (mode 0600: it holds the broker password)
+    <data dir>/hub.key       the hub's Ed25519 key; events are signed with it
+    <data dir>/journal.db    the durable journal (see journal.py)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import orjson
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from doorstep.protocol.grants import public_key_bytes
+from doorstep.protocol.messages import b64decode, b64encode
+from doorstep.protocol.mqtt import BrokerAddress
+
+
+class EnrollmentError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class HubConfig:
+    hub_id: str
+    home_id: str
+    broker: BrokerAddress
+    issuer_keys: dict[str, bytes]
+    access_points: tuple[str, ...]
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "hub_id": self.hub_id,
+                "home_id": self.home_id,
+                "broker": {
+                    "host": self.broker.host,
+                    "port": self.broker.port,
+                    "username": self.broker.username,
+                    "password": self.broker.password,
+                },
+                "issuer_keys": {kid: b64encode(raw) for kid, raw in self.issuer_keys.items()},
+                "access_points": list(self.access_points),
+            },
+            option=orjson.OPT_INDENT_2,
+        )
+
+    @classmethod
+    def from_enrollment(cls, body: dict[str, object]) -> HubConfig:
+        broker = body["broker"]
+        keys = body["issuer_keys"]
+        points = body["access_points"]
+        if not (isinstance(broker, dict) and isinstance(keys, dict) and isinstance(points, list)):
+            raise EnrollmentError("enrollment answer is malformed")
+        return cls(
+            hub_id=str(body["hub_id"]),
+            home_id=str(body["home_id"]),
+            broker=BrokerAddress(str(broker["host"]), int(broker["port"]),
+                                 str(broker["username"]), str(broker["password"])),
+            issuer_keys={str(kid): b64decode(str(raw)) for kid, raw in keys.items()},
+            access_points=tuple(str(p) for p in points),
+        )
+
+
+def load(data_dir: Path) -> HubConfig | None:
+    path = data_dir / "hub.json"
+    if not path.exists():
+        return None
+    return HubConfig.from_enrollment(orjson.loads(path.read_bytes()))
+
+
+def signing_key(data_dir: Path) -> Ed25519PrivateKey:
+    """The hub's own key, created on first use."""
+    path = data_dir / "hub.key"
+    if path.exists():
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise EnrollmentError(f"{path} is not an Ed25519 key")
+        return key
+    key = Ed25519PrivateKey.generate()
+    _write_private(path, key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return key
+
+
+def enroll(data_dir: Path, *, service_url: str, claim_code: str,
+           timeout: float = 10.0) -> HubConfig:
+    """Redeem the claim code with the service, once, and keep what it answers."""
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = signing_key(data_dir)
+    body = {"claim_code": claim_code, "public_key": b64encode(public_key_bytes(key.public_key()))}
+    try:
+        response = httpx.post(f"{service_url.rstrip('/')}/v1/hubs/claim", json=body,
+                              timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise EnrollmentError(f"cannot reach the service at {service_url}: {exc}") from exc
+    if response.status_code != 200:
+        raise EnrollmentError(f"claim refused ({response.status_code}): {response.text}")
+    config = HubConfig.from_enrollment(response.json())
+    _write_private(data_dir / "hub.json", config.to_json())
+    return config
+
+
+def _write_private(path: Path, content: bytes) -> None:
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(content)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)

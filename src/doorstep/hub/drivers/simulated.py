@@ -1,0 +1,402 @@
+"""A simulated smart deadbolt with a door position sensor, and the clocks that drive it.
+
+`SimulatedLock` behaves like a Matter Door Lock seen from the hub: `unlock()`/`lock()`
+request a motor movement and return; the outcome arrives as events after
+`motor_seconds`. It can jam, run flat, go offline, auto-relock, and be handled by a
+person (`open_door`, `close_door`, thumb-turn `manual_lock`/`manual_unlock`), which is
+how tests and the demo play the courier's hands.
+
+Time comes from a `Scheduler`: `ThreadScheduler` for real runs, `ManualScheduler` for
+tests that move the clock by hand instead of sleeping. With `motor_seconds=0` a movement
+completes inside the call, its events delivered before the call returns (the benchmarks'
+fast path).
+
+Thread safety: one mutex guards the state; events are queued under it and delivered
+outside it, in the order they happened, by whichever thread is not already delivering.
+So a subscriber may call `status()`, `lock()` or `unlock()` without deadlock; events
+caused by such a nested call are delivered right after the current one.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from doorstep.hub.lock import (
+    AlarmCode,
+    DoorLockAlarm,
+    DoorState,
+    DoorStateChange,
+    LockError,
+    LockEvent,
+    LockOperation,
+    LockOperationError,
+    LockOperationType,
+    LockState,
+    LockStatus,
+    OperationError,
+    OperationSource,
+)
+
+log = logging.getLogger(__name__)
+
+_DOOR_OPEN_STATES = frozenset({DoorState.OPEN, DoorState.FORCED_OPEN, DoorState.AJAR})
+
+
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Scheduler(Protocol):
+    def call_later(self, delay: float, fn: Callable[[], None]) -> Cancellable:
+        """Run `fn` after `delay` seconds; never before this call returns."""
+        ...
+
+
+class ThreadScheduler:
+    """Real time: one daemon `threading.Timer` per call."""
+
+    def call_later(self, delay: float, fn: Callable[[], None]) -> Cancellable:
+        timer = threading.Timer(delay, fn)
+        timer.daemon = True
+        timer.start()
+        return timer
+
+
+@dataclass(order=True)
+class _ManualCall:
+    due: float
+    seq: int
+    fn: Callable[[], None] = field(compare=False)
+    cancelled: bool = field(default=False, compare=False)
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class ManualScheduler:
+    """A clock that moves only when `advance()` is called. Single-threaded, for tests."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self._calls: list[_ManualCall] = []
+        self._seq = itertools.count()
+
+    def call_later(self, delay: float, fn: Callable[[], None]) -> Cancellable:
+        call = _ManualCall(self.now + delay, next(self._seq), fn)
+        heapq.heappush(self._calls, call)
+        return call
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock on, running every call that falls due, in time order."""
+        deadline = self.now + seconds
+        while self._calls and self._calls[0].due <= deadline:
+            call = heapq.heappop(self._calls)
+            self.now = call.due
+            if not call.cancelled:
+                call.fn()
+        self.now = deadline
+
+    @property
+    def pending(self) -> int:
+        return sum(not call.cancelled for call in self._calls)
+
+
+@dataclass(frozen=True, eq=False)
+class _Motion:
+    """One motor movement; compared by identity so a stale timer can tell it is stale."""
+
+    operation: LockOperationType
+    source: OperationSource
+
+
+class SimulatedLock:
+    """A deadbolt and door sensor in memory; implements `hub.lock.LockDriver`.
+
+    `actuations` counts motor movements started (remote, auto-relock, jammed ones too);
+    `unlock_calls`/`lock_calls` count calls to `unlock()`/`lock()`, refused or not.
+    """
+
+    def __init__(
+        self,
+        *,
+        scheduler: Scheduler | None = None,
+        motor_seconds: float = 0.0,
+        auto_relock_seconds: float | None = None,
+        battery_percent: int = 100,
+    ) -> None:
+        if motor_seconds < 0:
+            raise ValueError("motor_seconds must be >= 0")
+        if auto_relock_seconds is not None and auto_relock_seconds <= 0:
+            raise ValueError("auto_relock_seconds must be > 0 or None")
+        _check_percent(battery_percent)
+        self._scheduler = scheduler if scheduler is not None else ThreadScheduler()
+        self._motor_seconds = motor_seconds
+        self._auto_relock_seconds = auto_relock_seconds
+        self._mutex = threading.Lock()
+        self._lock_state = LockState.LOCKED
+        self._door_state = DoorState.CLOSED
+        self._battery_percent = battery_percent
+        self._jam_injected = False
+        self._jammed = False
+        self._online = True
+        self._closed = False
+        self._motion: _Motion | None = None
+        self._motion_timer: Cancellable | None = None
+        self._relock_timer: Cancellable | None = None
+        self._relock_generation = 0
+        self._relock_on_close = False
+        self._subscribers: list[Callable[[LockEvent], None]] = []
+        self._outbox: deque[LockEvent] = deque()
+        self._delivering = False
+        self.actuations = 0
+        self.unlock_calls = 0
+        self.lock_calls = 0
+
+    # --- LockDriver -------------------------------------------------------------------
+
+    def status(self) -> LockStatus:
+        with self._mutex:
+            return LockStatus(
+                lock_state=self._lock_state,
+                door_state=self._door_state,
+                battery_percent=self._battery_percent,
+                jammed=self._jammed,
+                online=self._online,
+            )
+
+    def subscribe(self, callback: Callable[[LockEvent], None]) -> None:
+        with self._mutex:
+            self._subscribers.append(callback)
+
+    def unlock(self, source: OperationSource) -> None:
+        with self._mutex:
+            self.unlock_calls += 1
+            self._check_reachable()
+            self._start_motion(LockOperationType.UNLOCK, source)
+        self._deliver()
+
+    def lock(self, source: OperationSource) -> None:
+        with self._mutex:
+            self.lock_calls += 1
+            self._check_reachable()
+            if self._door_state in _DOOR_OPEN_STATES:
+                # A real deadbolt would throw into the open door and then fail to enter
+                # the strike. Like smart locks with a door sensor, we refuse instead, so
+                # "locked" is never reported for a bolt that cannot be holding the door.
+                self._refuse(LockOperationType.LOCK, source, OperationError.UNSPECIFIED)
+            else:
+                self._start_motion(LockOperationType.LOCK, source)
+        self._deliver()
+
+    def close(self) -> None:
+        with self._mutex:
+            self._closed = True
+            if self._motion_timer is not None:
+                self._motion_timer.cancel()
+            self._motion = None
+            self._motion_timer = None
+            self._cancel_relock()
+            self._subscribers.clear()
+            self._outbox.clear()
+
+    # --- the physical world: the person at the door, and fault injection -------------
+
+    def open_door(self) -> None:
+        with self._mutex:
+            if self._door_state in _DOOR_OPEN_STATES:
+                return
+            self._door_state = DoorState.OPEN
+            self._outbox.append(DoorStateChange(DoorState.OPEN))
+            if self._lock_state == LockState.LOCKED:
+                self._outbox.append(DoorLockAlarm(AlarmCode.DOOR_FORCED_OPEN))
+        self._deliver()
+
+    def close_door(self) -> None:
+        with self._mutex:
+            if self._door_state == DoorState.CLOSED:
+                return
+            self._door_state = DoorState.CLOSED
+            self._outbox.append(DoorStateChange(DoorState.CLOSED))
+            if self._relock_on_close:
+                self._auto_relock()
+        self._deliver()
+
+    def manual_unlock(self) -> None:
+        """Thumb-turn to unlocked. A hand frees a bolt the motor could not (clears a jam)."""
+        with self._mutex:
+            if self._lock_state != LockState.UNLOCKED:
+                self._jammed = False
+                self._become_unlocked(OperationSource.MANUAL)
+        self._deliver()
+
+    def manual_lock(self) -> None:
+        """Thumb-turn to locked. Works with the door open: a person may choose to."""
+        with self._mutex:
+            if self._lock_state != LockState.LOCKED:
+                self._jammed = False
+                self._become_locked(OperationSource.MANUAL)
+        self._deliver()
+
+    def inject_jam(self, on: bool) -> None:
+        """While on, every motor movement stalls half-way."""
+        with self._mutex:
+            self._jam_injected = on
+
+    def set_online(self, on: bool) -> None:
+        """Offline: the radio link is down, so remote lock/unlock raise LockError."""
+        with self._mutex:
+            self._online = on
+
+    def set_battery(self, percent: int) -> None:
+        """At 0 % the motor cannot move: requests fail with INSUFFICIENT_BATTERY."""
+        _check_percent(percent)
+        with self._mutex:
+            self._battery_percent = percent
+
+    # --- motor and auto-relock (called with the mutex held) ----------------------------
+
+    def _check_reachable(self) -> None:
+        if self._closed:
+            raise LockError("lock driver is closed")
+        if not self._online:
+            raise LockError("lock is offline")
+
+    def _refuse(
+        self, operation: LockOperationType, source: OperationSource, error: OperationError
+    ) -> None:
+        self._outbox.append(LockOperationError(operation, source, error))
+
+    def _start_motion(self, operation: LockOperationType, source: OperationSource) -> None:
+        if self._motion is not None:
+            self._refuse(operation, source, OperationError.UNSPECIFIED)  # motor busy
+            return
+        if self._battery_percent == 0:
+            self._refuse(operation, source, OperationError.INSUFFICIENT_BATTERY)
+            return
+        self.actuations += 1
+        motion = _Motion(operation, source)
+        if self._motor_seconds == 0:
+            self._finish_motion(motion)
+            return
+        self._motion = motion
+        self._motion_timer = self._scheduler.call_later(
+            self._motor_seconds, lambda: self._on_motion_done(motion)
+        )
+
+    def _on_motion_done(self, motion: _Motion) -> None:
+        with self._mutex:
+            if self._motion is not motion:
+                return  # cancelled by close() after the timer had already fired
+            self._motion = None
+            self._motion_timer = None
+            self._finish_motion(motion)
+        self._deliver()
+
+    def _finish_motion(self, motion: _Motion) -> None:
+        if self._jam_injected:
+            self._jam(motion)
+        elif motion.operation == LockOperationType.UNLOCK:
+            self._jammed = False
+            self._become_unlocked(motion.source)
+        else:
+            self._jammed = False
+            self._become_locked(motion.source)
+
+    def _jam(self, motion: _Motion) -> None:
+        self._lock_state = LockState.NOT_FULLY_LOCKED
+        self._jammed = True
+        self._cancel_relock()
+        self._outbox.append(DoorLockAlarm(AlarmCode.LOCK_JAMMED))
+        self._refuse(motion.operation, motion.source, OperationError.UNSPECIFIED)
+
+    def _become_unlocked(self, source: OperationSource) -> None:
+        self._lock_state = LockState.UNLOCKED
+        self._outbox.append(LockOperation(LockOperationType.UNLOCK, source))
+        self._arm_relock()
+
+    def _become_locked(self, source: OperationSource) -> None:
+        self._lock_state = LockState.LOCKED
+        self._cancel_relock()
+        self._outbox.append(LockOperation(LockOperationType.LOCK, source))
+
+    def _arm_relock(self) -> None:
+        self._cancel_relock()
+        if self._auto_relock_seconds is None:
+            return
+        generation = self._relock_generation
+        self._relock_timer = self._scheduler.call_later(
+            self._auto_relock_seconds, lambda: self._on_relock_due(generation)
+        )
+
+    def _cancel_relock(self) -> None:
+        # The generation makes a timer that fired while we were cancelling it harmless.
+        self._relock_generation += 1
+        self._relock_on_close = False
+        if self._relock_timer is not None:
+            self._relock_timer.cancel()
+            self._relock_timer = None
+
+    def _on_relock_due(self, generation: int) -> None:
+        with self._mutex:
+            if generation != self._relock_generation or self._closed:
+                return
+            self._relock_timer = None
+            if self._door_state in _DOOR_OPEN_STATES:
+                self._relock_on_close = True  # never throw the bolt into an open door
+            else:
+                self._auto_relock()
+        self._deliver()
+
+    def _auto_relock(self) -> None:
+        self._relock_on_close = False
+        if self._lock_state == LockState.UNLOCKED and self._motion is None:
+            self._start_motion(LockOperationType.LOCK, OperationSource.AUTO)
+
+    # --- event delivery (called without the mutex) -------------------------------------
+
+    def _deliver(self) -> None:
+        with self._mutex:
+            if self._delivering:
+                return  # the delivering thread will pick up our events, in order
+            self._delivering = True
+        try:
+            while (event := self._next_event()) is not None:
+                for callback in self._subscribers_snapshot():
+                    _notify(callback, event)
+        except BaseException:
+            with self._mutex:
+                self._delivering = False
+            raise
+
+    def _next_event(self) -> LockEvent | None:
+        # Popping and giving up the delivering role happen under one lock hold, so an
+        # event queued by another thread meanwhile is never stranded.
+        with self._mutex:
+            if self._outbox:
+                return self._outbox.popleft()
+            self._delivering = False
+            return None
+
+    def _subscribers_snapshot(self) -> tuple[Callable[[LockEvent], None], ...]:
+        with self._mutex:
+            return tuple(self._subscribers)
+
+
+def _notify(callback: Callable[[LockEvent], None], event: LockEvent) -> None:
+    # One faulty subscriber must not stop the others from hearing about the lock.
+    try:
+        callback(event)
+    except Exception:
+        log.exception("lock event subscriber failed on %r", event)
+
+
+def _check_percent(percent: int) -> None:
+    if not 0 <= percent <= 100:
+        raise ValueError(f"battery percent must be 0..100, got {percent}")

@@ -1,0 +1,148 @@
+"""The hub's durable journal (SQLite, WAL, synchronous=FULL).
+
+Every event is written here, signed and hash-chained, *before* it is published; it stays
+until the service acknowledges it. Each process start is a new boot epoch; sequence
+numbers restart at 1 in each epoch, so (hub, epoch, seq) names an event forever.
+The journal also remembers every grant token id the hub has accepted (so a grant is
+single-use across restarts) and the reply to every command it has handled (so a
+redelivered command is answered, not executed twice).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from doorstep.protocol.messages import GENESIS_HASH, Event, b64encode
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    epoch INTEGER NOT NULL, seq INTEGER NOT NULL, body BLOB NOT NULL,
+    PRIMARY KEY (epoch, seq));
+CREATE TABLE IF NOT EXISTS used_tokens (
+    token_id BLOB PRIMARY KEY, expires INTEGER NOT NULL, used_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS commands (
+    command_id TEXT PRIMARY KEY, reply BLOB NOT NULL, at REAL NOT NULL);
+"""
+
+
+class Journal:
+    def __init__(self, path: Path, *, hub_id: str, signing_key: Ed25519PrivateKey) -> None:
+        self.hub_id = hub_id
+        self._key = signing_key
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._lock = threading.Lock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+        with self._lock:
+            self.epoch = int(self._meta("epoch", "0")) + 1
+            self._set_meta("epoch", str(self.epoch))
+        self._seq = 0
+        self._last_hash = self._meta("last_hash", GENESIS_HASH)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # --- events ----------------------------------------------------------------------
+
+    def append(self, kind: str, data: dict[str, Any], ts: float) -> Event:
+        """Sign, chain and durably store one event; return it, ready to publish."""
+        with self._lock:
+            unsigned = Event(
+                hub=self.hub_id,
+                epoch=self.epoch,
+                seq=self._seq + 1,
+                event_id=str(uuid.uuid4()),
+                ts=ts,
+                kind=kind,
+                data=data,
+                prev_hash=self._last_hash,
+            )
+            event = unsigned.model_copy(
+                update={"sig": b64encode(self._key.sign(unsigned.signing_bytes()))}
+            )
+            chain_hash = event.chain_hash()
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT INTO events (epoch, seq, body) VALUES (?, ?, ?)",
+                (event.epoch, event.seq, event.model_dump_json().encode()),
+            )
+            self._set_meta("last_hash", chain_hash)
+            self._db.execute("COMMIT")
+            self._seq, self._last_hash = event.seq, chain_hash
+            return event
+
+    def unacknowledged(self, *, limit: int = 500, after: tuple[int, int] = (0, 0)) -> list[Event]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT body FROM events WHERE (epoch, seq) > (?, ?) ORDER BY epoch, seq LIMIT ?",
+                (after[0], after[1], limit),
+            ).fetchall()
+        return [Event.model_validate_json(row[0]) for row in rows]
+
+    def acknowledge(self, epoch: int, through_seq: int) -> int:
+        """Forget events of `epoch` up to `through_seq`; returns how many were dropped."""
+        with self._lock:
+            cursor = self._db.execute(
+                "DELETE FROM events WHERE epoch = ? AND seq <= ?", (epoch, through_seq)
+            )
+            return cursor.rowcount
+
+    def pending_count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM events").fetchone()[0])
+
+    # --- single-use tokens and idempotent commands -----------------------------------
+
+    def use_token(self, token_id: bytes, *, expires: int, now: float) -> bool:
+        """Record a grant's token id as used; False if it was used before (a replay)."""
+        with self._lock:
+            try:
+                self._db.execute(
+                    "INSERT INTO used_tokens (token_id, expires, used_at) VALUES (?, ?, ?)",
+                    (token_id, expires, now),
+                )
+            except sqlite3.IntegrityError:
+                return False
+            return True
+
+    def forget_tokens_expired_before(self, cutoff: int) -> None:
+        # An expired grant is refused on its `exp` alone, so its id no longer needs keeping.
+        with self._lock:
+            self._db.execute("DELETE FROM used_tokens WHERE expires < ?", (cutoff,))
+
+    def command_reply(self, command_id: str) -> bytes | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT reply FROM commands WHERE command_id = ?", (command_id,)
+            ).fetchone()
+        return bytes(row[0]) if row else None
+
+    def record_command(self, command_id: str, reply: bytes, now: float) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO commands (command_id, reply, at) VALUES (?, ?, ?)",
+                (command_id, reply, now),
+            )
+
+    # --- meta --------------------------------------------------------------------------
+
+    def _meta(self, key: str, default: str) -> str:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return str(row[0]) if row else default
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self._db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+

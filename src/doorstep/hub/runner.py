@@ -1,0 +1,65 @@
+"""Builds and runs one hub from its data directory (what `doorstep hub` does)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from doorstep.hub import config as hub_config
+from doorstep.hub.agent import HubAgent
+from doorstep.hub.drivers.simulated import SimulatedLock
+from doorstep.hub.journal import Journal
+from doorstep.hub.lock import LockDriver
+from doorstep.hub.simcontrol import SimControl
+from doorstep.protocol.grants import GrantVerifier
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HubOptions:
+    data_dir: Path
+    service_url: str | None = None
+    claim_code: str | None = None
+    motor_seconds: float = 0.0
+
+
+def build(options: HubOptions) -> tuple[HubAgent, hub_config.HubConfig, SimControl]:
+    config = hub_config.load(options.data_dir)
+    if config is None:
+        if not (options.service_url and options.claim_code):
+            raise hub_config.EnrollmentError(
+                f"{options.data_dir} holds no enrollment: pass --service and --claim-code"
+            )
+        config = hub_config.enroll(options.data_dir, service_url=options.service_url,
+                                   claim_code=options.claim_code)
+        log.info("enrolled as %s", config.hub_id)
+    key = hub_config.signing_key(options.data_dir)
+    journal = Journal(options.data_dir / "journal.db", hub_id=config.hub_id, signing_key=key)
+    simulated = {p: SimulatedLock(motor_seconds=options.motor_seconds)
+                 for p in config.access_points}
+    locks: dict[str, LockDriver] = dict(simulated)
+    verifier = GrantVerifier(hub_id=config.hub_id, issuer_keys=config.issuer_keys,
+                             clock=time.time)
+    agent = HubAgent(hub_id=config.hub_id, journal=journal, locks=locks, verifier=verifier,
+                     clock=time.time)
+    control = SimControl(options.data_dir / "sim.sock", simulated)
+    return agent, config, control
+
+
+def run(options: HubOptions) -> None:
+    agent, config, control = build(options)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    control.start()
+    agent.start(config.broker)
+    log.info("hub %s online (epoch %d), access points: %s", config.hub_id,
+             agent.journal.epoch, ", ".join(config.access_points))
+    done.wait()
+    control.stop()
+    agent.stop()

@@ -1,0 +1,38 @@
+"""What each kind of principal may do. Routes name the permission they need; anything not
+listed here is denied. Whether *this* object is yours is checked in the services."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Permission(StrEnum):
+    HOMES_MANAGE = "homes:home:manage"
+    AUDIT_READ_OWN = "audit:home:read"
+    AUDIT_READ_ALL = "audit:all:read"
+    CARRIERS_MANAGE = "carriers:carrier:manage"
+    COURIERS_MANAGE = "carriers:courier:manage"
+    DELIVERIES_BOOK = "deliveries:delivery:book"
+    ENTRIES_REQUEST = "entries:entry:request"
+    ENTRIES_READ = "entries:entry:read"
+
+
+class PrincipalRole(StrEnum):
+    RESIDENT = "resident"
+    COURIER = "courier"
+    OPERATOR = "operator"
+    CARRIER = "carrier"
+
+
+GRANTED: dict[PrincipalRole, frozenset[Permission]] = {
+    PrincipalRole.RESIDENT: frozenset(
+        {Permission.HOMES_MANAGE, Permission.AUDIT_READ_OWN, Permission.ENTRIES_READ}
+    ),
+    PrincipalRole.COURIER: frozenset({Permission.ENTRIES_REQUEST, Permission.ENTRIES_READ}),
+    PrincipalRole.CARRIER: frozenset(
+        {Permission.DELIVERIES_BOOK, Permission.COURIERS_MANAGE, Permission.ENTRIES_READ}
+    ),
+    PrincipalRole.OPERATOR: frozenset(
+        {Permission.CARRIERS_MANAGE, Permission.AUDIT_READ_ALL, Permission.ENTRIES_READ}
+    ),
+}

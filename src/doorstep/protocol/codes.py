@@ -1,0 +1,66 @@
+"""Stable reason codes: why an entry was denied or a command refused.
+
+They travel over MQTT (hub refusals), appear in API error bodies and in the audit log,
+and never change meaning once released. Add new ones; do not rename.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    # Courier entry checks, in the order DESIGN "Courier entry" runs them.
+    COURIER_NOT_ASSIGNED = "courier_not_assigned"
+    COURIER_INACTIVE = "courier_inactive"
+    PACKAGE_UNKNOWN = "package_unknown"
+    PACKAGE_ALREADY_DELIVERED = "package_already_delivered"
+    IN_HOME_DISABLED = "in_home_disabled"
+    OUTSIDE_WINDOW = "outside_window"
+    OUTSIDE_GEOFENCE = "outside_geofence"
+    HUB_OFFLINE = "hub_offline"
+    LOCK_NOT_READY = "lock_not_ready"
+    ENTRY_IN_PROGRESS = "entry_in_progress"
+    HUB_TIMEOUT = "hub_timeout"
+
+    # Hub-side refusals of a command or grant (the actuator is never reached).
+    BAD_MESSAGE = "bad_message"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    COMMAND_EXPIRED = "command_expired"
+    TOKEN_MALFORMED = "token_malformed"
+    TOKEN_ALGORITHM = "token_algorithm"
+    TOKEN_UNKNOWN_KEY = "token_unknown_key"
+    TOKEN_SIGNATURE = "token_signature"
+    TOKEN_EXPIRED = "token_expired"
+    TOKEN_NOT_YET_VALID = "token_not_yet_valid"
+    TOKEN_AUDIENCE = "token_audience"
+    TOKEN_SCOPE = "token_scope"
+    TOKEN_REPLAYED = "token_replayed"
+    TOKEN_ENTRY_MISMATCH = "token_entry_mismatch"
+    LOCK_JAMMED = "lock_jammed"
+    DOOR_OPEN = "door_open"
+    ACTUATOR_FAILED = "actuator_failed"
+
+
+# What the courier is told to do instead, per denial. Shown verbatim in the courier app.
+COURIER_ADVICE: dict[Reason, str] = {
+    Reason.COURIER_NOT_ASSIGNED: "This stop is assigned to another courier; return the parcel.",
+    Reason.COURIER_INACTIVE: "Your account cannot make in-home deliveries; return the parcel.",
+    Reason.PACKAGE_UNKNOWN: "This parcel is not for an in-home delivery here; check the address.",
+    Reason.PACKAGE_ALREADY_DELIVERED: "This parcel was already delivered.",
+    Reason.IN_HOME_DISABLED: "In-home delivery is off here today; leave it at the door.",
+    Reason.OUTSIDE_WINDOW: "You are outside the delivery window; leave it at the door.",
+    Reason.OUTSIDE_GEOFENCE: "You do not appear to be at this address; move to the door and retry.",
+    Reason.HUB_OFFLINE: "The home's hub is offline; leave it at the door.",
+    Reason.LOCK_NOT_READY: "The lock is not ready; leave it at the door.",
+    Reason.ENTRY_IN_PROGRESS: "Another entry is open at this door; wait, then retry.",
+    Reason.HUB_TIMEOUT: "The door did not answer in time; leave it at the door.",
+}
+
+
+def advice_for(reason: str | None) -> str | None:
+    """The sentence the courier sees for a denial reason, if it has one."""
+    try:
+        return COURIER_ADVICE.get(Reason(reason)) if reason else None
+    except ValueError:
+        return None

@@ -1,0 +1,110 @@
+"""Message schemas on the service <-> hub topics, version `PROTOCOL_VERSION`.
+
+All payloads are JSON objects. Binary values (grants) are base64url without padding.
+
+    cmd     {v, command_id, kind, not_after, entry_id?, access_point?, grant?}
+    reply   {command_id, result: ok|refused|error, reason?, seqs: [int]}
+    events  {hub, epoch, seq, event_id, ts, kind, data, prev_hash, sig}
+    ack     {epoch, through_seq}
+    status  {state: online|offline, epoch?}
+
+An event's `sig` is the hub's Ed25519 signature (base64url) over the canonical JSON of
+the event without `sig`; `prev_hash` is the SHA-256 (hex) of the previous event's
+canonical JSON including its `sig`, so each hub's journal is a hash chain.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from enum import StrEnum
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_MESSAGE_BYTES = 64 * 1024
+GENESIS_HASH = "0" * 64
+
+
+class CommandKind(StrEnum):
+    UNLOCK = "unlock"
+    LOCK = "lock"
+    REPLAY = "replay"
+
+
+class EventKind(StrEnum):
+    HUB_STARTED = "hub.started"
+    COMMAND_REFUSED = "command.refused"
+    LOCK_UNLOCKED = "lock.unlocked"
+    LOCK_LOCKED = "lock.locked"
+    LOCK_JAMMED = "lock.jammed"
+    LOCK_ERROR = "lock.error"
+    DOOR_OPENED = "door.opened"
+    DOOR_CLOSED = "door.closed"
+    DOOR_FORCED = "door.forced_open"
+    ENTRY_SECURED = "entry.secured"
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Command(_Message):
+    v: int
+    command_id: str = Field(min_length=8, max_length=64)
+    kind: CommandKind
+    not_after: int
+    entry_id: str | None = Field(default=None, max_length=64)
+    access_point: str | None = Field(default=None, max_length=64)
+    grant: str | None = Field(default=None, max_length=2048)
+    from_epoch: int | None = None
+    from_seq: int | None = None
+
+
+class Reply(_Message):
+    command_id: str
+    result: Literal["ok", "refused", "error"]
+    reason: str | None = None
+    seqs: list[int] = Field(default_factory=list)
+
+
+class Event(_Message):
+    hub: str
+    epoch: int = Field(ge=1)
+    seq: int = Field(ge=1)
+    event_id: str
+    ts: float
+    kind: str
+    data: dict[str, Any]
+    prev_hash: str = Field(min_length=64, max_length=64)
+    sig: str = ""
+
+    def signing_bytes(self) -> bytes:
+        return canonical(self.model_dump(exclude={"sig"}))
+
+    def chain_hash(self) -> str:
+        return hashlib.sha256(canonical(self.model_dump())).hexdigest()
+
+
+class Ack(_Message):
+    epoch: int
+    through_seq: int
+
+
+class Status(_Message):
+    state: Literal["online", "offline"]
+    epoch: int | None = None
+
+
+def canonical(value: Any) -> bytes:
+    """Deterministic JSON: sorted keys, no spaces. What signatures and hashes cover."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def b64encode(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def b64decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))

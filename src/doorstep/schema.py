@@ -1,0 +1,30 @@
+"""Every table, imported in one place so `Base.metadata` is complete (for migrations)."""
+
+from doorstep.access.models import Entry
+from doorstep.accounts.models import AccessToken, ApiClient, Carrier, User
+from doorstep.audit.models import AuditEvent, AuditHead
+from doorstep.db import Base
+from doorstep.deliveries.models import Delivery, Package
+from doorstep.homes.models import AccessPoint, Home, HomeCarrier, Hub
+from doorstep.hublink.models import HubEvent, HubStream
+
+metadata = Base.metadata
+
+__all__ = [
+    "AccessPoint",
+    "AccessToken",
+    "ApiClient",
+    "AuditEvent",
+    "AuditHead",
+    "Carrier",
+    "Delivery",
+    "Entry",
+    "Home",
+    "HomeCarrier",
+    "Hub",
+    "HubEvent",
+    "HubStream",
+    "Package",
+    "User",
+    "metadata",
+]

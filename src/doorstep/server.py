@@ -1,0 +1,77 @@
+"""What `doorstep serve` runs: the broker (supervised, unless one is configured), the app,
+and uvicorn, stopped in reverse order."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import ExitStack
+from pathlib import Path
+
+import uvicorn
+
+from doorstep import db
+from doorstep.app import create_app
+from doorstep.broker import Mosquitto
+from doorstep.broker.supervisor import _free_port as free_port
+from doorstep.homes.service import broker_credentials
+from doorstep.protocol.mqtt import BrokerAddress
+from doorstep.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def serve(settings: Settings) -> None:
+    with ExitStack() as stack:
+        broker, on_enrolled = _broker(settings, stack)
+        public_host = settings.broker_public_host or broker.host
+        app = create_app(settings, broker=broker, broker_public=(public_host, broker.port),
+                         on_hub_enrolled=on_enrolled)
+        log.info("database: %s", _redact(settings.resolved_database_url))
+        log.info("web: %s", settings.resolved_public_url)
+        uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level="warning",
+                    access_log=False)
+
+
+def _broker(settings: Settings, stack: ExitStack) -> tuple[BrokerAddress, object]:
+    if settings.broker_url:
+        log.info("broker: %s (managed elsewhere)", _redact(settings.broker_url))
+        return BrokerAddress.from_url(settings.broker_url), lambda: None
+    engine = db.make_engine(settings.resolved_database_url,
+                            sqlite_synchronous=settings.sqlite_synchronous)
+    db.upgrade(engine)
+    sessions = db.make_session_factory(engine)
+
+    def credentials() -> dict[str, str]:
+        with sessions() as session:
+            return broker_credentials(session)
+
+    directory = settings.data_dir / "broker"
+    mosquitto = Mosquitto(directory, port=_stable_port(settings, directory))
+    mosquitto.start(credentials())
+    stack.callback(mosquitto.stop)
+    log.info("broker: mosquitto pid %s on %s:%s (supervised)", mosquitto.pid,
+             mosquitto.host, mosquitto.port)
+    address = BrokerAddress(mosquitto.host, mosquitto.port, mosquitto.service_user,
+                            mosquitto.service_password)
+    return address, lambda: mosquitto.update_hubs(credentials())
+
+
+def _redact(url: str) -> str:
+    head, sep, tail = url.rpartition("@")
+    if not sep:
+        return url
+    scheme, _, _credentials = head.partition("://")
+    return f"{scheme}://***@{tail}"
+
+
+def _stable_port(settings: Settings, directory: Path) -> int | None:
+    """Hubs keep the broker's port from enrollment, so a restart must reuse it."""
+    if settings.managed_broker_port:
+        return settings.managed_broker_port
+    remembered = directory / "port"
+    if remembered.exists():
+        return int(remembered.read_text())
+    port = free_port()
+    directory.mkdir(parents=True, exist_ok=True)
+    remembered.write_text(str(port))
+    return port

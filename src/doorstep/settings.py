@@ -1,0 +1,80 @@
+"""Settings: environment variables (`DOORSTEP_*`, nested with `__`) over an optional TOML
+file (`DOORSTEP_CONFIG` or `--config`) over defaults. Built once by the CLI or a test and
+passed to `create_app`; nothing reads settings at import time."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class EntrySettings(BaseModel):
+    grant_ttl_seconds: int = Field(default=300, ge=10, le=3600)
+    window_tolerance_seconds: int = Field(default=300, ge=0, le=3600)
+    hub_reply_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    command_expiry_seconds: int = Field(default=30, ge=1, le=300)
+
+
+class AuthSettings(BaseModel):
+    token_ttl_seconds: int = Field(default=3600, ge=60, le=30 * 86400)
+    claim_code_ttl_seconds: int = Field(default=3600, ge=60)
+    max_login_failures_per_minute: int = Field(default=10, ge=1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DOORSTEP_", env_nested_delimiter="__")
+
+    environment: Literal["development", "production"] = "development"
+    data_dir: Path = Path("var")
+    database_url: str | None = None
+    # mqtt://user:password@host:port. Empty: `serve` starts and supervises its own Mosquitto.
+    broker_url: str | None = None
+    # Port of the Mosquitto that `serve` supervises (chosen once and remembered if unset).
+    managed_broker_port: int | None = None
+    # Address hubs are told to use (defaults to the broker the service itself uses).
+    broker_public_host: str | None = None
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    public_url: str | None = None
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "NORMAL"
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    entry: EntrySettings = EntrySettings()
+    auth: AuthSettings = AuthSettings()
+
+    @model_validator(mode="after")
+    def _production_needs_explicit_storage(self) -> Settings:
+        if self.environment == "production" and not self.database_url:
+            raise ValueError("production needs DOORSTEP_DATABASE_URL set explicitly")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'doorstep.db').resolve()}"
+
+    @property
+    def resolved_public_url(self) -> str:
+        return self.public_url or f"http://{self.http_host}:{self.http_port}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("DOORSTEP_CONFIG")
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
