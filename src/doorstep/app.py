@@ -67,7 +67,8 @@ def create_app(
         db.upgrade(engine)
         if broker is not None:
             runtime.link = HubLink(address=broker, session_factory=sessions, clock=clock,
-                                   command_expiry_seconds=settings.entry.command_expiry_seconds)
+                                   command_expiry_seconds=settings.entry.command_expiry_seconds,
+                                   client_id=settings.broker_client_id)
             runtime.link.start()
         try:
             yield

@@ -68,7 +68,7 @@ def spawn(name: str, args: list[str], log_path: Path, env: dict[str, str] | None
 class Service:
     url: str
     data_dir: Path
-    process: Process
+    process: Process | None
     env: dict[str, str]
 
     @property
@@ -119,9 +119,19 @@ class Api:
             raise RuntimeError(f"{method} {path}: {response.status_code} {response.text}")
         return response.json()
 
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> Api:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
     @classmethod
     def login(cls, base_url: str, **form: str) -> Api:
-        token = cls(base_url).call("POST", "/v1/auth/token", data=form)["access_token"]
+        with cls(base_url) as anonymous:
+            token = anonymous.call("POST", "/v1/auth/token", data=form)["access_token"]
         return cls(base_url, token)
 
 
@@ -148,12 +158,26 @@ class World:
     couriers: list[tuple[str, Api]] = field(default_factory=list)
     homes: list[Home] = field(default_factory=list)
 
+    def close(self) -> None:
+        """Stop the hubs this world started and close every client."""
+        for home in self.homes:
+            if home.hub_process is not None:
+                home.hub_process.stop()
+            home.resident.close()
+        for api in (self.operator, self.carrier, *(api for _id, api in self.couriers)):
+            api.close()
+
 
 PASSWORD = "correct horse battery"
 
 
-def build_world(service: Service, *, homes: int, say: Say) -> World:
-    create_operator(service, "operator@doorstep.test", PASSWORD)
+HubLauncher = Callable[[Service, Path, str], "Process | None"]
+
+
+def build_world(service: Service, *, homes: int, say: Say,
+                make_operator: Callable[[Service, str, str], None] | None = None,
+                launch_hub: HubLauncher | None = None) -> World:
+    (make_operator or create_operator)(service, "operator@doorstep.test", PASSWORD)
     operator = Api.login(service.url, grant_type="password", username="operator@doorstep.test",
                          password=PASSWORD)
     carrier_info = operator.call("POST", "/v1/carriers", 201, json={"name": "Parcelly"})
@@ -168,14 +192,16 @@ def build_world(service: Service, *, homes: int, say: Say) -> World:
         service.url, grant_type="password", username="casey@parcelly.test", password=PASSWORD)))
     say(f"carrier added courier {courier['name']} ({courier['id']})")
     for number in range(1, homes + 1):
-        world.homes.append(_make_home(service, world, number, say))
+        world.homes.append(add_home(service, world, number, say, launch_hub or start_hub))
     return world
 
 
-def _make_home(service: Service, world: World, number: int, say: Say) -> Home:
+def add_home(service: Service, world: World, number: int, say: Say,
+             launch_hub: HubLauncher) -> Home:
     email = f"resident{number}@doorstep.test"
-    Api(service.url).call("POST", "/v1/residents", 201, json={
-        "email": email, "name": f"Resident {number}", "password": PASSWORD})
+    with Api(service.url) as anonymous:
+        anonymous.call("POST", "/v1/residents", 201, json={
+            "email": email, "name": f"Resident {number}", "password": PASSWORD})
     resident = Api.login(service.url, grant_type="password", username=email, password=PASSWORD)
     lat, lon = 51.5007 + number * 0.01, -0.1246
     home = resident.call("POST", "/v1/homes", 201, json={
@@ -190,14 +216,14 @@ def _make_home(service: Service, world: World, number: int, say: Say) -> Home:
         f"(claim code {hub['claim_code'][:4]}-****) and allowed Parcelly in")
     hub_dir = service.data_dir / "hubs" / hub["hub_id"]
     result = Home(home["id"], hub["hub_id"], lat, lon, hub_dir, resident)
-    result.hub_process = start_hub(service, hub_dir, hub["claim_code"])
+    result.hub_process = launch_hub(service, hub_dir, hub["claim_code"])
     wait_hub_online(result, online=True)
     say(f"hub {hub['hub_id']} claimed its code, connected to the broker and is online")
     return result
 
 
 def start_hub(service: Service, hub_dir: Path, claim_code: str | None = None,
-              motor_seconds: float = 0.0) -> Process:
+              motor_seconds: float = 0.0) -> Process | None:
     args = ["hub", "--data-dir", str(hub_dir), "--motor-seconds", str(motor_seconds)]
     if claim_code:
         args += ["--service", service.url, "--claim-code", claim_code]
@@ -210,7 +236,8 @@ def wait_hub_online(home: Home, *, online: bool, timeout: float = 20) -> None:
         state = home.resident.call("GET", f"/v1/homes/{home.id}")
         if state["hubs"] and state["hubs"][0]["online"] is online:
             return
-        if home.hub_process and home.hub_process.popen.poll() is not None and online:
+        popen = getattr(home.hub_process, "popen", None)
+        if popen is not None and popen.poll() is not None and online:
             raise RuntimeError(f"hub exited; see {home.hub_process.log_path}")
         home.resident.call("GET", "/v1/homes")  # a round trip, not a sleep
     raise RuntimeError(f"hub of {home.id} did not become {'online' if online else 'offline'}")
@@ -255,12 +282,13 @@ def running(data_dir: Path, *, homes: int, say: Say) -> Iterator[World]:
     service = start_service(data_dir)
     world: World | None = None
     try:
-        say(f"service up at {service.url} (pid {service.process.popen.pid}); "
+        pid = service.process.popen.pid if service.process else "-"
+        say(f"service up at {service.url} (pid {pid}); "
             "it started and supervises its own Mosquitto")
         world = build_world(service, homes=homes, say=say)
         yield world
     finally:
-        for home in world.homes if world else []:
-            if home.hub_process:
-                home.hub_process.stop()
-        service.process.stop()
+        if world is not None:
+            world.close()
+        if service.process is not None:
+            service.process.stop()

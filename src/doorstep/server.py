@@ -4,6 +4,7 @@ and uvicorn, stopped in reverse order."""
 from __future__ import annotations
 
 import logging
+import signal
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import uvicorn
 from doorstep import db
 from doorstep.app import create_app
 from doorstep.broker import Mosquitto
-from doorstep.broker.supervisor import _free_port as free_port
+from doorstep.broker.supervisor import free_port
 from doorstep.homes.service import broker_credentials
 from doorstep.protocol.mqtt import BrokerAddress
 from doorstep.settings import Settings
@@ -21,6 +22,10 @@ log = logging.getLogger(__name__)
 
 
 def serve(settings: Settings) -> None:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # uvicorn re-raises SIGTERM after its graceful shutdown; turning it into SystemExit
+    # lets the broker and the database be closed on the way out.
+    signal.signal(signal.SIGTERM, _exit)
     with ExitStack() as stack:
         broker, on_enrolled = _broker(settings, stack)
         public_host = settings.broker_public_host or broker.host
@@ -30,6 +35,10 @@ def serve(settings: Settings) -> None:
         log.info("web: %s", settings.resolved_public_url)
         uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level="warning",
                     access_log=False)
+
+
+def _exit(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _broker(settings: Settings, stack: ExitStack) -> tuple[BrokerAddress, object]:

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     database_url: str | None = None
     # mqtt://user:password@host:port. Empty: `serve` starts and supervises its own Mosquitto.
     broker_url: str | None = None
+    # MQTT client id of this service process; give each `serve` process its own.
+    broker_client_id: str = "doorstep-service"
     # Port of the Mosquitto that `serve` supervises (chosen once and remembered if unset).
     managed_broker_port: int | None = None
     # Address hubs are told to use (defaults to the broker the service itself uses).

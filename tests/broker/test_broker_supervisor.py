@@ -248,3 +248,23 @@ def test_missing_executable_says_how_to_install_it(tmp_path: Path) -> None:
 def test_bad_service_user_name_is_refused_up_front(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         Mosquitto(tmp_path, service_user="svc\ntopic readwrite #")
+
+
+def test_start_ends_a_broker_left_running_on_the_same_directory(tmp_path: Path) -> None:
+    # As if `serve` had been killed: the first supervisor never calls stop().
+    abandoned = Mosquitto(tmp_path)
+    abandoned.start()
+    stale_pid = abandoned.pid
+
+    with Mosquitto(tmp_path) as successor:
+        assert not abandoned.running
+        assert successor.pid != stale_pid
+        assert (tmp_path / "mosquitto.pid").read_text() == f"{successor.pid}\n"
+    assert not (tmp_path / "mosquitto.pid").exists()
+
+
+def test_start_leaves_an_unrelated_process_named_in_the_pid_file_alone(tmp_path: Path) -> None:
+    (tmp_path / "mosquitto.pid").write_text(f"{os.getpid()}\n")
+
+    with Mosquitto(tmp_path) as broker:
+        assert broker.running

@@ -6,6 +6,10 @@ and waits until the broker is listening; `update_hubs` rewrites the password fil
 ACL and makes the broker reload them; `stop` ends the process. Hub passwords arrive as
 `$7$` hashes only: the plaintext stays with whoever provisions the hub.
 
+A `serve` that dies without `stop` leaves its broker running, still autosaving into the
+same persistence file; the pid we record lets the next `start` end that stale broker
+first (only if /proc shows it is Mosquitto running this directory's configuration).
+
 Readiness and reloads are read from the broker's own log (it writes to stderr, which we
 send to `mosquitto.log`): "mosquitto version ... running" comes after the listener is
 open, and "Reloading config." at the start of a reload.
@@ -13,6 +17,8 @@ open, and "Reloading config." at the start of a reload.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import re
 import shutil
@@ -38,6 +44,8 @@ SBIN_PATH = "/usr/local/sbin:/usr/sbin:/sbin"
 RUNNING_LINE = re.compile(rb"mosquitto version \S+ running")
 RELOAD_LINE = re.compile(rb"Reloading config\.")
 POLL_SECONDS = 0.02
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+STALE_EXIT_SECONDS = 5.0
 
 
 class BrokerError(Exception):
@@ -57,7 +65,7 @@ class Mosquitto:
         executable: str = "mosquitto",
     ) -> None:
         self._directory = Path(directory)
-        self._port = port if port is not None else _free_port()
+        self._port = port if port is not None else free_port()
         self._service_password = service_password or new_password()
         # Validates the name now rather than at start.
         self._service = BrokerUser(service_user, hash_password(self._service_password))
@@ -114,9 +122,11 @@ class Mosquitto:
         if self.running:
             raise BrokerError("mosquitto is already running")
         executable = _find_executable(self._executable)
+        self._end_stale_broker()
         self._write_files(hubs or {}, conf=True)
         log_offset = _size(self.log_file)
         self._process = self._spawn(executable)
+        _write_private(self._pid_file, f"{self._process.pid}\n")
         deadline = time.monotonic() + timeout
         try:
             self._wait_for_log(RUNNING_LINE, log_offset, deadline)
@@ -153,6 +163,7 @@ class Mosquitto:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        self._pid_file.unlink(missing_ok=True)
 
     def __enter__(self) -> Mosquitto:
         """Start the broker with no hubs, unless it is already running."""
@@ -178,6 +189,38 @@ class Mosquitto:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
+    @property
+    def _pid_file(self) -> Path:
+        return self._directory / "mosquitto.pid"
+
+    @property
+    def _conf_file(self) -> Path:
+        return self._directory / "mosquitto.conf"
+
+    def _end_stale_broker(self) -> None:
+        pid = _read_pid(self._pid_file)
+        if pid is None or not self._is_our_broker(pid):
+            return
+        os.kill(pid, signal.SIGTERM)
+        if not self._wait_gone(pid, time.monotonic() + STALE_EXIT_SECONDS):
+            os.kill(pid, signal.SIGKILL)
+            if not self._wait_gone(pid, time.monotonic() + STALE_EXIT_SECONDS):
+                raise BrokerError(f"a stale mosquitto (pid {pid}) would not exit")
+        self._pid_file.unlink(missing_ok=True)
+
+    def _is_our_broker(self, pid: int) -> bool:
+        # A recycled pid, or a zombie (empty cmdline), does not match.
+        argv = _cmdline(pid)
+        expected = ["-c", str(self._conf_file)]
+        return len(argv) == 3 and "mosquitto" in Path(argv[0]).name and argv[1:] == expected
+
+    def _wait_gone(self, pid: int, deadline: float) -> bool:
+        while self._is_our_broker(pid):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(POLL_SECONDS)
+        return True
+
     def _write_files(self, hubs: Mapping[str, str], *, conf: bool) -> None:
         self._directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.data_dir.mkdir(mode=0o700, exist_ok=True)
@@ -186,7 +229,7 @@ class Mosquitto:
         _write_private(self._directory / "passwords", render_passwords(users))
         _write_private(self._directory / "acl", acl)
         if conf:
-            _write_private(self._directory / "mosquitto.conf", self._render_conf())
+            _write_private(self._conf_file, self._render_conf())
 
     def _render_conf(self) -> str:
         return render_mosquitto_conf(
@@ -204,10 +247,11 @@ class Mosquitto:
         log_fd = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             return subprocess.Popen(
-                [executable, "-c", str(self._directory / "mosquitto.conf")],
+                [executable, "-c", str(self._conf_file)],
                 stdin=subprocess.DEVNULL,
                 stdout=log_fd,
                 stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
             )
         finally:
             os.close(log_fd)
@@ -244,7 +288,14 @@ def _find_executable(executable: str) -> str:
     return found
 
 
-def _free_port() -> int:
+def _die_with_parent() -> None:
+    # Linux: the broker gets SIGTERM when the process that started it dies, even by
+    # SIGKILL, so a crashed `serve` never leaves an orphan holding the port and database.
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((HOST, 0))
         return int(probe.getsockname()[1])
@@ -258,6 +309,21 @@ def _write_private(path: Path, text: str) -> None:
         os.fchmod(fd, 0o600)
         file.write(text)
     os.replace(temporary, path)
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
 
 
 def _size(path: Path) -> int:

@@ -52,7 +52,7 @@ from doorstep.protocol.messages import (
     Status,
     b64decode,
 )
-from doorstep.protocol.mqtt import BrokerAddress, connect, make_client
+from doorstep.protocol.mqtt import BrokerAddress, close, connect, make_client
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +119,7 @@ class HubAgent:
             info = self._client.publish(self.topics.status, offline.model_dump_json().encode(),
                                         qos=1, retain=True)
             info.wait_for_publish(timeout=2)
-            self._client.disconnect()
-            self._client.loop_stop()
+            close(self._client)
         for driver in self.locks.values():
             driver.close()
         self.journal.close()
@@ -182,6 +181,8 @@ class HubAgent:
             if previous is not None:  # redelivered: answer again, do nothing again
                 self._send_reply_bytes(previous)
                 return Reply.model_validate_json(previous)
+            if self._in_flight(command.command_id):  # redelivered while the bolt moves
+                return None  # the reply follows the lock's report, as for the first copy
             if command.kind == CommandKind.REPLAY:
                 self._resend(after=(command.from_epoch or 0, (command.from_seq or 1) - 1))
                 return None
@@ -189,6 +190,9 @@ class HubAgent:
                 return self._execute(command)
             except Refusal as refusal:
                 return self._refuse(command, refusal.reason, str(refusal))
+
+    def _in_flight(self, command_id: str) -> bool:
+        return any(visit.command_id == command_id for visit in self._visits.values())
 
     def _parse(self, payload: bytes) -> Command | None:
         if len(payload) > MAX_MESSAGE_BYTES:
@@ -217,6 +221,8 @@ class HubAgent:
             raise Refusal(Reason.TOKEN_AUDIENCE, "no such access point on this hub")
         if command.entry_id != claims.entry_id or command.access_point != access_point:
             raise Refusal(Reason.TOKEN_ENTRY_MISMATCH)
+        if access_point in self._visits:
+            raise Refusal(Reason.ENTRY_IN_PROGRESS, "another entry is open at this door")
         self._check_ready(driver)
         if not self.journal.use_token(claims.token_id, expires=claims.expires,
                                       now=self._clock()):

@@ -35,7 +35,7 @@ from doorstep.protocol.messages import (
     Reply,
     Status,
 )
-from doorstep.protocol.mqtt import BrokerAddress, connect, expiring, make_client
+from doorstep.protocol.mqtt import BrokerAddress, close, connect, expiring, make_client
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +95,7 @@ class HubLink:
     def stop(self) -> None:
         self._stopping.set()
         self._inbox.put(None)
-        self._client.disconnect()
-        self._client.loop_stop()
+        close(self._client)
         self._worker.join(timeout=10)
 
     def _on_connect(self, client: paho.Client, _u: object, _f: object, reason: object,

@@ -25,6 +25,7 @@ hub's job: it needs durable storage, which this module does not have.
 from __future__ import annotations
 
 import hashlib
+import io
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -188,10 +189,13 @@ def _strip_cwt_tag(token: bytes) -> bytes:
 def _sign1_parts(token: bytes) -> tuple[dict[Any, Any], Any, Any, Any]:
     if not isinstance(token, bytes) or not token or len(token) > MAX_TOKEN_BYTES:
         raise GrantRefused(Reason.TOKEN_MALFORMED, "empty or oversized token")
+    body = io.BytesIO(_strip_cwt_tag(token))
     try:
-        item = cbor2.loads(_strip_cwt_tag(token))
+        item = cbor2.CBORDecoder(body).decode()
     except Exception as exc:
         raise GrantRefused(Reason.TOKEN_MALFORMED, "not CBOR") from exc
+    if body.tell() != len(body.getbuffer()):
+        raise GrantRefused(Reason.TOKEN_MALFORMED, "bytes after the token")
     if not isinstance(item, cbor2.CBORTag) or item.tag != COSE_SIGN1_TAG:
         # An unsigned CWT, a MAC or an encrypted message: not something the hub accepts.
         raise GrantRefused(Reason.TOKEN_ALGORITHM, "not a COSE_Sign1 message")

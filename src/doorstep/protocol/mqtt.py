@@ -101,3 +101,11 @@ def expiring(seconds: int) -> Properties:
     properties = Properties(PacketTypes.PUBLISH)
     properties.MessageExpiryInterval = seconds
     return properties
+
+
+def close(client: paho.Client) -> None:
+    """Disconnect, stop the network thread and release every socket the client holds
+    (paho keeps a wake-up socket pair open until `reinitialise`)."""
+    client.disconnect()
+    client.loop_stop()
+    client.reinitialise()

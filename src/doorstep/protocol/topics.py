@@ -29,7 +29,7 @@ class Topics:
     hub_id: str
 
     def __post_init__(self) -> None:
-        if not HUB_ID_PATTERN.match(self.hub_id):
+        if not HUB_ID_PATTERN.fullmatch(self.hub_id):
             raise ValueError(f"not a valid hub id: {self.hub_id!r}")
 
     def leaf(self, name: str) -> str:
@@ -69,7 +69,7 @@ def parse(topic: str) -> tuple[str, str] | None:
     parts = topic.split("/")
     if len(parts) != 4 or f"{parts[0]}/{parts[1]}" != ROOT:
         return None
-    if not HUB_ID_PATTERN.match(parts[2]):
+    if not HUB_ID_PATTERN.fullmatch(parts[2]):
         return None
     return parts[2], parts[3]
 

@@ -1,0 +1,152 @@
+"""Shared fixtures: a real Mosquitto, SQLite and PostgreSQL databases, a live service.
+
+The service runs in-process under a real uvicorn server on a loopback port, so hubs enroll
+and clients talk to it over real HTTP; the broker is the same Mosquitto `serve` supervises.
+PostgreSQL tests need DOORSTEP_TEST_PG_URL (scripts/test starts a throwaway cluster).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from sqlalchemy import create_engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from doorstep import demo
+from doorstep.accounts.models import Role
+from doorstep.accounts.service import create_user
+from doorstep.app import create_app
+from doorstep.broker import Mosquitto
+from doorstep.clock import SystemClock
+from doorstep.homes.service import broker_credentials
+from doorstep.hub.runner import HubOptions, build
+from doorstep.protocol.mqtt import BrokerAddress
+from doorstep.settings import Settings
+
+PG_URL = os.environ.get("DOORSTEP_TEST_PG_URL", "")
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    mosquitto = Mosquitto(tmp_path_factory.mktemp("broker"))
+    mosquitto.start({})
+    yield mosquitto
+    mosquitto.stop()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'doorstep.db'}"
+        return
+    if not PG_URL:
+        pytest.skip("DOORSTEP_TEST_PG_URL is not set (scripts/test sets it)")
+    name = f"test_{secrets.token_hex(6)}"
+    admin = create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://"),
+                          isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    yield PG_URL.rsplit("/", 1)[0] + f"/{name}"
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = threading.Event()
+
+    async def startup(self, sockets: Any = None) -> None:
+        await super().startup(sockets)
+        self.ready.set()
+
+
+@dataclass
+class Live:
+    url: str
+    data_dir: Path
+    settings: Settings
+    sessions: sessionmaker[Session]
+    broker: Mosquitto
+
+    @property
+    def service(self) -> demo.Service:
+        return demo.Service(self.url, self.data_dir, None, {})
+
+
+@pytest.fixture
+def live(tmp_path: Path, database_url: str, broker: Mosquitto) -> Iterator[Live]:
+    settings = Settings(data_dir=tmp_path / "service", database_url=database_url,
+                        broker_client_id=f"svc-{secrets.token_hex(4)}")
+    address = BrokerAddress(broker.host, broker.port, broker.service_user,
+                            broker.service_password)
+    holder: dict[str, sessionmaker[Session]] = {}
+
+    def enrolled() -> None:
+        with holder["sessions"]() as session:
+            broker.update_hubs(broker_credentials(session))
+
+    app = create_app(settings, broker=address, clock=SystemClock(), on_hub_enrolled=enrolled)
+    holder["sessions"] = app.state.runtime.sessions
+    port = demo.free_port()
+    server = _Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                    access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    assert server.ready.wait(30), "service did not start"
+    yield Live(f"http://127.0.0.1:{port}", settings.data_dir, settings, holder["sessions"],
+               broker)
+    server.should_exit = True
+    thread.join(15)
+
+
+class InProcessHub:
+    """A hub agent running inside the test process (real MQTT, real journal)."""
+
+    def __init__(self, options: HubOptions) -> None:
+        self.options = options
+        self.agent, self.config, self.control = build(options)
+        self.control.start()
+        self.agent.start(self.config.broker)
+        self.popen = None
+
+    @property
+    def lock(self) -> Any:
+        return self.agent.locks[self.config.access_points[0]]
+
+    def stop(self) -> None:
+        self.control.stop()
+        self.agent.stop()
+
+
+def launch_in_process(service: demo.Service, hub_dir: Path, claim_code: str) -> InProcessHub:
+    return InProcessHub(HubOptions(data_dir=hub_dir, service_url=service.url,
+                                   claim_code=claim_code))
+
+
+def make_operator(live: Live) -> Any:
+    def create(_service: demo.Service, email: str, password: str) -> None:
+        with live.sessions() as session:
+            create_user(session, email=email, name="Operator", password=password,
+                        role=Role.OPERATOR, now=SystemClock().now())
+            session.commit()
+
+    return create
+
+
+@pytest.fixture
+def world(live: Live) -> Iterator[demo.World]:
+    """An operator, a carrier with one courier, one home whose hub runs in-process."""
+    built = demo.build_world(live.service, homes=1, say=lambda _m: None,
+                             make_operator=make_operator(live), launch_hub=launch_in_process)
+    yield built
+    built.close()

@@ -1,0 +1,157 @@
+"""The hub journal: boot epochs, sequence numbers, a signed hash chain, acks, used tokens."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from itertools import pairwise
+from pathlib import Path
+
+import pytest
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from doorstep.hub.journal import Journal
+from doorstep.protocol.messages import GENESIS_HASH, Event, b64decode, canonical
+
+HUB_ID = "hub-0123456789abcdef"
+T = 1_800_000_000.0
+
+OpenJournal = Callable[[], Journal]
+
+
+@pytest.fixture
+def hub_key() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+@pytest.fixture
+def open_journal(tmp_path: Path, hub_key: Ed25519PrivateKey) -> Iterator[OpenJournal]:
+    """Open the same journal file again and again, as successive boots of one hub do."""
+    opened: list[Journal] = []
+
+    def reopen() -> Journal:
+        if opened:
+            opened[-1].close()
+        opened.append(Journal(tmp_path / "journal.sqlite3", hub_id=HUB_ID, signing_key=hub_key))
+        return opened[-1]
+
+    yield reopen
+    opened[-1].close()
+
+
+def _append(journal: Journal, count: int) -> list[Event]:
+    return [journal.append("test.event", {"n": n}, T + n) for n in range(count)]
+
+
+def test_epoch_increments_on_every_open(open_journal: OpenJournal) -> None:
+    assert [open_journal().epoch for _ in range(3)] == [1, 2, 3]
+
+
+def test_seq_restarts_at_one_in_each_epoch(open_journal: OpenJournal) -> None:
+    first = _append(open_journal(), 3)
+    second = _append(open_journal(), 2)
+
+    assert [(event.epoch, event.seq) for event in first + second] == [
+        (1, 1), (1, 2), (1, 3), (2, 1), (2, 2),
+    ]  # fmt: skip
+
+
+def test_event_fields(open_journal: OpenJournal) -> None:
+    event = open_journal().append("lock.unlocked", {"access_point": "front"}, T)
+
+    assert (event.hub, event.kind, event.ts) == (HUB_ID, "lock.unlocked", T)
+    assert event.data == {"access_point": "front"}
+    assert event.prev_hash == GENESIS_HASH
+
+
+def test_prev_hash_chains_across_events_and_epochs(open_journal: OpenJournal) -> None:
+    events = _append(open_journal(), 3) + _append(open_journal(), 2)
+
+    assert events[0].prev_hash == GENESIS_HASH
+    for previous, event in pairwise(events):
+        assert event.prev_hash == previous.chain_hash()
+        assert event.prev_hash == hashlib.sha256(canonical(previous.model_dump())).hexdigest()
+
+
+def test_stored_events_are_the_published_ones(open_journal: OpenJournal) -> None:
+    journal = open_journal()
+    events = _append(journal, 3)
+
+    assert journal.unacknowledged() == events
+    assert journal.unacknowledged(after=(1, 1)) == events[1:]
+
+
+def test_signatures_verify_with_the_hub_public_key(
+    open_journal: OpenJournal, hub_key: Ed25519PrivateKey
+) -> None:
+    events = _append(open_journal(), 2) + _append(open_journal(), 1)
+    public_key = hub_key.public_key()
+
+    for event in events:
+        public_key.verify(b64decode(event.sig), event.signing_bytes())
+
+
+def test_a_changed_event_no_longer_verifies(
+    open_journal: OpenJournal, hub_key: Ed25519PrivateKey
+) -> None:
+    [event] = _append(open_journal(), 1)
+    changed = event.model_copy(update={"data": {"n": 1}})
+
+    with pytest.raises(InvalidSignature):
+        hub_key.public_key().verify(b64decode(changed.sig), changed.signing_bytes())
+
+
+def test_acknowledge_drops_only_that_epochs_events_up_to_n(open_journal: OpenJournal) -> None:
+    _append(open_journal(), 3)
+    journal = open_journal()
+    _append(journal, 3)
+
+    assert journal.acknowledge(1, 2) == 2
+    assert [(e.epoch, e.seq) for e in journal.unacknowledged()] == [(1, 3), (2, 1), (2, 2), (2, 3)]
+    assert journal.acknowledge(2, 1) == 1
+    assert journal.acknowledge(2, 1) == 0  # acks are idempotent
+    assert [(e.epoch, e.seq) for e in journal.unacknowledged()] == [(1, 3), (2, 2), (2, 3)]
+    assert journal.pending_count() == 3
+
+
+def test_unacknowledged_events_survive_a_restart(open_journal: OpenJournal) -> None:
+    events = _append(open_journal(), 2)
+
+    assert open_journal().unacknowledged() == events
+
+
+def test_use_token_once(open_journal: OpenJournal) -> None:
+    journal = open_journal()
+    token_id = bytes(range(16))
+
+    assert journal.use_token(token_id, expires=int(T) + 600, now=T)
+    assert not journal.use_token(token_id, expires=int(T) + 600, now=T + 1)
+    assert journal.use_token(bytes(16), expires=int(T) + 600, now=T)
+
+
+def test_used_token_is_remembered_across_a_restart(open_journal: OpenJournal) -> None:
+    token_id = bytes(range(16))
+    assert open_journal().use_token(token_id, expires=int(T) + 600, now=T)
+
+    assert not open_journal().use_token(token_id, expires=int(T) + 600, now=T)
+
+
+def test_forgetting_expired_tokens_keeps_live_ones(open_journal: OpenJournal) -> None:
+    journal = open_journal()
+    old, live = b"o" * 16, b"l" * 16
+    journal.use_token(old, expires=int(T) - 1, now=T - 600)
+    journal.use_token(live, expires=int(T) + 600, now=T)
+
+    journal.forget_tokens_expired_before(int(T))
+
+    assert journal.use_token(old, expires=int(T) - 1, now=T)
+    assert not journal.use_token(live, expires=int(T) + 600, now=T)
+
+
+def test_command_replies_are_remembered_across_a_restart(open_journal: OpenJournal) -> None:
+    open_journal().record_command("cmd-00000001", b'{"result": "ok"}', T)
+
+    journal = open_journal()
+    assert journal.command_reply("cmd-00000001") == b'{"result": "ok"}'
+    assert journal.command_reply("cmd-00000002") is None
