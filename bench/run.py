@@ -260,7 +260,7 @@ def _profile(
     pid = rig.pids()["service"]
     assert pid is not None
     spy = hotspots.start(pid, seconds, raw)
-    measure.drive(rig, scenario, load, block, seconds + 1.0)
+    measure.drive(rig, scenario, load, block, seconds + 1)
     _, errors = spy.communicate(timeout=seconds + 30)
     rig.settle()
     if spy.returncode != 0 or not raw.exists():

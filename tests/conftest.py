@@ -50,8 +50,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if not PG_URL:
         pytest.skip("DOORSTEP_TEST_PG_URL is not set (scripts/test sets it)")
     name = f"test_{secrets.token_hex(6)}"
-    admin = create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://"),
-                          isolation_level="AUTOCOMMIT")
+    admin = create_engine(
+        PG_URL.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT"
+    )
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
     yield PG_URL.rsplit("/", 1)[0] + f"/{name}"
@@ -85,10 +86,12 @@ class Live:
 
 @pytest.fixture
 def live(tmp_path: Path, database_url: str, broker: Mosquitto) -> Iterator[Live]:
-    settings = Settings(data_dir=tmp_path / "service", database_url=database_url,
-                        broker_client_id=f"svc-{secrets.token_hex(4)}")
-    address = BrokerAddress(broker.host, broker.port, broker.service_user,
-                            broker.service_password)
+    settings = Settings(
+        data_dir=tmp_path / "service",
+        database_url=database_url,
+        broker_client_id=f"svc-{secrets.token_hex(4)}",
+    )
+    address = BrokerAddress(broker.host, broker.port, broker.service_user, broker.service_password)
     holder: dict[str, sessionmaker[Session]] = {}
 
     def enrolled() -> None:
@@ -98,13 +101,13 @@ def live(tmp_path: Path, database_url: str, broker: Mosquitto) -> Iterator[Live]
     app = create_app(settings, broker=address, clock=SystemClock(), on_hub_enrolled=enrolled)
     holder["sessions"] = app.state.runtime.sessions
     port = demo.free_port()
-    server = _Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                    access_log=False))
+    server = _Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     assert server.ready.wait(30), "service did not start"
-    yield Live(f"http://127.0.0.1:{port}", settings.data_dir, settings, holder["sessions"],
-               broker)
+    yield Live(f"http://127.0.0.1:{port}", settings.data_dir, settings, holder["sessions"], broker)
     server.should_exit = True
     thread.join(15)
 
@@ -129,15 +132,22 @@ class InProcessHub:
 
 
 def launch_in_process(service: demo.Service, hub_dir: Path, claim_code: str) -> InProcessHub:
-    return InProcessHub(HubOptions(data_dir=hub_dir, service_url=service.url,
-                                   claim_code=claim_code))
+    return InProcessHub(
+        HubOptions(data_dir=hub_dir, service_url=service.url, claim_code=claim_code)
+    )
 
 
 def make_operator(live: Live) -> Any:
     def create(_service: demo.Service, email: str, password: str) -> None:
         with live.sessions() as session:
-            create_user(session, email=email, name="Operator", password=password,
-                        role=Role.OPERATOR, now=SystemClock().now())
+            create_user(
+                session,
+                email=email,
+                name="Operator",
+                password=password,
+                role=Role.OPERATOR,
+                now=SystemClock().now(),
+            )
             session.commit()
 
     return create
@@ -146,7 +156,12 @@ def make_operator(live: Live) -> Any:
 @pytest.fixture
 def world(live: Live) -> Iterator[demo.World]:
     """An operator, a carrier with one courier, one home whose hub runs in-process."""
-    built = demo.build_world(live.service, homes=1, say=lambda _m: None,
-                             make_operator=make_operator(live), launch_hub=launch_in_process)
+    built = demo.build_world(
+        live.service,
+        homes=1,
+        say=lambda _m: None,
+        make_operator=make_operator(live),
+        launch_hub=launch_in_process,
+    )
     yield built
     built.close()

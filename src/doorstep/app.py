@@ -42,8 +42,9 @@ def create_app(
 ) -> FastAPI:
     clock = clock or SystemClock()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = db.make_engine(settings.resolved_database_url,
-                            sqlite_synchronous=settings.sqlite_synchronous)
+    engine = db.make_engine(
+        settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous
+    )
     sessions = db.make_session_factory(engine)
     public_host, public_port = broker_public or (
         (broker.host, broker.port) if broker else ("127.0.0.1", 1883)
@@ -54,8 +55,9 @@ def create_app(
         clock=clock,
         keys=issuer_keys.load_or_create(settings.data_dir / "keys"),
         link=None,
-        login_limiter=Limiter(limit=settings.auth.max_login_failures_per_minute * 6,
-                              window_seconds=60),
+        login_limiter=Limiter(
+            limit=settings.auth.max_login_failures_per_minute * 6, window_seconds=60
+        ),
         claim_limiter=Limiter(limit=10, window_seconds=60),
         on_hub_enrolled=on_hub_enrolled,
         broker_host=public_host,
@@ -66,9 +68,13 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         db.upgrade(engine)
         if broker is not None:
-            runtime.link = HubLink(address=broker, session_factory=sessions, clock=clock,
-                                   command_expiry_seconds=settings.entry.command_expiry_seconds,
-                                   client_id=settings.broker_client_id)
+            runtime.link = HubLink(
+                address=broker,
+                session_factory=sessions,
+                clock=clock,
+                command_expiry_seconds=settings.entry.command_expiry_seconds,
+                client_id=settings.broker_client_id,
+            )
             runtime.link.start()
         try:
             yield
@@ -151,7 +157,14 @@ class _BodyTooLarge(Exception):
 async def _too_large(send: Send, limit: int) -> None:
     body = PayloadTooLarge(f"request body is larger than {limit} bytes").body()
     payload: Any = JSONResponse(body).body
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(payload)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": payload})

@@ -58,7 +58,9 @@ def spawn(name: str, args: list[str], log_path: Path, env: dict[str, str] | None
     handle = log_path.open("ab")
     popen = subprocess.Popen(
         [sys.executable, "-m", "doorstep", *args],
-        stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
     )
     handle.close()
     return Process(name, popen, log_path)
@@ -76,8 +78,9 @@ class Service:
         return self.data_dir / "doorstep.db"
 
 
-def start_service(data_dir: Path, *, env: dict[str, str] | None = None,
-                  timeout: float = 30) -> Service:
+def start_service(
+    data_dir: Path, *, env: dict[str, str] | None = None, timeout: float = 30
+) -> Service:
     port = free_port()
     env = {"DOORSTEP_DATA_DIR": str(data_dir), "DOORSTEP_HTTP_PORT": str(port), **(env or {})}
     process = spawn("serve", ["serve"], data_dir / "logs" / "serve.log", env)
@@ -100,9 +103,20 @@ def start_service(data_dir: Path, *, env: dict[str, str] | None = None,
 
 def create_operator(service: Service, email: str, password: str) -> None:
     subprocess.run(
-        [sys.executable, "-m", "doorstep", "users", "create-operator", "--email", email,
-         "--password", password],
-        check=True, capture_output=True, env={**os.environ, **service.env},
+        [
+            sys.executable,
+            "-m",
+            "doorstep",
+            "users",
+            "create-operator",
+            "--email",
+            email,
+            "--password",
+            password,
+        ],
+        check=True,
+        capture_output=True,
+        env={**os.environ, **service.env},
     )
 
 
@@ -168,52 +182,95 @@ class World:
             api.close()
 
 
-PASSWORD = "correct horse battery"
+PASSWORD = "correct horse battery"  # noqa: S105 - the demo accounts' password
 
 
 HubLauncher = Callable[[Service, Path, str], "Process | None"]
 
 
-def build_world(service: Service, *, homes: int, say: Say,
-                make_operator: Callable[[Service, str, str], None] | None = None,
-                launch_hub: HubLauncher | None = None) -> World:
+def build_world(
+    service: Service,
+    *,
+    homes: int,
+    say: Say,
+    make_operator: Callable[[Service, str, str], None] | None = None,
+    launch_hub: HubLauncher | None = None,
+) -> World:
     (make_operator or create_operator)(service, "operator@doorstep.test", PASSWORD)
-    operator = Api.login(service.url, grant_type="password", username="operator@doorstep.test",
-                         password=PASSWORD)
+    operator = Api.login(
+        service.url, grant_type="password", username="operator@doorstep.test", password=PASSWORD
+    )
     carrier_info = operator.call("POST", "/v1/carriers", 201, json={"name": "Parcelly"})
     say(f"operator registered carrier {carrier_info['name']} ({carrier_info['id']})")
-    carrier = Api.login(service.url, grant_type="client_credentials",
-                        client_id=carrier_info["client_id"],
-                        client_secret=carrier_info["client_secret"])
+    carrier = Api.login(
+        service.url,
+        grant_type="client_credentials",
+        client_id=carrier_info["client_id"],
+        client_secret=carrier_info["client_secret"],
+    )
     world = World(service, operator, carrier, carrier_info["id"])
-    courier = carrier.call("POST", "/v1/couriers", 201, json={
-        "email": "casey@parcelly.test", "name": "Casey Courier", "password": PASSWORD})
-    world.couriers.append((courier["id"], Api.login(
-        service.url, grant_type="password", username="casey@parcelly.test", password=PASSWORD)))
+    courier = carrier.call(
+        "POST",
+        "/v1/couriers",
+        201,
+        json={"email": "casey@parcelly.test", "name": "Casey Courier", "password": PASSWORD},
+    )
+    world.couriers.append(
+        (
+            courier["id"],
+            Api.login(
+                service.url,
+                grant_type="password",
+                username="casey@parcelly.test",
+                password=PASSWORD,
+            ),
+        )
+    )
     say(f"carrier added courier {courier['name']} ({courier['id']})")
     for number in range(1, homes + 1):
         world.homes.append(add_home(service, world, number, say, launch_hub or start_hub))
     return world
 
 
-def add_home(service: Service, world: World, number: int, say: Say,
-             launch_hub: HubLauncher) -> Home:
+def add_home(
+    service: Service, world: World, number: int, say: Say, launch_hub: HubLauncher
+) -> Home:
     email = f"resident{number}@doorstep.test"
     with Api(service.url) as anonymous:
-        anonymous.call("POST", "/v1/residents", 201, json={
-            "email": email, "name": f"Resident {number}", "password": PASSWORD})
+        anonymous.call(
+            "POST",
+            "/v1/residents",
+            201,
+            json={"email": email, "name": f"Resident {number}", "password": PASSWORD},
+        )
     resident = Api.login(service.url, grant_type="password", username=email, password=PASSWORD)
     lat, lon = 51.5007 + number * 0.01, -0.1246
-    home = resident.call("POST", "/v1/homes", 201, json={
-        "name": f"Home {number}", "address": f"{number} Demo Street", "latitude": lat,
-        "longitude": lon, "timezone": "Europe/London"})
-    resident.call("POST", f"/v1/homes/{home['id']}/access-points", 201,
-                  json={"slug": "front", "name": "Front door"})
+    home = resident.call(
+        "POST",
+        "/v1/homes",
+        201,
+        json={
+            "name": f"Home {number}",
+            "address": f"{number} Demo Street",
+            "latitude": lat,
+            "longitude": lon,
+            "timezone": "Europe/London",
+        },
+    )
+    resident.call(
+        "POST",
+        f"/v1/homes/{home['id']}/access-points",
+        201,
+        json={"slug": "front", "name": "Front door"},
+    )
     hub = resident.call("POST", f"/v1/homes/{home['id']}/hubs", 201)
-    resident.call("POST", f"/v1/homes/{home['id']}/carriers", 201,
-                  json={"carrier_id": world.carrier_id})
-    say(f"resident {number} set up {home['name']} with hub {hub['hub_id']} "
-        f"(claim code {hub['claim_code'][:4]}-****) and allowed Parcelly in")
+    resident.call(
+        "POST", f"/v1/homes/{home['id']}/carriers", 201, json={"carrier_id": world.carrier_id}
+    )
+    say(
+        f"resident {number} set up {home['name']} with hub {hub['hub_id']} "
+        f"(claim code {hub['claim_code'][:4]}-****) and allowed Parcelly in"
+    )
     hub_dir = service.data_dir / "hubs" / hub["hub_id"]
     result = Home(home["id"], hub["hub_id"], lat, lon, hub_dir, resident)
     result.hub_process = launch_hub(service, hub_dir, hub["claim_code"])
@@ -222,44 +279,73 @@ def add_home(service: Service, world: World, number: int, say: Say,
     return result
 
 
-def start_hub(service: Service, hub_dir: Path, claim_code: str | None = None,
-              motor_seconds: float = 0.0) -> Process | None:
+def start_hub(
+    service: Service, hub_dir: Path, claim_code: str | None = None, motor_seconds: float = 0.0
+) -> Process | None:
     args = ["hub", "--data-dir", str(hub_dir), "--motor-seconds", str(motor_seconds)]
     if claim_code:
         args += ["--service", service.url, "--claim-code", claim_code]
     return spawn(f"hub {hub_dir.name}", args, service.data_dir / "logs" / f"{hub_dir.name}.log")
 
 
-def wait_hub_online(home: Home, *, online: bool, timeout: float = 20) -> None:
+def wait_hub_online(
+    home: Home, *, online: bool, epoch: int | None = None, timeout: float = 20
+) -> None:
+    """Until the service sees the hub online (in boot `epoch`, if given) or offline."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         state = home.resident.call("GET", f"/v1/homes/{home.id}")
-        if state["hubs"] and state["hubs"][0]["online"] is online:
+        hub = state["hubs"][0] if state["hubs"] else {}
+        if hub.get("online") is online and epoch in (None, hub.get("epoch")):
             return
         popen = getattr(home.hub_process, "popen", None)
         if popen is not None and popen.poll() is not None and online:
-            raise RuntimeError(f"hub exited; see {home.hub_process.log_path}")
+            raise RuntimeError(f"hub exited; see {getattr(home.hub_process, 'log_path', '')}")
         home.resident.call("GET", "/v1/homes")  # a round trip, not a sleep
     raise RuntimeError(f"hub of {home.id} did not become {'online' if online else 'offline'}")
 
 
-def book(world: World, home: Home, barcodes: list[str], *, courier: int = 0,
-         window: tuple[datetime, datetime] | None = None) -> dict[str, Any]:
+def book(
+    world: World,
+    home: Home,
+    barcodes: list[str],
+    *,
+    courier: int = 0,
+    window: tuple[datetime, datetime] | None = None,
+) -> dict[str, Any]:
     now = datetime.now(UTC)
     start, end = window or (now - timedelta(minutes=10), now + timedelta(hours=2))
-    delivery: dict[str, Any] = world.carrier.call("POST", "/v1/deliveries", 201, json={
-        "home_id": home.id, "courier_id": world.couriers[courier][0],
-        "window_start": start.isoformat(), "window_end": end.isoformat(),
-        "packages": [{"barcode": code} for code in barcodes], "reference": "demo"})
+    delivery: dict[str, Any] = world.carrier.call(
+        "POST",
+        "/v1/deliveries",
+        201,
+        json={
+            "home_id": home.id,
+            "courier_id": world.couriers[courier][0],
+            "window_start": start.isoformat(),
+            "window_end": end.isoformat(),
+            "packages": [{"barcode": code} for code in barcodes],
+            "reference": "demo",
+        },
+    )
     return delivery
 
 
-def request_entry(courier: Api, delivery_id: str, barcode: str, lat: float, lon: float,
-                  accuracy: float = 8.0) -> dict[str, Any]:
+def request_entry(
+    courier: Api, delivery_id: str, barcode: str, lat: float, lon: float, accuracy: float = 8.0
+) -> dict[str, Any]:
     entry: dict[str, Any] = courier.call(
-        "POST", "/v1/courier/entries?wait=unlocked", 201,
-        json={"delivery_id": delivery_id, "barcode": barcode, "latitude": lat,
-              "longitude": lon, "accuracy_m": accuracy})
+        "POST",
+        "/v1/courier/entries?wait=unlocked",
+        201,
+        json={
+            "delivery_id": delivery_id,
+            "barcode": barcode,
+            "latitude": lat,
+            "longitude": lon,
+            "accuracy_m": accuracy,
+        },
+    )
     return entry
 
 
@@ -268,8 +354,10 @@ def wait_entry(api: Api, entry_id: str, state: str, timeout: float = 15) -> dict
     while True:
         remaining = max(0.0, deadline - time.monotonic())
         entry: dict[str, Any] = api.call(
-            "GET", f"/v1/entries/{entry_id}", params={"wait_for": state,
-                                                      "timeout": min(remaining, 10)})
+            "GET",
+            f"/v1/entries/{entry_id}",
+            params={"wait_for": state, "timeout": min(remaining, 10)},
+        )
         if entry["state"] == state or remaining <= 0 or entry["state"] in _ENDED:
             return entry
 
@@ -283,8 +371,7 @@ def running(data_dir: Path, *, homes: int, say: Say) -> Iterator[World]:
     world: World | None = None
     try:
         pid = service.process.popen.pid if service.process else "-"
-        say(f"service up at {service.url} (pid {pid}); "
-            "it started and supervises its own Mosquitto")
+        say(f"service up at {service.url} (pid {pid}); it started and supervises its own Mosquitto")
         world = build_world(service, homes=homes, say=say)
         yield world
     finally:

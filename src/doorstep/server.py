@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -29,24 +30,34 @@ def serve(settings: Settings) -> None:
     with ExitStack() as stack:
         broker, on_enrolled = _broker(settings, stack)
         public_host = settings.broker_public_host or broker.host
-        app = create_app(settings, broker=broker, broker_public=(public_host, broker.port),
-                         on_hub_enrolled=on_enrolled)
+        app = create_app(
+            settings,
+            broker=broker,
+            broker_public=(public_host, broker.port),
+            on_hub_enrolled=on_enrolled,
+        )
         log.info("database: %s", _redact(settings.resolved_database_url))
         log.info("web: %s", settings.resolved_public_url)
-        uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_level="warning",
-                    access_log=False)
+        uvicorn.run(
+            app,
+            host=settings.http_host,
+            port=settings.http_port,
+            log_level="warning",
+            access_log=False,
+        )
 
 
 def _exit(_signum: int, _frame: object) -> None:
     raise SystemExit(0)
 
 
-def _broker(settings: Settings, stack: ExitStack) -> tuple[BrokerAddress, object]:
+def _broker(settings: Settings, stack: ExitStack) -> tuple[BrokerAddress, Callable[[], None]]:
     if settings.broker_url:
         log.info("broker: %s (managed elsewhere)", _redact(settings.broker_url))
         return BrokerAddress.from_url(settings.broker_url), lambda: None
-    engine = db.make_engine(settings.resolved_database_url,
-                            sqlite_synchronous=settings.sqlite_synchronous)
+    engine = db.make_engine(
+        settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous
+    )
     db.upgrade(engine)
     sessions = db.make_session_factory(engine)
 
@@ -58,10 +69,15 @@ def _broker(settings: Settings, stack: ExitStack) -> tuple[BrokerAddress, object
     mosquitto = Mosquitto(directory, port=_stable_port(settings, directory))
     mosquitto.start(credentials())
     stack.callback(mosquitto.stop)
-    log.info("broker: mosquitto pid %s on %s:%s (supervised)", mosquitto.pid,
-             mosquitto.host, mosquitto.port)
-    address = BrokerAddress(mosquitto.host, mosquitto.port, mosquitto.service_user,
-                            mosquitto.service_password)
+    log.info(
+        "broker: mosquitto pid %s on %s:%s (supervised)",
+        mosquitto.pid,
+        mosquitto.host,
+        mosquitto.port,
+    )
+    address = BrokerAddress(
+        mosquitto.host, mosquitto.port, mosquitto.service_user, mosquitto.service_password
+    )
     return address, lambda: mosquitto.update_hubs(credentials())
 
 

@@ -52,10 +52,19 @@ def test_delivery_happy_path_unlocks_and_relocks(live: Any, world: demo.World) -
     booked = world.carrier.call("GET", f"/v1/deliveries/{delivery['id']}")
     assert booked["status"] == "delivered"
     assert all(p["delivered_at"] for p in booked["packages"])
-    actions = [r["action"] for r in home.resident.call("GET", f"/v1/homes/{home.id}/audit")
-               if r["subject"] == entry["id"]]
-    assert actions == ["entry:authorized", "entry:unlocked", "entry:opened", "entry:closed",
-                       "entry:locked", "entry:done"]
+    actions = [
+        r["action"]
+        for r in home.resident.call("GET", f"/v1/homes/{home.id}/audit")
+        if r["subject"] == entry["id"]
+    ]
+    assert actions == [
+        "entry:authorized",
+        "entry:unlocked",
+        "entry:opened",
+        "entry:closed",
+        "entry:locked",
+        "entry:done",
+    ]
     with live.sessions() as session:
         assert verify(session).ok
 
@@ -73,13 +82,19 @@ def test_package_is_not_delivered_twice(live: Any, world: demo.World) -> None:
 
 def test_denied_when_not_the_assigned_courier(live: Any, world: demo.World) -> None:
     home = _home(world)
-    other = world.carrier.call("POST", "/v1/couriers", 201, json={
-        "email": "other@parcelly.test", "name": "Other", "password": demo.PASSWORD})
+    other = world.carrier.call(
+        "POST",
+        "/v1/couriers",
+        201,
+        json={"email": "other@parcelly.test", "name": "Other", "password": demo.PASSWORD},
+    )
     delivery = demo.book(world, home, ["PKG-1"])
-    with demo.Api.login(live.url, grant_type="password", username=other["email"],
-                        password=demo.PASSWORD) as other_api:
-        entry = demo.request_entry(other_api, delivery["id"], "PKG-1", home.latitude,
-                                   home.longitude)
+    with demo.Api.login(
+        live.url, grant_type="password", username=other["email"], password=demo.PASSWORD
+    ) as other_api:
+        entry = demo.request_entry(
+            other_api, delivery["id"], "PKG-1", home.latitude, home.longitude
+        )
     _denied(live, entry, "courier_not_assigned")
     assert home.hub_process.lock.unlock_calls == 0
 
@@ -88,23 +103,24 @@ def test_denied_for_a_package_of_another_delivery(live: Any, world: demo.World) 
     home, courier = _home(world), _courier(world)
     delivery = demo.book(world, home, ["PKG-1"])
     demo.book(world, home, ["PKG-OTHER"])
-    entry = demo.request_entry(courier, delivery["id"], "PKG-OTHER", home.latitude,
-                               home.longitude)
+    entry = demo.request_entry(courier, delivery["id"], "PKG-OTHER", home.latitude, home.longitude)
     _denied(live, entry, "package_unknown")
 
 
 def test_denied_outside_the_window(live: Any, world: demo.World) -> None:
     home, courier = _home(world), _courier(world)
     now = datetime.now(UTC)
-    delivery = demo.book(world, home, ["PKG-1"],
-                         window=(now + timedelta(hours=2), now + timedelta(hours=3)))
+    delivery = demo.book(
+        world, home, ["PKG-1"], window=(now + timedelta(hours=2), now + timedelta(hours=3))
+    )
     entry = demo.request_entry(courier, delivery["id"], "PKG-1", home.latitude, home.longitude)
     _denied(live, entry, "outside_window")
 
 
 @pytest.mark.parametrize("offset, accuracy", [(FAR_AWAY, 5.0), (None, 500.0)])
-def test_denied_outside_the_geofence(live: Any, world: demo.World, offset: Any,
-                                     accuracy: float) -> None:
+def test_denied_outside_the_geofence(
+    live: Any, world: demo.World, offset: Any, accuracy: float
+) -> None:
     home, courier = _home(world), _courier(world)
     delivery = demo.book(world, home, ["PKG-1"])
     lat, lon = offset or (home.latitude, home.longitude)
@@ -139,10 +155,15 @@ def test_entries_are_visible_only_to_their_parties(live: Any, world: demo.World)
     entry = demo.request_entry(courier, delivery["id"], "PKG-1", home.latitude, home.longitude)
     assert home.resident.call("GET", f"/v1/entries/{entry['id']}")["id"] == entry["id"]
     with demo.Api(live.url) as anonymous:
-        anonymous.call("POST", "/v1/residents", 201, json={
-            "email": "stranger@doorstep.test", "name": "S", "password": demo.PASSWORD})
-    with demo.Api.login(live.url, grant_type="password", username="stranger@doorstep.test",
-                        password=demo.PASSWORD) as stranger:
+        anonymous.call(
+            "POST",
+            "/v1/residents",
+            201,
+            json={"email": "stranger@doorstep.test", "name": "S", "password": demo.PASSWORD},
+        )
+    with demo.Api.login(
+        live.url, grant_type="password", username="stranger@doorstep.test", password=demo.PASSWORD
+    ) as stranger:
         stranger.call("GET", f"/v1/entries/{entry['id']}", 404)
         stranger.call("GET", f"/v1/homes/{home.id}", 404)
         stranger.call("GET", f"/v1/homes/{home.id}/audit", 404)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 from sqlalchemy.orm import Session
@@ -16,6 +16,15 @@ from doorstep.protocol.codes import advice_for
 
 router = APIRouter(prefix="/v1", tags=["entries"])
 
+WaitParam = Annotated[
+    Literal["none", "unlocked"],
+    Query(description="'unlocked': answer once the hub confirms the bolt retracted or refused"),
+]
+WaitForParam = Annotated[
+    EntryState | None, Query(description="long-poll: answer once the entry reaches this state")
+]
+TimeoutParam = Annotated[float, Query(ge=0, le=30, description="long-poll limit, seconds")]
+
 
 def _read(entry: Entry) -> EntryRead:
     advice = advice_for(entry.reason)
@@ -28,10 +37,7 @@ def request_entry(
     session: SessionDep,
     runtime: RuntimeDep,
     courier: Courier,
-    wait: Literal["none", "unlocked"] = Query(
-        default="none",
-        description="'unlocked': answer once the hub confirms the bolt retracted (or refused)",
-    ),
+    wait: WaitParam = "none",
 ) -> object:
     link = runtime.link
     if link is None:
@@ -69,10 +75,8 @@ def get_entry(
     session: SessionDep,
     runtime: RuntimeDep,
     reader: Reader,
-    wait_for: EntryState | None = Query(
-        default=None, description="long-poll: answer once the entry reaches this state"
-    ),
-    timeout: float = Query(default=10.0, ge=0, le=30),
+    wait_for: WaitForParam = None,
+    timeout: TimeoutParam = 10.0,
 ) -> object:
     entry = service.get_entry(session, principal=reader, entry_id=entry_id)
     if wait_for is not None and runtime.link is not None:

@@ -203,9 +203,20 @@ def _authorize(
         access_point=target.access_point.slug,
         grant=b64encode(grant),
     )
-    _audit(session, entry, now, actor=courier.actor, action="entry:authorized",
-           data={"delivery_id": target.delivery.id, "barcode": target.package.barcode,
-                 "kid": signer.kid, "token_id": entry.token_id, "expires": expires})
+    _audit(
+        session,
+        entry,
+        now,
+        actor=courier.actor,
+        action="entry:authorized",
+        data={
+            "delivery_id": target.delivery.id,
+            "barcode": target.package.barcode,
+            "kid": signer.kid,
+            "token_id": entry.token_id,
+            "expires": expires,
+        },
+    )
     hub_id = target.hub.id
     after_commit(session, lambda: publish(hub_id, command))
     return EntryDecision(entry, command)
@@ -229,9 +240,18 @@ def _deny(
         updated_at=now,
     )
     session.add(entry)
-    _audit(session, entry, now, actor=courier.actor, action="entry:denied",
-           data={"reason": str(denial.reason), "delivery_id": request.delivery_id,
-                 "barcode": request.barcode})
+    _audit(
+        session,
+        entry,
+        now,
+        actor=courier.actor,
+        action="entry:denied",
+        data={
+            "reason": str(denial.reason),
+            "delivery_id": request.delivery_id,
+            "barcode": request.barcode,
+        },
+    )
     return entry
 
 
@@ -244,11 +264,23 @@ def _assigned_delivery(
 
 
 def _audit(
-    session: Session, entry: Entry, now: datetime, *, actor: str, action: str,
+    session: Session,
+    entry: Entry,
+    now: datetime,
+    *,
+    actor: str,
+    action: str,
     data: dict[str, object] | None = None,
 ) -> None:
-    audit.append(session, at=now, actor=actor, action=action, subject=entry.id,
-                 home_id=entry.home_id, data=dict(data or {}))
+    audit.append(
+        session,
+        at=now,
+        actor=actor,
+        action=action,
+        subject=entry.id,
+        home_id=entry.home_id,
+        data=dict(data or {}),
+    )
 
 
 # --- the hub reports ---------------------------------------------------------------
@@ -281,8 +313,14 @@ def apply_reply(session: Session, *, hub_id: str, reply: Reply, now: datetime) -
         entry.state = EntryState.REFUSED
         entry.reason = reply.reason or "hub_error"
         entry.updated_at = now
-        _audit(session, entry, now, actor=f"hub:{hub_id}", action="entry:refused",
-               data={"reason": entry.reason})
+        _audit(
+            session,
+            entry,
+            now,
+            actor=f"hub:{hub_id}",
+            action="entry:refused",
+            data={"reason": entry.reason},
+        )
     return entry.id
 
 
@@ -294,14 +332,25 @@ def apply_hub_event(session: Session, *, hub_id: str, event: Event, now: datetim
     entry = session.get(Entry, entry_id)
     if entry is None or entry.hub_id != hub_id:
         return
-    _advance(session, entry, target_state, now, actor=f"hub:{hub_id}",
-             data={"epoch": event.epoch, "seq": event.seq})
+    _advance(
+        session,
+        entry,
+        target_state,
+        now,
+        actor=f"hub:{hub_id}",
+        data={"epoch": event.epoch, "seq": event.seq},
+    )
     if target_state == EntryState.DONE:
         _mark_delivered(session, entry, now)
 
 
 def _advance(
-    session: Session, entry: Entry, state: EntryState, now: datetime, *, actor: str,
+    session: Session,
+    entry: Entry,
+    state: EntryState,
+    now: datetime,
+    *,
+    actor: str,
     data: dict[str, object] | None = None,
 ) -> None:
     if entry.state not in PROGRESS or PROGRESS.index(EntryState(entry.state)) >= PROGRESS.index(
@@ -325,17 +374,21 @@ def _mark_delivered(session: Session, entry: Entry, now: datetime) -> None:
     delivery = session.get(Delivery, entry.delivery_id)
     if delivery is not None and delivery.status == DeliveryStatus.BOOKED:
         delivery.status = DeliveryStatus.DELIVERED
-        audit.append(session, at=now, actor="system", action="delivery:delivered",
-                     subject=delivery.id, home_id=delivery.home_id,
-                     data={"entry_id": entry.id})
+        audit.append(
+            session,
+            at=now,
+            actor="system",
+            action="delivery:delivered",
+            subject=delivery.id,
+            home_id=delivery.home_id,
+            data={"entry_id": entry.id},
+        )
 
 
 def expire_stale(session: Session, *, now: datetime) -> int:
     """Entries still waiting for the hub after their grant expired can never unlock."""
     stale = session.scalars(
-        select(Entry).where(
-            Entry.state == EntryState.AUTHORIZED, Entry.grant_expires_at < now
-        )
+        select(Entry).where(Entry.state == EntryState.AUTHORIZED, Entry.grant_expires_at < now)
     ).all()
     for entry in stale:
         entry.state = EntryState.EXPIRED

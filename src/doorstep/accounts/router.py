@@ -28,8 +28,12 @@ router = APIRouter(prefix="/v1", tags=["accounts"])
 @router.post("/residents", status_code=201, response_model=UserRead)
 def sign_up(body: ResidentCreate, session: SessionDep, runtime: RuntimeDep) -> object:
     return service.create_user(
-        session, email=body.email, name=body.name, password=body.password,
-        role=Role.RESIDENT, now=runtime.clock.now(),
+        session,
+        email=body.email,
+        name=body.name,
+        password=body.password,
+        role=Role.RESIDENT,
+        now=runtime.clock.now(),
     )
 
 
@@ -94,8 +98,9 @@ def create_carrier(
     carrier, client, secret = service.create_carrier(
         session, name=body.name, now=runtime.clock.now(), actor=operator.actor
     )
-    return CarrierCreated(id=carrier.id, name=carrier.name, client_id=client.id,
-                          client_secret=secret)
+    return CarrierCreated(
+        id=carrier.id, name=carrier.name, client_id=client.id, client_secret=secret
+    )
 
 
 @router.post("/couriers", status_code=201, response_model=UserRead)
@@ -103,6 +108,12 @@ def create_courier(
     body: CourierCreate, session: SessionDep, runtime: RuntimeDep, carrier: CarrierClient
 ) -> object:
     return service.create_user(
-        session, email=body.email, name=body.name, password=body.password, role=Role.COURIER,
-        carrier_id=carrier.carrier_id, now=runtime.clock.now(), actor=carrier.actor,
+        session,
+        email=body.email,
+        name=body.name,
+        password=body.password,
+        role=Role.COURIER,
+        carrier_id=carrier.carrier_id,
+        now=runtime.clock.now(),
+        actor=carrier.actor,
     )

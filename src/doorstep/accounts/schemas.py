@@ -44,5 +44,5 @@ class CarrierCreated(Output):
 
 class TokenRead(Output):
     access_token: str
-    token_type: str = "bearer"
+    token_type: str = "bearer"  # noqa: S105 - the OAuth2 token type, not a secret
     expires_in: int

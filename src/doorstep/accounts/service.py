@@ -67,9 +67,7 @@ def create_user(
         session.flush()
     except IntegrityError as exc:
         raise Conflict("an account with this email already exists") from exc
-    audit.append(
-        session, at=now, actor=actor, action=f"account:{role}:created", subject=user.id
-    )
+    audit.append(session, at=now, actor=actor, action=f"account:{role}:created", subject=user.id)
     return user
 
 

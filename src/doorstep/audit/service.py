@@ -108,7 +108,10 @@ def _iter_events(session: Session, batch: int) -> Iterator[AuditEvent]:
     while True:
         rows = (
             session.execute(
-                select(AuditEvent).where(AuditEvent.seq > last).order_by(AuditEvent.seq).limit(batch)
+                select(AuditEvent)
+                .where(AuditEvent.seq > last)
+                .order_by(AuditEvent.seq)
+                .limit(batch)
             )
             .scalars()
             .all()

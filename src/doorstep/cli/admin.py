@@ -6,15 +6,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import click
+from sqlalchemy.orm import Session, sessionmaker
 
 from doorstep import db
-from doorstep.settings import Settings
+from doorstep.settings import load_settings
 
 
-def _sessions(data_dir: Path | None, database_url: str | None) -> db.sessionmaker[db.Session]:
-    overrides = {k: v for k, v in {"data_dir": data_dir, "database_url": database_url}.items()
-                 if v is not None}
-    settings = Settings(**overrides)
+def _sessions(data_dir: Path | None, database_url: str | None) -> sessionmaker[Session]:
+    settings = load_settings(data_dir=data_dir, database_url=database_url)
     engine = db.make_engine(settings.resolved_database_url)
     db.upgrade(engine)
     return db.make_session_factory(engine)
@@ -41,8 +40,11 @@ def verify(data_dir: Path | None, database_url: str | None) -> None:
     if report.ok:
         click.echo(f"audit chain intact: {report.records} records")
         return
-    click.echo(f"audit chain BROKEN at seq {report.broken_seq}: {report.problem} "
-               f"({report.records} records read)", err=True)
+    click.echo(
+        f"audit chain BROKEN at seq {report.broken_seq}: {report.problem} "
+        f"({report.records} records read)",
+        err=True,
+    )
     raise SystemExit(1)
 
 
@@ -57,14 +59,22 @@ def users() -> None:
 @click.option("--email", required=True)
 @click.option("--name", default="Operator", show_default=True)
 @click.password_option(confirmation_prompt=True)
-def create_operator(data_dir: Path | None, database_url: str | None, email: str, name: str,
-                    password: str) -> None:
+def create_operator(
+    data_dir: Path | None, database_url: str | None, email: str, name: str, password: str
+) -> None:
     """Create an operator account (operators register carriers)."""
     from doorstep.accounts.models import Role
     from doorstep.accounts.service import create_user
 
     with _sessions(data_dir, database_url)() as session:
-        user = create_user(session, email=email, name=name, password=password,
-                           role=Role.OPERATOR, now=datetime.now(UTC), actor="cli")
+        user = create_user(
+            session,
+            email=email,
+            name=name,
+            password=password,
+            role=Role.OPERATOR,
+            now=datetime.now(UTC),
+            actor="cli",
+        )
         session.commit()
     click.echo(f"operator {user.id} created")

@@ -15,10 +15,20 @@ from doorstep import demo as scenes
 
 
 @click.command()
-@click.option("--data-dir", type=click.Path(path_type=Path), default=Path("var/demo"),
-              show_default=True, help="Where the demo keeps its database and logs (wiped first).")
-@click.option("--homes", type=click.IntRange(1, 10), default=2, show_default=True,
-              help="How many simulated homes (each with its own hub process).")
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=Path("var/demo"),
+    show_default=True,
+    help="Where the demo keeps its database and logs (wiped first).",
+)
+@click.option(
+    "--homes",
+    type=click.IntRange(1, 10),
+    default=2,
+    show_default=True,
+    help="How many simulated homes (each with its own hub process).",
+)
 def demo(data_dir: Path, homes: int) -> None:
     """Run the service, its broker and simulated homes; deliver a parcel into each home.
 
@@ -48,20 +58,27 @@ def demo(data_dir: Path, homes: int) -> None:
 
 
 def _deliver(world: scenes.World, home: scenes.Home, say: scenes.Say) -> None:
-    courier_id, courier = world.couriers[0]
+    _courier_id, courier = world.couriers[0]
     barcode = f"PCL-{home.hub_id[-6:].upper()}-1"
     delivery = scenes.book(world, home, [barcode])
-    say(f"carrier booked delivery {delivery['id']} to {home.id}: parcel {barcode}, "
-        f"window until {delivery['window_end'][11:16]} UTC")
-    wrong = scenes.request_entry(courier, delivery["id"], "PCL-NOT-THIS-HOUSE", home.latitude,
-                                 home.longitude)
-    say(f"courier scanned a parcel for another address: {wrong['state']} ({wrong['reason']}): "
-        f"\"{wrong['advice']}\"")
+    say(
+        f"carrier booked delivery {delivery['id']} to {home.id}: parcel {barcode}, "
+        f"window until {delivery['window_end'][11:16]} UTC"
+    )
+    wrong = scenes.request_entry(
+        courier, delivery["id"], "PCL-NOT-THIS-HOUSE", home.latitude, home.longitude
+    )
+    say(
+        f"courier scanned a parcel for another address: {wrong['state']} ({wrong['reason']}): "
+        f'"{wrong["advice"]}"'
+    )
     entry = scenes.request_entry(courier, delivery["id"], barcode, home.latitude, home.longitude)
     if entry["state"] != "unlocked":
         raise click.ClickException(f"entry was not unlocked: {entry}")
-    say(f"courier scanned {barcode} at the door: grant signed, hub verified it offline, "
-        f"bolt retracted ({entry['id']})")
+    say(
+        f"courier scanned {barcode} at the door: grant signed, hub verified it offline, "
+        f"bolt retracted ({entry['id']})"
+    )
     home.door("open_door")
     scenes.wait_entry(courier, entry["id"], "opened")
     say("courier opened the door and put the parcel inside")
@@ -71,8 +88,10 @@ def _deliver(world: scenes.World, home: scenes.Home, say: scenes.Say) -> None:
     if done["state"] != "done":
         raise click.ClickException(f"entry did not finish: {done}")
     status = home.door("status")["status"]
-    say(f"verified relock: bolt {status['lock_state']}, door {status['door_state']}; "
-        f"entry {entry['id']} done at {done['done_at'][11:19]} UTC")
+    say(
+        f"verified relock: bolt {status['lock_state']}, door {status['door_state']}; "
+        f"entry {entry['id']} done at {done['done_at'][11:19]} UTC"
+    )
 
 
 def _show_audit(world: scenes.World, say: scenes.Say) -> None:
@@ -81,14 +100,17 @@ def _show_audit(world: scenes.World, say: scenes.Say) -> None:
     say(f"audit log of {home.id} as its resident sees it ({len(records)} records):")
     for record in records:
         stamp = datetime.fromisoformat(record["ts"]).astimezone(UTC).strftime("%H:%M:%S.%f")[:-3]
-        click.echo(f"           #{record['seq']:<4} {stamp}  {record['action']:<24} "
-                   f"{record['actor']}")
+        click.echo(
+            f"           #{record['seq']:<4} {stamp}  {record['action']:<24} {record['actor']}"
+        )
 
 
 def _verify_audit(data_dir: Path, say: scenes.Say) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "doorstep", "audit", "verify", "--data-dir", str(data_dir)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     say(f"doorstep audit verify: {(result.stdout or result.stderr).strip()}")
     if result.returncode != 0:

@@ -11,7 +11,7 @@ import click
 from doorstep import __version__
 from doorstep.cli.admin import audit, users
 from doorstep.cli.demo import demo
-from doorstep.settings import Settings
+from doorstep.settings import load_settings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -38,8 +38,13 @@ def cli(verbose: bool) -> None:
 @click.option("--port", type=int, help="HTTP port (default 8000).")
 @click.option("--broker-url", help="mqtt://user:password@host:port of an existing broker.")
 @click.option("--database-url", help="sqlite:///path or postgresql://... (default: SQLite file).")
-def serve(data_dir: Path | None, host: str | None, port: int | None, broker_url: str | None,
-          database_url: str | None) -> None:
+def serve(
+    data_dir: Path | None,
+    host: str | None,
+    port: int | None,
+    broker_url: str | None,
+    database_url: str | None,
+) -> None:
     """Run the access service: HTTP API, hub link and background jobs.
 
     With no broker URL it writes a Mosquitto configuration (loopback only, no anonymous
@@ -48,21 +53,36 @@ def serve(data_dir: Path | None, host: str | None, port: int | None, broker_url:
     """
     from doorstep.server import serve as run
 
-    overrides = {k: v for k, v in {"data_dir": data_dir, "http_host": host, "http_port": port,
-                                   "broker_url": broker_url,
-                                   "database_url": database_url}.items() if v is not None}
-    run(Settings(**overrides))
+    run(
+        load_settings(
+            data_dir=data_dir,
+            http_host=host,
+            http_port=port,
+            broker_url=broker_url,
+            database_url=database_url,
+        )
+    )
 
 
 @cli.command()
-@click.option("--data-dir", type=click.Path(path_type=Path), required=True,
-              help="Where the hub keeps its enrollment, key and journal.")
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Where the hub keeps its enrollment, key and journal.",
+)
 @click.option("--service", "service_url", help="Service URL, to redeem a claim code.")
 @click.option("--claim-code", help="The one-time code the resident got when adding the hub.")
-@click.option("--motor-seconds", type=float, default=0.0, show_default=True,
-              help="Simulated lock: how long the bolt takes to move.")
-def hub(data_dir: Path, service_url: str | None, claim_code: str | None,
-        motor_seconds: float) -> None:
+@click.option(
+    "--motor-seconds",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Simulated lock: how long the bolt takes to move.",
+)
+def hub(
+    data_dir: Path, service_url: str | None, claim_code: str | None, motor_seconds: float
+) -> None:
     """Run a home hub with the simulated lock and door sensor.
 
     On first start it redeems the claim code (once) and keeps its broker credentials and
@@ -74,8 +94,14 @@ def hub(data_dir: Path, service_url: str | None, claim_code: str | None,
     from doorstep.hub.runner import HubOptions, run
 
     try:
-        run(HubOptions(data_dir=data_dir, service_url=service_url, claim_code=claim_code,
-                       motor_seconds=motor_seconds))
+        run(
+            HubOptions(
+                data_dir=data_dir,
+                service_url=service_url,
+                claim_code=claim_code,
+                motor_seconds=motor_seconds,
+            )
+        )
     except EnrollmentError as exc:
         raise click.ClickException(str(exc)) from exc
 

@@ -22,8 +22,9 @@ def _read(session: Session, delivery: Delivery) -> DeliveryRead:
 
 
 @router.post("/deliveries", status_code=201, response_model=DeliveryRead)
-def book(body: DeliveryCreate, session: SessionDep, runtime: RuntimeDep,
-         carrier: CarrierClient) -> object:
+def book(
+    body: DeliveryCreate, session: SessionDep, runtime: RuntimeDep, carrier: CarrierClient
+) -> object:
     data = service.NewDelivery(
         home_id=body.home_id,
         courier_id=body.courier_id,
@@ -39,8 +40,9 @@ def book(body: DeliveryCreate, session: SessionDep, runtime: RuntimeDep,
 
 @router.get("/deliveries/{delivery_id}", response_model=DeliveryRead)
 def get_delivery(delivery_id: str, session: SessionDep, carrier: CarrierClient) -> object:
-    return _read(session, service.get_for_carrier(session, carrier=carrier,
-                                                  delivery_id=delivery_id))
+    return _read(
+        session, service.get_for_carrier(session, carrier=carrier, delivery_id=delivery_id)
+    )
 
 
 @router.get("/courier/stops", response_model=list[StopRead])
@@ -49,10 +51,16 @@ def stops(session: SessionDep, courier: Courier) -> object:
     for delivery in service.stops_for(session, courier=courier):
         home = session.get(Home, delivery.home_id)
         assert home is not None
-        result.append(StopRead(
-            delivery_id=delivery.id, home_name=home.name, address=home.address,
-            latitude=home.latitude, longitude=home.longitude,
-            window_start=delivery.window_start, window_end=delivery.window_end,
-            barcodes=[p.barcode for p in service.packages(session, delivery_id=delivery.id)],
-        ))
+        result.append(
+            StopRead(
+                delivery_id=delivery.id,
+                home_name=home.name,
+                address=home.address,
+                latitude=home.latitude,
+                longitude=home.longitude,
+                window_start=delivery.window_start,
+                window_end=delivery.window_end,
+                barcodes=[p.barcode for p in service.packages(session, delivery_id=delivery.id)],
+            )
+        )
     return result

@@ -40,7 +40,7 @@ class DeliveryRead(Output):
     window_end: datetime
     reference: str
     status: str
-    packages: list[PackageRead] = []
+    packages: list[PackageRead] = Field(default_factory=list)
 
 
 class StopRead(Output):

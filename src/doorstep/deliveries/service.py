@@ -59,9 +59,15 @@ def book(session: Session, *, carrier: Principal, data: NewDelivery, now: dateti
         for code in dict.fromkeys(data.barcodes)
     )
     session.flush()
-    audit.append(session, at=now, actor=carrier.actor, action="delivery:booked",
-                 subject=delivery.id, home_id=home.id,
-                 data={"packages": len(data.barcodes), "courier_id": courier.id})
+    audit.append(
+        session,
+        at=now,
+        actor=carrier.actor,
+        action="delivery:booked",
+        subject=delivery.id,
+        home_id=home.id,
+        data={"packages": len(data.barcodes), "courier_id": courier.id},
+    )
     return delivery
 
 

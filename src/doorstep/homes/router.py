@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import binascii
 from datetime import timedelta
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from sqlalchemy import select
@@ -45,8 +46,9 @@ def _read(session: Session, home: Home) -> HomeRead:
 
 
 @router.post("/homes", status_code=201, response_model=HomeRead)
-def create_home(body: HomeCreate, session: SessionDep, runtime: RuntimeDep,
-                owner: Resident) -> object:
+def create_home(
+    body: HomeCreate, session: SessionDep, runtime: RuntimeDep, owner: Resident
+) -> object:
     data = service.NewHome(**body.model_dump())
     home = service.create_home(session, owner=owner, data=data, now=runtime.clock.now())
     return _read(session, home)
@@ -63,35 +65,51 @@ def get_home(home_id: str, session: SessionDep, owner: Resident) -> object:
 
 
 @router.post("/homes/{home_id}/access-points", status_code=201, response_model=AccessPointRead)
-def add_access_point(home_id: str, body: AccessPointCreate, session: SessionDep,
-                     runtime: RuntimeDep, owner: Resident) -> object:
-    return service.add_access_point(session, owner=owner, home_id=home_id, slug=body.slug,
-                                    name=body.name, now=runtime.clock.now())
+def add_access_point(
+    home_id: str, body: AccessPointCreate, session: SessionDep, runtime: RuntimeDep, owner: Resident
+) -> object:
+    return service.add_access_point(
+        session,
+        owner=owner,
+        home_id=home_id,
+        slug=body.slug,
+        name=body.name,
+        now=runtime.clock.now(),
+    )
 
 
 @router.post("/homes/{home_id}/hubs", status_code=201, response_model=HubCreated)
-def create_hub(home_id: str, session: SessionDep, runtime: RuntimeDep,
-               owner: Resident) -> object:
+def create_hub(home_id: str, session: SessionDep, runtime: RuntimeDep, owner: Resident) -> object:
     ttl = timedelta(seconds=runtime.settings.auth.claim_code_ttl_seconds)
-    claim = service.create_hub(session, owner=owner, home_id=home_id, now=runtime.clock.now(),
-                               claim_ttl=ttl)
+    claim = service.create_hub(
+        session, owner=owner, home_id=home_id, now=runtime.clock.now(), claim_ttl=ttl
+    )
     assert claim.hub.claim_expires_at is not None
-    return HubCreated(hub_id=claim.hub.id, claim_code=claim.claim_code,
-                      claim_expires_at=claim.hub.claim_expires_at)
+    return HubCreated(
+        hub_id=claim.hub.id,
+        claim_code=claim.claim_code,
+        claim_expires_at=claim.hub.claim_expires_at,
+    )
 
 
 @router.post("/homes/{home_id}/carriers", status_code=201)
-def allow_carrier(home_id: str, body: CarrierAllow, session: SessionDep, runtime: RuntimeDep,
-                  owner: Resident) -> dict[str, str]:
-    service.allow_carrier(session, owner=owner, home_id=home_id, carrier_id=body.carrier_id,
-                          now=runtime.clock.now())
+def allow_carrier(
+    home_id: str, body: CarrierAllow, session: SessionDep, runtime: RuntimeDep, owner: Resident
+) -> dict[str, str]:
+    service.allow_carrier(
+        session, owner=owner, home_id=home_id, carrier_id=body.carrier_id, now=runtime.clock.now()
+    )
     return {"home_id": home_id, "carrier_id": body.carrier_id}
 
 
 @router.get("/homes/{home_id}/audit", response_model=list[AuditRead])
-def home_audit(home_id: str, session: SessionDep, owner: Resident,
-               after: int = Query(default=0, ge=0),
-               limit: int = Query(default=200, ge=1, le=1000)) -> object:
+def home_audit(
+    home_id: str,
+    session: SessionDep,
+    owner: Resident,
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> object:
     home = service.owned_home(session, owner=owner, home_id=home_id)
     return session.scalars(
         select(AuditEvent)
@@ -102,8 +120,9 @@ def home_audit(home_id: str, session: SessionDep, owner: Resident,
 
 
 @router.post("/hubs/claim", response_model=HubEnrollment)
-def claim_hub(body: HubClaimRequest, request: Request, session: SessionDep,
-              runtime: RuntimeDep) -> object:
+def claim_hub(
+    body: HubClaimRequest, request: Request, session: SessionDep, runtime: RuntimeDep
+) -> object:
     """A hub redeems its claim code once and receives its broker credentials and the
     issuer keys to pin. No bearer token: the claim code is the credential."""
     key = request.client.host if request.client else "-"
@@ -113,14 +132,19 @@ def claim_hub(body: HubClaimRequest, request: Request, session: SessionDep,
         public_key = b64decode(body.public_key)
     except (binascii.Error, ValueError) as exc:
         raise InvalidRequest("public_key must be base64url") from exc
-    enrollment = service.claim_hub(session, code=body.claim_code, public_key=public_key,
-                                   now=runtime.clock.now())
+    enrollment = service.claim_hub(
+        session, code=body.claim_code, public_key=public_key, now=runtime.clock.now()
+    )
     after_commit(session, runtime.on_hub_enrolled)
     return HubEnrollment(
         hub_id=enrollment.hub.id,
         home_id=enrollment.hub.home_id,
-        broker=BrokerRead(host=runtime.broker_host, port=runtime.broker_port,
-                          username=enrollment.hub.id, password=enrollment.broker_password),
+        broker=BrokerRead(
+            host=runtime.broker_host,
+            port=runtime.broker_port,
+            username=enrollment.hub.id,
+            password=enrollment.broker_password,
+        ),
         issuer_keys={kid: b64encode(raw) for kid, raw in runtime.keys.public.items()},
         access_points=[p.slug for p in enrollment.access_points],
     )

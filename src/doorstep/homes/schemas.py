@@ -53,6 +53,7 @@ class AccessPointRead(Output):
 class HubRead(Output):
     id: str
     online: bool
+    epoch: int | None
     claimed_at: datetime | None
     status_at: datetime | None
 
@@ -66,8 +67,8 @@ class HomeRead(Output):
     geofence_m: float
     timezone: str
     in_home_enabled: bool
-    access_points: list[AccessPointRead] = []
-    hubs: list[HubRead] = []
+    access_points: list[AccessPointRead] = Field(default_factory=list)
+    hubs: list[HubRead] = Field(default_factory=list)
 
 
 class HubCreated(Output):

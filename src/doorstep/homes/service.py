@@ -18,7 +18,8 @@ from doorstep import security
 from doorstep.accounts.models import Carrier
 from doorstep.accounts.service import Principal
 from doorstep.audit import service as audit
-from doorstep.broker.passwords import hash_password as broker_hash, new_password
+from doorstep.broker.passwords import hash_password as broker_hash
+from doorstep.broker.passwords import new_password
 from doorstep.db import new_id
 from doorstep.errors import Conflict, NotAuthenticated, NotFound
 from doorstep.homes.models import AccessPoint, Home, HomeCarrier, Hub
@@ -64,8 +65,9 @@ def create_home(session: Session, *, owner: Principal, data: NewHome, now: datet
     )
     session.add(home)
     session.flush()
-    audit.append(session, at=now, actor=owner.actor, action="home:created", subject=home.id,
-                 home_id=home.id)
+    audit.append(
+        session, at=now, actor=owner.actor, action="home:created", subject=home.id, home_id=home.id
+    )
     return home
 
 
@@ -91,12 +93,26 @@ def add_access_point(
     ):
         raise Conflict(f"this home already has an access point {slug!r}")
     hub_id = session.scalar(select(Hub.id).where(Hub.home_id == home.id).limit(1))
-    point = AccessPoint(id=new_id("ap"), home_id=home.id, hub_id=hub_id, slug=slug, name=name,
-                        kind="door", created_at=now)
+    point = AccessPoint(
+        id=new_id("ap"),
+        home_id=home.id,
+        hub_id=hub_id,
+        slug=slug,
+        name=name,
+        kind="door",
+        created_at=now,
+    )
     session.add(point)
     session.flush()
-    audit.append(session, at=now, actor=owner.actor, action="access_point:created",
-                 subject=point.id, home_id=home.id, data={"slug": slug})
+    audit.append(
+        session,
+        at=now,
+        actor=owner.actor,
+        action="access_point:created",
+        subject=point.id,
+        home_id=home.id,
+        data={"slug": slug},
+    )
     return point
 
 
@@ -125,8 +141,9 @@ def create_hub(
     for point in access_points(session, home_id=home.id):
         if point.hub_id is None:
             point.hub_id = hub.id
-    audit.append(session, at=now, actor=owner.actor, action="hub:created", subject=hub.id,
-                 home_id=home.id)
+    audit.append(
+        session, at=now, actor=owner.actor, action="hub:created", subject=hub.id, home_id=home.id
+    )
     return HubClaim(hub, code)
 
 
@@ -144,8 +161,14 @@ def claim_hub(session: Session, *, code: str, public_key: bytes, now: datetime) 
     hub.claimed_at = now
     hub.public_key = public_key
     hub.broker_password_hash = broker_hash(password)
-    audit.append(session, at=now, actor=f"hub:{hub.id}", action="hub:claimed", subject=hub.id,
-                 home_id=hub.home_id)
+    audit.append(
+        session,
+        at=now,
+        actor=f"hub:{hub.id}",
+        action="hub:claimed",
+        subject=hub.id,
+        home_id=hub.home_id,
+    )
     return Enrollment(hub, password, list(access_points(session, home_id=hub.home_id)))
 
 
@@ -168,8 +191,14 @@ def allow_carrier(
         return existing
     link = HomeCarrier(home_id=home.id, carrier_id=carrier_id, created_at=now)
     session.add(link)
-    audit.append(session, at=now, actor=owner.actor, action="home:carrier:allowed",
-                 subject=carrier_id, home_id=home.id)
+    audit.append(
+        session,
+        at=now,
+        actor=owner.actor,
+        action="home:carrier:allowed",
+        subject=carrier_id,
+        home_id=home.id,
+    )
     return link
 
 

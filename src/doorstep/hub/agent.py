@@ -97,7 +97,10 @@ class HubAgent:
         self._stop = threading.Event()
         self._resender: threading.Thread | None = None
         for access_point, driver in locks.items():
-            driver.subscribe(lambda event, ap=access_point: self._on_lock_event(ap, event))
+            driver.subscribe(self._listener(access_point))
+
+    def _listener(self, access_point: str) -> Callable[[LockEvent], None]:
+        return lambda event: self._on_lock_event(access_point, event)
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -116,8 +119,9 @@ class HubAgent:
         self._stop.set()
         if self._client is not None:
             offline = Status(state="offline", epoch=self.journal.epoch)
-            info = self._client.publish(self.topics.status, offline.model_dump_json().encode(),
-                                        qos=1, retain=True)
+            info = self._client.publish(
+                self.topics.status, offline.model_dump_json().encode(), qos=1, retain=True
+            )
             info.wait_for_publish(timeout=2)
             close(self._client)
         for driver in self.locks.values():
@@ -165,7 +169,7 @@ class HubAgent:
                 ack = Ack.model_validate_json(message.payload)
                 self.journal.acknowledge(ack.epoch, ack.through_seq)
             elif message.topic == self.topics.cmd:
-                self.handle_command(message.payload)
+                self.handle_command(bytes(message.payload))
         except ValidationError as exc:
             log.warning("ignored a malformed message on %s: %s", message.topic, exc)
         except Exception:  # the process edge: log, stay up, the lock stays as it is
@@ -224,8 +228,7 @@ class HubAgent:
         if access_point in self._visits:
             raise Refusal(Reason.ENTRY_IN_PROGRESS, "another entry is open at this door")
         self._check_ready(driver)
-        if not self.journal.use_token(claims.token_id, expires=claims.expires,
-                                      now=self._clock()):
+        if not self.journal.use_token(claims.token_id, expires=claims.expires, now=self._clock()):
             raise Refusal(Reason.TOKEN_REPLAYED)
         self._visits[access_point] = _Visit(claims.entry_id, command.command_id)
         try:
@@ -259,11 +262,17 @@ class HubAgent:
 
     def _refuse(self, command: Command, reason: Reason, detail: str) -> Reply:
         log.info("refused command %s: %s", command.command_id, detail)
-        event = self.record(EventKind.COMMAND_REFUSED, {
-            "command_id": command.command_id, "entry_id": command.entry_id, "reason": reason,
-        })
-        return self._reply(Reply(command_id=command.command_id, result="refused",
-                                 reason=reason, seqs=[event.seq]))
+        event = self.record(
+            EventKind.COMMAND_REFUSED,
+            {
+                "command_id": command.command_id,
+                "entry_id": command.entry_id,
+                "reason": reason,
+            },
+        )
+        return self._reply(
+            Reply(command_id=command.command_id, result="refused", reason=reason, seqs=[event.seq])
+        )
 
     def _reply(self, reply: Reply) -> Reply:
         body = reply.model_dump_json().encode()
@@ -291,35 +300,54 @@ class HubAgent:
                 self._on_door(access_point, visit, event, data)
             elif isinstance(event, DoorLockAlarm):
                 jammed = event.alarm == AlarmCode.LOCK_JAMMED
-                self.record(EventKind.LOCK_JAMMED if jammed else EventKind.DOOR_FORCED,
-                            {**data, "alarm": int(event.alarm)})
+                self.record(
+                    EventKind.LOCK_JAMMED if jammed else EventKind.DOOR_FORCED,
+                    {**data, "alarm": int(event.alarm)},
+                )
 
-    def _on_operation(self, access_point: str, visit: _Visit | None, event: LockOperation,
-                      data: dict[str, Any]) -> None:
+    def _on_operation(
+        self, access_point: str, visit: _Visit | None, event: LockOperation, data: dict[str, Any]
+    ) -> None:
         data["source"] = int(event.source)
         if event.operation == LockOperationType.UNLOCK:
             recorded = self.record(EventKind.LOCK_UNLOCKED, data)
             if visit is not None and not visit.replied:
                 visit.replied = True
-                self._reply(Reply(command_id=visit.command_id, result="ok",
-                                  seqs=[recorded.seq]))
+                self._reply(Reply(command_id=visit.command_id, result="ok", seqs=[recorded.seq]))
         elif event.operation == LockOperationType.LOCK:
             self.record(EventKind.LOCK_LOCKED, data)
             self._maybe_secured(access_point, visit, data)
 
-    def _on_operation_error(self, access_point: str, visit: _Visit | None,
-                            event: LockOperationError, data: dict[str, Any]) -> None:
-        recorded = self.record(EventKind.LOCK_ERROR, {
-            **data, "operation": int(event.operation), "error": int(event.error),
-        })
+    def _on_operation_error(
+        self,
+        access_point: str,
+        visit: _Visit | None,
+        event: LockOperationError,
+        data: dict[str, Any],
+    ) -> None:
+        recorded = self.record(
+            EventKind.LOCK_ERROR,
+            {
+                **data,
+                "operation": int(event.operation),
+                "error": int(event.error),
+            },
+        )
         if event.operation == LockOperationType.UNLOCK and visit and not visit.replied:
             visit.replied = True
             self._visits.pop(access_point, None)
-            self._reply(Reply(command_id=visit.command_id, result="refused",
-                              reason=Reason.ACTUATOR_FAILED, seqs=[recorded.seq]))
+            self._reply(
+                Reply(
+                    command_id=visit.command_id,
+                    result="refused",
+                    reason=Reason.ACTUATOR_FAILED,
+                    seqs=[recorded.seq],
+                )
+            )
 
-    def _on_door(self, access_point: str, visit: _Visit | None, event: DoorStateChange,
-                 data: dict[str, Any]) -> None:
+    def _on_door(
+        self, access_point: str, visit: _Visit | None, event: DoorStateChange, data: dict[str, Any]
+    ) -> None:
         if event.door_state == DoorState.CLOSED:
             self.record(EventKind.DOOR_CLOSED, data)
             driver = self.locks[access_point]
@@ -333,11 +361,9 @@ class HubAgent:
         else:
             self.record(EventKind.DOOR_OPENED, {**data, "door_state": int(event.door_state)})
 
-    def _maybe_secured(self, access_point: str, visit: _Visit | None,
-                       data: dict[str, Any]) -> None:
+    def _maybe_secured(self, access_point: str, visit: _Visit | None, data: dict[str, Any]) -> None:
         # The entry ends only on the lock's and the sensor's word, not on anyone's tap.
         if visit is None or not self.locks[access_point].status().secure:
             return
         self.record(EventKind.ENTRY_SECURED, data)
         self._visits.pop(access_point, None)
-

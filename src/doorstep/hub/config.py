@@ -1,9 +1,9 @@
 """What a hub keeps in its data directory after enrollment.
 
-    <data dir>/hub.json      hub id, broker address and credentials, pinned issuer keys,
-                             access points (mode 0600: it holds the broker password)
-    <data dir>/hub.key       the hub's Ed25519 key; events are signed with it
-    <data dir>/journal.db    the durable journal (see journal.py)
+<data dir>/hub.json      hub id, broker address and credentials, pinned issuer keys,
+                         access points (mode 0600: it holds the broker password)
+<data dir>/hub.key       the hub's Ed25519 key; events are signed with it
+<data dir>/journal.db    the durable journal (see journal.py)
 """
 
 from __future__ import annotations
@@ -61,8 +61,12 @@ class HubConfig:
         return cls(
             hub_id=str(body["hub_id"]),
             home_id=str(body["home_id"]),
-            broker=BrokerAddress(str(broker["host"]), int(broker["port"]),
-                                 str(broker["username"]), str(broker["password"])),
+            broker=BrokerAddress(
+                str(broker["host"]),
+                int(broker["port"]),
+                str(broker["username"]),
+                str(broker["password"]),
+            ),
             issuer_keys={str(kid): b64decode(str(raw)) for kid, raw in keys.items()},
             access_points=tuple(str(p) for p in points),
         )
@@ -84,21 +88,28 @@ def signing_key(data_dir: Path) -> Ed25519PrivateKey:
             raise EnrollmentError(f"{path} is not an Ed25519 key")
         return key
     key = Ed25519PrivateKey.generate()
-    _write_private(path, key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    _write_private(
+        path,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
     return key
 
 
-def enroll(data_dir: Path, *, service_url: str, claim_code: str,
-           timeout: float = 10.0) -> HubConfig:
+def enroll(
+    data_dir: Path, *, service_url: str, claim_code: str, timeout: float = 10.0
+) -> HubConfig:
     """Redeem the claim code with the service, once, and keep what it answers."""
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = signing_key(data_dir)
     body = {"claim_code": claim_code, "public_key": b64encode(public_key_bytes(key.public_key()))}
     try:
-        response = httpx.post(f"{service_url.rstrip('/')}/v1/hubs/claim", json=body,
-                              timeout=timeout)
+        response = httpx.post(
+            f"{service_url.rstrip('/')}/v1/hubs/claim", json=body, timeout=timeout
+        )
     except httpx.HTTPError as exc:
         raise EnrollmentError(f"cannot reach the service at {service_url}: {exc}") from exc
     if response.status_code != 200:

@@ -145,4 +145,3 @@ class Journal:
             "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             (key, value),
         )
-

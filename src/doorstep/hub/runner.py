@@ -35,18 +35,20 @@ def build(options: HubOptions) -> tuple[HubAgent, hub_config.HubConfig, SimContr
             raise hub_config.EnrollmentError(
                 f"{options.data_dir} holds no enrollment: pass --service and --claim-code"
             )
-        config = hub_config.enroll(options.data_dir, service_url=options.service_url,
-                                   claim_code=options.claim_code)
+        config = hub_config.enroll(
+            options.data_dir, service_url=options.service_url, claim_code=options.claim_code
+        )
         log.info("enrolled as %s", config.hub_id)
     key = hub_config.signing_key(options.data_dir)
     journal = Journal(options.data_dir / "journal.db", hub_id=config.hub_id, signing_key=key)
-    simulated = {p: SimulatedLock(motor_seconds=options.motor_seconds)
-                 for p in config.access_points}
+    simulated = {
+        p: SimulatedLock(motor_seconds=options.motor_seconds) for p in config.access_points
+    }
     locks: dict[str, LockDriver] = dict(simulated)
-    verifier = GrantVerifier(hub_id=config.hub_id, issuer_keys=config.issuer_keys,
-                             clock=time.time)
-    agent = HubAgent(hub_id=config.hub_id, journal=journal, locks=locks, verifier=verifier,
-                     clock=time.time)
+    verifier = GrantVerifier(hub_id=config.hub_id, issuer_keys=config.issuer_keys, clock=time.time)
+    agent = HubAgent(
+        hub_id=config.hub_id, journal=journal, locks=locks, verifier=verifier, clock=time.time
+    )
     control = SimControl(options.data_dir / "sim.sock", simulated)
     return agent, config, control
 
@@ -58,8 +60,12 @@ def run(options: HubOptions) -> None:
     signal.signal(signal.SIGINT, lambda *_: done.set())
     control.start()
     agent.start(config.broker)
-    log.info("hub %s online (epoch %d), access points: %s", config.hub_id,
-             agent.journal.epoch, ", ".join(config.access_points))
+    log.info(
+        "hub %s online (epoch %d), access points: %s",
+        config.hub_id,
+        agent.journal.epoch,
+        ", ".join(config.access_points),
+    )
     done.wait()
     control.stop()
     agent.stop()

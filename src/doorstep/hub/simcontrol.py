@@ -75,12 +75,17 @@ class SimControl:
             op = OPS[request["op"]]
             lock = self._locks[request.get("access_point") or next(iter(self._locks))]
         except (ValueError, KeyError, TypeError, StopIteration):
-            return {"ok": False, "error": f"ops: {sorted(OPS)}; access points: {sorted(self._locks)}"}
+            return {
+                "ok": False,
+                "error": f"ops: {sorted(OPS)}; access points: {sorted(self._locks)}",
+            }
         op(lock)
         return {"ok": True, "status": status_of(lock)}
 
 
-def send(path: Path, op: str, access_point: str | None = None, timeout: float = 5.0) -> dict[str, Any]:
+def send(
+    path: Path, op: str, access_point: str | None = None, timeout: float = 5.0
+) -> dict[str, Any]:
     """Client side: one request, one answer."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)

@@ -98,8 +98,9 @@ class HubLink:
         close(self._client)
         self._worker.join(timeout=10)
 
-    def _on_connect(self, client: paho.Client, _u: object, _f: object, reason: object,
-                    _p: object) -> None:
+    def _on_connect(
+        self, client: paho.Client, _u: object, _f: object, reason: object, _p: object
+    ) -> None:
         for topic in (topics.ALL_EVENTS, topics.ALL_REPLIES, topics.ALL_STATUS):
             client.subscribe(topic, qos=1)
 
@@ -143,7 +144,7 @@ class HubLink:
     # --- messages in -------------------------------------------------------------------
 
     def _on_message(self, _c: paho.Client, _u: object, message: paho.MQTTMessage) -> None:
-        self._inbox.put((message.topic, message.payload))
+        self._inbox.put((message.topic, bytes(message.payload)))
 
     def _run(self) -> None:
         last_sweep = 0.0
@@ -214,7 +215,12 @@ class HubLink:
             log.warning("dropped a message from %s on %s: %s", hub_id, leaf, exc)
 
     def _dispatch(
-        self, session: Session, hub: Hub, leaf: str, payload: bytes, now: datetime,
+        self,
+        session: Session,
+        hub: Hub,
+        leaf: str,
+        payload: bytes,
+        now: datetime,
         outcome: _Batch,
     ) -> None:
         if leaf == "events":
@@ -230,8 +236,9 @@ class HubLink:
             ingest.ingest_reply(session, hub_id=hub.id, reply=reply, now=now)
             outcome.replies.append(reply)
         elif leaf == "status":
-            ingest.ingest_status(session, hub=hub, status=Status.model_validate_json(payload),
-                                 now=now)
+            ingest.ingest_status(
+                session, hub=hub, status=Status.model_validate_json(payload), now=now
+            )
 
     def wait_for_change(self, timeout: float) -> None:
         """Block until an ingest batch has committed (or `timeout` passes)."""

@@ -104,6 +104,8 @@ def ingest_reply(session: Session, *, hub_id: str, reply: Reply, now: datetime) 
 
 def ingest_status(session: Session, *, hub: Hub, status: Status, now: datetime) -> None:
     online = status.state == "online"
+    if status.epoch is not None and hub.epoch is not None and status.epoch < hub.epoch:
+        return  # a late last will from an earlier boot says nothing about this one
     if hub.online == online and hub.epoch == (status.epoch or hub.epoch):
         return
     hub.online = online

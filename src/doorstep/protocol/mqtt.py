@@ -57,9 +57,7 @@ def make_client(
     *,
     will: tuple[str, bytes] | None = None,
 ) -> paho.Client:
-    client = paho.Client(
-        CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5
-    )
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
     client.username_pw_set(address.username, address.password)
     client.on_socket_open = _nodelay
     client.reconnect_delay_set(min_delay=1, max_delay=5)
@@ -81,10 +79,10 @@ def connect(client: paho.Client, address: BrokerAddress, *, timeout: float = 10.
             failure.append(str(reason))
         connected.set()
         if previous is not None:
-            previous(c, userdata, flags, reason, props)
+            previous(c, userdata, flags, reason, props)  # type: ignore[call-arg]
 
     client.on_connect = on_connect
-    properties = Properties(PacketTypes.CONNECT)
+    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     properties.SessionExpiryInterval = SESSION_EXPIRY_SECONDS
     client.connect_async(
         address.host, address.port, keepalive=15, clean_start=False, properties=properties
@@ -92,13 +90,15 @@ def connect(client: paho.Client, address: BrokerAddress, *, timeout: float = 10.
     client.loop_start()
     if not connected.wait(timeout) or failure:
         client.loop_stop()
-        raise ConnectionError(f"MQTT connect to {address.host}:{address.port} failed: "
-                              f"{failure[0] if failure else 'timeout'}")
+        raise ConnectionError(
+            f"MQTT connect to {address.host}:{address.port} failed: "
+            f"{failure[0] if failure else 'timeout'}"
+        )
     client.on_connect = previous
 
 
 def expiring(seconds: int) -> Properties:
-    properties = Properties(PacketTypes.PUBLISH)
+    properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
     properties.MessageExpiryInterval = seconds
     return properties
 

@@ -1,12 +1,12 @@
 """MQTT topic grammar (DESIGN "Cloud <-> hub").
 
-    doorstep/hubs/{hub}/cmd       service -> hub   commands (QoS 1, message expiry set)
-    doorstep/hubs/{hub}/reply     hub -> service   command results
-    doorstep/hubs/{hub}/events    hub -> service   journalled events
-    doorstep/hubs/{hub}/ack       service -> hub   cumulative ack (retained)
-    doorstep/hubs/{hub}/desired   service -> hub   shadow (retained)
-    doorstep/hubs/{hub}/reported  hub -> service   shadow (retained)
-    doorstep/hubs/{hub}/status    hub -> service   online/offline (retained, last will)
+doorstep/hubs/{hub}/cmd       service -> hub   commands (QoS 1, message expiry set)
+doorstep/hubs/{hub}/reply     hub -> service   command results
+doorstep/hubs/{hub}/events    hub -> service   journalled events
+doorstep/hubs/{hub}/ack       service -> hub   cumulative ack (retained)
+doorstep/hubs/{hub}/desired   service -> hub   shadow (retained)
+doorstep/hubs/{hub}/reported  hub -> service   shadow (retained)
+doorstep/hubs/{hub}/status    hub -> service   online/offline (retained, last will)
 """
 
 from __future__ import annotations
