@@ -7,6 +7,10 @@ Samples are aggregated by function: "inclusive" is the share of samples with the
 anywhere on the stack, "self" the share with it on top. Thread names tell the event loop
 (MainThread), the route handlers (AnyIO worker thread), the hub link's ingest
 (hub-ingest) and paho's network thread apart.
+
+py-spy counts a thread blocked in a Python-level wait (an idle thread-pool worker in
+`Queue.get`, paho's `select`) as active, so stacks ending in one of `IDLE_LEAVES` are
+dropped before the shares are computed.
 """
 
 from __future__ import annotations
@@ -19,6 +23,15 @@ from pathlib import Path
 from typing import Any
 
 TOP = 20
+IDLE_LEAVES = ("Condition.wait ", "Event.wait ", "Thread.join ", "Client._loop ")
+LIBRARY_FRAMES = (
+    "Session.commit ",
+    "Session.flush ",
+    "Session.get ",
+    "Session.execute ",
+    "GrantSigner.sign ",
+    "Client.publish ",
+)
 
 
 def py_spy() -> str | None:
@@ -65,6 +78,8 @@ def summarize(raw: Path, *, top: int = TOP) -> dict[str, Any]:
         count = int(count_text)
         head, _, rest = stack.partition(";")
         frames = [_short(frame) for frame in rest.split(";") if frame]
+        if frames and frames[-1].startswith(IDLE_LEAVES):
+            continue
         total += count
         threads[_thread_name(head)] += count
         for frame in set(frames):
@@ -74,9 +89,18 @@ def summarize(raw: Path, *, top: int = TOP) -> dict[str, Any]:
     return {
         "samples": total,
         "threads": _shares(threads, total, top),
-        "inclusive": _shares(inclusive, total, top * 2),
+        "inclusive": _shares(
+            Counter({f: c for f, c in inclusive.items() if _interesting(f)}), total, top * 2
+        ),
         "self": _shares(own, total, top),
     }
+
+
+def _interesting(frame: str) -> bool:
+    # The process's entry point (cli, server) only mirrors the MainThread share.
+    if "doorstep/cli/" in frame or "doorstep/server.py" in frame or "__main__" in frame:
+        return False
+    return "doorstep/" in frame or frame.startswith(LIBRARY_FRAMES)
 
 
 def _thread_name(head: str) -> str:

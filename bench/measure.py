@@ -48,6 +48,7 @@ class Outcome:
     cpu: dict[str, float]
     foreign_before: float
     seeded: int = 0
+    entries_before: int = 0
     entries: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
@@ -72,6 +73,7 @@ class Outcome:
             "cpu": self.cpu,
             "foreign_cores_before": self.foreign_before,
             "seeded_deliveries": self.seeded,
+            "entries_before": self.entries_before,
             "entries": self.entries,
             "valid": self.valid,
             "problems": self.problems,
@@ -198,7 +200,16 @@ def entries(
         result = drive(rig, scenario, load, block, options.duration)
         cpu = Meter.usage(before, meter.snapshot())
         states = _difference(rig.settle(), states_before)
-        outcome = Outcome(scenario.name, load, result, cpu, foreign, budget, states)
+        outcome = Outcome(
+            scenario.name,
+            load,
+            result,
+            cpu,
+            foreign,
+            seeded=budget,
+            entries_before=sum(states_before.values()),
+            entries=states,
+        )
         _check(outcome, scenario)
         if result.requests <= budget:
             break

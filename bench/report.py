@@ -220,6 +220,7 @@ def _entries(runs: list[dict[str, Any]]) -> str:
         [
             r["scenario"],
             r["load"],
+            f"{r.get('entries_before', 0):,}",
             f"{r['requests']:,}",
             f"{r['seeded_deliveries']:,}",
             ", ".join(f"{k}: {v:,}" for k, v in r["entries"].items()) or "-",
@@ -230,7 +231,17 @@ def _entries(runs: list[dict[str, Any]]) -> str:
     return (
         "Entries created during each measured run, by state, counted in the service's "
         "database after the run settled.\n\n"
-        + _table(["scenario", "load", "requests", "seeded deliveries", "entries by state"], rows)
+        + _table(
+            [
+                "scenario",
+                "load",
+                "entries already in the table",
+                "requests",
+                "seeded deliveries",
+                "new entries by state",
+            ],
+            rows,
+        )
     )
 
 
@@ -303,18 +314,15 @@ def _profile(name: str, profile: dict[str, Any]) -> str:
     if "error" in profile:
         return f"## Profile: {name}\n\n{profile['error']}\n"
     threads = ", ".join(f"{t['frame']} {t['pct']}%" for t in profile["threads"])
-    inclusive = [
-        [f"`{row['frame']}`", f"{row['pct']}%"]
-        for row in profile["inclusive"]
-        if "doorstep/" in row["frame"] or "bench/" in row["frame"]
-    ][:15]
+    inclusive = [[f"`{row['frame']}`", f"{row['pct']}%"] for row in profile["inclusive"]]
     own = [[f"`{row['frame']}`", f"{row['pct']}%"] for row in profile["self"][:15]]
     return (
         f"## Profile: {name}\n\n"
         f"py-spy, {profile['samples']:,} samples of the service process under "
         f"{profile['load']}, on-CPU threads only (raw stacks: `{profile['raw']}`).\n\n"
         f"By thread: {threads}\n\n"
-        "Doorstep functions, inclusive (share of samples with the function on the stack):\n\n"
+        "Doorstep functions and the main SQLAlchemy session calls, inclusive (share of "
+        "on-CPU samples with the function anywhere on the stack):\n\n"
         + _table(["function", "inclusive"], inclusive)
         + "\nHottest functions by self time (any library):\n\n"
         + _table(["function", "self"], own)

@@ -48,6 +48,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield f"sqlite:///{tmp_path / 'doorstep.db'}"
         return
     if not PG_URL:
+        if os.environ.get("DOORSTEP_REQUIRE_PG"):
+            pytest.fail("DOORSTEP_TEST_PG_URL is not set but PostgreSQL tests are required")
         pytest.skip("DOORSTEP_TEST_PG_URL is not set (scripts/test sets it)")
     name = f"test_{secrets.token_hex(6)}"
     admin = create_engine(

@@ -5,12 +5,15 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import delete, text, update
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, sessionmaker
 
 from doorstep import db
 from doorstep.audit import service as audit
@@ -19,7 +22,8 @@ from doorstep.audit.models import AuditEvent
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
 
-def _seed(url: str, count: int = 5) -> db.sessionmaker[db.Session]:
+@contextmanager
+def _seeded(url: str, count: int = 5) -> Iterator[sessionmaker[Session]]:
     engine = db.make_engine(url)
     db.upgrade(engine)
     sessions = db.make_session_factory(engine)
@@ -34,22 +38,23 @@ def _seed(url: str, count: int = 5) -> db.sessionmaker[db.Session]:
                 data={"n": n},
             )
         session.commit()
-    return sessions
+    try:
+        yield sessions
+    finally:
+        engine.dispose()
 
 
 def test_chain_verifies(database_url: str) -> None:
-    sessions = _seed(database_url)
-    with sessions() as session:
+    with _seeded(database_url) as sessions, sessions() as session:
         report = audit.verify(session)
     assert report.ok and report.records == 5
 
 
 def test_the_application_cannot_rewrite_or_delete(database_url: str) -> None:
-    sessions = _seed(database_url)
-    for statement in (update(AuditEvent).values(actor="mallory"), delete(AuditEvent)):
-        with sessions() as session, pytest.raises(DBAPIError, match="append-only"):
-            session.execute(statement)
-            session.flush()
+    with _seeded(database_url) as sessions:
+        for statement in (update(AuditEvent).values(actor="mallory"), delete(AuditEvent)):
+            with sessions() as session, pytest.raises(DBAPIError, match="append-only"):
+                session.execute(statement)
 
 
 def _doorstep(*args: str) -> subprocess.CompletedProcess[str]:
@@ -61,7 +66,8 @@ def _doorstep(*args: str) -> subprocess.CompletedProcess[str]:
 def test_verify_names_the_first_broken_link(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    _seed(f"sqlite:///{data_dir / 'doorstep.db'}", count=6)
+    with _seeded(f"sqlite:///{data_dir / 'doorstep.db'}", count=6):
+        pass
     assert _doorstep("audit", "verify", "--data-dir", str(data_dir)).returncode == 0
     # Someone with the file drops the guard and edits record 3, then deletes record 5.
     with sqlite3.connect(data_dir / "doorstep.db") as raw:
@@ -76,8 +82,7 @@ def test_verify_names_the_first_broken_link(tmp_path: Path) -> None:
 
 def test_a_deleted_record_is_named(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'a.db'}"
-    sessions = _seed(url, count=4)
-    with sessions() as session:
+    with _seeded(url, count=4) as sessions, sessions() as session:
         session.execute(text("DROP TRIGGER audit_events_no_delete"))
         session.execute(delete(AuditEvent).where(AuditEvent.seq == 2))
         session.commit()
