@@ -3,9 +3,9 @@ for the entry scenarios, check in the database that every request did what it sh
 
 Entry requests each consume a fresh delivery, so a run needs enough seeded homes. The
 warm-up is seeded for an upper bound (the ceiling's rate), and its measured rate sizes
-the real run (x1.5, plus a margin). If a run still sends more requests than there were
-homes, the extra requests are denied (cheap, and they would flatter the figures): the
-run is then repeated once with twice as many homes, and flagged if that fails too.
+the real run (x1.5, plus a margin). If a run still comes close to the number of homes
+(requests past it would be denied: cheap, and they would flatter the figures), it is
+repeated once with twice as many homes, and flagged if that fails too.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class Options:
     warmup: int = 2
     loads: tuple[Load, ...] = (Load("sequential", 1, 1), Load("concurrent", 2, 16))
     quiet_cores: float = 0.25
-    quiet_wait: float = 30.0
+    quiet_wait: float = 15.0
 
 
 @dataclass
@@ -211,10 +211,13 @@ def entries(
             entries=states,
         )
         _check(outcome, scenario)
-        if result.requests <= budget:
+        # wrk threads take every other request number and need not run at the same pace,
+        # so a run close to its budget may have stepped past the seeded homes (denied).
+        ran_out = result.requests > 0.9 * budget or any(k.startswith("denied") for k in states)
+        if not ran_out:
             break
-        say(f"         ran out of seeded deliveries ({result.requests} > {budget}); again")
-        budget = result.requests * 2
+        say(f"         ran out of seeded deliveries ({result.requests} for {budget}); again")
+        budget = max(budget, result.requests) * 2
     assert outcome is not None
     say(f"         {_summary(outcome)}")
     return outcome

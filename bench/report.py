@@ -324,13 +324,16 @@ def _profile(name: str, profile: dict[str, Any]) -> str:
         "Doorstep functions and the main SQLAlchemy session calls, inclusive (share of "
         "on-CPU samples with the function anywhere on the stack):\n\n"
         + _table(["function", "inclusive"], inclusive)
-        + "\nHottest functions by self time (any library):\n\n"
+        + "\nHottest functions by self time (any library). `Runner.run` is the event loop's "
+        "native code (uvloop, httptools); `do_execute` and `do_commit` include the time spent "
+        "inside SQLite, waiting for its write lock included.\n\n"
         + _table(["function", "self"], own)
     )
 
 
 def _method(report: dict[str, Any]) -> str:
-    return "## How this was measured\n\n" + "\n".join(f"- {line}" for line in report["method"])
+    lines = "\n".join(f"- {line}" for line in report["method"])
+    return f"## How this was measured\n\n{lines}\n"
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
@@ -345,3 +348,40 @@ def _ratio(value: float | None) -> str:
 
 def _number(value: float | None, digits: int) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
+
+
+METHOD = [
+    'Ceiling: `bench/ceiling.py`, `POST /ok` answering `{"ok": true}` from an `async def` '
+    'endpoint, under `uvicorn.run(app, host, port, log_level="warning", access_log=False)` '
+    "in one process, as `doorstep serve` runs. wrk sends it the same request as an entry "
+    "(method, headers, body size). `fastapi-sync` is the same endpoint as a `def`, run in "
+    "FastAPI's thread pool like doorstep's entry route; it is information, not the ceiling.",
+    "Decision: `POST /v1/courier/entries` (wait=none) on `doorstep serve` started as a "
+    "subprocess with default settings (SQLite in WAL mode, synchronous=NORMAL) and "
+    "`DOORSTEP_BROKER_URL` set to a Mosquitto 2.0 started by `doorstep.broker.Mosquitto`. "
+    "The response is sent after the commit; the grant is published to the hub's command "
+    "topic right after the commit. No hub answers during these runs.",
+    "Whole path: `POST /v1/courier/entries?wait=unlocked`, which answers after the hub's "
+    "reply has been ingested and committed. Hubs are `bench/hubsim.py`: the real "
+    "`HubAgent`, `GrantVerifier` (pinned to the service's issuer keys), `Journal` and "
+    "`SimulatedLock(motor_seconds=0)`, one agent per hub, built before each run, in one "
+    "process with one MQTT connection.",
+    "The hub simulator logs in to the broker as the service user (readwrite on "
+    "doorstep/hubs/#), not with per-hub credentials: acceptable for a benchmark, not how "
+    "hubs connect in production. Its journals are in-memory SQLite (same code and schema), "
+    "so a real hub's storage fsyncs are not in the whole-path figures (see the fsync probe "
+    "under 'Hub simulator'). It does not consume acks or resend.",
+    "Every request uses its own home, access point, hub, delivery and package (an access "
+    "point holds one open entry). They are bulk-inserted into the service's database after "
+    "the migrations, bypassing the API and the audit chain; the courier, carrier and "
+    "resident accounts are made with the service's own functions, and the courier signs in "
+    "through `POST /v1/auth/token`.",
+    "Each row is a warm-up run, then a measured run; latency percentiles come from wrk's "
+    "own histogram (its `done()` callback). After each run the database is checked: every "
+    "request must have produced an entry in the expected state, otherwise the row is "
+    "marked invalid.",
+    "Everything runs on the same machine and cores: wrk (2 threads when concurrent), the "
+    "server, Mosquitto and the hub simulator compete for CPU, as do any other processes "
+    "('foreign' CPU, reported per run; the bench waits up to --quiet-wait seconds for a "
+    "quiet machine before each measured run).",
+]

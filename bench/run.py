@@ -12,38 +12,23 @@ Each scenario runs sequentially (1 connection) and with 16 concurrent connection
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from bench import hotspots, loadgen, measure, report
+from bench import hotspots, loadgen, machine, measure, report
 from bench.ceiling import APPS
 from bench.loadgen import Load
 from bench.measure import DECISION, WHOLE_PATH, Options, Outcome, Scenario
 from bench.rig import Rig, RigError
 from bench.seed import ACCESS_POINT_SLUG, entry_body_format, hub_id
 
-PACKAGES = (
-    "uvicorn",
-    "starlette",
-    "fastapi",
-    "pydantic",
-    "sqlalchemy",
-    "paho-mqtt",
-    "cwt",
-    "uvloop",
-    "httptools",
-)
 PHASES = ("ceiling", "decision", "whole-path")
 DEFAULT_BOUND_RPS = 5000.0
 
@@ -70,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     bench_report: dict[str, Any] = {
         "started_at": started.isoformat(timespec="seconds").replace("+00:00", "Z"),
-        "environment": environment(),
+        "environment": machine.environment(),
         "options": {
             "duration": options.duration,
             "warmup": options.warmup,
@@ -80,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "runs": [],
         "profiles": {},
-        "method": METHOD,
+        "method": report.METHOD,
     }
     say(
         f"doorstep bench: {bench_report['environment']['cpu_count']} CPUs, affinity "
@@ -120,13 +105,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--duration", type=int, default=6, help="measured seconds per run")
     parser.add_argument("--warmup", type=int, default=2, help="warm-up seconds per run")
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument(
+        "--concurrency", type=int, default=16, help="connections in the concurrent runs"
+    )
     parser.add_argument("--threads", type=int, default=2, help="wrk threads when concurrent")
     parser.add_argument(
         "--only", action="append", choices=PHASES, help="run only this phase (repeatable)"
     )
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profiles")
-    parser.add_argument("--profile-seconds", type=int, default=5)
+    parser.add_argument(
+        "--profile-seconds", type=int, default=5, help="length of each py-spy profile"
+    )
     parser.add_argument(
         "--quiet-cores",
         type=float,
@@ -136,7 +125,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--quiet-wait",
         type=float,
-        default=30.0,
+        default=15.0,
         help="longest wait for a quiet machine before each run (seconds)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
@@ -211,7 +200,7 @@ def _run(
         sim_stats = orjson.loads(rig.stop() or "{}")
         bench_report["hubsim"] = sim_stats
         bench_report["grant"] = _grant(rig, sim_stats)
-        bench_report["journal_fsync_ms"] = journal_fsync_ms(workdir)
+        bench_report["journal_fsync_ms"] = machine.journal_fsync_ms(workdir)
 
 
 def _rate(runs: list[Outcome], scenario: str, load: Load) -> float | None:
@@ -309,115 +298,3 @@ def _grant(rig: Rig, sim_stats: dict[str, Any]) -> dict[str, Any]:
         "offline_bytes": len(offline),
         "command_bytes": commands.get("max"),
     }
-
-
-def journal_fsync_ms(workdir: Path, appends: int = 50) -> float:
-    """What one hub journal append costs on this disk (synchronous=FULL, WAL)."""
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    from doorstep.hub.journal import Journal
-    from doorstep.protocol.messages import EventKind
-
-    directory = workdir / "journal-probe"
-    directory.mkdir(parents=True, exist_ok=True)
-    journal = Journal(
-        directory / "journal.db", hub_id=hub_id(0), signing_key=Ed25519PrivateKey.generate()
-    )
-    started = time.perf_counter()
-    for _ in range(appends):
-        journal.append(EventKind.LOCK_UNLOCKED, {"access_point": "front"}, time.time())
-    elapsed = time.perf_counter() - started
-    journal.close()
-    return round(1000 * elapsed / appends, 3)
-
-
-def environment() -> dict[str, Any]:
-    return {
-        "cpu_count": os.cpu_count(),
-        "affinity": sorted(os.sched_getaffinity(0)),
-        "cpu_model": _cpu_model(),
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "packages": {name: _version(name) for name in PACKAGES},
-        "wrk": loadgen.wrk_version(),
-        "mosquitto": _mosquitto_version(),
-        "source": _source(),
-        "loadavg": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
-        "argv": sys.argv,
-    }
-
-
-def _version(name: str) -> str:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def _cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def _mosquitto_version() -> str:
-    from doorstep.broker.supervisor import _find_executable
-
-    result = subprocess.run(
-        [_find_executable("mosquitto"), "-h"], capture_output=True, text=True, check=False
-    )
-    return (result.stdout or result.stderr).splitlines()[0].strip()
-
-
-def _source() -> str:
-    """The commit the work tree is on, read from .git without running git."""
-    git = Path(__file__).parent.parent / ".git"
-    try:
-        head = (git / "HEAD").read_text().strip()
-        if head.startswith("ref: "):
-            ref = head[5:]
-            ref_file = git / ref
-            commit = ref_file.read_text().strip() if ref_file.exists() else "(packed ref)"
-            return f"{ref.removeprefix('refs/heads/')} @ {commit[:12]} (work tree may differ)"
-        return f"{head[:12]} (work tree may differ)"
-    except OSError:
-        return "unknown"
-
-
-METHOD = [
-    'Ceiling: `bench/ceiling.py`, `POST /ok` answering `{"ok": true}` from an `async def` '
-    'endpoint, under `uvicorn.run(app, host, port, log_level="warning", access_log=False)` '
-    "in one process, as `doorstep serve` runs. wrk sends it the same request as an entry "
-    "(method, headers, body size). `fastapi-sync` is the same endpoint as a `def`, run in "
-    "FastAPI's thread pool like doorstep's entry route; it is information, not the ceiling.",
-    "Decision: `POST /v1/courier/entries` (wait=none) on `doorstep serve` started as a "
-    "subprocess with default settings (SQLite in WAL mode, synchronous=NORMAL) and "
-    "`DOORSTEP_BROKER_URL` set to a Mosquitto 2.0 started by `doorstep.broker.Mosquitto`. "
-    "The response is sent after the commit; the grant is published to the hub's command "
-    "topic right after the commit. No hub answers during these runs.",
-    "Whole path: `POST /v1/courier/entries?wait=unlocked`, which answers after the hub's "
-    "reply has been ingested and committed. Hubs are `bench/hubsim.py`: the real "
-    "`HubAgent`, `GrantVerifier` (pinned to the service's issuer keys), `Journal` and "
-    "`SimulatedLock(motor_seconds=0)`, one agent per hub, built before each run, in one "
-    "process with one MQTT connection.",
-    "The hub simulator logs in to the broker as the service user (readwrite on "
-    "doorstep/hubs/#), not with per-hub credentials: acceptable for a benchmark, not how "
-    "hubs connect in production. Its journals are in-memory SQLite (same code and schema), "
-    "so a real hub's storage fsyncs are not in the whole-path figures (see the fsync probe "
-    "under 'Hub simulator'). It does not consume acks or resend.",
-    "Every request uses its own home, access point, hub, delivery and package (an access "
-    "point holds one open entry). They are bulk-inserted into the service's database after "
-    "the migrations, bypassing the API and the audit chain; the courier, carrier and "
-    "resident accounts are made with the service's own functions, and the courier signs in "
-    "through `POST /v1/auth/token`.",
-    "Each row is a warm-up run, then a measured run; latency percentiles come from wrk's "
-    "own histogram (its `done()` callback). After each run the database is checked: every "
-    "request must have produced an entry in the expected state, otherwise the row is "
-    "marked invalid.",
-    "Everything runs on the same machine and cores: wrk (2 threads when concurrent), the "
-    "server, Mosquitto and the hub simulator compete for CPU, as do any other processes "
-    "('foreign' CPU, reported per run; the bench waits up to --quiet-wait seconds for a "
-    "quiet machine before each measured run).",
-]

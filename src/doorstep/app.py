@@ -30,6 +30,7 @@ from doorstep.hublink.link import HubLink
 from doorstep.protocol.mqtt import BrokerAddress
 from doorstep.ratelimit import Limiter
 from doorstep.settings import Settings
+from doorstep.sql import Writer
 
 
 def create_app(
@@ -55,6 +56,7 @@ def create_app(
         clock=clock,
         keys=issuer_keys.load_or_create(settings.data_dir / "keys"),
         link=None,
+        writer=None,
         login_limiter=Limiter(
             limit=settings.auth.max_login_failures_per_minute * 6, window_seconds=60
         ),
@@ -67,10 +69,12 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         db.upgrade(engine)
+        writer = runtime.writer = Writer(engine)
+        writer.start()
         if broker is not None:
             runtime.link = HubLink(
                 address=broker,
-                session_factory=sessions,
+                writer=writer,
                 clock=clock,
                 command_expiry_seconds=settings.entry.command_expiry_seconds,
                 client_id=settings.broker_client_id,
@@ -81,6 +85,7 @@ def create_app(
         finally:
             if runtime.link is not None:
                 runtime.link.stop()
+            writer.stop()
             engine.dispose()
 
     app = FastAPI(title="Doorstep", version=__version__, lifespan=lifespan)

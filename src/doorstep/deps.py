@@ -19,6 +19,7 @@ from doorstep.settings import Settings
 if TYPE_CHECKING:
     from doorstep.access.keys import IssuerKeys
     from doorstep.hublink.link import HubLink
+    from doorstep.sql import Writer
 
 
 @dataclass
@@ -30,6 +31,7 @@ class Runtime:
     clock: Clock
     keys: IssuerKeys
     link: HubLink | None
+    writer: Writer | None
     login_limiter: Limiter
     claim_limiter: Limiter
     on_hub_enrolled: Callable[[], None]

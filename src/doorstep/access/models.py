@@ -53,6 +53,13 @@ class Entry(Base):
             sqlite_where=text(_OPEN_SQL),
             postgresql_where=text(_OPEN_SQL),
         ),
+        # What the sweep for entries whose hub never answered reads (migration 0002).
+        Index(
+            "ix_entries_authorized_expiry",
+            "grant_expires_at",
+            sqlite_where=text("state = 'authorized'"),
+            postgresql_where=text("state = 'authorized'"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)

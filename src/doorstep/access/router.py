@@ -1,17 +1,22 @@
-"""The courier's entry request and entry status."""
+"""The courier's entry request and entry status.
+
+The request is the hot path: an async handler that hands the whole decision to the writer
+thread as one job, publishes the unlock command once that job's transaction has
+committed, and (with `wait=unlocked`) awaits the hub's reply without holding a thread.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
-from sqlalchemy.orm import Session
+from fastapi import APIRouter, Query, Request
 
 from doorstep.access import service
 from doorstep.access.models import PROGRESS, Entry, EntryState
 from doorstep.access.schemas import EntryCreate, EntryRead
-from doorstep.deps import Courier, Reader, RuntimeDep, SessionDep
-from doorstep.errors import ServiceUnavailable
+from doorstep.deps import Reader, RuntimeDep, SessionDep
+from doorstep.errors import NotAuthenticated, ServiceUnavailable
 from doorstep.protocol.codes import advice_for
 
 router = APIRouter(prefix="/v1", tags=["entries"])
@@ -26,47 +31,57 @@ WaitForParam = Annotated[
 TimeoutParam = Annotated[float, Query(ge=0, le=30, description="long-poll limit, seconds")]
 
 
-def _read(entry: Entry) -> EntryRead:
-    advice = advice_for(entry.reason)
-    return EntryRead.model_validate(entry).model_copy(update={"advice": advice})
+def _read(entry: Entry | service.EntryView) -> EntryRead:
+    return EntryRead.model_validate(entry).model_copy(update={"advice": advice_for(entry.reason)})
+
+
+def _bearer(request: Request) -> str:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise NotAuthenticated("a bearer token is required")
+    return token.strip()
 
 
 @router.post("/courier/entries", status_code=201, response_model=EntryRead)
-def request_entry(
-    body: EntryCreate,
-    session: SessionDep,
-    runtime: RuntimeDep,
-    courier: Courier,
-    wait: WaitParam = "none",
+async def request_entry(
+    body: EntryCreate, request: Request, runtime: RuntimeDep, wait: WaitParam = "none"
 ) -> object:
-    link = runtime.link
-    if link is None:
+    """A courier at the door asks to enter with the scanned parcel and the phone's position.
+    Every check runs; a denial says why and what to do instead."""
+    link, writer = runtime.link, runtime.writer
+    if link is None or writer is None:
         raise ServiceUnavailable("the hub link is not running")
-    decision = service.request_entry(
-        session,
-        courier=courier,
-        request=service.EntryRequest(**body.model_dump()),
-        now=runtime.clock.now(),
-        settings=runtime.settings.entry,
-        signer=runtime.keys.signer,
-        publish=link.publish_command,
+    token, now, entry_request = (
+        _bearer(request),
+        runtime.clock.now(),
+        service.EntryRequest(**body.model_dump()),
     )
-    if not decision.authorized or wait == "none":
+    decision = await writer.run(
+        lambda tx: service.decide(
+            tx,
+            token=token,
+            request=entry_request,
+            now=now,
+            settings=runtime.settings.entry,
+            signer=runtime.keys.signer,
+        )
+    )
+    if decision.command is None or decision.hub_id is None:
         return _read(decision.entry)
-    return _wait_for_hub(session, runtime, decision)
-
-
-def _wait_for_hub(session: Session, runtime: RuntimeDep, decision: service.EntryDecision) -> object:
-    link = runtime.link
     command = decision.command
-    assert link is not None and command is not None
-    waiter = link.expect_reply(command.command_id)
-    session.commit()  # publishes the command (after_commit); the reply can only follow
-    reply = waiter.wait(runtime.settings.entry.hub_reply_timeout_seconds)
-    if reply is None:
+    waiter = link.expect_reply(command.command_id) if wait == "unlocked" else None
+    link.publish_command(decision.hub_id, command)
+    if waiter is None:
+        return _read(decision.entry)
+    try:
+        await asyncio.wait_for(
+            asyncio.wrap_future(waiter.future), runtime.settings.entry.hub_reply_timeout_seconds
+        )
+    except TimeoutError:
         link.forget(command.command_id)
-    session.refresh(decision.entry)
-    return _read(decision.entry)
+    entry_id = decision.entry.id
+    current = await writer.run(lambda tx: service.load_entry(tx, entry_id))
+    return _read(current or decision.entry)
 
 
 @router.get("/entries/{entry_id}", response_model=EntryRead)

@@ -1,40 +1,77 @@
 """The courier entry: every check in DESIGN's order, then one signed grant, one command.
 
-`request_entry` decides and, when every check passes, creates the entry, signs a grant
-bound to it and queues the unlock command to be published after the commit. Denials are
-entries too (state `denied`, a reason code, no grant) so that the courier, the carrier and
-the audit log all see them. `apply_reply` and `apply_hub_event` move entries forward as
-the hub reports; an entry never moves backwards.
+`decide` runs as one job on the writer thread (see `doorstep.sql`): it authenticates the
+courier's token, reads the delivery, package, home, door, hub and any open entry in one
+query, checks, and either records a denial (state `denied`, a reason code, no grant) or
+creates the entry, signs a grant bound to it and returns the unlock command, which the
+caller publishes once the transaction has committed. The checks and the insert run in the
+same serialized transaction, so two couriers cannot both open one door; a unique index
+on open entries per access point enforces it in the database as well.
+
+`apply_reply` and `apply_hub_event` move entries forward as the hub reports; an entry
+never moves backwards. These functions are plain SQL because they are the hot path.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from doorstep.access.geo import distance_m
 from doorstep.access.models import OPEN_STATES, PROGRESS, Entry, EntryState
+from doorstep.accounts.models import PrincipalKind, Role
 from doorstep.accounts.service import Principal
-from doorstep.audit import service as audit
-from doorstep.db import after_commit, new_id
-from doorstep.deliveries.models import Delivery, DeliveryStatus, Package
-from doorstep.errors import NotFound
-from doorstep.homes.models import AccessPoint, Home, Hub
+from doorstep.audit.service import append_tx
+from doorstep.db import new_id
+from doorstep.deliveries.models import Delivery, DeliveryStatus
+from doorstep.errors import Forbidden, NotAuthenticated, NotFound
+from doorstep.homes.models import Home
+from doorstep.permissions import PrincipalRole
 from doorstep.protocol import PROTOCOL_VERSION, Reason
 from doorstep.protocol.grants import GrantClaims, GrantSigner, audience_for, new_token_id
 from doorstep.protocol.messages import Command, CommandKind, Event, EventKind, Reply, b64encode
+from doorstep.security import token_digest
 from doorstep.settings import EntrySettings
+from doorstep.sql import Tx
 
 MAX_POSITION_ACCURACY_M = 100.0
 UNLOCK_SCOPE = ("unlock",)
+_OPEN = ", ".join(f"'{state}'" for state in OPEN_STATES)
 
-Publish = Callable[[str, Command], None]
+ENTRY_COLUMNS = (
+    "id, state, reason, delivery_id, home_id, hub_id, created_at, unlocked_at, opened_at,"
+    " closed_at, locked_at, done_at"
+)
+
+_COURIER = (
+    "SELECT u.id, u.role, u.carrier_id, u.active, t.expires_at FROM access_tokens t"
+    " JOIN users u ON u.id = t.principal_id WHERE t.digest = ? AND t.principal_kind = 'user'"
+)
+
+# Everything the checks need, in one round trip. The open states are written out (not
+# bound) so that SQLite can use the partial index of open entries per access point.
+_TARGET = (
+    "SELECT d.courier_id, d.carrier_id, d.status, d.window_start, d.window_end, d.home_id,"  # noqa: S608
+    " d.access_point_id, p.id, p.delivered_at, h.latitude, h.longitude, h.geofence_m,"
+    " h.in_home_enabled, ap.slug, ap.hub_id, hub.online, hub.claimed_at,"
+    f" (SELECT e.id FROM entries e WHERE e.access_point_id = d.access_point_id"
+    f"  AND e.state IN ({_OPEN}) LIMIT 1)"
+    " FROM deliveries d JOIN homes h ON h.id = d.home_id"
+    " JOIN access_points ap ON ap.id = d.access_point_id"
+    " LEFT JOIN hubs hub ON hub.id = ap.hub_id"
+    " LEFT JOIN packages p ON p.delivery_id = d.id AND p.barcode = ?"
+    " WHERE d.id = ?"
+)
+
+_INSERT_ENTRY = (
+    "INSERT INTO entries (id, delivery_id, package_id, home_id, access_point_id, hub_id,"
+    " courier_id, state, reason, token_id, command_id, grant_expires_at, created_at,"
+    " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +84,28 @@ class EntryRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class EntryView:
+    """An entry as the API shows it."""
+
+    id: str
+    state: str
+    reason: str | None
+    delivery_id: str | None
+    home_id: str | None
+    hub_id: str | None
+    created_at: datetime
+    unlocked_at: datetime | None = None
+    opened_at: datetime | None = None
+    closed_at: datetime | None = None
+    locked_at: datetime | None = None
+    done_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class EntryDecision:
-    entry: Entry
+    entry: EntryView
     command: Command | None
+    hub_id: str | None = None
 
     @property
     def authorized(self) -> bool:
@@ -58,194 +114,224 @@ class EntryDecision:
 
 @dataclass(frozen=True, slots=True)
 class _Target:
-    delivery: Delivery
-    package: Package
-    home: Home
-    access_point: AccessPoint
-    hub: Hub
+    delivery_id: str
+    home_id: str
+    access_point_id: str
+    slug: str
+    hub_id: str
+    package_id: str
+    barcode: str
 
 
+@dataclass
 class Denied(Exception):
-    def __init__(self, reason: Reason, target: _Target | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.target = target
+    reason: Reason
+    delivery_id: str | None = None
+    home_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
-def request_entry(
-    session: Session,
+def decide(
+    tx: Tx,
     *,
-    courier: Principal,
+    token: str,
     request: EntryRequest,
     now: datetime,
     settings: EntrySettings,
     signer: GrantSigner,
-    publish: Publish,
 ) -> EntryDecision:
+    """Authenticate the courier, check everything, record the outcome (a writer job)."""
+    courier = _courier(tx, token, now)
     try:
-        target = _check(session, courier=courier, request=request, now=now, settings=settings)
-        return _authorize(session, courier, target, now, settings, signer, publish)
+        target = _check(tx, courier, request, now, settings)
     except Denied as denial:
-        return EntryDecision(_deny(session, courier, request, denial, now), None)
+        return EntryDecision(_deny(tx, courier, request, denial, now), None)
+    return _authorize(tx, courier, target, now, settings, signer)
+
+
+def _courier(tx: Tx, token: str, now: datetime) -> Principal:
+    row = tx.one(_COURIER, (token_digest(token),))
+    if row is None or not row[3] or (tx.parse_time(row[4]) or now) <= now:
+        raise NotAuthenticated("token is unknown or expired")
+    if row[1] != Role.COURIER:
+        raise Forbidden("only couriers may request entries")
+    return Principal(PrincipalKind.USER, str(row[0]), PrincipalRole.COURIER, row[2])
 
 
 def _check(
-    session: Session,
-    *,
-    courier: Principal,
-    request: EntryRequest,
-    now: datetime,
-    settings: EntrySettings,
+    tx: Tx, courier: Principal, request: EntryRequest, now: datetime, settings: EntrySettings
 ) -> _Target:
-    delivery = session.get(Delivery, request.delivery_id)
-    if delivery is None or delivery.courier_id != courier.id:
+    row = tx.one(_TARGET, (request.barcode, request.delivery_id))
+    if row is None or row[0] != courier.id or row[1] != courier.carrier_id:
         raise Denied(Reason.COURIER_NOT_ASSIGNED)
-    if delivery.carrier_id != courier.carrier_id:
-        raise Denied(Reason.COURIER_NOT_ASSIGNED)
-    package = session.scalar(
-        select(Package).where(
-            Package.delivery_id == delivery.id, Package.barcode == request.barcode
-        )
-    )
-    if package is None:
-        raise Denied(Reason.PACKAGE_UNKNOWN)
-    if package.delivered_at is not None or delivery.status != DeliveryStatus.BOOKED:
-        raise Denied(Reason.PACKAGE_ALREADY_DELIVERED)
-    home = session.get(Home, delivery.home_id)
-    access_point = session.get(AccessPoint, delivery.access_point_id)
-    assert home is not None and access_point is not None  # foreign keys
-    hub = session.get(Hub, access_point.hub_id) if access_point.hub_id else None
-    target = _Target(delivery, package, home, access_point, hub) if hub else None
-    if not home.in_home_enabled:
-        raise Denied(Reason.IN_HOME_DISABLED, target)
+    (
+        _,
+        _,
+        status,
+        window_start,
+        window_end,
+        home_id,
+        access_point_id,
+        package_id,
+        delivered_at,
+        latitude,
+        longitude,
+        geofence_m,
+        in_home,
+        slug,
+        hub_id,
+        online,
+        claimed_at,
+        open_entry,
+    ) = row
+    mine = {"delivery_id": request.delivery_id, "home_id": home_id}
+    if package_id is None:
+        raise Denied(Reason.PACKAGE_UNKNOWN, **mine)
+    if delivered_at is not None or status != DeliveryStatus.BOOKED:
+        raise Denied(Reason.PACKAGE_ALREADY_DELIVERED, **mine)
+    if not in_home:
+        raise Denied(Reason.IN_HOME_DISABLED, **mine)
     tolerance = timedelta(seconds=settings.window_tolerance_seconds)
-    if not delivery.window_start - tolerance <= now <= delivery.window_end + tolerance:
-        raise Denied(Reason.OUTSIDE_WINDOW, target)
-    if not _inside_geofence(home, request):
-        raise Denied(Reason.OUTSIDE_GEOFENCE, target)
-    if hub is None or target is None or not hub.online or hub.claimed_at is None:
-        raise Denied(Reason.HUB_OFFLINE, target)
-    if _open_entry_exists(session, access_point.id):
-        raise Denied(Reason.ENTRY_IN_PROGRESS, target)
-    return target
+    start, end = tx.parse_time(window_start), tx.parse_time(window_end)
+    assert start is not None and end is not None
+    if not start - tolerance <= now <= end + tolerance:
+        raise Denied(Reason.OUTSIDE_WINDOW, **mine)
+    if not _inside_geofence(latitude, longitude, geofence_m, request):
+        raise Denied(Reason.OUTSIDE_GEOFENCE, **mine)
+    if hub_id is None or not online or claimed_at is None:
+        raise Denied(Reason.HUB_OFFLINE, **mine)
+    if open_entry is not None:
+        raise Denied(Reason.ENTRY_IN_PROGRESS, **mine)
+    return _Target(
+        request.delivery_id, home_id, access_point_id, slug, hub_id, package_id, request.barcode
+    )
 
 
-def _inside_geofence(home: Home, request: EntryRequest) -> bool:
+def _inside_geofence(
+    latitude: float, longitude: float, geofence_m: float, request: EntryRequest
+) -> bool:
     # A fix less precise than 100 m cannot place anyone at a door; within that, the
     # reported accuracy widens the fence (the courier is somewhere in that circle).
     if not 0 <= request.accuracy_m <= MAX_POSITION_ACCURACY_M:
         return False
-    distance = distance_m(home.latitude, home.longitude, request.latitude, request.longitude)
-    return distance <= home.geofence_m + request.accuracy_m
-
-
-def _open_entry_exists(session: Session, access_point_id: str) -> bool:
-    return (
-        session.scalar(
-            select(Entry.id).where(
-                Entry.access_point_id == access_point_id, Entry.state.in_(OPEN_STATES)
-            )
-        )
-        is not None
-    )
+    distance = distance_m(latitude, longitude, request.latitude, request.longitude)
+    return distance <= geofence_m + request.accuracy_m
 
 
 def _authorize(
-    session: Session,
+    tx: Tx,
     courier: Principal,
     target: _Target,
     now: datetime,
     settings: EntrySettings,
     signer: GrantSigner,
-    publish: Publish,
 ) -> EntryDecision:
     token_id = new_token_id()
     issued = int(now.timestamp())
     expires = issued + settings.grant_ttl_seconds
-    entry = Entry(
-        id=new_id("ent"),
-        delivery_id=target.delivery.id,
-        package_id=target.package.id,
-        home_id=target.home.id,
-        access_point_id=target.access_point.id,
-        hub_id=target.hub.id,
-        courier_id=courier.id,
-        state=EntryState.AUTHORIZED,
-        token_id=token_id.hex(),
-        command_id=secrets.token_hex(12),
-        grant_expires_at=datetime.fromtimestamp(expires, now.tzinfo),
-        created_at=now,
-        updated_at=now,
+    entry = EntryView(
+        new_id("ent"),
+        EntryState.AUTHORIZED,
+        None,
+        target.delivery_id,
+        target.home_id,
+        target.hub_id,
+        now,
     )
-    try:
-        with session.begin_nested():
-            session.add(entry)
-    except IntegrityError as exc:  # another request won the race for this door
-        raise Denied(Reason.ENTRY_IN_PROGRESS, target) from exc
-    grant = signer.sign(
-        GrantClaims(
-            audience=audience_for(target.hub.id, target.access_point.slug),
-            not_before=issued,
-            expires=expires,
-            issued_at=issued,
-            token_id=token_id,
-            scope=UNLOCK_SCOPE,
-            entry_id=entry.id,
-        )
+    command_id = secrets.token_hex(12)
+    tx.run(
+        _INSERT_ENTRY,
+        (
+            entry.id,
+            target.delivery_id,
+            target.package_id,
+            target.home_id,
+            target.access_point_id,
+            target.hub_id,
+            courier.id,
+            entry.state,
+            None,
+            token_id.hex(),
+            command_id,
+            tx.time(datetime.fromtimestamp(expires, now.tzinfo)),
+            tx.time(now),
+            tx.time(now),
+        ),
     )
-    assert entry.command_id is not None
+    claims = GrantClaims(
+        audience=audience_for(target.hub_id, target.slug),
+        not_before=issued,
+        expires=expires,
+        issued_at=issued,
+        token_id=token_id,
+        scope=UNLOCK_SCOPE,
+        entry_id=entry.id,
+    )
     command = Command(
         v=PROTOCOL_VERSION,
-        command_id=entry.command_id,
+        command_id=command_id,
         kind=CommandKind.UNLOCK,
         not_after=issued + settings.command_expiry_seconds,
         entry_id=entry.id,
-        access_point=target.access_point.slug,
-        grant=b64encode(grant),
+        access_point=target.slug,
+        grant=b64encode(signer.sign(claims)),
     )
-    _audit(
-        session,
-        entry,
-        now,
+    append_tx(
+        tx,
+        at=now,
         actor=courier.actor,
         action="entry:authorized",
+        subject=entry.id,
+        home_id=target.home_id,
         data={
-            "delivery_id": target.delivery.id,
-            "barcode": target.package.barcode,
+            "delivery_id": target.delivery_id,
+            "barcode": target.barcode,
             "kid": signer.kid,
-            "token_id": entry.token_id,
+            "token_id": token_id.hex(),
             "expires": expires,
         },
     )
-    hub_id = target.hub.id
-    after_commit(session, lambda: publish(hub_id, command))
-    return EntryDecision(entry, command)
+    return EntryDecision(entry, command, target.hub_id)
 
 
 def _deny(
-    session: Session, courier: Principal, request: EntryRequest, denial: Denied, now: datetime
-) -> Entry:
-    target = denial.target
-    delivery = _assigned_delivery(session, courier, request)
-    entry = Entry(
-        id=new_id("ent"),
-        delivery_id=delivery.id if delivery else None,
-        home_id=delivery.home_id if delivery else None,
-        access_point_id=target.access_point.id if target else None,
-        hub_id=target.hub.id if target else None,
-        courier_id=courier.id,
-        state=EntryState.DENIED,
-        reason=denial.reason,
-        created_at=now,
-        updated_at=now,
-    )
-    session.add(entry)
-    _audit(
-        session,
-        entry,
+    tx: Tx, courier: Principal, request: EntryRequest, denial: Denied, now: datetime
+) -> EntryView:
+    entry = EntryView(
+        new_id("ent"),
+        EntryState.DENIED,
+        denial.reason,
+        denial.delivery_id,
+        denial.home_id,
+        None,
         now,
+    )
+    tx.run(
+        _INSERT_ENTRY,
+        (
+            entry.id,
+            denial.delivery_id,
+            None,
+            denial.home_id,
+            None,
+            None,
+            courier.id,
+            entry.state,
+            entry.reason,
+            None,
+            None,
+            None,
+            tx.time(now),
+            tx.time(now),
+        ),
+    )
+    append_tx(
+        tx,
+        at=now,
         actor=courier.actor,
         action="entry:denied",
+        subject=entry.id,
+        home_id=denial.home_id,
         data={
             "reason": str(denial.reason),
             "delivery_id": request.delivery_id,
@@ -255,32 +341,15 @@ def _deny(
     return entry
 
 
-def _assigned_delivery(
-    session: Session, courier: Principal, request: EntryRequest
-) -> Delivery | None:
-    """The delivery a denial belongs to, when it is this courier's (so the home sees it)."""
-    delivery = session.get(Delivery, request.delivery_id)
-    return delivery if delivery is not None and delivery.courier_id == courier.id else None
-
-
-def _audit(
-    session: Session,
-    entry: Entry,
-    now: datetime,
-    *,
-    actor: str,
-    action: str,
-    data: dict[str, object] | None = None,
-) -> None:
-    audit.append(
-        session,
-        at=now,
-        actor=actor,
-        action=action,
-        subject=entry.id,
-        home_id=entry.home_id,
-        data=dict(data or {}),
-    )
+def load_entry(tx: Tx, entry_id: str) -> EntryView | None:
+    sql = f"SELECT {ENTRY_COLUMNS} FROM entries WHERE id = ?"  # noqa: S608 - a constant
+    row = tx.one(sql, (entry_id,))
+    if row is None:
+        return None
+    times = [tx.parse_time(value) for value in row[6:]]
+    created = times[0]
+    assert created is not None
+    return EntryView(row[0], row[1], row[2], row[3], row[4], row[5], created, *times[1:])
 
 
 # --- the hub reports ---------------------------------------------------------------
@@ -301,101 +370,132 @@ _STAMPS = {
 }
 
 
-def apply_reply(session: Session, *, hub_id: str, reply: Reply, now: datetime) -> str | None:
-    entry = session.scalar(
-        select(Entry).where(Entry.command_id == reply.command_id, Entry.hub_id == hub_id)
+def apply_reply(tx: Tx, *, hub_id: str, reply: Reply, now: datetime) -> str | None:
+    """A command's result moves its entry: unlocked, or refused with the hub's reason."""
+    row = tx.one(
+        "SELECT id, state, home_id FROM entries WHERE command_id = ? AND hub_id = ?",
+        (reply.command_id, hub_id),
     )
-    if entry is None:
+    if row is None:
         return None
+    entry_id, state, home_id = row
     if reply.result == "ok":
-        _advance(session, entry, EntryState.UNLOCKED, now, actor=f"hub:{hub_id}")
-    elif entry.state == EntryState.AUTHORIZED:
-        entry.state = EntryState.REFUSED
-        entry.reason = reply.reason or "hub_error"
-        entry.updated_at = now
-        _audit(
-            session,
-            entry,
-            now,
+        _advance(tx, entry_id, state, home_id, EntryState.UNLOCKED, now, actor=f"hub:{hub_id}")
+    elif state == EntryState.AUTHORIZED:
+        reason = reply.reason or "hub_error"
+        tx.run(
+            "UPDATE entries SET state = ?, reason = ?, updated_at = ? WHERE id = ?",
+            (EntryState.REFUSED, reason, tx.time(now), entry_id),
+        )
+        append_tx(
+            tx,
+            at=now,
             actor=f"hub:{hub_id}",
             action="entry:refused",
-            data={"reason": entry.reason},
+            subject=entry_id,
+            home_id=home_id,
+            data={"reason": reason},
         )
-    return entry.id
+    return str(entry_id)
 
 
-def apply_hub_event(session: Session, *, hub_id: str, event: Event, now: datetime) -> None:
+def apply_hub_event(tx: Tx, *, hub_id: str, event: Event, now: datetime) -> None:
     target_state = _EVENT_STATES.get(event.kind)
     entry_id = event.data.get("entry_id")
     if target_state is None or not isinstance(entry_id, str):
         return
-    entry = session.get(Entry, entry_id)
-    if entry is None or entry.hub_id != hub_id:
+    row = tx.one(
+        "SELECT state, home_id, delivery_id FROM entries WHERE id = ? AND hub_id = ?",
+        (entry_id, hub_id),
+    )
+    if row is None:
         return
-    _advance(
-        session,
-        entry,
+    state, home_id, delivery_id = row
+    moved = _advance(
+        tx,
+        entry_id,
+        state,
+        home_id,
         target_state,
         now,
         actor=f"hub:{hub_id}",
         data={"epoch": event.epoch, "seq": event.seq},
     )
-    if target_state == EntryState.DONE:
-        _mark_delivered(session, entry, now)
+    if moved and target_state == EntryState.DONE and delivery_id is not None:
+        _mark_delivered(tx, entry_id, delivery_id, home_id, now)
 
 
 def _advance(
-    session: Session,
-    entry: Entry,
-    state: EntryState,
+    tx: Tx,
+    entry_id: str,
+    state: str,
+    home_id: str | None,
+    target: EntryState,
     now: datetime,
     *,
     actor: str,
-    data: dict[str, object] | None = None,
-) -> None:
-    if entry.state not in PROGRESS or PROGRESS.index(EntryState(entry.state)) >= PROGRESS.index(
-        state
-    ):
-        return
-    entry.state = state
-    entry.updated_at = now
-    setattr(entry, _STAMPS[state], now)
-    _audit(session, entry, now, actor=actor, action=f"entry:{state}", data=data)
-
-
-def _mark_delivered(session: Session, entry: Entry, now: datetime) -> None:
-    if entry.delivery_id is None:
-        return
-    session.execute(
-        update(Package)
-        .where(Package.delivery_id == entry.delivery_id, Package.delivered_at.is_(None))
-        .values(delivered_at=now)
+    data: dict[str, Any] | None = None,
+) -> bool:
+    if state not in PROGRESS or PROGRESS.index(EntryState(state)) >= PROGRESS.index(target):
+        return False
+    stamp = _STAMPS[target]
+    tx.run(
+        f"UPDATE entries SET state = ?, updated_at = ?, {stamp} = ? WHERE id = ?",  # noqa: S608
+        (target, tx.time(now), tx.time(now), entry_id),
     )
-    delivery = session.get(Delivery, entry.delivery_id)
-    if delivery is not None and delivery.status == DeliveryStatus.BOOKED:
-        delivery.status = DeliveryStatus.DELIVERED
-        audit.append(
-            session,
+    append_tx(
+        tx,
+        at=now,
+        actor=actor,
+        action=f"entry:{target}",
+        subject=entry_id,
+        home_id=home_id,
+        data=data,
+    )
+    return True
+
+
+def _mark_delivered(
+    tx: Tx, entry_id: str, delivery_id: str, home_id: str | None, now: datetime
+) -> None:
+    tx.run(
+        "UPDATE packages SET delivered_at = ? WHERE delivery_id = ? AND delivered_at IS NULL",
+        (tx.time(now), delivery_id),
+    )
+    changed = tx.run(
+        "UPDATE deliveries SET status = ? WHERE id = ? AND status = ?",
+        (DeliveryStatus.DELIVERED, delivery_id, DeliveryStatus.BOOKED),
+    )
+    if changed:
+        append_tx(
+            tx,
             at=now,
             actor="system",
             action="delivery:delivered",
-            subject=delivery.id,
-            home_id=delivery.home_id,
-            data={"entry_id": entry.id},
+            subject=delivery_id,
+            home_id=home_id,
+            data={"entry_id": entry_id},
         )
 
 
-def expire_stale(session: Session, *, now: datetime) -> int:
+def expire_stale(tx: Tx, *, now: datetime) -> int:
     """Entries still waiting for the hub after their grant expired can never unlock."""
-    stale = session.scalars(
-        select(Entry).where(Entry.state == EntryState.AUTHORIZED, Entry.grant_expires_at < now)
-    ).all()
-    for entry in stale:
-        entry.state = EntryState.EXPIRED
-        entry.reason = Reason.HUB_TIMEOUT
-        entry.updated_at = now
-        _audit(session, entry, now, actor="system", action="entry:expired")
-    return len(stale)
+    rows = tx.all(
+        "SELECT id, home_id FROM entries WHERE state = 'authorized' AND grant_expires_at < ?",
+        (tx.time(now),),
+    )
+    for entry_id, home_id in rows:
+        tx.run(
+            "UPDATE entries SET state = ?, reason = ?, updated_at = ? WHERE id = ?",
+            (EntryState.EXPIRED, Reason.HUB_TIMEOUT, tx.time(now), entry_id),
+        )
+        append_tx(
+            tx, at=now, actor="system", action="entry:expired", subject=entry_id, home_id=home_id
+        )
+    return len(rows)
+
+
+# --- reading (cold paths, through the ORM) ------------------------------------------
 
 
 def get_entry(session: Session, *, principal: Principal, entry_id: str) -> Entry:
@@ -407,8 +507,6 @@ def get_entry(session: Session, *, principal: Principal, entry_id: str) -> Entry
 
 
 def _may_read(session: Session, principal: Principal, entry: Entry) -> bool:
-    from doorstep.permissions import PrincipalRole
-
     if principal.role == PrincipalRole.OPERATOR:
         return True
     if principal.role == PrincipalRole.COURIER:

@@ -1,7 +1,8 @@
 """Ingest: store hub events idempotently, advance streams, apply replies and status.
 
-These functions run inside one ingest batch's transaction; the caller commits and only
-then publishes acknowledgements, so nothing is acknowledged before it is durable.
+These functions run as jobs on the writer thread (`doorstep.sql.Writer`); acknowledgements
+are published only after the batch that stored the events has committed, so nothing is
+acknowledged before it is durable.
 """
 
 from __future__ import annotations
@@ -11,14 +12,23 @@ from datetime import datetime
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from doorstep.access import service as access
-from doorstep.audit import service as audit
-from doorstep.homes.models import Hub
-from doorstep.hublink.models import HubEvent, HubStream
+from doorstep.audit.service import append_tx
 from doorstep.protocol.messages import Event, Reply, Status, b64decode
+from doorstep.sql import Tx
+
+_INSERT_EVENT = (
+    "INSERT INTO hub_events (hub_id, epoch, seq, event_id, kind, ts, data, prev_hash, sig,"
+    " entry_id, received_at) VALUES (?, ?, ?, ?, ?, ?, ?j, ?, ?, ?, ?)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class HubInfo:
+    id: str
+    home_id: str
+    public_key: Ed25519PublicKey | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,87 +42,115 @@ class RejectedEvent(Exception):
     pass
 
 
-def verify_event_signature(hub: Hub, event: Event) -> None:
+def hub_info(tx: Tx, hub_id: str) -> HubInfo | None:
+    row = tx.one("SELECT id, home_id, public_key FROM hubs WHERE id = ?", (hub_id,))
+    if row is None:
+        return None
+    key = Ed25519PublicKey.from_public_bytes(bytes(row[2])) if row[2] is not None else None
+    return HubInfo(row[0], row[1], key)
+
+
+def verify_event_signature(hub: HubInfo, event: Event) -> None:
     if hub.public_key is None:
         raise RejectedEvent("hub has no enrolled public key")
     try:
-        Ed25519PublicKey.from_public_bytes(hub.public_key).verify(
-            b64decode(event.sig), event.signing_bytes()
-        )
+        hub.public_key.verify(b64decode(event.sig), event.signing_bytes())
     except (InvalidSignature, ValueError) as exc:
         raise RejectedEvent("event signature does not verify") from exc
 
 
-def ingest_event(session: Session, *, hub: Hub, event: Event, now: datetime) -> IngestOutcome:
+def ingest_event(tx: Tx, *, hub: HubInfo, event: Event, now: datetime) -> IngestOutcome:
     """Store `event` once; apply its effects the first time only."""
-    stream = session.get(HubStream, (hub.id, event.epoch))
+    stream = tx.one(
+        "SELECT through_seq, max_seq FROM hub_streams WHERE hub_id = ? AND epoch = ?",
+        (hub.id, event.epoch),
+    )
     if stream is None:
-        stream = HubStream(hub_id=hub.id, epoch=event.epoch, through_seq=0, max_seq=0)
-        session.add(stream)
+        tx.run(
+            "INSERT INTO hub_streams (hub_id, epoch, through_seq, max_seq) VALUES (?, ?, 0, 0)",
+            (hub.id, event.epoch),
+        )
+        through, max_seq = 0, 0
+    else:
+        through, max_seq = int(stream[0]), int(stream[1])
     stored = False
-    if session.get(HubEvent, (hub.id, event.epoch, event.seq)) is None:
+    if event.seq > through and not _have(tx, hub.id, event):
         verify_event_signature(hub, event)
-        session.add(_row(hub.id, event, now))
-        session.flush()
-        access.apply_hub_event(session, hub_id=hub.id, event=event, now=now)
+        entry_id = event.data.get("entry_id")
+        tx.run(
+            _INSERT_EVENT,
+            (
+                hub.id,
+                event.epoch,
+                event.seq,
+                event.event_id,
+                event.kind,
+                event.ts,
+                tx.json(event.data),
+                event.prev_hash,
+                event.sig,
+                entry_id if isinstance(entry_id, str) else None,
+                tx.time(now),
+            ),
+        )
+        access.apply_hub_event(tx, hub_id=hub.id, event=event, now=now)
         stored = True
-    stream.max_seq = max(stream.max_seq, event.seq)
-    _advance(session, stream)
-    gap = stream.through_seq + 1 if stream.max_seq > stream.through_seq else None
-    return IngestOutcome(stored, stream.through_seq, gap)
+    max_seq = max(max_seq, event.seq)
+    through = _advance(tx, hub.id, event.epoch, through, max_seq)
+    tx.run(
+        "UPDATE hub_streams SET through_seq = ?, max_seq = ? WHERE hub_id = ? AND epoch = ?",
+        (through, max_seq, hub.id, event.epoch),
+    )
+    return IngestOutcome(stored, through, through + 1 if max_seq > through else None)
 
 
-def _row(hub_id: str, event: Event, now: datetime) -> HubEvent:
-    entry_id = event.data.get("entry_id")
-    return HubEvent(
-        hub_id=hub_id,
-        epoch=event.epoch,
-        seq=event.seq,
-        event_id=event.event_id,
-        kind=event.kind,
-        ts=event.ts,
-        data=event.data,
-        prev_hash=event.prev_hash,
-        sig=event.sig,
-        entry_id=entry_id if isinstance(entry_id, str) else None,
-        received_at=now,
+def _have(tx: Tx, hub_id: str, event: Event) -> bool:
+    return (
+        tx.one(
+            "SELECT 1 FROM hub_events WHERE hub_id = ? AND epoch = ? AND seq = ?",
+            (hub_id, event.epoch, event.seq),
+        )
+        is not None
     )
 
 
-def _advance(session: Session, stream: HubStream) -> None:
-    if stream.max_seq == stream.through_seq:
-        return
-    seqs = session.scalars(
-        select(HubEvent.seq)
-        .where(
-            HubEvent.hub_id == stream.hub_id,
-            HubEvent.epoch == stream.epoch,
-            HubEvent.seq > stream.through_seq,
-        )
-        .order_by(HubEvent.seq)
-    ).all()
-    for seq in seqs:
-        if seq != stream.through_seq + 1:
+def _advance(tx: Tx, hub_id: str, epoch: int, through: int, max_seq: int) -> int:
+    """The highest seq up to which this stream has no gap."""
+    if max_seq == through:
+        return through
+    seqs = tx.all(
+        "SELECT seq FROM hub_events WHERE hub_id = ? AND epoch = ? AND seq > ? ORDER BY seq",
+        (hub_id, epoch, through),
+    )
+    for (seq,) in seqs:
+        if seq != through + 1:
             break
-        stream.through_seq = seq
+        through = seq
+    return through
 
 
-def ingest_reply(session: Session, *, hub_id: str, reply: Reply, now: datetime) -> str | None:
+def ingest_reply(tx: Tx, *, hub_id: str, reply: Reply, now: datetime) -> str | None:
     """Apply a command result to its entry; returns the entry id if there was one."""
-    return access.apply_reply(session, hub_id=hub_id, reply=reply, now=now)
+    return access.apply_reply(tx, hub_id=hub_id, reply=reply, now=now)
 
 
-def ingest_status(session: Session, *, hub: Hub, status: Status, now: datetime) -> None:
-    online = status.state == "online"
-    if status.epoch is not None and hub.epoch is not None and status.epoch < hub.epoch:
-        return  # a late last will from an earlier boot says nothing about this one
-    if hub.online == online and hub.epoch == (status.epoch or hub.epoch):
+def ingest_status(tx: Tx, *, hub: HubInfo, status: Status, now: datetime) -> None:
+    row = tx.one("SELECT online, epoch FROM hubs WHERE id = ?", (hub.id,))
+    if row is None:
         return
-    hub.online = online
-    hub.epoch = status.epoch or hub.epoch
-    hub.status_at = now
-    audit.append(
-        session,
+    was_online, epoch = bool(row[0]), row[1]
+    if status.epoch is not None and epoch is not None and status.epoch < epoch:
+        return  # a late last will from an earlier boot says nothing about this one
+    online = status.state == "online"
+    new_epoch = status.epoch or epoch
+    if was_online == online and epoch == new_epoch:
+        return
+    tx.run(
+        "UPDATE hubs SET online = ?, epoch = ?, status_at = ? WHERE id = ?",
+        (online, new_epoch, tx.time(now), hub.id),
+    )
+    append_tx(
+        tx,
         at=now,
         actor=f"hub:{hub.id}",
         action=f"hub:status:{status.state}",

@@ -1,0 +1,193 @@
+"""Hand-written SQL for the hot paths, and the writer thread that runs it in batches.
+
+The courier's entry decision and the hub ingest run thousands of times a second; through
+the ORM each costs milliseconds on these machines. Here they are a few plain statements
+on the DBAPI connection, run by one `Writer` thread per process that takes queued jobs,
+runs a batch of them in one transaction (each in its own savepoint, so one failing job
+rolls back alone), commits once, and only then resolves each job's future. Nothing is
+answered before it is durable, and SQLite never has two writers in this process to
+arbitrate with its sleeping busy handler.
+
+`Tx` hides the two dialects' differences: placeholders (`?` is rewritten to `%s` for
+psycopg; `?j` marks a JSON value), and how timestamps are stored (SQLite keeps the text
+SQLAlchemy writes, naive UTC; PostgreSQL keeps timestamptz).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any, Generic, TypeVar
+
+import orjson
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Job = Callable[["Tx"], T]
+BATCH_LIMIT = 256
+_SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
+
+
+class Tx:
+    """One transaction's worth of plain SQL on a DBAPI connection."""
+
+    def __init__(self, dbapi_connection: Any, dialect: str) -> None:
+        self._connection = dbapi_connection
+        self.postgres = dialect == "postgresql"
+        self._cursor = dbapi_connection.cursor()
+
+    @classmethod
+    def of_session(cls, session: Session) -> Tx:
+        """The session's own connection and transaction, for code shared with the ORM."""
+        connection = session.connection()
+        return cls(connection.connection.driver_connection, connection.dialect.name)
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        self._cursor.execute(_translate(sql, self.postgres), params)
+        row = self._cursor.fetchone()
+        return tuple(row) if row is not None else None
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        self._cursor.execute(_translate(sql, self.postgres), params)
+        return [tuple(row) for row in self._cursor.fetchall()]
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        self._cursor.execute(_translate(sql, self.postgres), params)
+        return int(self._cursor.rowcount)
+
+    def time(self, value: datetime | None) -> Any:
+        if value is None or self.postgres:
+            return value
+        return value.astimezone(UTC).strftime(_SQLITE_TIME)
+
+    def parse_time(self, value: Any) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, datetime):
+            return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
+
+    def json(self, value: Any) -> str:
+        return orjson.dumps(value).decode()
+
+    def savepoint(self, name: str) -> None:
+        self._cursor.execute(f"SAVEPOINT {name}")
+
+    def release(self, name: str) -> None:
+        self._cursor.execute(f"RELEASE SAVEPOINT {name}")
+
+    def rollback_to(self, name: str) -> None:
+        self._cursor.execute(f"ROLLBACK TO SAVEPOINT {name}")
+        self._cursor.execute(f"RELEASE SAVEPOINT {name}")
+
+
+@cache
+def _translate(sql: str, postgres: bool) -> str:
+    if not postgres:
+        return sql.replace("?j", "?")
+    return sql.replace("?j", "%s::json").replace("?", "%s")
+
+
+class Writer:
+    """One thread, one connection, many jobs per transaction."""
+
+    def __init__(self, engine: Engine, *, name: str = "db-writer") -> None:
+        self._engine = engine
+        self._jobs: queue.SimpleQueue[_Pending[Any] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._jobs.put(None)
+        self._thread.join(timeout=10)
+
+    def submit(
+        self, job: Job[T], *, then: Callable[[T], None] | None = None
+    ) -> concurrent.futures.Future[T]:
+        """Queue `job`; its future resolves after the transaction that ran it commits.
+        `then` runs on the writer thread right after that commit."""
+        pending: _Pending[T] = _Pending(job, concurrent.futures.Future(), then)
+        self._jobs.put(pending)
+        return pending.future
+
+    async def run(self, job: Job[T]) -> T:
+        return await asyncio.wrap_future(self.submit(job))
+
+    def _run(self) -> None:
+        with self._engine.connect() as connection:
+            raw = connection.connection.driver_connection
+            tx = Tx(raw, connection.dialect.name)
+            while True:
+                batch = self._take()
+                if batch is None:
+                    return
+                self._execute(connection, tx, batch)
+
+    def _take(self) -> list[_Pending[Any]] | None:
+        first = self._jobs.get()
+        if first is None:
+            return None
+        batch = [first]
+        while len(batch) < BATCH_LIMIT:
+            try:
+                item = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                self._jobs.put(None)
+                break
+            batch.append(item)
+        return batch
+
+    def _execute(self, connection: Any, tx: Tx, batch: list[_Pending[Any]]) -> None:
+        outcomes: list[tuple[_Pending[Any], Any, BaseException | None]] = []
+        try:
+            with connection.begin():
+                for pending in batch:
+                    outcomes.append(_attempt(tx, pending))
+        except Exception as exc:  # the commit itself failed: every job in it failed
+            log.exception("write batch failed")
+            outcomes = [(pending, None, exc) for pending in batch]
+        for pending, result, error in outcomes:
+            pending.settle(result, error)
+
+
+def _attempt(tx: Tx, pending: _Pending[Any]) -> tuple[_Pending[Any], Any, BaseException | None]:
+    tx.savepoint("job")
+    try:
+        result = pending.job(tx)
+    except Exception as exc:
+        tx.rollback_to("job")
+        return pending, None, exc
+    tx.release("job")
+    return pending, result, None
+
+
+@dataclass
+class _Pending(Generic[T]):
+    job: Job[T]
+    future: concurrent.futures.Future[T]
+    then: Callable[[T], None] | None
+
+    def settle(self, result: T, error: BaseException | None) -> None:
+        if error is not None:
+            self.future.set_exception(error)
+            return
+        if self.then is not None:
+            try:
+                self.then(result)
+            except Exception:  # the process edge: the write is committed either way
+                log.exception("after-commit action failed")
+        self.future.set_result(result)
