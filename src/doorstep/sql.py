@@ -20,6 +20,7 @@ import concurrent.futures
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Job = Callable[["Tx"], T]
 BATCH_LIMIT = 256
+JOB_TIMEOUT_SECONDS = 30.0
+RETRY_SECONDS = 1.0
 _SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
 
 
@@ -122,18 +125,27 @@ class Writer:
         self._jobs.put(pending)
         return pending.future
 
-    async def run(self, job: Job[T]) -> T:
-        return await asyncio.wrap_future(self.submit(job))
+    async def run(self, job: Job[T], *, timeout: float = JOB_TIMEOUT_SECONDS) -> T:
+        """Run `job` and await its committed result; TimeoutError if the database stalls."""
+        return await asyncio.wait_for(asyncio.wrap_future(self.submit(job)), timeout)
 
     def _run(self) -> None:
-        with self._engine.connect() as connection:
-            raw = connection.connection.driver_connection
-            tx = Tx(raw, connection.dialect.name)
-            while True:
-                batch = self._take()
-                if batch is None:
-                    return
-                self._execute(connection, tx, batch)
+        # A batch that fails as a whole (the connection broke, the database restarted)
+        # fails its jobs and the writer starts over on a fresh connection.
+        while True:
+            try:
+                with self._engine.connect() as connection:
+                    tx = Tx(connection.connection.driver_connection, connection.dialect.name)
+                    while True:
+                        batch = self._take()
+                        if batch is None:
+                            return
+                        self._execute(connection, tx, batch)
+            except _BatchFailed:
+                continue
+            except Exception:  # the process edge: connecting failed; try again
+                log.exception("writer cannot reach the database; retrying")
+                time.sleep(RETRY_SECONDS)
 
     def _take(self) -> list[_Pending[Any]] | None:
         first = self._jobs.get()
@@ -159,12 +171,16 @@ class Writer:
                     outcomes.append(_attempt(tx, pending))
         except Exception as exc:  # the commit itself failed: every job in it failed
             log.exception("write batch failed")
-            outcomes = [(pending, None, exc) for pending in batch]
+            for pending in batch:
+                pending.settle(None, exc)
+            raise _BatchFailed from exc
         for pending, result, error in outcomes:
             pending.settle(result, error)
 
 
 def _attempt(tx: Tx, pending: _Pending[Any]) -> tuple[_Pending[Any], Any, BaseException | None]:
+    if not pending.future.set_running_or_notify_cancel():
+        return pending, None, None  # its caller gave up before it ran: do nothing
     tx.savepoint("job")
     try:
         result = pending.job(tx)
@@ -175,6 +191,10 @@ def _attempt(tx: Tx, pending: _Pending[Any]) -> tuple[_Pending[Any], Any, BaseEx
     return pending, result, None
 
 
+class _BatchFailed(Exception):
+    pass
+
+
 @dataclass
 class _Pending(Generic[T]):
     job: Job[T]
@@ -182,6 +202,8 @@ class _Pending(Generic[T]):
     then: Callable[[T], None] | None
 
     def settle(self, result: T, error: BaseException | None) -> None:
+        if self.future.cancelled():
+            return
         if error is not None:
             self.future.set_exception(error)
             return

@@ -211,6 +211,14 @@ def _cases(world: demo.World) -> list[tuple[str, demo.Api, str, str, Any, int]]:
         ),
         ("entry unknown", courier, "GET", "/v1/entries/ent-0000000000000000", None, 404),
         (
+            "entry by a resident",
+            resident,
+            "POST",
+            "/v1/courier/entries",
+            {"delivery_id": "d", "barcode": "b", "latitude": 0, "longitude": 0, "accuracy_m": 1},
+            403,
+        ),
+        (
             "carrier of another",
             operator,
             "POST",
@@ -276,4 +284,11 @@ def test_not_json_and_no_token(live: Any, world: demo.World) -> None:
         assert response.status_code == 401
         assert response.json()["error"]["code"] == "not_authenticated"
         response = anonymous.http.get("/v1/homes", headers={"authorization": "Bearer nope"})
+        assert response.status_code == 401
+        body = {"delivery_id": "d", "barcode": "b", "latitude": 0, "longitude": 0, "accuracy_m": 1}
+        response = anonymous.http.post("/v1/courier/entries", json=body)
+        assert response.status_code == 401
+        response = anonymous.http.post(
+            "/v1/courier/entries", json=body, headers={"authorization": "Bearer nope"}
+        )
         assert response.status_code == 401

@@ -8,7 +8,7 @@ committed, and (with `wait=unlocked`) awaits the hub's reply without holding a t
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from fastapi import APIRouter, Query, Request
 
@@ -18,6 +18,9 @@ from doorstep.access.schemas import EntryCreate, EntryRead
 from doorstep.deps import Reader, RuntimeDep, SessionDep
 from doorstep.errors import NotAuthenticated, ServiceUnavailable
 from doorstep.protocol.codes import advice_for
+from doorstep.sql import Job, Writer
+
+T = TypeVar("T")
 
 router = APIRouter(prefix="/v1", tags=["entries"])
 
@@ -33,6 +36,13 @@ TimeoutParam = Annotated[float, Query(ge=0, le=30, description="long-poll limit,
 
 def _read(entry: Entry | service.EntryView) -> EntryRead:
     return EntryRead.model_validate(entry).model_copy(update={"advice": advice_for(entry.reason)})
+
+
+async def _write(writer: Writer, job: Job[T]) -> T:
+    try:
+        return await writer.run(job)
+    except TimeoutError as exc:
+        raise ServiceUnavailable("the database did not answer in time; no door was opened") from exc
 
 
 def _bearer(request: Request) -> str:
@@ -56,7 +66,8 @@ async def request_entry(
         runtime.clock.now(),
         service.EntryRequest(**body.model_dump()),
     )
-    decision = await writer.run(
+    decision = await _write(
+        writer,
         lambda tx: service.decide(
             tx,
             token=token,
@@ -64,7 +75,7 @@ async def request_entry(
             now=now,
             settings=runtime.settings.entry,
             signer=runtime.keys.signer,
-        )
+        ),
     )
     if decision.command is None or decision.hub_id is None:
         return _read(decision.entry)
@@ -80,7 +91,7 @@ async def request_entry(
     except TimeoutError:
         link.forget(command.command_id)
     entry_id = decision.entry.id
-    current = await writer.run(lambda tx: service.load_entry(tx, entry_id))
+    current = await _write(writer, lambda tx: service.load_entry(tx, entry_id))
     return _read(current or decision.entry)
 
 
