@@ -12,7 +12,7 @@ keys pinned from `<data dir>/keys/` (`GrantVerifier`), records the token as used
 agents publish through the shared client (`agent._client`) on their own topics.
 
 Simplifications, all named in the report:
-- The client logs in as the broker's service user (ACL readwrite on doorstep/hubs/#),
+- The client logs in as its own user with the service's ACL (readwrite doorstep/hubs/#),
   not as one broker user per hub.
 - Journals are in-memory SQLite databases (same schema, same code): one process stands
   in for thousands of hubs, each of which would fsync its own storage in parallel; done

@@ -366,9 +366,10 @@ METHOD = [
     "`HubAgent`, `GrantVerifier` (pinned to the service's issuer keys), `Journal` and "
     "`SimulatedLock(motor_seconds=0)`, one agent per hub, built before each run, in one "
     "process with one MQTT connection.",
-    "The hub simulator logs in to the broker as the service user (readwrite on "
-    "doorstep/hubs/#), not with per-hub credentials: acceptable for a benchmark, not how "
-    "hubs connect in production. Its journals are in-memory SQLite (same code and schema), "
+    "The hub simulator logs in to the broker as its own user with the service's reach "
+    "(readwrite on doorstep/hubs/#), not with per-hub credentials: acceptable for a "
+    "benchmark, not how hubs connect in production. Its journals are in-memory SQLite "
+    "(same code and schema), "
     "so a real hub's storage fsyncs are not in the whole-path figures (see the fsync probe "
     "under 'Hub simulator'). It does not consume acks or resend.",
     "Every request uses its own home, access point, hub, delivery and package (an access "

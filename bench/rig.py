@@ -99,6 +99,9 @@ class HubSim:
         return self.process.stdin, self.process.stdout
 
 
+HUBSIM_USER = "bench-hubsim"
+
+
 class Rig:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
@@ -106,6 +109,9 @@ class Rig:
         self.logs = self.data_dir / "logs"
         self.hub_secret = secrets.token_bytes(16)
         self.broker = Mosquitto(workdir / "broker")
+        # The broker ties client ids to user names, so the hub simulator needs its own
+        # user with the service's reach (all hub topics).
+        self.hubsim_password = self.broker.add_service_user(HUBSIM_USER)
         self.service: Service | None = None
         self.sim: HubSim | None = None
         self.token = ""
@@ -132,7 +138,8 @@ class Rig:
 
     def start_hubs(self) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.sim = HubSim(self.data_dir, self.broker_url, self.hub_secret, self.logs / "hubsim.log")
+        hubsim_url = self._url(HUBSIM_USER, self.hubsim_password)
+        self.sim = HubSim(self.data_dir, hubsim_url, self.hub_secret, self.logs / "hubsim.log")
 
     def stop(self) -> str:
         final = self.sim.stop() if self.sim else "{}"
@@ -145,8 +152,10 @@ class Rig:
 
     @property
     def broker_url(self) -> str:
-        user, password = quote(self.broker.service_user), quote(self.broker.service_password)
-        return f"mqtt://{user}:{password}@{self.broker.host}:{self.broker.port}"
+        return self._url(self.broker.service_user, self.broker.service_password)
+
+    def _url(self, user: str, password: str) -> str:
+        return f"mqtt://{quote(user)}:{quote(password)}@{self.broker.host}:{self.broker.port}"
 
     @property
     def url(self) -> str:

@@ -91,9 +91,11 @@ class Session:
         self.client.reinitialise()
 
 
-def open_session(broker: Mosquitto, username: str | None, password: str | None) -> Session:
+def open_session(
+    broker: Mosquitto, username: str | None, password: str | None, client_id: str = ""
+) -> Session:
     """Connect with MQTT v5; raise `Refused` with the CONNACK reason on failure."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5, client_id=client_id)
     session = Session(client)
     if username is not None:
         client.username_pw_set(username, password)
@@ -151,12 +153,12 @@ def broker(tmp_path: Path, hub_hashes: dict[str, str]) -> Iterator[Mosquitto]:
 
 
 @pytest.fixture
-def connect(broker: Mosquitto) -> Iterator[Callable[[str | None, str | None], Session]]:
+def connect(broker: Mosquitto) -> Iterator[Callable[..., Session]]:
     """Open sessions on `broker` (raising `Refused`); all are closed after the test."""
     sessions: list[Session] = []
 
-    def _connect(username: str | None, password: str | None) -> Session:
-        session = open_session(broker, username, password)
+    def _connect(username: str | None, password: str | None, client_id: str = "") -> Session:
+        session = open_session(broker, username, password, client_id)
         sessions.append(session)
         return session
 

@@ -139,6 +139,18 @@ def test_update_hubs_locks_a_removed_hub_out(broker, hub_a, connack, hub_passwor
     assert hub_a.next_event()[0] == "disconnect"
 
 
+def test_a_hub_cannot_take_over_another_hubs_client_id(connect, service, hub_passwords) -> None:
+    own, other = hub_ids(hub_passwords)
+    hub_a = connect(own.hub_id, hub_passwords[own.hub_id], own.hub_id)  # as hubs connect
+    hub_a.subscribe(own.cmd)
+    # Hub B presents hub A's client id; the broker uses B's user name instead, so hub A's
+    # session is untouched (without that, A would be pushed off and its will published).
+    connect(other.hub_id, hub_passwords[other.hub_id], own.hub_id)
+    assert service.publish(own.cmd, b"for A only") == "Success"
+    assert hub_a.next_message().payload == b"for A only"
+    assert hub_a.events.empty(), hub_a.events.get()
+
+
 def test_update_hubs_keeps_the_service_connected(broker, service, hub_passwords) -> None:
     own, _ = hub_ids(hub_passwords)
     service.subscribe(own.events)

@@ -44,13 +44,16 @@ def render_passwords(users: Iterable[BrokerUser]) -> str:
     return "".join(lines)
 
 
-def render_acl(service_user: str, hub_ids: Iterable[str]) -> str:
-    """The ACL file: the service reaches all hubs; each hub only its own leaves."""
-    _check_service_user(service_user)
-    blocks = [f"user {service_user}\ntopic readwrite {ROOT}/#\n"]
+def render_acl(service_users: str | Iterable[str], hub_ids: Iterable[str]) -> str:
+    """The ACL file: service users reach all hubs; each hub only its own leaves."""
+    services = [service_users] if isinstance(service_users, str) else list(service_users)
+    blocks = []
+    for service_user in services:
+        _check_service_user(service_user)
+        blocks.append(f"user {service_user}\ntopic readwrite {ROOT}/#\n")
     for hub_id in sorted(set(hub_ids)):
-        if hub_id == service_user:
-            raise ValueError(f"hub id {hub_id!r} is the service user's name")
+        if hub_id in services:
+            raise ValueError(f"hub id {hub_id!r} is a service user's name")
         blocks.append(_hub_block(_topics(hub_id)))
     return HEADER + "\n".join(blocks)
 
@@ -75,6 +78,9 @@ def render_mosquitto_conf(
         "per_listener_settings false",
         f"listener {port} 127.0.0.1",
         "allow_anonymous false",
+        # The client id is the user name: a hub cannot take over another hub's session
+        # (or push it off the broker) by connecting under its client id.
+        "use_username_as_clientid true",
         f"password_file {_conf_path(password_file)}",
         f"acl_file {_conf_path(acl_file)}",
         "persistence true",

@@ -69,10 +69,21 @@ class Mosquitto:
         self._service_password = service_password or new_password()
         # Validates the name now rather than at start.
         self._service = BrokerUser(service_user, hash_password(self._service_password))
+        self._peers: list[BrokerUser] = []
         self._executable = executable
         self._process: subprocess.Popen[bytes] | None = None
         # One reload at a time: each waits for its own "Reloading config." line.
         self._reload_lock = threading.Lock()
+
+    def add_service_user(self, username: str) -> str:
+        """Another user with the service's reach (all hub topics), e.g. a second `serve`
+        process or a test peer: the broker ties each client id to one user name, so each
+        process needs a user of its own. Call before `start`; returns its password."""
+        if self.running:
+            raise BrokerError("add service users before starting the broker")
+        password = new_password()
+        self._peers.append(BrokerUser(username, hash_password(password)))
+        return password
 
     @property
     def host(self) -> str:
@@ -224,8 +235,9 @@ class Mosquitto:
     def _write_files(self, hubs: Mapping[str, str], *, conf: bool) -> None:
         self._directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.data_dir.mkdir(mode=0o700, exist_ok=True)
-        acl = render_acl(self.service_user, hubs)
-        users = [self._service, *(BrokerUser(hub, hashed) for hub, hashed in hubs.items())]
+        services = [self._service, *self._peers]
+        acl = render_acl([user.username for user in services], hubs)
+        users = [*services, *(BrokerUser(hub, hashed) for hub, hashed in hubs.items())]
         _write_private(self._directory / "passwords", render_passwords(users))
         _write_private(self._directory / "acl", acl)
         if conf:
