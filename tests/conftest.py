@@ -25,6 +25,7 @@ from doorstep.accounts.models import Role
 from doorstep.accounts.service import create_user
 from doorstep.app import create_app
 from doorstep.broker import Mosquitto
+from doorstep.broker.supervisor import free_port
 from doorstep.clock import SystemClock
 from doorstep.homes.service import broker_credentials
 from doorstep.hub.runner import HubOptions, build
@@ -102,7 +103,7 @@ def live(tmp_path: Path, database_url: str, broker: Mosquitto) -> Iterator[Live]
 
     app = create_app(settings, broker=address, clock=SystemClock(), on_hub_enrolled=enrolled)
     holder["sessions"] = app.state.runtime.sessions
-    port = demo.free_port()
+    port = free_port()
     server = _Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
     )

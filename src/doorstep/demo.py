@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,16 +20,10 @@ from typing import Any
 
 import httpx
 
+from doorstep.broker.supervisor import free_port
 from doorstep.hub import simcontrol
 
 Say = Callable[[str], None]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -87,16 +80,17 @@ def start_service(
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.popen.poll() is not None:
-            raise RuntimeError(f"serve exited; see {process.log_path}")
         try:
             if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
                 return Service(url, data_dir, process, env)
         except httpx.TransportError:
-            # Not listening yet: the connect attempt itself is the wait (bounded).
-            with socket.socket() as probe:
-                probe.settimeout(0.2)
-                probe.connect_ex(("127.0.0.1", port))
+            pass  # not listening yet
+        try:
+            # Waiting on the child paces the loop and notices at once if it exits.
+            process.popen.wait(timeout=0.1)
+        except subprocess.TimeoutExpired:
+            continue
+        raise RuntimeError(f"serve exited; see {process.log_path}")
     process.stop()
     raise RuntimeError(f"serve did not answer within {timeout}s; see {process.log_path}")
 

@@ -40,7 +40,7 @@ from doorstep.hub.lock import (
     OperationSource,
 )
 from doorstep.protocol import PROTOCOL_VERSION, Reason, Topics
-from doorstep.protocol.grants import GrantRefused, GrantVerifier
+from doorstep.protocol.grants import GrantClaims, GrantRefused, GrantVerifier
 from doorstep.protocol.messages import (
     MAX_MESSAGE_BYTES,
     Ack,
@@ -238,7 +238,7 @@ class HubAgent:
             raise Refusal(Reason.ACTUATOR_FAILED, str(exc)) from exc
         return None  # the reply follows the lock's own report (see _on_lock_event)
 
-    def _verify_grant(self, command: Command) -> Any:
+    def _verify_grant(self, command: Command) -> GrantClaims:
         if not command.grant:
             raise Refusal(Reason.TOKEN_MALFORMED, "no grant")
         try:
