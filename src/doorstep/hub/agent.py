@@ -96,6 +96,9 @@ class HubAgent:
         self._client: paho.Client | None = None
         self._stop = threading.Event()
         self._resender: threading.Thread | None = None
+        for access_point, entry_id, command_id, replied in journal.visits():
+            if access_point in locks:
+                self._visits[access_point] = _Visit(entry_id, command_id, replied)
         for access_point, driver in locks.items():
             driver.subscribe(self._listener(access_point))
 
@@ -111,9 +114,21 @@ class HubAgent:
         client.on_message = self._on_message
         self._client = client
         self.record(EventKind.HUB_STARTED, {"epoch": self.journal.epoch})
+        self.resume()
         connect(client, broker)
         self._resender = threading.Thread(target=self._resend_loop, name="resend", daemon=True)
         self._resender.start()
+
+    def resume(self) -> None:
+        """Finish entries a previous run left open: the door may have closed meanwhile."""
+        with self._mutex:
+            for access_point, visit in list(self._visits.items()):
+                status = self.locks[access_point].status()
+                data = {"access_point": access_point, "entry_id": visit.entry_id}
+                if status.secure:
+                    self._maybe_secured(access_point, visit, data)
+                elif status.door_state == DoorState.CLOSED:
+                    self._relock(access_point)
 
     def stop(self) -> None:
         self._stop.set()
@@ -230,11 +245,11 @@ class HubAgent:
         self._check_ready(driver)
         if not self.journal.use_token(claims.token_id, expires=claims.expires, now=self._clock()):
             raise Refusal(Reason.TOKEN_REPLAYED)
-        self._visits[access_point] = _Visit(claims.entry_id, command.command_id)
+        self._open_visit(access_point, _Visit(claims.entry_id, command.command_id))
         try:
             driver.unlock(OperationSource.REMOTE)
         except LockError as exc:
-            self._visits.pop(access_point, None)
+            self._close_visit(access_point)
             raise Refusal(Reason.ACTUATOR_FAILED, str(exc)) from exc
         return None  # the reply follows the lock's own report (see _on_lock_event)
 
@@ -350,12 +365,11 @@ class HubAgent:
     ) -> None:
         if event.door_state == DoorState.CLOSED:
             self.record(EventKind.DOOR_CLOSED, data)
-            driver = self.locks[access_point]
-            if visit is not None and driver.status().lock_state != LockState.LOCKED:
-                try:
-                    driver.lock(OperationSource.AUTO)
-                except LockError:
-                    log.warning("relock of %s failed; the entry stays open", access_point)
+            if (
+                visit is not None
+                and self.locks[access_point].status().lock_state != LockState.LOCKED
+            ):
+                self._relock(access_point)
             else:
                 self._maybe_secured(access_point, visit, data)
         else:
@@ -366,4 +380,19 @@ class HubAgent:
         if visit is None or not self.locks[access_point].status().secure:
             return
         self.record(EventKind.ENTRY_SECURED, data)
+        self._close_visit(access_point)
+
+    def _relock(self, access_point: str) -> None:
+        try:
+            self.locks[access_point].lock(OperationSource.AUTO)
+        except LockError:
+            log.warning("relock of %s failed; the entry stays open", access_point)
+
+    def _open_visit(self, access_point: str, visit: _Visit) -> None:
+        # Journalled before the bolt moves, so a restart mid-entry still relocks.
+        self.journal.save_visit(access_point, visit.entry_id, visit.command_id, visit.replied)
+        self._visits[access_point] = visit
+
+    def _close_visit(self, access_point: str) -> None:
         self._visits.pop(access_point, None)
+        self.journal.drop_visit(access_point)

@@ -29,6 +29,9 @@ CREATE TABLE IF NOT EXISTS used_tokens (
     token_id BLOB PRIMARY KEY, expires INTEGER NOT NULL, used_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS commands (
     command_id TEXT PRIMARY KEY, reply BLOB NOT NULL, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS visits (
+    access_point TEXT PRIMARY KEY, entry_id TEXT NOT NULL, command_id TEXT NOT NULL,
+    replied INTEGER NOT NULL);
 """
 
 
@@ -132,6 +135,27 @@ class Journal:
                 "INSERT OR REPLACE INTO commands (command_id, reply, at) VALUES (?, ?, ?)",
                 (command_id, reply, now),
             )
+
+    # --- entries in progress (so a restart mid-entry still relocks) ---------------------
+
+    def save_visit(self, access_point: str, entry_id: str, command_id: str, replied: bool) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO visits (access_point, entry_id, command_id, replied)"
+                " VALUES (?, ?, ?, ?)",
+                (access_point, entry_id, command_id, int(replied)),
+            )
+
+    def drop_visit(self, access_point: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM visits WHERE access_point = ?", (access_point,))
+
+    def visits(self) -> list[tuple[str, str, str, bool]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT access_point, entry_id, command_id, replied FROM visits"
+            ).fetchall()
+        return [(str(a), str(e), str(c), bool(r)) for a, e, c, r in rows]
 
     # --- meta --------------------------------------------------------------------------
 

@@ -1,0 +1,57 @@
+"""A hub that restarts in the middle of an entry still relocks and secures it: the entry
+in progress is journalled before the bolt moves."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from doorstep.protocol.messages import EventKind
+
+if TYPE_CHECKING:
+    from conftest import Hub
+
+
+def _secured(hub: Hub) -> list[str]:
+    return [event.data["entry_id"] for event in hub.events(EventKind.ENTRY_SECURED)]
+
+
+def test_restart_with_the_door_open_relocks_when_it_closes(hub: Hub) -> None:
+    hub.send(hub.command(hub.grant()))
+    assert hub.lock.unlock_calls == 1
+    hub.lock.open_door()
+
+    hub.restart()
+    # The real lock kept its state across the hub's restart: bolt back, door open.
+    hub.lock.manual_unlock()
+    hub.lock.open_door()
+    hub.lock.close_door()
+
+    assert hub.lock.lock_calls == 1
+    assert hub.lock.status().secure
+    assert _secured(hub) == [hub.entry_id]
+
+
+def test_restart_after_the_door_closed_relocks_at_once(hub: Hub) -> None:
+    hub.send(hub.command(hub.grant()))
+    hub.restart()
+    hub.lock.manual_unlock()  # the bolt is still back; the door closed while the hub was down
+
+    hub.agent.resume()
+
+    assert hub.lock.lock_calls == 1
+    assert hub.lock.status().secure
+    assert _secured(hub) == [hub.entry_id]
+
+
+def test_restart_after_a_finished_entry_does_nothing(hub: Hub) -> None:
+    hub.send(hub.command(hub.grant()))
+    hub.lock.open_door()
+    hub.lock.close_door()
+    assert _secured(hub) == [hub.entry_id]
+
+    hub.restart()
+    hub.agent.resume()
+
+    assert hub.lock.lock_calls == 0
+    assert hub.lock.unlock_calls == 0
+    assert _secured(hub) == [hub.entry_id]
