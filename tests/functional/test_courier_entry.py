@@ -168,3 +168,22 @@ def test_entries_are_visible_only_to_their_parties(live: Any, world: demo.World)
         stranger.call("GET", f"/v1/homes/{home.id}", 404)
         stranger.call("GET", f"/v1/homes/{home.id}/audit", 404)
     courier.call("POST", "/v1/homes", 403, json={})
+
+
+def test_a_door_relocked_before_anyone_went_in_aborts_the_entry(
+    live: Any, world: demo.World
+) -> None:
+    home, courier = _home(world), _courier(world)
+    delivery = demo.book(world, home, ["PKG-1"])
+    entry = demo.request_entry(courier, delivery["id"], "PKG-1", home.latitude, home.longitude)
+    assert entry["state"] == "unlocked"
+    home.hub_process.lock.manual_lock()  # as the lock's auto-relock would, door never opened
+    aborted = demo.wait_entry(courier, entry["id"], "done")
+    assert (aborted["state"], aborted["reason"]) == ("aborted", "door_never_opened")
+    assert aborted["advice"]
+    booked = world.carrier.call("GET", f"/v1/deliveries/{delivery['id']}")
+    assert booked["status"] == "booked"
+    assert not any(p["delivered_at"] for p in booked["packages"])
+    # The door is free again and the parcel can still go in.
+    again = demo.request_entry(courier, delivery["id"], "PKG-1", home.latitude, home.longitude)
+    assert again["state"] == "unlocked"

@@ -1,10 +1,13 @@
-"""A hub that restarts in the middle of an entry still relocks and secures it: the entry
-in progress is journalled before the bolt moves."""
+"""Entries end with the door relocked: across a hub restart mid-entry (the entry in
+progress is journalled before the bolt moves) and when nobody went in (auto-relock)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from doorstep.hub.drivers.simulated import ManualScheduler
+from doorstep.hub.lock import LockState
 from doorstep.protocol.messages import EventKind
 
 if TYPE_CHECKING:
@@ -55,3 +58,25 @@ def test_restart_after_a_finished_entry_does_nothing(hub: Hub) -> None:
     assert hub.lock.lock_calls == 0
     assert hub.lock.unlock_calls == 0
     assert _secured(hub) == [hub.entry_id]
+
+
+def test_auto_relock_before_anyone_went_in_secures_without_opening(
+    make_hub: Callable[..., Hub],
+) -> None:
+    scheduler = ManualScheduler()
+    hub = make_hub(scheduler=scheduler, auto_relock_seconds=30)
+    hub.send(hub.command(hub.grant()))
+    assert hub.lock.status().lock_state == LockState.UNLOCKED
+
+    scheduler.advance(30)
+
+    assert hub.lock.status().secure
+    secured = hub.events(EventKind.ENTRY_SECURED)
+    assert [(e.data["entry_id"], e.data["opened"]) for e in secured] == [(hub.entry_id, False)]
+
+
+def test_an_entry_that_went_in_is_secured_as_opened(hub: Hub) -> None:
+    hub.send(hub.command(hub.grant()))
+    hub.lock.open_door()
+    hub.lock.close_door()
+    assert [e.data["opened"] for e in hub.events(EventKind.ENTRY_SECURED)] == [True]

@@ -20,6 +20,7 @@ class EntryState(StrEnum):
     DONE = "done"
     DENIED = "denied"
     REFUSED = "refused"  # the hub refused the grant or the unlock
+    ABORTED = "aborted"  # unlocked, but nobody went in; the lock relocked itself
     EXPIRED = "expired"  # no answer from the hub in time
 
 

@@ -411,6 +411,9 @@ def apply_hub_event(tx: Tx, *, hub_id: str, event: Event, now: datetime) -> None
     if row is None:
         return
     state, home_id, delivery_id = row
+    if target_state == EntryState.DONE and not event.data.get("opened"):
+        _abort(tx, entry_id, state, home_id, now, actor=f"hub:{hub_id}")
+        return
     moved = _advance(
         tx,
         entry_id,
@@ -453,6 +456,27 @@ def _advance(
         data=data,
     )
     return True
+
+
+def _abort(
+    tx: Tx, entry_id: str, state: str, home_id: str | None, now: datetime, *, actor: str
+) -> None:
+    """The door relocked before it was ever opened: no delivery happened."""
+    if state not in OPEN_STATES:
+        return
+    tx.run(
+        "UPDATE entries SET state = ?, reason = ?, updated_at = ? WHERE id = ?",
+        (EntryState.ABORTED, Reason.DOOR_NEVER_OPENED, tx.time(now), entry_id),
+    )
+    append_tx(
+        tx,
+        at=now,
+        actor=actor,
+        action="entry:aborted",
+        subject=entry_id,
+        home_id=home_id,
+        data={"reason": Reason.DOOR_NEVER_OPENED},
+    )
 
 
 def _mark_delivered(

@@ -80,8 +80,20 @@ def serve(
     show_default=True,
     help="Simulated lock: how long the bolt takes to move.",
 )
+@click.option(
+    "--auto-relock-seconds",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Simulated lock: relock by itself this long after an unlock if the door "
+    "stays shut (Matter AutoRelockTime); 0 turns it off.",
+)
 def hub(
-    data_dir: Path, service_url: str | None, claim_code: str | None, motor_seconds: float
+    data_dir: Path,
+    service_url: str | None,
+    claim_code: str | None,
+    motor_seconds: float,
+    auto_relock_seconds: float,
 ) -> None:
     """Run a home hub with the simulated lock and door sensor.
 
@@ -100,6 +112,7 @@ def hub(
                 service_url=service_url,
                 claim_code=claim_code,
                 motor_seconds=motor_seconds,
+                auto_relock_seconds=auto_relock_seconds or None,
             )
         )
     except EnrollmentError as exc:

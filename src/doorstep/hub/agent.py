@@ -67,6 +67,7 @@ class _Visit:
     entry_id: str
     command_id: str
     replied: bool = False
+    opened: bool = False  # whether the door opened during the entry
 
 
 class Refusal(Exception):
@@ -96,9 +97,9 @@ class HubAgent:
         self._client: paho.Client | None = None
         self._stop = threading.Event()
         self._resender: threading.Thread | None = None
-        for access_point, entry_id, command_id, replied in journal.visits():
+        for access_point, entry_id, command_id, replied, opened in journal.visits():
             if access_point in locks:
-                self._visits[access_point] = _Visit(entry_id, command_id, replied)
+                self._visits[access_point] = _Visit(entry_id, command_id, replied, opened)
         for access_point, driver in locks.items():
             driver.subscribe(self._listener(access_point))
 
@@ -373,13 +374,17 @@ class HubAgent:
             else:
                 self._maybe_secured(access_point, visit, data)
         else:
+            if visit is not None and not visit.opened:
+                visit.opened = True
+                self._open_visit(access_point, visit)
             self.record(EventKind.DOOR_OPENED, {**data, "door_state": int(event.door_state)})
 
     def _maybe_secured(self, access_point: str, visit: _Visit | None, data: dict[str, Any]) -> None:
         # The entry ends only on the lock's and the sensor's word, not on anyone's tap.
         if visit is None or not self.locks[access_point].status().secure:
             return
-        self.record(EventKind.ENTRY_SECURED, data)
+        # `opened` false: the lock relocked itself (auto-relock) before anyone went in.
+        self.record(EventKind.ENTRY_SECURED, {**data, "opened": visit.opened})
         self._close_visit(access_point)
 
     def _relock(self, access_point: str) -> None:
@@ -390,7 +395,9 @@ class HubAgent:
 
     def _open_visit(self, access_point: str, visit: _Visit) -> None:
         # Journalled before the bolt moves, so a restart mid-entry still relocks.
-        self.journal.save_visit(access_point, visit.entry_id, visit.command_id, visit.replied)
+        self.journal.save_visit(
+            access_point, visit.entry_id, visit.command_id, visit.replied, visit.opened
+        )
         self._visits[access_point] = visit
 
     def _close_visit(self, access_point: str) -> None:

@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS commands (
     command_id TEXT PRIMARY KEY, reply BLOB NOT NULL, at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS visits (
     access_point TEXT PRIMARY KEY, entry_id TEXT NOT NULL, command_id TEXT NOT NULL,
-    replied INTEGER NOT NULL);
+    replied INTEGER NOT NULL, opened INTEGER NOT NULL);
 """
 
 
@@ -138,24 +138,26 @@ class Journal:
 
     # --- entries in progress (so a restart mid-entry still relocks) ---------------------
 
-    def save_visit(self, access_point: str, entry_id: str, command_id: str, replied: bool) -> None:
+    def save_visit(
+        self, access_point: str, entry_id: str, command_id: str, replied: bool, opened: bool
+    ) -> None:
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO visits (access_point, entry_id, command_id, replied)"
-                " VALUES (?, ?, ?, ?)",
-                (access_point, entry_id, command_id, int(replied)),
+                "INSERT OR REPLACE INTO visits"
+                " (access_point, entry_id, command_id, replied, opened) VALUES (?, ?, ?, ?, ?)",
+                (access_point, entry_id, command_id, int(replied), int(opened)),
             )
 
     def drop_visit(self, access_point: str) -> None:
         with self._lock:
             self._db.execute("DELETE FROM visits WHERE access_point = ?", (access_point,))
 
-    def visits(self) -> list[tuple[str, str, str, bool]]:
+    def visits(self) -> list[tuple[str, str, str, bool, bool]]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT access_point, entry_id, command_id, replied FROM visits"
+                "SELECT access_point, entry_id, command_id, replied, opened FROM visits"
             ).fetchall()
-        return [(str(a), str(e), str(c), bool(r)) for a, e, c, r in rows]
+        return [(str(a), str(e), str(c), bool(r), bool(o)) for a, e, c, r, o in rows]
 
     # --- meta --------------------------------------------------------------------------
 

@@ -26,6 +26,8 @@ class HubOptions:
     service_url: str | None = None
     claim_code: str | None = None
     motor_seconds: float = 0.0
+    # Matter's AutoRelockTime: a bolt left back with the door shut relocks by itself.
+    auto_relock_seconds: float | None = 30.0
 
 
 def build(options: HubOptions) -> tuple[HubAgent, hub_config.HubConfig, SimControl]:
@@ -42,7 +44,10 @@ def build(options: HubOptions) -> tuple[HubAgent, hub_config.HubConfig, SimContr
     key = hub_config.signing_key(options.data_dir)
     journal = Journal(options.data_dir / "journal.db", hub_id=config.hub_id, signing_key=key)
     simulated = {
-        p: SimulatedLock(motor_seconds=options.motor_seconds) for p in config.access_points
+        point: SimulatedLock(
+            motor_seconds=options.motor_seconds, auto_relock_seconds=options.auto_relock_seconds
+        )
+        for point in config.access_points
     }
     locks: dict[str, LockDriver] = dict(simulated)
     verifier = GrantVerifier(hub_id=config.hub_id, issuer_keys=config.issuer_keys, clock=time.time)

@@ -22,6 +22,7 @@ class Reason(StrEnum):
     LOCK_NOT_READY = "lock_not_ready"
     ENTRY_IN_PROGRESS = "entry_in_progress"
     HUB_TIMEOUT = "hub_timeout"
+    DOOR_NEVER_OPENED = "door_never_opened"
 
     # Hub-side refusals of a command or grant (the actuator is never reached).
     BAD_MESSAGE = "bad_message"
@@ -55,6 +56,7 @@ COURIER_ADVICE: dict[Reason, str] = {
     Reason.LOCK_NOT_READY: "The lock is not ready; leave it at the door.",
     Reason.ENTRY_IN_PROGRESS: "Another entry is open at this door; wait, then retry.",
     Reason.HUB_TIMEOUT: "The door did not answer in time; leave it at the door.",
+    Reason.DOOR_NEVER_OPENED: "The door relocked before it was opened; request entry again.",
 }
 
 
