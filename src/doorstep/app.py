@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from doorstep import __version__, db
 from doorstep.access import keys as issuer_keys
+from doorstep.access.router import ENTRY_ROUTE, entry_openapi
 from doorstep.access.router import router as access_router
 from doorstep.accounts.router import router as accounts_router
 from doorstep.clock import Clock, SystemClock
@@ -90,12 +91,27 @@ def create_app(
 
     app = FastAPI(title="Doorstep", version=__version__, lifespan=lifespan)
     app.state.runtime = runtime
+    # The courier's entry request is matched first and bypasses FastAPI's routing and
+    # dependency machinery (see `access.router.request_entry`).
+    app.router.routes.insert(0, ENTRY_ROUTE)
+    _document_entry_route(app)
     for router in (accounts_router, homes_router, deliveries_router, access_router):
         app.include_router(router)
     _install_error_handlers(app)
     app.add_api_route("/healthz", _health, methods=["GET"], include_in_schema=False)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app
+
+
+def _document_entry_route(app: FastAPI) -> None:
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = entry_openapi(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 async def _health() -> dict[str, str]:

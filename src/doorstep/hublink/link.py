@@ -66,6 +66,8 @@ class HubLink:
         self._writer = writer
         self._clock = clock
         self._expiry = command_expiry_seconds
+        # Built once: paho packs properties at each publish and never changes them.
+        self._command_properties = expiring(command_expiry_seconds)
         self._client = make_client(client_id, address)
         self._client.on_message = self._on_message
         self._client.on_connect = self._on_connect
@@ -113,7 +115,7 @@ class HubLink:
             topics.Topics(hub_id).cmd,
             command.model_dump_json(exclude_none=True).encode(),
             qos=1,
-            properties=expiring(self._expiry),
+            properties=self._command_properties,
         )
 
     def _request_replay(self, hub_id: str, epoch: int, from_seq: int) -> None:

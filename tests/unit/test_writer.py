@@ -1,0 +1,82 @@
+"""The writer thread: many jobs per transaction, each isolated, answered only after commit."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+
+from doorstep import db
+from doorstep.sql import Tx, Writer
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = db.make_engine(database_url)
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE items (name VARCHAR(20) PRIMARY KEY)"))
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def writer(engine: Engine) -> Iterator[Writer]:
+    writer = Writer(engine)
+    writer.start()
+    yield writer
+    writer.stop()
+
+
+def _names(database_url: str) -> list[str]:
+    # A separate engine: what another process would see, so only committed rows.
+    other = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
+    with other.connect() as connection:
+        names = [row[0] for row in connection.execute(text("SELECT name FROM items"))]
+    other.dispose()
+    return sorted(names)
+
+
+def _insert(name: str) -> Callable[[Tx], str]:
+    def job(tx: Tx) -> str:
+        tx.run("INSERT INTO items (name) VALUES (?)", (name,))
+        return name
+
+    return job
+
+
+def test_a_failing_job_rolls_back_alone(writer: Writer, database_url: str) -> None:
+    # Hold the writer on a first job so the next three are taken as one batch.
+    gate = threading.Event()
+    blocker = writer.submit(lambda tx: gate.wait(10))
+    good = writer.submit(_insert("a"))
+    duplicate = writer.submit(_insert("a"))
+    other = writer.submit(_insert("b"))
+    gate.set()
+    assert blocker.result(10) is True
+    assert good.result(10) == "a"
+    assert other.result(10) == "b"
+    with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
+        duplicate.result(10)
+    assert _names(database_url) == ["a", "b"]
+
+
+def test_a_job_is_answered_only_once_committed(writer: Writer, database_url: str) -> None:
+    seen_by_then: list[list[str]] = []
+    future = writer.submit(_insert("c"), then=lambda _: seen_by_then.append(_names(database_url)))
+    assert future.result(10) == "c"
+    # `then` runs after the commit, so another connection already sees the row.
+    assert seen_by_then == [["c"]]
+
+
+def test_the_writer_recovers_after_a_failed_batch(
+    writer: Writer, engine: Engine, database_url: str
+) -> None:
+    # A job that ends the transaction under the writer's feet makes the commit fail:
+    # every job of that batch fails, and the next batch runs on a fresh connection.
+    broken = writer.submit(lambda tx: tx.run("ROLLBACK"))
+    with pytest.raises(Exception):  # noqa: B017 - the driver's own error type varies
+        broken.result(10)
+    assert writer.submit(_insert("d")).result(10) == "d"
+    assert _names(database_url) == ["d"]
