@@ -30,7 +30,7 @@ from doorstep.clock import SystemClock
 from doorstep.homes.service import broker_credentials
 from doorstep.hub.runner import HubOptions, build
 from doorstep.protocol.mqtt import BrokerAddress
-from doorstep.settings import Settings
+from doorstep.settings import NotifySettings, Settings
 
 PG_URL = os.environ.get("DOORSTEP_TEST_PG_URL", "")
 
@@ -88,11 +88,21 @@ class Live:
 
 
 @pytest.fixture
-def live(tmp_path: Path, database_url: str, broker: Mosquitto) -> Iterator[Live]:
+def notify_settings() -> NotifySettings:
+    """The service's notification settings; a test module overrides this fixture to point
+    the service at its own SMTP server and webhook receiver."""
+    return NotifySettings()
+
+
+@pytest.fixture
+def live(
+    tmp_path: Path, database_url: str, broker: Mosquitto, notify_settings: NotifySettings
+) -> Iterator[Live]:
     settings = Settings(
         data_dir=tmp_path / "service",
         database_url=database_url,
         broker_client_id=f"svc-{secrets.token_hex(4)}",
+        notify=notify_settings,
     )
     address = BrokerAddress(broker.host, broker.port, broker.service_user, broker.service_password)
     holder: dict[str, sessionmaker[Session]] = {}

@@ -28,6 +28,8 @@ from doorstep.deps import Runtime
 from doorstep.errors import DoorstepError, InvalidRequest, PayloadTooLarge
 from doorstep.homes.router import router as homes_router
 from doorstep.hublink.link import HubLink
+from doorstep.notify.dispatcher import Dispatcher
+from doorstep.notify.router import router as notify_router
 from doorstep.protocol.mqtt import BrokerAddress
 from doorstep.ratelimit import Limiter
 from doorstep.settings import Settings
@@ -81,9 +83,12 @@ def create_app(
                 client_id=settings.broker_client_id,
             )
             runtime.link.start()
+        dispatcher = Dispatcher(writer=writer, clock=clock, settings=settings.notify)
+        dispatcher.start()
         try:
             yield
         finally:
+            dispatcher.stop()
             if runtime.link is not None:
                 runtime.link.stop()
             writer.stop()
@@ -95,7 +100,13 @@ def create_app(
     # dependency machinery (see `access.router.request_entry`).
     app.router.routes.insert(0, ENTRY_ROUTE)
     _document_entry_route(app)
-    for router in (accounts_router, homes_router, deliveries_router, access_router):
+    for router in (
+        accounts_router,
+        homes_router,
+        deliveries_router,
+        access_router,
+        notify_router,
+    ):
         app.include_router(router)
     _install_error_handlers(app)
     app.add_api_route("/healthz", _health, methods=["GET"], include_in_schema=False)

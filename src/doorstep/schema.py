@@ -7,6 +7,7 @@ from doorstep.db import Base
 from doorstep.deliveries.models import Delivery, Package
 from doorstep.homes.models import AccessPoint, Home, HomeCarrier, Hub
 from doorstep.hublink.models import HubEvent, HubStream
+from doorstep.notify.models import OutboxMessage, WebhookEndpoint
 
 metadata = Base.metadata
 
@@ -24,7 +25,9 @@ __all__ = [
     "Hub",
     "HubEvent",
     "HubStream",
+    "OutboxMessage",
     "Package",
     "User",
+    "WebhookEndpoint",
     "metadata",
 ]

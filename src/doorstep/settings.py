@@ -30,6 +30,26 @@ class AuthSettings(BaseModel):
     max_login_failures_per_minute: int = Field(default=10, ge=1)
 
 
+class NotifySettings(BaseModel):
+    """Carrier webhooks and resident email (`doorstep.notify`)."""
+
+    # SMTP for resident email; empty: email is not sent (each message is recorded as failed).
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_starttls: bool = False
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_sender: str = "Doorstep <doorstep@localhost>"
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # Loopback and private webhook targets are refused unless this is on (tests, development).
+    allow_private_targets: bool = False
+    poll_seconds: float = Field(default=0.5, gt=0, le=60)
+    retry_base_seconds: float = Field(default=2.0, gt=0, le=3600)
+    retry_max_seconds: float = Field(default=3600.0, gt=0, le=86400)
+    max_attempts: int = Field(default=12, ge=1, le=100)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DOORSTEP_", env_nested_delimiter="__")
 
@@ -51,6 +71,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     entry: EntrySettings = EntrySettings()
     auth: AuthSettings = AuthSettings()
+    notify: NotifySettings = NotifySettings()
 
     @model_validator(mode="after")
     def _production_needs_explicit_storage(self) -> Settings:

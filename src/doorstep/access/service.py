@@ -9,7 +9,9 @@ same serialized transaction, so two couriers cannot both open one door; a unique
 on open entries per access point enforces it in the database as well.
 
 `apply_reply` and `apply_hub_event` move entries forward as the hub reports; an entry
-never moves backwards. These functions are plain SQL because they are the hot path.
+never moves backwards. Every change queues its carrier webhook and resident email in the
+same transaction (`doorstep.notify.outbox`). These functions are plain SQL because they
+are the hot path.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from doorstep.db import new_id
 from doorstep.deliveries.models import Delivery, DeliveryStatus
 from doorstep.errors import Forbidden, NotAuthenticated, NotFound
 from doorstep.homes.models import Home
+from doorstep.notify import outbox
 from doorstep.permissions import PrincipalRole
 from doorstep.protocol import PROTOCOL_VERSION, Reason
 from doorstep.protocol.grants import GrantClaims, GrantSigner, audience_for, new_token_id
@@ -291,6 +294,7 @@ def _authorize(
             "expires": expires,
         },
     )
+    outbox.entry_changed(tx, entry_id=entry.id, state=entry.state, at=now, home_id=target.home_id)
     return EntryDecision(entry, command, target.hub_id)
 
 
@@ -338,6 +342,7 @@ def _deny(
             "barcode": request.barcode,
         },
     )
+    outbox.entry_changed(tx, entry_id=entry.id, state=entry.state, at=now, home_id=denial.home_id)
     return entry
 
 
@@ -395,6 +400,9 @@ def apply_reply(tx: Tx, *, hub_id: str, reply: Reply, now: datetime) -> str | No
             subject=entry_id,
             home_id=home_id,
             data={"reason": reason},
+        )
+        outbox.entry_changed(
+            tx, entry_id=entry_id, state=EntryState.REFUSED, at=now, home_id=home_id
         )
     return str(entry_id)
 
@@ -455,6 +463,7 @@ def _advance(
         home_id=home_id,
         data=data,
     )
+    outbox.entry_changed(tx, entry_id=entry_id, state=target, at=now, home_id=home_id)
     return True
 
 
@@ -477,6 +486,7 @@ def _abort(
         home_id=home_id,
         data={"reason": Reason.DOOR_NEVER_OPENED},
     )
+    outbox.entry_changed(tx, entry_id=entry_id, state=EntryState.ABORTED, at=now, home_id=home_id)
 
 
 def _mark_delivered(
@@ -515,6 +525,9 @@ def expire_stale(tx: Tx, *, now: datetime) -> int:
         )
         append_tx(
             tx, at=now, actor="system", action="entry:expired", subject=entry_id, home_id=home_id
+        )
+        outbox.entry_changed(
+            tx, entry_id=entry_id, state=EntryState.EXPIRED, at=now, home_id=home_id
         )
     return len(rows)
 

@@ -1,0 +1,283 @@
+"""Send what the outbox holds: signed webhooks over HTTP, email over SMTP.
+
+One thread per service process. Each round it claims the due messages in a writer job
+(moving their next attempt a lease into the future, so a crash mid-send retries them
+later rather than never), sends them, and records each outcome in another writer job:
+sent; or retried after an exponential backoff with jitter; or, after `max_attempts`,
+failed, with an audit record. A receiver may therefore see an event twice (a crash
+after sending but before recording); the stable event id lets it notice.
+
+Webhook targets must be public addresses: a carrier cannot point the service at its own
+loopback or private network (`allow_private_targets` lifts this, for tests and
+development). Redirects are not followed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import random
+import smtplib
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+
+from doorstep.audit.service import append_tx
+from doorstep.clock import Clock
+from doorstep.notify import signing
+from doorstep.notify.models import Channel
+from doorstep.settings import NotifySettings
+from doorstep.sql import Tx, Writer
+
+log = logging.getLogger(__name__)
+
+LEASE_SECONDS = 120
+CLAIM_LIMIT = 50
+
+_CLAIM = (
+    "SELECT m.id, m.event_id, m.event_type, m.channel, m.target, m.payload, m.attempts,"
+    " m.next_attempt_at, w.url, w.secret, w.active FROM outbox m"
+    " LEFT JOIN webhook_endpoints w ON m.channel = 'webhook' AND w.id = m.target"
+    " WHERE m.state = 'pending' AND m.next_attempt_at <= ?"
+    " ORDER BY m.next_attempt_at LIMIT ?"
+)
+
+
+class DeliveryError(Exception):
+    """This attempt failed; the message may be retried."""
+
+
+class PermanentError(DeliveryError):
+    """Retrying cannot help (the endpoint is gone, the address is refused)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    id: str
+    event_id: str
+    event_type: str
+    channel: str
+    target: str
+    payload: dict[str, Any]
+    attempt: int
+    url: str | None
+    secret: str | None
+    endpoint_active: bool
+
+
+class Dispatcher:
+    def __init__(self, *, writer: Writer, clock: Clock, settings: NotifySettings) -> None:
+        self._writer = writer
+        self._clock = clock
+        self._settings = settings
+        self._stopping = threading.Event()
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="notify", daemon=True)
+        self._http = httpx.Client(timeout=settings.webhook_timeout_seconds, follow_redirects=False)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        self._thread.join(timeout=10)
+        self._http.close()
+
+    def wake(self) -> None:
+        """Look at the outbox now rather than at the next poll."""
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                sent = self.run_once()
+            except Exception:  # the process edge: keep dispatching whatever failed
+                log.exception("notification round failed")
+                sent = 0
+            if sent < CLAIM_LIMIT:
+                self._wake.wait(self._settings.poll_seconds)
+                self._wake.clear()
+
+    def run_once(self) -> int:
+        """Claim and send one round of due messages; returns how many were claimed."""
+        now = self._clock.now()
+        claimed = self._writer.submit(lambda tx: _claim(tx, now)).result(timeout=60)
+        for message in claimed:
+            if self._stopping.is_set():
+                break
+            self._deliver(message)
+        return len(claimed)
+
+    def _deliver(self, message: Claimed) -> None:
+        try:
+            if message.channel == Channel.WEBHOOK:
+                self._post(message)
+            elif message.channel == Channel.EMAIL:
+                self._mail(message)
+            else:
+                raise PermanentError(f"unknown channel {message.channel!r}")
+        except DeliveryError as exc:
+            self._record(message, error=str(exc), permanent=isinstance(exc, PermanentError))
+            return
+        self._record(message, error=None, permanent=False)
+
+    def _post(self, message: Claimed) -> None:
+        if not message.endpoint_active or message.url is None or message.secret is None:
+            raise PermanentError("the carrier's webhook endpoint is disabled or gone")
+        if not self._settings.allow_private_targets:
+            _refuse_private(message.url)
+        body = orjson.dumps(message.payload)
+        timestamp = int(self._clock.timestamp())
+        headers = {
+            "content-type": "application/json",
+            "user-agent": "doorstep-webhooks/1",
+            signing.SIGNATURE_HEADER: signing.sign(message.secret, body, timestamp),
+            signing.EVENT_ID_HEADER: message.event_id,
+            signing.EVENT_TYPE_HEADER: message.event_type,
+        }
+        try:
+            response = self._http.post(message.url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
+        if not 200 <= response.status_code < 300:
+            raise DeliveryError(f"the endpoint answered {response.status_code}")
+
+    def _mail(self, message: Claimed) -> None:
+        settings = self._settings
+        if not settings.smtp_host:
+            raise PermanentError("no SMTP server is configured (notify.smtp_host)")
+        mail = EmailMessage()
+        mail["From"] = settings.smtp_sender
+        mail["To"] = message.target
+        mail["Subject"] = str(message.payload.get("subject", "Doorstep"))
+        mail["Message-ID"] = f"<{message.event_id}@doorstep>"
+        mail.set_content(str(message.payload.get("text", "")))
+        try:
+            with smtplib.SMTP(
+                settings.smtp_host, settings.smtp_port, timeout=settings.smtp_timeout_seconds
+            ) as smtp:
+                if settings.smtp_starttls:
+                    smtp.starttls()
+                if settings.smtp_username:
+                    smtp.login(settings.smtp_username, settings.smtp_password or "")
+                smtp.send_message(mail)
+        except (OSError, smtplib.SMTPException) as exc:
+            raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
+
+    def _record(self, message: Claimed, *, error: str | None, permanent: bool) -> None:
+        now = self._clock.now()
+        if error is None:
+            job = _mark_sent(message, now)
+        elif permanent or message.attempt >= self._settings.max_attempts:
+            log.warning("giving up on %s %s: %s", message.channel, message.event_id, error)
+            job = _mark_failed(message, now, error)
+        else:
+            delay = _backoff(message.attempt, self._settings)
+            log.info(
+                "%s %s attempt %d failed (%s); retry in %.0f s",
+                message.channel,
+                message.event_id,
+                message.attempt,
+                error,
+                delay,
+            )
+            job = _mark_retry(message, now + timedelta(seconds=delay), error)
+        self._writer.submit(job).result(timeout=60)
+
+
+def _claim(tx: Tx, now: datetime) -> list[Claimed]:
+    claimed = []
+    lease = tx.time(now + timedelta(seconds=LEASE_SECONDS))
+    for row in tx.all(_CLAIM, (tx.time(now), CLAIM_LIMIT)):
+        id_, event_id, event_type, channel, target, payload, attempts, due = row[:8]
+        url, secret, active = row[8:]
+        # Claim only if nobody else (another process) moved it since the read.
+        if not tx.run(
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?"
+            " WHERE id = ? AND state = 'pending' AND next_attempt_at = ?",
+            (lease, id_, due),
+        ):
+            continue
+        if isinstance(payload, str | bytes):
+            payload = orjson.loads(payload)
+        claimed.append(
+            Claimed(
+                id_,
+                event_id,
+                event_type,
+                channel,
+                target,
+                payload,
+                int(attempts) + 1,
+                url,
+                secret,
+                bool(active),
+            )
+        )
+    return claimed
+
+
+def _mark_sent(message: Claimed, now: datetime) -> Callable[[Tx], None]:
+    def job(tx: Tx) -> None:
+        tx.run(
+            "UPDATE outbox SET state = 'sent', sent_at = ?, last_error = NULL WHERE id = ?",
+            (tx.time(now), message.id),
+        )
+
+    return job
+
+
+def _mark_retry(message: Claimed, due: datetime, error: str) -> Callable[[Tx], None]:
+    def job(tx: Tx) -> None:
+        tx.run(
+            "UPDATE outbox SET next_attempt_at = ?, last_error = ? WHERE id = ?",
+            (tx.time(due), error[:500], message.id),
+        )
+
+    return job
+
+
+def _mark_failed(message: Claimed, now: datetime, error: str) -> Callable[[Tx], None]:
+    def job(tx: Tx) -> None:
+        tx.run(
+            "UPDATE outbox SET state = 'failed', last_error = ? WHERE id = ?",
+            (error[:500], message.id),
+        )
+        append_tx(
+            tx,
+            at=now,
+            actor="system",
+            action=f"notify:{message.channel}_failed",
+            subject=message.event_id,
+            data={"attempts": message.attempt, "error": error[:200]},
+        )
+
+    return job
+
+
+def _backoff(attempt: int, settings: NotifySettings) -> float:
+    base = min(settings.retry_base_seconds * 2 ** (attempt - 1), settings.retry_max_seconds)
+    return float(base * random.uniform(0.8, 1.2))  # noqa: S311 - jitter, not a secret
+
+
+def _refuse_private(url: str) -> None:
+    host = urlsplit(url).hostname
+    if not host:
+        raise PermanentError("webhook URL has no host")
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except OSError as exc:
+        raise DeliveryError(f"cannot resolve {host}: {exc}") from exc
+    for address in addresses:
+        ip = ipaddress.ip_address(str(address).split("%")[0])
+        if not ip.is_global:
+            raise PermanentError(f"webhook host {host} resolves to a non-public address")

@@ -1,0 +1,110 @@
+"""Queue messages inside the transaction that makes the change they report.
+
+Plain SQL on a `Tx` (the entry paths run on the writer thread). One query finds who is to
+hear about an entry: the courier's carrier's active webhook endpoint and the home owner's
+address; a row per recipient goes into `outbox`. Event ids are derived from what they
+report (`<entry id>.<state>`), so the same change can never become two different events.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from doorstep.db import new_id
+from doorstep.notify.models import Channel
+from doorstep.sql import Tx
+
+_INSERT = (
+    "INSERT INTO outbox (id, event_id, event_type, channel, target, payload, state,"
+    " attempts, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?j, 'pending', 0, ?, ?)"
+)
+
+_RECIPIENTS = (
+    "SELECT w.id, o.email, e.delivery_id, e.reason FROM entries e"
+    " LEFT JOIN users c ON c.id = e.courier_id"
+    " LEFT JOIN webhook_endpoints w ON w.carrier_id = c.carrier_id AND w.active = ?"
+    " LEFT JOIN homes h ON h.id = e.home_id"
+    " LEFT JOIN users o ON o.id = h.owner_id"
+    " WHERE e.id = ?"
+)
+
+# What the resident is told, by entry state; other states reach the carrier only.
+RESIDENT_MAIL: dict[str, tuple[str, str]] = {
+    "authorized": (
+        "A courier is at your door",
+        "A courier has been let in to deliver a parcel. Your door will relock when they"
+        " leave; we will tell you when it has.",
+    ),
+    "done": (
+        "Delivered, and your door is locked",
+        "Your parcel was delivered inside. The bolt reports locked and the door sensor"
+        " reports closed.",
+    ),
+    "aborted": (
+        "The courier did not go in",
+        "Your door was unlocked for a delivery but never opened, and it has relocked"
+        " itself. The parcel will come another way.",
+    ),
+}
+
+
+def entry_changed(
+    tx: Tx,
+    *,
+    entry_id: str,
+    state: str,
+    at: datetime,
+    home_id: str | None,
+    data: dict[str, Any] | None = None,
+) -> None:
+    """Queue the carrier's `entry.<state>` webhook and, for some states, the resident's
+    email, in `tx`'s transaction."""
+    row = tx.one(_RECIPIENTS, (True, entry_id))
+    if row is None:
+        return
+    endpoint_id, owner_email, delivery_id, reason = row
+    event_id = f"{entry_id}.{state}"
+    if endpoint_id is not None:
+        event = {
+            "id": event_id,
+            "type": f"entry.{state}",
+            "created_at": at.isoformat(),
+            "data": {
+                "entry_id": entry_id,
+                "state": state,
+                "reason": reason,
+                "delivery_id": delivery_id,
+                **(data or {}),
+            },
+        }
+        _queue(tx, event_id, f"entry.{state}", Channel.WEBHOOK, endpoint_id, event, at)
+    mail = RESIDENT_MAIL.get(state)
+    if mail is not None and owner_email and home_id is not None:
+        subject, text = mail
+        message = {"subject": subject, "text": text, "entry_id": entry_id, "home_id": home_id}
+        _queue(tx, event_id, f"entry.{state}", Channel.EMAIL, owner_email, message, at)
+
+
+def _queue(
+    tx: Tx,
+    event_id: str,
+    event_type: str,
+    channel: Channel,
+    target: str,
+    payload: dict[str, Any],
+    at: datetime,
+) -> None:
+    tx.run(
+        _INSERT,
+        (
+            new_id("msg"),
+            event_id,
+            event_type,
+            channel,
+            target,
+            tx.json(payload),
+            tx.time(at),
+            tx.time(at),
+        ),
+    )
