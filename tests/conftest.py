@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import uvicorn
+from fastapi import FastAPI
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -30,7 +31,7 @@ from doorstep.clock import SystemClock
 from doorstep.homes.service import broker_credentials
 from doorstep.hub.runner import HubOptions, build
 from doorstep.protocol.mqtt import BrokerAddress
-from doorstep.settings import NotifySettings, Settings
+from doorstep.settings import EntrySettings, NotifySettings, Settings
 
 PG_URL = os.environ.get("DOORSTEP_TEST_PG_URL", "")
 
@@ -95,14 +96,33 @@ def notify_settings() -> NotifySettings:
 
 
 @pytest.fixture
+def entry_settings() -> EntrySettings:
+    """The service's entry settings (limits, timeouts); a module may override this."""
+    return EntrySettings()
+
+
+@pytest.fixture
+def extend_app() -> Callable[[FastAPI], None]:
+    """Called with the live service's app before it serves; a test package overrides this
+    fixture to mount more on it (tests/web mounts the web pages)."""
+    return lambda _app: None
+
+
+@pytest.fixture
 def live(
-    tmp_path: Path, database_url: str, broker: Mosquitto, notify_settings: NotifySettings
+    tmp_path: Path,
+    database_url: str,
+    broker: Mosquitto,
+    notify_settings: NotifySettings,
+    entry_settings: EntrySettings,
+    extend_app: Callable[[FastAPI], None],
 ) -> Iterator[Live]:
     settings = Settings(
         data_dir=tmp_path / "service",
         database_url=database_url,
         broker_client_id=f"svc-{secrets.token_hex(4)}",
         notify=notify_settings,
+        entry=entry_settings,
     )
     address = BrokerAddress(broker.host, broker.port, broker.service_user, broker.service_password)
     holder: dict[str, sessionmaker[Session]] = {}
@@ -112,6 +132,7 @@ def live(
             broker.update_hubs(broker_credentials(session))
 
     app = create_app(settings, broker=address, clock=SystemClock(), on_hub_enrolled=enrolled)
+    extend_app(app)
     holder["sessions"] = app.state.runtime.sessions
     port = free_port()
     server = _Server(

@@ -26,6 +26,7 @@ from doorstep.clock import Clock, SystemClock
 from doorstep.deliveries.router import router as deliveries_router
 from doorstep.deps import Runtime
 from doorstep.errors import DoorstepError, InvalidRequest, PayloadTooLarge
+from doorstep.homes.preferences import router as preferences_router
 from doorstep.homes.router import router as homes_router
 from doorstep.hublink.link import HubLink
 from doorstep.notify.dispatcher import Dispatcher
@@ -103,6 +104,7 @@ def create_app(
     for router in (
         accounts_router,
         homes_router,
+        preferences_router,
         deliveries_router,
         access_router,
         notify_router,

@@ -84,5 +84,26 @@ def require(permission: Permission) -> Callable[[Principal], Principal]:
 Resident = Annotated[Principal, Depends(require(Permission.HOMES_MANAGE))]
 Courier = Annotated[Principal, Depends(require(Permission.ENTRIES_REQUEST))]
 CarrierClient = Annotated[Principal, Depends(require(Permission.DELIVERIES_BOOK))]
+CourierManager = Annotated[Principal, Depends(require(Permission.COURIERS_MANAGE))]
 Operator = Annotated[Principal, Depends(require(Permission.CARRIERS_MANAGE))]
 Reader = Annotated[Principal, Depends(require(Permission.ENTRIES_READ))]
+
+
+def require_briefly(permission: Permission) -> Callable[[Request, Runtime], Principal]:
+    """Like `require`, but on a session of its own that is closed before the route runs.
+
+    For async routes that go on to queue work for the writer thread: a request session
+    held open across that wait would hold SQLite's write lock (sessions begin with
+    BEGIN IMMEDIATE) and the writer would wait on it until its timeout."""
+
+    def check(request: Request, runtime: RuntimeDep) -> Principal:
+        with runtime.sessions() as session:
+            principal = get_principal(request, runtime, session)
+        if not principal.can(permission):
+            raise Forbidden(f"this account may not {permission}")
+        return principal
+
+    return check
+
+
+ResidentBrief = Annotated[Principal, Depends(require_briefly(Permission.HOMES_MANAGE))]

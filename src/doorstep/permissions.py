@@ -33,6 +33,11 @@ GRANTED: dict[PrincipalRole, frozenset[Permission]] = {
         {Permission.DELIVERIES_BOOK, Permission.COURIERS_MANAGE, Permission.ENTRIES_READ}
     ),
     PrincipalRole.OPERATOR: frozenset(
-        {Permission.CARRIERS_MANAGE, Permission.AUDIT_READ_ALL, Permission.ENTRIES_READ}
+        {
+            Permission.CARRIERS_MANAGE,
+            Permission.COURIERS_MANAGE,
+            Permission.AUDIT_READ_ALL,
+            Permission.ENTRIES_READ,
+        }
     ),
 }

@@ -5,7 +5,7 @@ from doorstep.accounts.models import AccessToken, ApiClient, Carrier, User
 from doorstep.audit.models import AuditEvent, AuditHead
 from doorstep.db import Base
 from doorstep.deliveries.models import Delivery, Package
-from doorstep.homes.models import AccessPoint, Home, HomeCarrier, Hub
+from doorstep.homes.models import AccessPoint, Home, HomeCarrier, HomeClosure, Hub
 from doorstep.hublink.models import HubEvent, HubStream
 from doorstep.notify.models import OutboxMessage, WebhookEndpoint
 
@@ -22,6 +22,7 @@ __all__ = [
     "Entry",
     "Home",
     "HomeCarrier",
+    "HomeClosure",
     "Hub",
     "HubEvent",
     "HubStream",

@@ -22,6 +22,11 @@ class EntrySettings(BaseModel):
     window_tolerance_seconds: int = Field(default=300, ge=0, le=3600)
     hub_reply_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
     command_expiry_seconds: int = Field(default=30, ge=1, le=300)
+    # Attempt limits, counted from recorded entries (so they hold across restarts).
+    courier_attempts_per_minute: int = Field(default=10, ge=1)
+    courier_denials_before_lockout: int = Field(default=5, ge=1)
+    lockout_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    home_attempts_per_hour: int = Field(default=30, ge=1)
 
 
 class AuthSettings(BaseModel):

@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from functools import cache
 from typing import Any, Generic, TypeVar
 
@@ -72,6 +72,10 @@ class Tx:
         if value is None or self.postgres:
             return value
         return value.astimezone(UTC).strftime(_SQLITE_TIME)
+
+    def day(self, value: date) -> Any:
+        """A calendar date as the dialect stores it (SQLite: ISO text)."""
+        return value if self.postgres else value.isoformat()
 
     def parse_time(self, value: Any) -> datetime | None:
         if value is None:

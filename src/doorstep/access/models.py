@@ -12,6 +12,7 @@ from doorstep.db import Base, UTCDateTime
 
 
 class EntryState(StrEnum):
+    AWAITING_APPROVAL = "awaiting_approval"  # the resident is asked; no grant yet
     AUTHORIZED = "authorized"
     UNLOCKED = "unlocked"
     OPENED = "opened"
@@ -22,10 +23,12 @@ class EntryState(StrEnum):
     REFUSED = "refused"  # the hub refused the grant or the unlock
     ABORTED = "aborted"  # unlocked, but nobody went in; the lock relocked itself
     EXPIRED = "expired"  # no answer from the hub in time
+    DECLINED = "declined"  # the resident declined, or did not answer in time
 
 
 # The forward order of a successful entry; an event never moves an entry backwards.
 PROGRESS = [
+    EntryState.AWAITING_APPROVAL,
     EntryState.AUTHORIZED,
     EntryState.UNLOCKED,
     EntryState.OPENED,
@@ -34,13 +37,14 @@ PROGRESS = [
     EntryState.DONE,
 ]
 OPEN_STATES = (
+    EntryState.AWAITING_APPROVAL,
     EntryState.AUTHORIZED,
     EntryState.UNLOCKED,
     EntryState.OPENED,
     EntryState.CLOSED,
     EntryState.LOCKED,
 )
-_OPEN_SQL = "state IN ('authorized', 'unlocked', 'opened', 'closed', 'locked')"
+_OPEN_SQL = "state IN ('awaiting_approval', 'authorized', 'unlocked', 'opened', 'closed', 'locked')"
 
 
 class Entry(Base):
@@ -61,20 +65,30 @@ class Entry(Base):
             sqlite_where=text("state = 'authorized'"),
             postgresql_where=text("state = 'authorized'"),
         ),
+        # Attempt limits count recent entries per courier and per home (migration 0004).
+        Index("ix_entries_courier_created", "courier_id", "created_at"),
+        Index("ix_entries_home_created", "home_id", "created_at"),
+        Index(
+            "ix_entries_approval_deadline",
+            "approval_deadline",
+            sqlite_where=text("state = 'awaiting_approval'"),
+            postgresql_where=text("state = 'awaiting_approval'"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     delivery_id: Mapped[str | None] = mapped_column(ForeignKey("deliveries.id"), index=True)
     package_id: Mapped[str | None] = mapped_column(ForeignKey("packages.id"))
-    home_id: Mapped[str | None] = mapped_column(ForeignKey("homes.id"), index=True)
+    home_id: Mapped[str | None] = mapped_column(ForeignKey("homes.id"))
     access_point_id: Mapped[str | None] = mapped_column(ForeignKey("access_points.id"))
     hub_id: Mapped[str | None] = mapped_column(String(32))
-    courier_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
-    state: Mapped[str] = mapped_column(String(16))
+    courier_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    state: Mapped[str] = mapped_column(String(32))
     reason: Mapped[str | None] = mapped_column(String(64))
     token_id: Mapped[str | None] = mapped_column(String(32), unique=True)
     command_id: Mapped[str | None] = mapped_column(String(64), unique=True)
     grant_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    approval_deadline: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     unlocked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

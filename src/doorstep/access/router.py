@@ -17,8 +17,8 @@ from starlette.routing import Route
 
 from doorstep.access import service
 from doorstep.access.models import PROGRESS, Entry, EntryState
-from doorstep.access.schemas import EntryCreate, EntryRead
-from doorstep.deps import Reader, Runtime, RuntimeDep, SessionDep
+from doorstep.access.schemas import ApprovalAnswer, EntryCreate, EntryRead
+from doorstep.deps import Reader, ResidentBrief, Runtime, RuntimeDep, SessionDep
 from doorstep.errors import InvalidRequest, NotAuthenticated, ServiceUnavailable
 from doorstep.protocol.codes import advice_for
 from doorstep.sql import Job, Writer
@@ -33,8 +33,14 @@ WaitForParam = Annotated[
 TimeoutParam = Annotated[float, Query(ge=0, le=30, description="long-poll limit, seconds")]
 
 
+AWAITING_ADVICE = "The resident is asked to approve; stay at the door, with the parcel."
+
+
 def _read(entry: Entry | service.EntryView) -> EntryRead:
-    return EntryRead.model_validate(entry).model_copy(update={"advice": advice_for(entry.reason)})
+    advice = (
+        AWAITING_ADVICE if entry.state == EntryState.AWAITING_APPROVAL else advice_for(entry.reason)
+    )
+    return EntryRead.model_validate(entry).model_copy(update={"advice": advice})
 
 
 async def _write(writer: Writer, job: Job[T]) -> T:
@@ -170,6 +176,33 @@ def entry_openapi(schema: dict[str, Any]) -> dict[str, Any]:
         }
     }
     return schema
+
+
+@router.post("/entries/{entry_id}/approval", response_model=EntryRead)
+async def answer_approval(
+    entry_id: str, body: ApprovalAnswer, runtime: RuntimeDep, resident: ResidentBrief
+) -> object:
+    """The resident approves or declines an entry that is awaiting approval. Approved,
+    the grant is issued and the door unlocks as for any entry."""
+    link, writer = runtime.link, runtime.writer
+    if link is None or writer is None:
+        raise ServiceUnavailable("the hub link is not running")
+    now = runtime.clock.now()
+    decision = await _write(
+        writer,
+        lambda tx: service.answer_approval(
+            tx,
+            resident=resident,
+            entry_id=entry_id,
+            approve=body.decision == "approve",
+            now=now,
+            settings=runtime.settings.entry,
+            signer=runtime.keys.signer,
+        ),
+    )
+    if decision.command is not None and decision.hub_id is not None:
+        link.publish_command(decision.hub_id, decision.command)
+    return _read(decision.entry)
 
 
 @router.get("/entries/{entry_id}", response_model=EntryRead)

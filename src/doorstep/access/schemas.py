@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import Field
 
@@ -31,3 +32,7 @@ class EntryRead(Output):
     closed_at: datetime | None
     locked_at: datetime | None
     done_at: datetime | None
+
+
+class ApprovalAnswer(Input):
+    decision: Literal["approve", "decline"]

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
 
@@ -30,8 +31,8 @@ from doorstep.accounts.service import Principal
 from doorstep.audit.service import append_tx
 from doorstep.db import new_id
 from doorstep.deliveries.models import Delivery, DeliveryStatus
-from doorstep.errors import Forbidden, NotAuthenticated, NotFound
-from doorstep.homes.models import Home
+from doorstep.errors import Conflict, Forbidden, NotAuthenticated, NotFound
+from doorstep.homes.models import ApprovalMode, ClosureKind, Home
 from doorstep.notify import outbox
 from doorstep.permissions import PrincipalRole
 from doorstep.protocol import PROTOCOL_VERSION, Reason
@@ -61,6 +62,7 @@ _TARGET = (
     "SELECT d.courier_id, d.carrier_id, d.status, d.window_start, d.window_end, d.home_id,"  # noqa: S608
     " d.access_point_id, p.id, p.delivered_at, h.latitude, h.longitude, h.geofence_m,"
     " h.in_home_enabled, ap.slug, ap.hub_id, hub.online, hub.claimed_at,"
+    " h.timezone, h.allowed_weekdays, h.approval_mode, h.approval_timeout_seconds,"
     f" (SELECT e.id FROM entries e WHERE e.access_point_id = d.access_point_id"
     f"  AND e.state IN ({_OPEN}) LIMIT 1)"
     " FROM deliveries d JOIN homes h ON h.id = d.home_id"
@@ -124,6 +126,8 @@ class _Target:
     hub_id: str
     package_id: str
     barcode: str
+    approval_mode: ApprovalMode = ApprovalMode.AUTO
+    approval_timeout_seconds: int = 120
 
 
 @dataclass
@@ -144,21 +148,65 @@ def decide(
     signer: GrantSigner,
 ) -> EntryDecision:
     """Authenticate the courier, check everything, record the outcome (a writer job)."""
-    courier = _courier(tx, token, now)
+    courier, active = _courier(tx, token, now)
     try:
+        if not active:
+            raise Denied(Reason.COURIER_INACTIVE)
+        _check_courier_limits(tx, courier, now, settings)
         target = _check(tx, courier, request, now, settings)
     except Denied as denial:
         return EntryDecision(_deny(tx, courier, request, denial, now), None)
+    if target.approval_mode == ApprovalMode.ASK:
+        return EntryDecision(_await_approval(tx, courier, target, now), None)
     return _authorize(tx, courier, target, now, settings, signer)
 
 
-def _courier(tx: Tx, token: str, now: datetime) -> Principal:
+def _courier(tx: Tx, token: str, now: datetime) -> tuple[Principal, bool]:
+    """The token's courier and whether the account is active (a suspended courier's
+    attempt is recorded and denied, not just refused)."""
     row = tx.one(_COURIER, (token_digest(token),))
-    if row is None or not row[3] or (tx.parse_time(row[4]) or now) <= now:
+    if row is None or (tx.parse_time(row[4]) or now) <= now:
         raise NotAuthenticated("token is unknown or expired")
     if row[1] != Role.COURIER:
         raise Forbidden("only couriers may request entries")
-    return Principal(PrincipalKind.USER, str(row[0]), PrincipalRole.COURIER, row[2])
+    return Principal(PrincipalKind.USER, str(row[0]), PrincipalRole.COURIER, row[2]), bool(row[3])
+
+
+_COURIER_ATTEMPTS = (
+    "SELECT COALESCE(SUM(CASE WHEN created_at > ? THEN 1 ELSE 0 END), 0),"
+    " COALESCE(SUM(CASE WHEN state = 'denied' AND reason <> 'too_many_attempts'"
+    " THEN 1 ELSE 0 END), 0)"
+    " FROM entries WHERE courier_id = ? AND created_at > ?"
+)
+
+
+def _check_courier_limits(
+    tx: Tx, courier: Principal, now: datetime, settings: EntrySettings
+) -> None:
+    """Too many requests in a minute, or too many denials lately (guessing barcodes,
+    probing homes): refuse until the window has passed. Counted from the entries table,
+    so the limits hold across restarts and service processes."""
+    window = timedelta(minutes=settings.lockout_minutes)
+    row = tx.one(
+        _COURIER_ATTEMPTS,
+        (tx.time(now - timedelta(minutes=1)), courier.id, tx.time(now - window)),
+    )
+    recent, denials = (int(row[0]), int(row[1])) if row else (0, 0)
+    if recent >= settings.courier_attempts_per_minute:
+        raise Denied(Reason.TOO_MANY_ATTEMPTS, extra={"limit": "courier_per_minute"})
+    if denials >= settings.courier_denials_before_lockout:
+        raise Denied(Reason.TOO_MANY_ATTEMPTS, extra={"limit": "courier_lockout"})
+
+
+def _check_home_limit(
+    tx: Tx, home_id: str, now: datetime, settings: EntrySettings, mine: dict[str, Any]
+) -> None:
+    row = tx.one(
+        "SELECT COUNT(*) FROM entries WHERE home_id = ? AND created_at > ?",
+        (home_id, tx.time(now - timedelta(hours=1))),
+    )
+    if row is not None and int(row[0]) >= settings.home_attempts_per_hour:
+        raise Denied(Reason.TOO_MANY_ATTEMPTS, extra={"limit": "home_per_hour"}, **mine)
 
 
 def _check(
@@ -185,6 +233,10 @@ def _check(
         hub_id,
         online,
         claimed_at,
+        timezone,
+        allowed_weekdays,
+        approval_mode,
+        approval_timeout,
         open_entry,
     ) = row
     mine = {"delivery_id": request.delivery_id, "home_id": home_id}
@@ -192,8 +244,9 @@ def _check(
         raise Denied(Reason.PACKAGE_UNKNOWN, **mine)
     if delivered_at is not None or status != DeliveryStatus.BOOKED:
         raise Denied(Reason.PACKAGE_ALREADY_DELIVERED, **mine)
-    if not in_home:
+    if not in_home or approval_mode == ApprovalMode.NEVER:
         raise Denied(Reason.IN_HOME_DISABLED, **mine)
+    _check_day(tx, home_id, now.astimezone(ZoneInfo(timezone)).date(), allowed_weekdays, mine)
     tolerance = timedelta(seconds=settings.window_tolerance_seconds)
     start, end = tx.parse_time(window_start), tx.parse_time(window_end)
     assert start is not None and end is not None
@@ -205,9 +258,41 @@ def _check(
         raise Denied(Reason.HUB_OFFLINE, **mine)
     if open_entry is not None:
         raise Denied(Reason.ENTRY_IN_PROGRESS, **mine)
+    _check_home_limit(tx, home_id, now, settings, mine)
     return _Target(
-        request.delivery_id, home_id, access_point_id, slug, hub_id, package_id, request.barcode
+        request.delivery_id,
+        home_id,
+        access_point_id,
+        slug,
+        hub_id,
+        package_id,
+        request.barcode,
+        ApprovalMode(approval_mode),
+        int(approval_timeout),
     )
+
+
+_CLOSED_REASONS = {
+    ClosureKind.NOT_TODAY: Reason.NOT_TODAY,
+    ClosureKind.VACATION: Reason.VACATION,
+    ClosureKind.BLACKOUT: Reason.BLACKOUT_DAY,
+}
+
+
+def _check_day(
+    tx: Tx, home_id: str, today: date, allowed_weekdays: int, mine: dict[str, Any]
+) -> None:
+    """The resident's days: allowed weekdays, then vacation, blackout and "not today"
+    closures, all in the home's own time zone."""
+    if not allowed_weekdays & (1 << today.weekday()):
+        raise Denied(Reason.WEEKDAY_NOT_ALLOWED, **mine)
+    closure = tx.one(
+        "SELECT kind FROM home_closures WHERE home_id = ? AND first_day <= ? AND last_day >= ?"
+        " ORDER BY kind LIMIT 1",
+        (home_id, tx.day(today), tx.day(today)),
+    )
+    if closure is not None:
+        raise Denied(_CLOSED_REASONS.get(closure[0], Reason.BLACKOUT_DAY), **mine)
 
 
 def _inside_geofence(
@@ -228,12 +313,17 @@ def _authorize(
     now: datetime,
     settings: EntrySettings,
     signer: GrantSigner,
+    *,
+    entry_id: str | None = None,
 ) -> EntryDecision:
+    """Sign a grant for this entry and return the unlock command to publish. With
+    `entry_id`, an entry that was awaiting the resident's approval is authorized;
+    otherwise a new entry is made."""
     token_id = new_token_id()
     issued = int(now.timestamp())
     expires = issued + settings.grant_ttl_seconds
     entry = EntryView(
-        new_id("ent"),
+        entry_id or new_id("ent"),
         EntryState.AUTHORIZED,
         None,
         target.delivery_id,
@@ -242,25 +332,33 @@ def _authorize(
         now,
     )
     command_id = secrets.token_hex(12)
-    tx.run(
-        _INSERT_ENTRY,
-        (
-            entry.id,
-            target.delivery_id,
-            target.package_id,
-            target.home_id,
-            target.access_point_id,
-            target.hub_id,
-            courier.id,
-            entry.state,
-            None,
-            token_id.hex(),
-            command_id,
-            tx.time(datetime.fromtimestamp(expires, now.tzinfo)),
-            tx.time(now),
-            tx.time(now),
-        ),
-    )
+    grant_expires = tx.time(datetime.fromtimestamp(expires, now.tzinfo))
+    if entry_id is None:
+        tx.run(
+            _INSERT_ENTRY,
+            (
+                entry.id,
+                target.delivery_id,
+                target.package_id,
+                target.home_id,
+                target.access_point_id,
+                target.hub_id,
+                courier.id,
+                entry.state,
+                None,
+                token_id.hex(),
+                command_id,
+                grant_expires,
+                tx.time(now),
+                tx.time(now),
+            ),
+        )
+    else:
+        tx.run(
+            "UPDATE entries SET state = ?, token_id = ?, command_id = ?, grant_expires_at = ?,"
+            " updated_at = ? WHERE id = ?",
+            (entry.state, token_id.hex(), command_id, grant_expires, tx.time(now), entry_id),
+        )
     claims = GrantClaims(
         audience=audience_for(target.hub_id, target.slug),
         not_before=issued,
@@ -296,6 +394,134 @@ def _authorize(
     )
     outbox.entry_changed(tx, entry_id=entry.id, state=entry.state, at=now, home_id=target.home_id)
     return EntryDecision(entry, command, target.hub_id)
+
+
+def _await_approval(tx: Tx, courier: Principal, target: _Target, now: datetime) -> EntryView:
+    """Every check passed and the resident asks to approve each entry: record the entry
+    as awaiting approval (it holds the door, so no second entry can start) and ask."""
+    entry = EntryView(
+        new_id("ent"),
+        EntryState.AWAITING_APPROVAL,
+        None,
+        target.delivery_id,
+        target.home_id,
+        target.hub_id,
+        now,
+    )
+    deadline = now + timedelta(seconds=target.approval_timeout_seconds)
+    tx.run(
+        _INSERT_ENTRY,
+        (
+            entry.id,
+            target.delivery_id,
+            target.package_id,
+            target.home_id,
+            target.access_point_id,
+            target.hub_id,
+            courier.id,
+            entry.state,
+            None,
+            None,
+            None,
+            None,
+            tx.time(now),
+            tx.time(now),
+        ),
+    )
+    tx.run("UPDATE entries SET approval_deadline = ? WHERE id = ?", (tx.time(deadline), entry.id))
+    append_tx(
+        tx,
+        at=now,
+        actor=courier.actor,
+        action="entry:awaiting_approval",
+        subject=entry.id,
+        home_id=target.home_id,
+        data={
+            "delivery_id": target.delivery_id,
+            "barcode": target.barcode,
+            "deadline": deadline.isoformat(),
+        },
+    )
+    outbox.entry_changed(tx, entry_id=entry.id, state=entry.state, at=now, home_id=target.home_id)
+    return entry
+
+
+_AWAITING = (
+    "SELECT e.courier_id, e.delivery_id, e.home_id, e.access_point_id, e.hub_id,"
+    " e.package_id, e.approval_deadline, ap.slug, p.barcode, h.owner_id, hub.online"
+    " FROM entries e JOIN homes h ON h.id = e.home_id"
+    " JOIN access_points ap ON ap.id = e.access_point_id"
+    " LEFT JOIN packages p ON p.id = e.package_id"
+    " LEFT JOIN hubs hub ON hub.id = e.hub_id"
+    " WHERE e.id = ? AND e.state = 'awaiting_approval'"
+)
+
+
+def answer_approval(
+    tx: Tx,
+    *,
+    resident: Principal,
+    entry_id: str,
+    approve: bool,
+    now: datetime,
+    settings: EntrySettings,
+    signer: GrantSigner,
+) -> EntryDecision:
+    """The home's resident approves (the grant is issued now) or declines an entry that
+    is awaiting approval. Another resident's entry is not found; an entry no longer
+    awaiting (answered, timed out) is a conflict."""
+    row = tx.one(_AWAITING, (entry_id,))
+    if row is None:
+        current = tx.one(
+            "SELECT h.owner_id FROM entries e JOIN homes h ON h.id = e.home_id WHERE e.id = ?",
+            (entry_id,),
+        )
+        if current is None or current[0] != resident.id:
+            raise NotFound("no such entry")
+        raise Conflict("this entry is no longer awaiting approval")
+    courier_id, delivery_id, home_id, point_id, hub_id, package_id, deadline = row[:7]
+    slug, barcode, owner_id, online = row[7:]
+    if owner_id != resident.id:
+        raise NotFound("no such entry")
+    deadline_at = tx.parse_time(deadline)
+    if not approve or (deadline_at is not None and deadline_at <= now) or not online:
+        reason = (
+            Reason.RESIDENT_DECLINED
+            if not approve
+            else Reason.HUB_OFFLINE
+            if not online
+            else Reason.APPROVAL_TIMEOUT
+        )
+        declined = _decline(tx, entry_id, home_id, reason, now, actor=resident.actor)
+        return EntryDecision(declined, None)
+    courier = Principal(PrincipalKind.USER, courier_id, PrincipalRole.COURIER, None)
+    target = _Target(delivery_id, home_id, point_id, slug, hub_id, package_id, barcode)
+    decision = _authorize(tx, courier, target, now, settings, signer, entry_id=entry_id)
+    view = load_entry(tx, entry_id)
+    assert view is not None
+    return EntryDecision(view, decision.command, decision.hub_id)
+
+
+def _decline(
+    tx: Tx, entry_id: str, home_id: str | None, reason: Reason, now: datetime, *, actor: str
+) -> EntryView:
+    tx.run(
+        "UPDATE entries SET state = ?, reason = ?, updated_at = ? WHERE id = ?",
+        (EntryState.DECLINED, reason, tx.time(now), entry_id),
+    )
+    append_tx(
+        tx,
+        at=now,
+        actor=actor,
+        action="entry:declined",
+        subject=entry_id,
+        home_id=home_id,
+        data={"reason": reason},
+    )
+    outbox.entry_changed(tx, entry_id=entry_id, state=EntryState.DECLINED, at=now, home_id=home_id)
+    view = load_entry(tx, entry_id)
+    assert view is not None
+    return view
 
 
 def _deny(
@@ -340,6 +566,7 @@ def _deny(
             "reason": str(denial.reason),
             "delivery_id": request.delivery_id,
             "barcode": request.barcode,
+            **denial.extra,
         },
     )
     outbox.entry_changed(tx, entry_id=entry.id, state=entry.state, at=now, home_id=denial.home_id)
@@ -513,7 +740,8 @@ def _mark_delivered(
 
 
 def expire_stale(tx: Tx, *, now: datetime) -> int:
-    """Entries still waiting for the hub after their grant expired can never unlock."""
+    """Entries still waiting for the hub after their grant expired can never unlock;
+    entries the resident did not approve in time are declined."""
     rows = tx.all(
         "SELECT id, home_id FROM entries WHERE state = 'authorized' AND grant_expires_at < ?",
         (tx.time(now),),
@@ -529,7 +757,14 @@ def expire_stale(tx: Tx, *, now: datetime) -> int:
         outbox.entry_changed(
             tx, entry_id=entry_id, state=EntryState.EXPIRED, at=now, home_id=home_id
         )
-    return len(rows)
+    waiting = tx.all(
+        "SELECT id, home_id FROM entries WHERE state = 'awaiting_approval'"
+        " AND approval_deadline < ?",
+        (tx.time(now),),
+    )
+    for entry_id, home_id in waiting:
+        _decline(tx, entry_id, home_id, Reason.APPROVAL_TIMEOUT, now, actor="system")
+    return len(rows) + len(waiting)
 
 
 # --- reading (cold paths, through the ORM) ------------------------------------------

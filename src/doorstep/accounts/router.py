@@ -19,7 +19,7 @@ from doorstep.accounts.schemas import (
     TokenRead,
     UserRead,
 )
-from doorstep.deps import CarrierClient, Operator, RuntimeDep, SessionDep
+from doorstep.deps import CarrierClient, CourierManager, Operator, RuntimeDep, SessionDep
 from doorstep.errors import InvalidRequest, TooManyRequests
 
 router = APIRouter(prefix="/v1", tags=["accounts"])
@@ -116,4 +116,24 @@ def create_courier(
         carrier_id=carrier.carrier_id,
         now=runtime.clock.now(),
         actor=carrier.actor,
+    )
+
+
+@router.post("/couriers/{courier_id}/suspend", response_model=UserRead)
+def suspend_courier(
+    courier_id: str, session: SessionDep, runtime: RuntimeDep, manager: CourierManager
+) -> object:
+    """Stop a courier at once: the next entry request is denied (`courier_inactive`) and
+    recorded. The courier's carrier or an operator may do this."""
+    return service.set_courier_active(
+        session, manager=manager, courier_id=courier_id, active=False, now=runtime.clock.now()
+    )
+
+
+@router.post("/couriers/{courier_id}/reinstate", response_model=UserRead)
+def reinstate_courier(
+    courier_id: str, session: SessionDep, runtime: RuntimeDep, manager: CourierManager
+) -> object:
+    return service.set_courier_active(
+        session, manager=manager, courier_id=courier_id, active=True, now=runtime.clock.now()
     )

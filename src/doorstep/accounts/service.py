@@ -13,7 +13,7 @@ from doorstep import security
 from doorstep.accounts.models import AccessToken, ApiClient, Carrier, PrincipalKind, Role, User
 from doorstep.audit import service as audit
 from doorstep.db import new_id
-from doorstep.errors import Conflict, NotAuthenticated
+from doorstep.errors import Conflict, NotAuthenticated, NotFound
 from doorstep.permissions import GRANTED, Permission, PrincipalRole
 
 
@@ -138,3 +138,20 @@ def resolve_token(session: Session, *, token: str, now: datetime) -> Principal:
     if user is None or not user.active:
         raise NotAuthenticated("account is disabled")
     return Principal(PrincipalKind.USER, user.id, PrincipalRole(user.role), user.carrier_id)
+
+
+def set_courier_active(
+    session: Session, *, manager: Principal, courier_id: str, active: bool, now: datetime
+) -> User:
+    """Suspend or reinstate a courier. A carrier manages only its own couriers; an
+    operator any. Someone else's courier is "not found"."""
+    user = session.get(User, courier_id)
+    mine = manager.role == PrincipalRole.OPERATOR or (
+        user is not None and user.carrier_id == manager.carrier_id
+    )
+    if user is None or user.role != Role.COURIER or not mine:
+        raise NotFound("no such courier")
+    user.active = active
+    action = "courier:reinstated" if active else "courier:suspended"
+    audit.append(session, at=now, actor=manager.actor, action=action, subject=user.id)
+    return user

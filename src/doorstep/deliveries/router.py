@@ -61,6 +61,9 @@ def stops(session: SessionDep, courier: Courier) -> object:
                 window_start=delivery.window_start,
                 window_end=delivery.window_end,
                 barcodes=[p.barcode for p in service.packages(session, delivery_id=delivery.id)],
+                pet_notes=home.pet_notes,
+                placement_notes=home.placement_notes,
+                approval_mode=home.approval_mode,
             )
         )
     return result

@@ -52,3 +52,8 @@ class StopRead(Output):
     window_start: datetime
     window_end: datetime
     barcodes: list[str]
+    # Shown to the courier before entering: pets to mind, where the parcel goes, and
+    # whether the resident approves each entry ("ask": expect a short wait at the door).
+    pet_notes: str = ""
+    placement_notes: str = ""
+    approval_mode: str = "auto"

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
+from enum import StrEnum
 
-from sqlalchemy import Boolean, Float, ForeignKey, Integer, LargeBinary, String, UniqueConstraint
+from sqlalchemy import (
+    Boolean,
+    Date,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from doorstep.db import Base, UTCDateTime
+
+ALL_WEEKDAYS = 0b1111111
 
 
 class Home(Base):
@@ -22,6 +34,38 @@ class Home(Base):
     geofence_m: Mapped[float] = mapped_column(Float, default=75.0)
     timezone: Mapped[str] = mapped_column(String(64))
     in_home_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Delivery preferences (migration 0004). Weekdays as a bit mask, bit 0 = Monday
+    # (Python's `weekday()`), in the home's own time zone.
+    allowed_weekdays: Mapped[int] = mapped_column(Integer, default=ALL_WEEKDAYS)
+    approval_mode: Mapped[str] = mapped_column(String(16), default="auto")
+    approval_timeout_seconds: Mapped[int] = mapped_column(Integer, default=120)
+    pet_notes: Mapped[str] = mapped_column(String(500), default="")
+    placement_notes: Mapped[str] = mapped_column(String(500), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ApprovalMode(StrEnum):
+    AUTO = "auto"  # every check passes: the door opens
+    ASK = "ask"  # the resident approves or declines each entry, within a time limit
+    NEVER = "never"  # no in-home delivery at all
+
+
+class ClosureKind(StrEnum):
+    VACATION = "vacation"
+    BLACKOUT = "blackout"
+    NOT_TODAY = "not_today"
+
+
+class HomeClosure(Base):
+    """Days (in the home's time zone, inclusive) when nobody may come in to deliver."""
+
+    __tablename__ = "home_closures"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    home_id: Mapped[str] = mapped_column(ForeignKey("homes.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    first_day: Mapped[date] = mapped_column(Date)
+    last_day: Mapped[date] = mapped_column(Date)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 

@@ -16,11 +16,18 @@ class Reason(StrEnum):
     PACKAGE_UNKNOWN = "package_unknown"
     PACKAGE_ALREADY_DELIVERED = "package_already_delivered"
     IN_HOME_DISABLED = "in_home_disabled"
+    WEEKDAY_NOT_ALLOWED = "weekday_not_allowed"
+    VACATION = "vacation"
+    BLACKOUT_DAY = "blackout_day"
+    NOT_TODAY = "not_today"
     OUTSIDE_WINDOW = "outside_window"
     OUTSIDE_GEOFENCE = "outside_geofence"
     HUB_OFFLINE = "hub_offline"
     LOCK_NOT_READY = "lock_not_ready"
     ENTRY_IN_PROGRESS = "entry_in_progress"
+    TOO_MANY_ATTEMPTS = "too_many_attempts"
+    RESIDENT_DECLINED = "resident_declined"
+    APPROVAL_TIMEOUT = "approval_timeout"
     HUB_TIMEOUT = "hub_timeout"
     DOOR_NEVER_OPENED = "door_never_opened"
 
@@ -50,11 +57,20 @@ COURIER_ADVICE: dict[Reason, str] = {
     Reason.PACKAGE_UNKNOWN: "This parcel is not for an in-home delivery here; check the address.",
     Reason.PACKAGE_ALREADY_DELIVERED: "This parcel was already delivered.",
     Reason.IN_HOME_DISABLED: "In-home delivery is off here today; leave it at the door.",
+    Reason.WEEKDAY_NOT_ALLOWED: "The resident takes no in-home delivery on this weekday; "
+    "leave it at the door.",
+    Reason.VACATION: "The resident is away; use the locker or return the parcel.",
+    Reason.BLACKOUT_DAY: "No in-home delivery here today; leave it at the door.",
+    Reason.NOT_TODAY: "The resident asked for no in-home delivery today; leave it at the door.",
     Reason.OUTSIDE_WINDOW: "You are outside the delivery window; leave it at the door.",
     Reason.OUTSIDE_GEOFENCE: "You do not appear to be at this address; move to the door and retry.",
     Reason.HUB_OFFLINE: "The home's hub is offline; leave it at the door.",
     Reason.LOCK_NOT_READY: "The lock is not ready; leave it at the door.",
     Reason.ENTRY_IN_PROGRESS: "Another entry is open at this door; wait, then retry.",
+    Reason.TOO_MANY_ATTEMPTS: "Too many entry attempts; leave it at the door and contact "
+    "your dispatcher.",
+    Reason.RESIDENT_DECLINED: "The resident declined in-home delivery; leave it at the door.",
+    Reason.APPROVAL_TIMEOUT: "The resident did not answer in time; leave it at the door.",
     Reason.HUB_TIMEOUT: "The door did not answer in time; leave it at the door.",
     Reason.DOOR_NEVER_OPENED: "The door relocked before it was opened; request entry again.",
 }
