@@ -88,19 +88,29 @@ class OperationError(IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class LockOperation:
-    """Matter event 2: the bolt moved."""
+    """Matter event 2: the bolt moved.
+
+    `user_index` is the lock's user whose credential moved it (a keypad code), as in
+    Matter's `userIndex`; None when no user is known (remote, manual, auto).
+    """
 
     operation: LockOperationType
     source: OperationSource
+    user_index: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class LockOperationError:
-    """Matter event 3: a lock or unlock was attempted and failed."""
+    """Matter event 3: a lock or unlock was attempted and failed.
+
+    `user_index` names the user whose credential was refused (disabled, out of
+    schedule), as in Matter's `userIndex`; None when no user is known.
+    """
 
     operation: LockOperationType
     source: OperationSource
     error: OperationError
+    user_index: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

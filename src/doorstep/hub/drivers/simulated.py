@@ -6,6 +6,18 @@ request a motor movement and return; the outcome arrives as events after
 person (`open_door`, `close_door`, thumb-turn `manual_lock`/`manual_unlock`), which is
 how tests and the demo play the courier's hands.
 
+It has a keypad too (`hub.keypad.KeypadLock`): users, PIN codes, week-day and year-day
+schedules and the wrong-code lockout, kept in a `KeypadStore`. `keypad_entry(pin)` plays
+a person typing a code: a code that lets them in now unlocks with LockOperation(UNLOCK,
+KEYPAD, user_index); any other yields LockOperationError(UNLOCK, KEYPAD, ...), and the
+code that reaches WrongCodeEntryLimit also raises DoorLockAlarm(WRONG_CODE_ENTRY_LIMIT).
+The lockout ends UserCodeTemporaryDisableTime seconds later, on the Scheduler. While it
+lasts each code is refused as RESTRICTED: Matter only says the keypad is disabled, but
+the hub wants every keypad attempt on record, so each is still reported. The keypad is
+local, so it works while the radio is down; remote `unlock()`/`lock()` carry no PIN and
+ignore the lockout. Schedules are judged on the home's wall clock: `clock` (Unix
+seconds) read in `time_zone` (default UTC). Codes are never logged, only indices.
+
 Time comes from a `Scheduler`: `ThreadScheduler` for real runs, `ManualScheduler` for
 tests that move the clock by hand instead of sleeping. With `motor_seconds=0` a movement
 completes inside the call, its events delivered before the call returns (the benchmarks'
@@ -23,11 +35,28 @@ import heapq
 import itertools
 import logging
 import threading
+import time as _time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, time, tzinfo
 from typing import Protocol
 
+from doorstep.hub.keypad import (
+    DaysMask,
+    KeypadAttributes,
+    KeypadLimits,
+    KeypadStore,
+    KeypadVerdict,
+    PinCredential,
+    PinSet,
+    User,
+    UserStatus,
+    UserType,
+    WeekDaySchedule,
+    YearDaySchedule,
+)
 from doorstep.hub.lock import (
     AlarmCode,
     DoorLockAlarm,
@@ -114,10 +143,11 @@ class _Motion:
 
     operation: LockOperationType
     source: OperationSource
+    user_index: int | None = None
 
 
 class SimulatedLock:
-    """A deadbolt and door sensor in memory; implements `hub.lock.LockDriver`.
+    """A deadbolt, door sensor and keypad in memory; a `LockDriver` and a `KeypadLock`.
 
     `actuations` counts motor movements started (remote, auto-relock, jammed ones too);
     `unlock_calls`/`lock_calls` count calls to `unlock()`/`lock()`, refused or not.
@@ -130,6 +160,9 @@ class SimulatedLock:
         motor_seconds: float = 0.0,
         auto_relock_seconds: float | None = None,
         battery_percent: int = 100,
+        clock: Callable[[], float] = _time.time,
+        time_zone: tzinfo = UTC,
+        keypad_limits: KeypadLimits | None = None,
     ) -> None:
         if motor_seconds < 0:
             raise ValueError("motor_seconds must be >= 0")
@@ -139,6 +172,10 @@ class SimulatedLock:
         self._scheduler = scheduler if scheduler is not None else ThreadScheduler()
         self._motor_seconds = motor_seconds
         self._auto_relock_seconds = auto_relock_seconds
+        self._clock = clock
+        self._time_zone = time_zone
+        self._keypad = KeypadStore(keypad_limits)
+        self._lockout_timer: Cancellable | None = None
         self._mutex = threading.Lock()
         self._lock_state = LockState.LOCKED
         self._door_state = DoorState.CLOSED
@@ -203,10 +240,111 @@ class SimulatedLock:
             self._motion = None
             self._motion_timer = None
             self._cancel_relock()
+            if self._lockout_timer is not None:
+                self._lockout_timer.cancel()
             self._subscribers.clear()
             self._outbox.clear()
 
+    # --- KeypadLock (hub.keypad): what the hub may program over the radio -----------------
+
+    def keypad_attributes(self) -> KeypadAttributes:
+        with self._keypad_admin() as keypad:
+            return keypad.keypad_attributes()
+
+    def set_wrong_code_entry_limit(self, limit: int) -> None:
+        with self._keypad_admin() as keypad:
+            keypad.set_wrong_code_entry_limit(limit)
+
+    def set_user_code_temporary_disable_time(self, seconds: int) -> None:
+        with self._keypad_admin() as keypad:
+            keypad.set_user_code_temporary_disable_time(seconds)
+
+    def set_user(
+        self,
+        user_index: int,
+        *,
+        name: str | None = None,
+        user_type: UserType | None = None,
+        status: UserStatus | None = None,
+        modify: bool = False,
+    ) -> None:
+        with self._keypad_admin() as keypad:
+            keypad.set_user(
+                user_index, name=name, user_type=user_type, status=status, modify=modify
+            )
+
+    def get_user(self, user_index: int) -> User | None:
+        with self._keypad_admin() as keypad:
+            return keypad.get_user(user_index)
+
+    def clear_user(self, user_index: int) -> None:
+        with self._keypad_admin() as keypad:
+            keypad.clear_user(user_index)
+
+    def set_pin(
+        self, credential_index: int, pin: str, *, user_index: int | None, modify: bool = False
+    ) -> PinSet:
+        with self._keypad_admin() as keypad:
+            pin_set = keypad.set_pin(credential_index, pin, user_index=user_index, modify=modify)
+        log.info("PIN slot %d set for user %d", credential_index, pin_set.user_index)
+        return pin_set
+
+    def get_pin(self, credential_index: int) -> PinCredential | None:
+        with self._keypad_admin() as keypad:
+            return keypad.get_pin(credential_index)
+
+    def clear_pin(self, credential_index: int) -> None:
+        with self._keypad_admin() as keypad:
+            keypad.clear_pin(credential_index)
+        log.info("PIN slot %d cleared", credential_index)
+
+    def set_week_day_schedule(
+        self, index: int, user_index: int, days: DaysMask, start: time, end: time
+    ) -> None:
+        with self._keypad_admin() as keypad:
+            keypad.set_week_day_schedule(index, user_index, days, start, end)
+
+    def get_week_day_schedule(self, index: int, user_index: int) -> WeekDaySchedule:
+        with self._keypad_admin() as keypad:
+            return keypad.get_week_day_schedule(index, user_index)
+
+    def clear_week_day_schedule(self, index: int, user_index: int) -> None:
+        with self._keypad_admin() as keypad:
+            keypad.clear_week_day_schedule(index, user_index)
+
+    def set_year_day_schedule(
+        self, index: int, user_index: int, local_start: int, local_end: int
+    ) -> None:
+        with self._keypad_admin() as keypad:
+            keypad.set_year_day_schedule(index, user_index, local_start, local_end)
+
+    def get_year_day_schedule(self, index: int, user_index: int) -> YearDaySchedule:
+        with self._keypad_admin() as keypad:
+            return keypad.get_year_day_schedule(index, user_index)
+
+    def clear_year_day_schedule(self, index: int, user_index: int) -> None:
+        with self._keypad_admin() as keypad:
+            keypad.clear_year_day_schedule(index, user_index)
+
+    @contextmanager
+    def _keypad_admin(self) -> Iterator[KeypadStore]:
+        with self._mutex:
+            self._check_reachable()
+            yield self._keypad
+
     # --- the physical world: the person at the door, and fault injection -------------
+
+    def keypad_entry(self, pin: str) -> None:
+        """A person types `pin` on the keypad: unlock if it lets them in now (module doc).
+
+        Works while offline (the keypad is on the lock); raises LockError once closed.
+        """
+        with self._mutex:
+            if self._closed:
+                raise LockError("lock driver is closed")
+            verdict = self._keypad.enter_code(pin, self._local_now())
+            self._act_on_keypad(verdict)
+        self._deliver()
 
     def open_door(self) -> None:
         with self._mutex:
@@ -269,26 +407,34 @@ class SimulatedLock:
             raise LockError("lock is offline")
 
     def _refuse(
-        self, operation: LockOperationType, source: OperationSource, error: OperationError
+        self,
+        operation: LockOperationType,
+        source: OperationSource,
+        error: OperationError,
+        user_index: int | None = None,
     ) -> None:
-        self._outbox.append(LockOperationError(operation, source, error))
+        self._outbox.append(LockOperationError(operation, source, error, user_index))
 
-    def _start_motion(self, operation: LockOperationType, source: OperationSource) -> None:
+    def _start_motion(
+        self, operation: LockOperationType, source: OperationSource, user_index: int | None = None
+    ) -> bool:
+        """Start the motor, or refuse with an event; say whether it started."""
         if self._motion is not None:
-            self._refuse(operation, source, OperationError.UNSPECIFIED)  # motor busy
-            return
+            self._refuse(operation, source, OperationError.UNSPECIFIED, user_index)  # busy
+            return False
         if self._battery_percent == 0:
-            self._refuse(operation, source, OperationError.INSUFFICIENT_BATTERY)
-            return
+            self._refuse(operation, source, OperationError.INSUFFICIENT_BATTERY, user_index)
+            return False
         self.actuations += 1
-        motion = _Motion(operation, source)
+        motion = _Motion(operation, source, user_index)
         if self._motor_seconds == 0:
             self._finish_motion(motion)
-            return
+            return True
         self._motion = motion
         self._motion_timer = self._scheduler.call_later(
             self._motor_seconds, lambda: self._on_motion_done(motion)
         )
+        return True
 
     def _on_motion_done(self, motion: _Motion) -> None:
         with self._mutex:
@@ -304,7 +450,7 @@ class SimulatedLock:
             self._jam(motion)
         elif motion.operation == LockOperationType.UNLOCK:
             self._jammed = False
-            self._become_unlocked(motion.source)
+            self._become_unlocked(motion.source, motion.user_index)
         else:
             self._jammed = False
             self._become_locked(motion.source)
@@ -314,11 +460,11 @@ class SimulatedLock:
         self._jammed = True
         self._cancel_relock()
         self._outbox.append(DoorLockAlarm(AlarmCode.LOCK_JAMMED))
-        self._refuse(motion.operation, motion.source, OperationError.UNSPECIFIED)
+        self._refuse(motion.operation, motion.source, OperationError.UNSPECIFIED, motion.user_index)
 
-    def _become_unlocked(self, source: OperationSource) -> None:
+    def _become_unlocked(self, source: OperationSource, user_index: int | None = None) -> None:
         self._lock_state = LockState.UNLOCKED
-        self._outbox.append(LockOperation(LockOperationType.UNLOCK, source))
+        self._outbox.append(LockOperation(LockOperationType.UNLOCK, source, user_index))
         self._arm_relock()
 
     def _become_locked(self, source: OperationSource) -> None:
@@ -358,6 +504,37 @@ class SimulatedLock:
         self._relock_on_close = False
         if self._lock_state == LockState.UNLOCKED and self._motion is None:
             self._start_motion(LockOperationType.LOCK, OperationSource.AUTO)
+
+    # --- keypad (called with the mutex held) --------------------------------------------
+
+    def _local_now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock(), self._time_zone)
+
+    def _act_on_keypad(self, verdict: KeypadVerdict) -> None:
+        unlock, keypad = LockOperationType.UNLOCK, OperationSource.KEYPAD
+        user_index = verdict.user_index
+        if verdict.error is not None:
+            log.info("keypad code refused: %s (user %s)", verdict.error.name, user_index)
+            self._refuse(unlock, keypad, verdict.error, user_index)
+            if verdict.lockout_engaged:
+                self._engage_lockout()
+            return
+        log.info("keypad code of user %s accepted", user_index)
+        if self._start_motion(unlock, keypad, user_index) and user_index is not None:
+            self._keypad.record_use(user_index)
+
+    def _engage_lockout(self) -> None:
+        seconds = self._keypad.user_code_temporary_disable_time
+        log.warning("keypad locked out for %d s after repeated wrong codes", seconds)
+        self._outbox.append(DoorLockAlarm(AlarmCode.WRONG_CODE_ENTRY_LIMIT))
+        self._lockout_timer = self._scheduler.call_later(seconds, self._on_lockout_over)
+
+    def _on_lockout_over(self) -> None:
+        with self._mutex:
+            if self._closed:
+                return  # close() cancelled us after the timer had already fired
+            self._lockout_timer = None
+            self._keypad.end_lockout()
 
     # --- event delivery (called without the mutex) -------------------------------------
 
