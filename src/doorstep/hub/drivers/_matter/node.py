@@ -1,0 +1,234 @@
+"""One Door Lock node as a python-matter-server describes it, read as the hub's lock model.
+
+`LockNode` keeps the node's attributes (the server's dump, then its reports) and turns
+what the server says into hub lock events. It is pure, with no threads and no I/O: the
+driver calls it under its own mutex and delivers what it returns.
+
+- State: LockState (257/0; null reads NOT_FULLY_LOCKED), DoorState (257/3; absent reads
+  UNSPECIFIED_ERROR, so a lock without a door position sensor never reads as secure),
+  battery from Power Source 47/12 (half percent) or else its coarse charge level 47/14
+  (OK 100, Warning 20, Critical 5; nothing reported reads 100).
+- `node_event`: the lock's DoorLockAlarm, DoorStateChange, LockOperation and
+  LockOperationError events, one for one. LockJammed sets `jammed` until the bolt next
+  completes a movement. A LockOperation also sets LockState, which the hub reads on it,
+  because its attribute report may come later.
+- `attribute_updated`: a DoorState report without its event still yields one
+  DoorStateChange; each door change is reported once, by whichever comes first.
+- `load` (a fresh dump after a reconnect, or `node_updated`) and `apply_read`: a change
+  of lock or door state since the last word is reported as LockOperation with source
+  UNSPECIFIED, or as DoorStateChange. The very first dump reports nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from enum import IntEnum
+from typing import Any, TypeGuard, TypeVar
+
+from doorstep.hub.drivers._matter.cluster import (
+    DOOR_LOCK_CLUSTER,
+    POWER_SOURCE_CLUSTER,
+    DoorLockAttribute,
+    DoorLockEventId,
+    PowerSourceAttribute,
+    attribute_path,
+)
+from doorstep.hub.lock import (
+    AlarmCode,
+    DoorLockAlarm,
+    DoorState,
+    DoorStateChange,
+    LockEvent,
+    LockOperation,
+    LockOperationError,
+    LockOperationType,
+    LockState,
+    OperationError,
+    OperationSource,
+)
+
+_E = TypeVar("_E", bound=IntEnum)
+_D = TypeVar("_D")
+
+_STATE_AFTER = {
+    LockOperationType.LOCK: LockState.LOCKED,
+    LockOperationType.UNLOCK: LockState.UNLOCKED,
+    LockOperationType.UNLATCH: LockState.UNLATCHED,
+}
+_OPERATION_TO = {state: operation for operation, state in _STATE_AFTER.items()}
+_CHARGE_LEVEL_PERCENT = {0: 100, 1: 20, 2: 5}
+
+
+class LockNode:
+    """The Door Lock endpoint `endpoint` of node `node_id`, as last reported."""
+
+    def __init__(self, node_id: int, endpoint: int) -> None:
+        self.node_id = node_id
+        self.endpoint = endpoint
+        self.known = False  # the server has the node
+        self.available = False  # ... and can reach it
+        self.jammed = False
+        self._attributes: dict[str, Any] = {}
+        self._loaded = False
+
+    # --- what the server says -----------------------------------------------------------
+
+    def load(self, node: Mapping[str, Any] | None) -> list[LockEvent]:
+        """Take a whole node (None: the server does not have it); report what changed."""
+        if node is None:
+            self.known = self.available = False
+            return []
+        before = self._states() if self._loaded else None
+        attributes = node.get("attributes")
+        self._attributes = dict(attributes) if isinstance(attributes, Mapping) else {}
+        self.available = node.get("available") is True
+        self.known = self._loaded = True
+        return self._changes_since(*before) if before is not None else []
+
+    def apply_read(self, values: Mapping[Any, Any]) -> list[LockEvent]:
+        """Take attribute values read from the lock (path -> value); report what changed."""
+        before = self._states()
+        self._attributes.update({str(path): value for path, value in values.items()})
+        return self._changes_since(*before)
+
+    def attribute_updated(self, data: Any) -> list[LockEvent]:
+        """Take an `attribute_updated` event's `[node_id, path, value]`."""
+        if not (isinstance(data, list) and len(data) == 3 and data[0] == self.node_id):
+            return []
+        door_before = self.door_state
+        self._attributes[str(data[1])] = data[2]
+        return [DoorStateChange(self.door_state)] if self.door_state != door_before else []
+
+    def node_event(self, data: Any) -> list[LockEvent]:
+        """Take a `node_event` event's data: a MatterNodeEvent."""
+        if not isinstance(data, Mapping):
+            return []
+        where = (data.get("node_id"), data.get("endpoint_id"), data.get("cluster_id"))
+        if where != (self.node_id, self.endpoint, DOOR_LOCK_CLUSTER):
+            return []
+        fields = data.get("data")
+        handlers: dict[object, Callable[[Mapping[str, Any]], list[LockEvent]]] = {
+            DoorLockEventId.DOOR_LOCK_ALARM: self._alarm,
+            DoorLockEventId.DOOR_STATE_CHANGE: self._door_state_change,
+            DoorLockEventId.LOCK_OPERATION: self._lock_operation,
+            DoorLockEventId.LOCK_OPERATION_ERROR: self._lock_operation_error,
+        }
+        handler = handlers.get(data.get("event_id"))
+        if handler is None:
+            return []
+        return handler(fields if isinstance(fields, Mapping) else {})
+
+    # --- state --------------------------------------------------------------------------
+
+    @property
+    def lock_state(self) -> LockState:
+        value = self._door_lock(DoorLockAttribute.LOCK_STATE)
+        return _enum(LockState, value, LockState.NOT_FULLY_LOCKED)
+
+    @property
+    def door_state(self) -> DoorState:
+        value = self._door_lock(DoorLockAttribute.DOOR_STATE)
+        return _enum(DoorState, value, DoorState.UNSPECIFIED_ERROR)
+
+    @property
+    def battery_percent(self) -> int:
+        half = self._attributes.get(self._path(POWER_SOURCE_CLUSTER, _BAT_PERCENT))
+        if _is_int(half):
+            return max(0, min(100, half // 2))
+        level = self._attributes.get(self._path(POWER_SOURCE_CLUSTER, _BAT_CHARGE_LEVEL))
+        return _CHARGE_LEVEL_PERCENT.get(level, 100) if _is_int(level) else 100
+
+    @property
+    def requires_pin(self) -> bool:
+        """RequirePINforRemoteOperation: LockDoor/UnlockDoor must carry a valid PIN."""
+        return self._door_lock(DoorLockAttribute.REQUIRE_PIN_FOR_REMOTE_OPERATION) is True
+
+    @property
+    def pin_length(self) -> tuple[int, int] | None:
+        """(MinPINCodeLength, MaxPINCodeLength), when the lock reports both."""
+        shortest = self._door_lock(DoorLockAttribute.MIN_PIN_CODE_LENGTH)
+        longest = self._door_lock(DoorLockAttribute.MAX_PIN_CODE_LENGTH)
+        return (shortest, longest) if _is_int(shortest) and _is_int(longest) else None
+
+    def lock_paths(self, *attributes: DoorLockAttribute) -> list[str]:
+        """The node-dump keys of Door Lock attributes on this endpoint."""
+        return [self._path(DOOR_LOCK_CLUSTER, attribute) for attribute in attributes]
+
+    # --- the lock's events --------------------------------------------------------------
+
+    def _alarm(self, fields: Mapping[str, Any]) -> list[LockEvent]:
+        alarm = _enum(AlarmCode, fields.get("alarmCode"), None)
+        if alarm is None:
+            return []
+        if alarm == AlarmCode.LOCK_JAMMED:
+            self.jammed = True
+        return [DoorLockAlarm(alarm)]
+
+    def _door_state_change(self, fields: Mapping[str, Any]) -> list[LockEvent]:
+        door_state = _enum(DoorState, fields.get("doorState"), None)
+        if door_state is None or door_state == self.door_state:
+            return []  # unknown, or reported already from the DoorState attribute
+        self._set(DoorLockAttribute.DOOR_STATE, door_state)
+        return [DoorStateChange(door_state)]
+
+    def _lock_operation(self, fields: Mapping[str, Any]) -> list[LockEvent]:
+        operation = _enum(LockOperationType, fields.get("lockOperationType"), None)
+        if operation is None:
+            return []
+        lock_state = _STATE_AFTER.get(operation)
+        if lock_state is not None:
+            self._set(DoorLockAttribute.LOCK_STATE, lock_state)
+            self.jammed = False
+        return [LockOperation(operation, _source(fields))]
+
+    def _lock_operation_error(self, fields: Mapping[str, Any]) -> list[LockEvent]:
+        operation = _enum(LockOperationType, fields.get("lockOperationType"), None)
+        if operation is None:
+            return []
+        error = _enum(OperationError, fields.get("operationError"), OperationError.UNSPECIFIED)
+        return [LockOperationError(operation, _source(fields), error)]
+
+    # --- helpers ------------------------------------------------------------------------
+
+    def _states(self) -> tuple[LockState, DoorState]:
+        return self.lock_state, self.door_state
+
+    def _changes_since(self, lock_before: LockState, door_before: DoorState) -> list[LockEvent]:
+        events: list[LockEvent] = []
+        operation = _OPERATION_TO.get(self.lock_state)
+        if self.lock_state != lock_before and operation is not None:
+            self.jammed = False
+            events.append(LockOperation(operation, OperationSource.UNSPECIFIED))
+        if self.door_state != door_before:
+            events.append(DoorStateChange(self.door_state))
+        return events
+
+    def _path(self, cluster: int, attribute: int) -> str:
+        return attribute_path(self.endpoint, cluster, attribute)
+
+    def _door_lock(self, attribute: DoorLockAttribute) -> Any:
+        return self._attributes.get(self._path(DOOR_LOCK_CLUSTER, attribute))
+
+    def _set(self, attribute: DoorLockAttribute, value: IntEnum) -> None:
+        self._attributes[self._path(DOOR_LOCK_CLUSTER, attribute)] = int(value)
+
+
+_BAT_PERCENT = PowerSourceAttribute.BAT_PERCENT_REMAINING
+_BAT_CHARGE_LEVEL = PowerSourceAttribute.BAT_CHARGE_LEVEL
+
+
+def _source(fields: Mapping[str, Any]) -> OperationSource:
+    return _enum(OperationSource, fields.get("operationSource"), OperationSource.UNSPECIFIED)
+
+
+def _enum(kind: type[_E], value: object, default: _D) -> _E | _D:
+    if _is_int(value):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return default
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)

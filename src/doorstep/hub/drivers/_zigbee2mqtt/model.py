@@ -1,0 +1,306 @@
+"""The lock as the Zigbee2MQTT driver knows it, moved only by what Zigbee2MQTT says.
+
+`LockModel` holds the link facts (connected, bridge online, lock available, a state
+reported since the link came back), the lock and door states, and the one pending
+request; it turns readings into hub lock events in its `Outbox`. It does no I/O and
+takes no locks: the driver calls it with its mutex held, and sends the reads the model
+asks for (`take_refresh`) after releasing it.
+
+Rules, all failing closed:
+- A pending request completes when the lock reports its target state; it fails on a
+  jam, on losing the link, the bridge or the lock, or (driver's timer) on silence.
+- `not_fully_locked` (as a change), `action: "error_jammed"` and a new
+  `alarm: "deadbolt_jammed"` are jams: one LOCK_JAMMED alarm until the lock reports
+  locked or unlocked again.
+- A movement nobody here asked for is reported with the source its `action` named,
+  if that came within `HINT_SECONDS` before; otherwise UNSPECIFIED.
+- First readings (bolt, door) say where things are, not that they changed: no event.
+- `alarm` is cached by Zigbee2MQTT, so only a change of it is news, and the value in
+  the first document is history.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from doorstep.hub.drivers._zigbee2mqtt.outbox import Outbox
+from doorstep.hub.drivers._zigbee2mqtt.payloads import (
+    JAM_ACTION,
+    JAM_ALARM,
+    LockReading,
+    PinSlotChange,
+    PinSlotStatus,
+    alarm_code,
+    read_contact,
+    read_lock_document,
+)
+from doorstep.hub.lock import (
+    AlarmCode,
+    DoorLockAlarm,
+    DoorState,
+    DoorStateChange,
+    LockOperation,
+    LockOperationError,
+    LockOperationType,
+    LockState,
+    LockStatus,
+    OperationError,
+    OperationSource,
+)
+
+log = logging.getLogger("doorstep.hub.drivers.zigbee2mqtt")
+
+HINT_SECONDS = 5.0
+UNKNOWN_LOCK = LockState.NOT_FULLY_LOCKED  # never LOCKED: unknown must not look secure
+UNKNOWN_DOOR = DoorState.UNSPECIFIED_ERROR  # never CLOSED, for the same reason
+
+_LOCK, _UNLOCK = LockOperationType.LOCK, LockOperationType.UNLOCK
+
+
+@dataclass(eq=False)
+class Pending:
+    """One requested movement awaiting the lock's report; compared by identity."""
+
+    operation: LockOperationType
+    source: OperationSource
+    timer: threading.Timer | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Hint:
+    """Who moved the bolt, from an `action` that came before its lock_state report."""
+
+    operation: LockOperationType
+    source: OperationSource
+    at: float
+
+
+class LockModel:
+    """What the driver knows about one lock and its door; see the module docstring."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        require_availability: bool,
+        clock: Callable[[], float],
+        outbox: Outbox,
+    ) -> None:
+        self.name = name
+        self.pending: Pending | None = None
+        self.auto_relock: int | None = None
+        self.pin_slots: dict[int, PinSlotStatus] = {}
+        self._require_availability = require_availability
+        self._clock = clock
+        self._outbox = outbox
+        self._connected = False
+        self._closed = False
+        self._bridge_online: bool | None = None
+        self._lock_available: bool | None = None
+        self._fresh = False  # a lock state arrived since the link last came back
+        self._refresh = False  # Zigbee2MQTT should be asked to read the bolt
+        self._seen_lock = False
+        self._lock_state: LockState | None = None
+        self._door_state: DoorState | None = None
+        self._battery: int | None = None
+        self._jammed = False
+        self._alarm: str | None = None
+        self._hint: _Hint | None = None
+
+    # --- what the driver reads --------------------------------------------------------
+
+    def status(self) -> LockStatus:
+        return LockStatus(
+            lock_state=self._lock_state if self._lock_state is not None else UNKNOWN_LOCK,
+            door_state=self._door_state if self._door_state is not None else UNKNOWN_DOOR,
+            battery_percent=self._battery if self._battery is not None else 0,
+            jammed=self._jammed,
+            online=self.refusal(need_state=True) is None,
+        )
+
+    def refusal(self, *, need_state: bool) -> str | None:
+        """Why a request cannot go out now, or None. Locking needs no known state."""
+        if self._closed:
+            return "driver is closed"
+        if not self._connected:
+            return "not connected to the Zigbee2MQTT broker"
+        if self._bridge_online is not True:
+            return "Zigbee2MQTT bridge is offline"
+        if self._lock_available is False or (
+            self._lock_available is None and self._require_availability
+        ):
+            return "lock is offline"
+        if need_state and (self._lock_state is None or not self._fresh):
+            return "lock has not reported its state yet"
+        return None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def take_refresh(self) -> bool:
+        """Whether to ask Zigbee2MQTT to read the bolt now (asked once per need)."""
+        refresh, self._refresh = self._refresh, False
+        return refresh
+
+    # --- the link ----------------------------------------------------------------------
+
+    def on_connected(self) -> None:
+        self._connected = True
+        self._request_refresh()
+
+    def on_disconnected(self, reason: str) -> None:
+        if self._connected:
+            log.warning("%s: lost the Zigbee2MQTT broker (%s)", self.name, reason)
+        self._connected = False
+        self._bridge_online = self._lock_available = None
+        self._fresh = False
+        self.fail_pending("broker connection lost")
+
+    def on_closed(self) -> None:
+        self._closed = True
+        self._connected = False
+        self.cancel_pending()
+
+    def on_bridge(self, online: bool) -> None:
+        previous, self._bridge_online = self._bridge_online, online
+        if not online:
+            self.fail_pending("Zigbee2MQTT bridge went offline")
+        elif previous is not True:
+            self._request_refresh()
+
+    def on_lock_availability(self, online: bool) -> None:
+        previous, self._lock_available = self._lock_available, online
+        if not online:
+            self.fail_pending("lock went offline")
+        elif previous is not True:
+            self._request_refresh()
+
+    def on_sensor_availability(self, online: bool) -> None:
+        if not online:
+            self._set_door(UNKNOWN_DOOR)  # a silent sensor says nothing about the door
+
+    def _request_refresh(self) -> None:
+        self._fresh = False  # offline until the lock reports again
+        self._refresh = True
+
+    # --- requests ------------------------------------------------------------------------
+
+    def cancel_pending(self) -> None:
+        if self.pending is not None and self.pending.timer is not None:
+            self.pending.timer.cancel()
+        self.pending = None
+
+    def fail_pending(self, reason: str) -> None:
+        pending = self.pending
+        if pending is None:
+            return
+        self.cancel_pending()
+        log.warning("%s: requested %s failed: %s", self.name, pending.operation.name, reason)
+        self.refuse(pending.operation, pending.source)
+
+    def refuse(self, operation: LockOperationType, source: OperationSource) -> None:
+        self._outbox.put(LockOperationError(operation, source, OperationError.UNSPECIFIED))
+
+    # --- documents -----------------------------------------------------------------------
+
+    def on_sensor_document(self, document: dict[str, Any], sensor: str) -> None:
+        door = read_contact(document, sensor)
+        if door is not None:
+            self._set_door(door)
+
+    def on_lock_document(self, document: dict[str, Any], *, door_from_lock: bool) -> None:
+        reading = read_lock_document(document, self.name)
+        first, self._seen_lock = not self._seen_lock, True
+        if reading.battery is not None:
+            self._battery = reading.battery
+        if reading.auto_relock_time is not None:
+            self.auto_relock = reading.auto_relock_time
+        for user, status in reading.pin_slots:
+            self._set_pin_slot(user, status)
+        jammed = self._on_action(reading)
+        jammed = self._on_alarm(reading.alarm, first) or jammed
+        if jammed:
+            self._jam()
+        if reading.lock_state is not None:
+            self._on_lock_state(reading.lock_state)
+        if door_from_lock and reading.door_state is not None:
+            self._on_lock_door(reading.door_state)
+
+    def _on_action(self, reading: LockReading) -> bool:
+        """Act on the one-shot `action`; True when it reports a jam."""
+        action = reading.action
+        if action is None:
+            return False
+        if action.name == JAM_ACTION:
+            return True
+        failure, move, slot = action.failure(), action.move(), action.pin_slot()
+        if failure is not None:
+            self._outbox.put(LockOperationError(failure[0], action.source, failure[1]))
+        elif move is not None:
+            self._hint = _Hint(move[0], move[1], self._clock())
+        elif slot is not None:
+            self._set_pin_slot(*slot)
+        return False
+
+    def _on_alarm(self, alarm: str | None, first: bool) -> bool:
+        """Act on a change of the cached `alarm`; True when it reports a jam."""
+        previous, self._alarm = self._alarm, alarm
+        if first or alarm is None or alarm == previous:
+            return False
+        if alarm == JAM_ALARM:
+            return True
+        code = alarm_code(alarm)
+        if code is not None:
+            self._outbox.put(DoorLockAlarm(code))
+        return False
+
+    def _on_lock_state(self, state: LockState) -> None:
+        previous, self._lock_state = self._lock_state, state
+        self._fresh = True
+        if state == LockState.NOT_FULLY_LOCKED:
+            if previous != LockState.NOT_FULLY_LOCKED:
+                self._jam()
+            return
+        operation = _LOCK if state == LockState.LOCKED else _UNLOCK
+        self._jammed = False
+        pending = self.pending
+        if pending is not None and pending.operation == operation:
+            self.cancel_pending()
+            self._hint = None
+            self._outbox.put(LockOperation(operation, pending.source))
+        elif previous is not None and state != previous:
+            self._outbox.put(LockOperation(operation, self._take_hint(operation)))
+
+    def _take_hint(self, operation: LockOperationType) -> OperationSource:
+        hint, self._hint = self._hint, None
+        if hint is None or hint.operation != operation or self._clock() - hint.at > HINT_SECONDS:
+            return OperationSource.UNSPECIFIED
+        return hint.source
+
+    def _jam(self) -> None:
+        self._lock_state = LockState.NOT_FULLY_LOCKED
+        if not self._jammed:
+            self._jammed = True
+            log.warning("%s: the bolt is jammed", self.name)
+            self._outbox.put(DoorLockAlarm(AlarmCode.LOCK_JAMMED))
+        self.fail_pending("jammed")
+
+    def _on_lock_door(self, door: DoorState) -> None:
+        if door == DoorState.FORCED_OPEN and self._door_state != door:
+            self._outbox.put(DoorLockAlarm(AlarmCode.DOOR_FORCED_OPEN))
+        self._set_door(door)
+
+    def _set_door(self, door: DoorState) -> None:
+        previous, self._door_state = self._door_state, door
+        if previous is not None and door != previous:
+            self._outbox.put(DoorStateChange(door))
+
+    def _set_pin_slot(self, user: int, status: PinSlotStatus) -> None:
+        if self.pin_slots.get(user) != status:
+            self.pin_slots[user] = status
+            self._outbox.put(PinSlotChange(user, status))
