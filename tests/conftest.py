@@ -165,7 +165,12 @@ class InProcessHub:
         self.agent.stop()
 
 
-def launch_in_process(service: demo.Service, hub_dir: Path, claim_code: str) -> InProcessHub:
+def launch_in_process(
+    service: demo.Service, hub_dir: Path, claim_code: str, locks_toml: str | None = None
+) -> InProcessHub:
+    if locks_toml is not None:
+        hub_dir.mkdir(parents=True, exist_ok=True)
+        (hub_dir / "locks.toml").write_text(locks_toml)
     return InProcessHub(
         HubOptions(data_dir=hub_dir, service_url=service.url, claim_code=claim_code)
     )
@@ -188,14 +193,30 @@ def make_operator(live: Live) -> Any:
 
 
 @pytest.fixture
-def world(live: Live) -> Iterator[demo.World]:
+def make_world(live: Live) -> Iterator[Callable[..., demo.World]]:
+    """Build a world whose hub runs in-process; `locks_toml` becomes the hub's locks.toml
+    (which driver runs each door), else every door is simulated."""
+    built: list[demo.World] = []
+
+    def make(locks_toml: str | None = None) -> demo.World:
+        world = demo.build_world(
+            live.service,
+            homes=1,
+            say=lambda _m: None,
+            make_operator=make_operator(live),
+            launch_hub=lambda service, hub_dir, code: launch_in_process(
+                service, hub_dir, code, locks_toml
+            ),
+        )
+        built.append(world)
+        return world
+
+    yield make
+    for world in built:
+        world.close()
+
+
+@pytest.fixture
+def world(make_world: Callable[..., demo.World]) -> demo.World:
     """An operator, a carrier with one courier, one home whose hub runs in-process."""
-    built = demo.build_world(
-        live.service,
-        homes=1,
-        say=lambda _m: None,
-        make_operator=make_operator(live),
-        launch_hub=launch_in_process,
-    )
-    yield built
-    built.close()
+    return make_world()

@@ -88,21 +88,46 @@ def serve(
     help="Simulated lock: relock by itself this long after an unlock if the door "
     "stays shut (Matter AutoRelockTime); 0 turns it off.",
 )
+@click.option(
+    "--locks",
+    "locks_file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="Which driver runs each door (TOML); default DATA_DIR/locks.toml when present.",
+)
 def hub(
     data_dir: Path,
     service_url: str | None,
     claim_code: str | None,
     motor_seconds: float,
     auto_relock_seconds: float,
+    locks_file: Path | None,
 ) -> None:
-    """Run a home hub with the simulated lock and door sensor.
+    """Run a home hub: it drives the home's locks and reports every step.
 
     On first start it redeems the claim code (once) and keeps its broker credentials and
     the pinned issuer keys in DATA_DIR. It verifies every grant offline, journals every
-    event before sending it, and resends until the service acknowledges. The simulated
-    home's door is moved through DATA_DIR/sim.sock (see `doorstep.hub.simcontrol`).
+    event before sending it, and resends until the service acknowledges.
+
+    \b
+    Locks: each door runs the simulated lock unless DATA_DIR/locks.toml (or --locks)
+    names a driver for it:
+      [access_points.front]
+      driver = "zigbee2mqtt"     # your Zigbee2MQTT broker and devices
+      host = "192.168.1.10"      # port, username, password, base_topic optional
+      lock = "front_door"        # the lock's friendly_name
+      contact_sensor = "front_contact"   # a door sensor, if the lock has none
+    \b
+      [access_points.back]
+      driver = "matter"          # a python-matter-server WebSocket
+      url = "ws://192.168.1.10:5580/ws"
+      node_id = 7                # endpoint, pin (for locks requiring one) optional
+    \b
+    These drivers are verified against protocol peers (a Zigbee2MQTT stand-in on a real
+    Mosquitto, a Matter server stand-in replaying a real door-lock node), not radios.
+    A simulated home's door is moved through DATA_DIR/sim.sock (`doorstep.hub.simcontrol`).
     """
     from doorstep.hub.config import EnrollmentError
+    from doorstep.hub.lockconfig import LockConfigError
     from doorstep.hub.runner import HubOptions, run
 
     try:
@@ -113,9 +138,10 @@ def hub(
                 claim_code=claim_code,
                 motor_seconds=motor_seconds,
                 auto_relock_seconds=auto_relock_seconds or None,
+                locks_file=locks_file,
             )
         )
-    except EnrollmentError as exc:
+    except (EnrollmentError, LockConfigError) as exc:
         raise click.ClickException(str(exc)) from exc
 
 

@@ -56,6 +56,11 @@ from doorstep.protocol.mqtt import BrokerAddress, close, connect, make_client
 
 log = logging.getLogger(__name__)
 
+_ALARM_KINDS = {
+    AlarmCode.LOCK_JAMMED: EventKind.LOCK_JAMMED,
+    AlarmCode.DOOR_FORCED_OPEN: EventKind.DOOR_FORCED,
+}
+
 RESEND_SECONDS = 3.0
 TOKEN_RETENTION_SECONDS = 3600
 
@@ -315,11 +320,8 @@ class HubAgent:
             elif isinstance(event, DoorStateChange):
                 self._on_door(access_point, visit, event, data)
             elif isinstance(event, DoorLockAlarm):
-                jammed = event.alarm == AlarmCode.LOCK_JAMMED
-                self.record(
-                    EventKind.LOCK_JAMMED if jammed else EventKind.DOOR_FORCED,
-                    {**data, "alarm": int(event.alarm)},
-                )
+                self.record(_ALARM_KINDS.get(event.alarm, EventKind.LOCK_ALARM),
+                            {**data, "alarm": int(event.alarm)})  # fmt: skip
 
     def _on_operation(
         self, access_point: str, visit: _Visit | None, event: LockOperation, data: dict[str, Any]

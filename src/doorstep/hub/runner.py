@@ -6,10 +6,13 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from doorstep.hub import config as hub_config
+from doorstep.hub import lockconfig
 from doorstep.hub.agent import HubAgent
 from doorstep.hub.drivers.simulated import SimulatedLock
 from doorstep.hub.journal import Journal
@@ -28,6 +31,8 @@ class HubOptions:
     motor_seconds: float = 0.0
     # Matter's AutoRelockTime: a bolt left back with the door shut relocks by itself.
     auto_relock_seconds: float | None = 30.0
+    # Which driver runs each door (`hub.lockconfig`); default DATA_DIR/locks.toml if present.
+    locks_file: Path | None = None
 
 
 def build(options: HubOptions) -> tuple[HubAgent, hub_config.HubConfig, SimControl]:
@@ -41,6 +46,7 @@ def build(options: HubOptions) -> tuple[HubAgent, hub_config.HubConfig, SimContr
             options.data_dir, service_url=options.service_url, claim_code=options.claim_code
         )
         log.info("enrolled as %s", config.hub_id)
+    specs = _lock_specs(options, config.access_points)
     key = hub_config.signing_key(options.data_dir)
     journal = Journal(options.data_dir / "journal.db", hub_id=config.hub_id, signing_key=key)
     simulated = {
@@ -48,14 +54,32 @@ def build(options: HubOptions) -> tuple[HubAgent, hub_config.HubConfig, SimContr
             motor_seconds=options.motor_seconds, auto_relock_seconds=options.auto_relock_seconds
         )
         for point in config.access_points
+        if specs.get(point, {}).get("driver", "simulated") == "simulated"
     }
     locks: dict[str, LockDriver] = dict(simulated)
+    try:
+        for point, spec in specs.items():
+            if point not in simulated:
+                locks[point] = lockconfig.build(point, spec)
+                log.info("access point %s: %s lock", point, spec["driver"])
+    except lockconfig.LockConfigError:
+        for driver in locks.values():
+            driver.close()
+        journal.close()
+        raise
     verifier = GrantVerifier(hub_id=config.hub_id, issuer_keys=config.issuer_keys, clock=time.time)
     agent = HubAgent(
         hub_id=config.hub_id, journal=journal, locks=locks, verifier=verifier, clock=time.time
     )
     control = SimControl(options.data_dir / "sim.sock", simulated)
     return agent, config, control
+
+
+def _lock_specs(options: HubOptions, access_points: Sequence[str]) -> dict[str, dict[str, Any]]:
+    path = options.locks_file or options.data_dir / lockconfig.FILE_NAME
+    if options.locks_file is None and not path.exists():
+        return {}
+    return lockconfig.load(path, access_points)
 
 
 def run(options: HubOptions) -> None:

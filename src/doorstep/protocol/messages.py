@@ -43,6 +43,7 @@ class EventKind(StrEnum):
     DOOR_OPENED = "door.opened"
     DOOR_CLOSED = "door.closed"
     DOOR_FORCED = "door.forced_open"
+    LOCK_ALARM = "lock.alarm"  # any other Matter DoorLockAlarm (wrong-code limit, ...)
     ENTRY_SECURED = "entry.secured"
 
 
