@@ -72,7 +72,7 @@ def entry_body_format() -> str:
     """The JSON body of request `n` as a printf format taking `n` twice."""
     return (
         f'{{"delivery_id":"{DELIVERY_FORMAT}","barcode":"{BARCODE_FORMAT}",'
-        f'"latitude":{LATITUDE},"longitude":{LONGITUDE},"accuracy_m":{COURIER_ACCURACY_M}}}'
+        f'"latitude":{LATITUDE},"longitude":{LONGITUDE},"accuracy_m":{COURIER_ACCURACY_M},"nobody_answered":true}}'
     )
 
 

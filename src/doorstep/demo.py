@@ -338,6 +338,7 @@ def request_entry(
             "latitude": lat,
             "longitude": lon,
             "accuracy_m": accuracy,
+            "nobody_answered": True,
         },
     )
     return entry

@@ -107,3 +107,4 @@ def require_briefly(permission: Permission) -> Callable[[Request, Runtime], Prin
 
 
 ResidentBrief = Annotated[Principal, Depends(require_briefly(Permission.HOMES_MANAGE))]
+CourierBrief = Annotated[Principal, Depends(require_briefly(Permission.ENTRIES_REQUEST))]

@@ -215,7 +215,14 @@ def _cases(world: demo.World) -> list[tuple[str, demo.Api, str, str, Any, int]]:
             resident,
             "POST",
             "/v1/courier/entries",
-            {"delivery_id": "d", "barcode": "b", "latitude": 0, "longitude": 0, "accuracy_m": 1},
+            {
+                "delivery_id": "d",
+                "barcode": "b",
+                "latitude": 0,
+                "longitude": 0,
+                "accuracy_m": 1,
+                "nobody_answered": True,
+            },
             403,
         ),
         (
@@ -285,7 +292,14 @@ def test_not_json_and_no_token(live: Any, world: demo.World) -> None:
         assert response.json()["error"]["code"] == "not_authenticated"
         response = anonymous.http.get("/v1/homes", headers={"authorization": "Bearer nope"})
         assert response.status_code == 401
-        body = {"delivery_id": "d", "barcode": "b", "latitude": 0, "longitude": 0, "accuracy_m": 1}
+        body = {
+            "delivery_id": "d",
+            "barcode": "b",
+            "latitude": 0,
+            "longitude": 0,
+            "accuracy_m": 1,
+            "nobody_answered": True,
+        }
         response = anonymous.http.post("/v1/courier/entries", json=body)
         assert response.status_code == 401
         response = anonymous.http.post(

@@ -21,7 +21,7 @@ class EntryState(StrEnum):
     DONE = "done"
     DENIED = "denied"
     REFUSED = "refused"  # the hub refused the grant or the unlock
-    ABORTED = "aborted"  # unlocked, but nobody went in; the lock relocked itself
+    ABORTED = "aborted"  # no delivery: never opened and relocked, or the courier called it off
     EXPIRED = "expired"  # no answer from the hub in time
     DECLINED = "declined"  # the resident declined, or did not answer in time
 
@@ -89,6 +89,8 @@ class Entry(Base):
     command_id: Mapped[str | None] = mapped_column(String(64), unique=True)
     grant_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     approval_deadline: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Set when the courier calls the entry off (pet, person, unsafe, other); migration 0005.
+    abort_reason: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     unlocked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

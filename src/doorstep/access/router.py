@@ -17,8 +17,8 @@ from starlette.routing import Route
 
 from doorstep.access import service
 from doorstep.access.models import PROGRESS, Entry, EntryState
-from doorstep.access.schemas import ApprovalAnswer, EntryCreate, EntryRead
-from doorstep.deps import Reader, ResidentBrief, Runtime, RuntimeDep, SessionDep
+from doorstep.access.schemas import ApprovalAnswer, EntryAbort, EntryCreate, EntryRead
+from doorstep.deps import CourierBrief, Reader, ResidentBrief, Runtime, RuntimeDep, SessionDep
 from doorstep.errors import InvalidRequest, NotAuthenticated, ServiceUnavailable
 from doorstep.protocol.codes import advice_for
 from doorstep.sql import Job, Writer
@@ -80,7 +80,12 @@ async def request_entry(request: Request) -> Response:
     body = _entry_body(await request.body())
     now = runtime.clock.now()
     entry_request = service.EntryRequest(
-        body.delivery_id, body.barcode, body.latitude, body.longitude, body.accuracy_m
+        body.delivery_id,
+        body.barcode,
+        body.latitude,
+        body.longitude,
+        body.accuracy_m,
+        body.nobody_answered,
     )
     decision = await _write(
         writer,
@@ -176,6 +181,26 @@ def entry_openapi(schema: dict[str, Any]) -> dict[str, Any]:
         }
     }
     return schema
+
+
+@router.post("/courier/entries/{entry_id}/abort", response_model=EntryRead)
+async def abort_entry(
+    entry_id: str, body: EntryAbort, runtime: RuntimeDep, courier: CourierBrief
+) -> object:
+    """The courier calls the entry off at any point (a dog at the door, someone inside),
+    without penalty. After an unlock the hub still verifies the relock; the entry then
+    ends `aborted`, and the parcel is not marked delivered."""
+    writer = runtime.writer
+    if writer is None:
+        raise ServiceUnavailable("the database writer is not running")
+    now = runtime.clock.now()
+    entry = await _write(
+        writer,
+        lambda tx: service.abort_entry(
+            tx, courier=courier, entry_id=entry_id, why=body.reason, note=body.note, now=now
+        ),
+    )
+    return _read(entry)
 
 
 @router.post("/entries/{entry_id}/approval", response_model=EntryRead)

@@ -16,6 +16,9 @@ class EntryCreate(Input):
     latitude: float = Field(ge=-90, le=90)
     longitude: float = Field(ge=-180, le=180)
     accuracy_m: float = Field(ge=0, le=10_000)
+    # The knock step: the courier knocked or rang and nobody came. Someone answering means
+    # the parcel is handed over, not taken in.
+    nobody_answered: bool
 
 
 class EntryRead(Output):
@@ -32,6 +35,14 @@ class EntryRead(Output):
     closed_at: datetime | None
     locked_at: datetime | None
     done_at: datetime | None
+
+
+class EntryAbort(Input):
+    """The courier stops the entry (a dog at the door, someone inside, anything unsafe);
+    no penalty, the parcel goes the fallback way."""
+
+    reason: Literal["pet", "person", "unsafe", "other"]
+    note: str = Field(default="", max_length=300)
 
 
 class ApprovalAnswer(Input):

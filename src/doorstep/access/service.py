@@ -86,6 +86,7 @@ class EntryRequest:
     latitude: float
     longitude: float
     accuracy_m: float
+    nobody_answered: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +155,10 @@ def decide(
             raise Denied(Reason.COURIER_INACTIVE)
         _check_courier_limits(tx, courier, now, settings)
         target = _check(tx, courier, request, now, settings)
+        if not request.nobody_answered:
+            raise Denied(
+                Reason.SOMEONE_ANSWERED, delivery_id=target.delivery_id, home_id=target.home_id
+            )
     except Denied as denial:
         return EntryDecision(_deny(tx, courier, request, denial, now), None)
     if target.approval_mode == ApprovalMode.ASK:
@@ -502,6 +507,33 @@ def answer_approval(
     return EntryDecision(view, decision.command, decision.hub_id)
 
 
+def abort_entry(
+    tx: Tx, *, courier: Principal, entry_id: str, why: str, note: str, now: datetime
+) -> EntryView:
+    """The courier stops an entry at any point, without penalty. Before the door was
+    unlocked it ends at once (a grant already sent still cannot leave the door open: the
+    lock relocks itself when nobody opens it). After, the hub still verifies the relock,
+    and the entry ends `aborted` rather than `done`; the parcel is not marked delivered."""
+    row = tx.one("SELECT state, home_id, courier_id FROM entries WHERE id = ?", (entry_id,))
+    if row is None or row[2] != courier.id:
+        raise NotFound("no such entry")
+    state, home_id, _ = row
+    if state not in OPEN_STATES:
+        raise Conflict(f"this entry has already ended ({state})")
+    tx.run(
+        "UPDATE entries SET abort_reason = ?, updated_at = ? WHERE id = ?",
+        (why, tx.time(now), entry_id),
+    )
+    append_tx(tx, at=now, actor=courier.actor, action="entry:abort_requested",
+              subject=entry_id, home_id=home_id, data={"why": why, "note": note})  # fmt: skip
+    if state in (EntryState.AWAITING_APPROVAL, EntryState.AUTHORIZED):
+        _abort(tx, entry_id, state, home_id, now, actor=courier.actor,
+               reason=Reason.COURIER_ABORTED)  # fmt: skip
+    view = load_entry(tx, entry_id)
+    assert view is not None
+    return view
+
+
 def _decline(
     tx: Tx, entry_id: str, home_id: str | None, reason: Reason, now: datetime, *, actor: str
 ) -> EntryView:
@@ -640,14 +672,22 @@ def apply_hub_event(tx: Tx, *, hub_id: str, event: Event, now: datetime) -> None
     if target_state is None or not isinstance(entry_id, str):
         return
     row = tx.one(
-        "SELECT state, home_id, delivery_id FROM entries WHERE id = ? AND hub_id = ?",
+        "SELECT state, home_id, delivery_id, abort_reason FROM entries WHERE id = ? AND hub_id = ?",
         (entry_id, hub_id),
     )
     if row is None:
         return
-    state, home_id, delivery_id = row
+    state, home_id, delivery_id, abort_reason = row
     if target_state == EntryState.DONE and not event.data.get("opened"):
         _abort(tx, entry_id, state, home_id, now, actor=f"hub:{hub_id}")
+        return
+    if target_state == EntryState.DONE and abort_reason is not None:
+        # The courier called it off: the door is verified shut and locked, but no
+        # delivery happened; the parcel goes the fallback way.
+        _abort(
+            tx, entry_id, state, home_id, now, actor=f"hub:{hub_id}",
+            reason=Reason.COURIER_ABORTED,
+        )  # fmt: skip
         return
     moved = _advance(
         tx,
@@ -695,14 +735,22 @@ def _advance(
 
 
 def _abort(
-    tx: Tx, entry_id: str, state: str, home_id: str | None, now: datetime, *, actor: str
+    tx: Tx,
+    entry_id: str,
+    state: str,
+    home_id: str | None,
+    now: datetime,
+    *,
+    actor: str,
+    reason: Reason = Reason.DOOR_NEVER_OPENED,
 ) -> None:
-    """The door relocked before it was ever opened: no delivery happened."""
+    """The entry ends without a delivery: the door relocked before it was ever opened,
+    or the courier called it off (and the door is now verified shut and locked)."""
     if state not in OPEN_STATES:
         return
     tx.run(
-        "UPDATE entries SET state = ?, reason = ?, updated_at = ? WHERE id = ?",
-        (EntryState.ABORTED, Reason.DOOR_NEVER_OPENED, tx.time(now), entry_id),
+        "UPDATE entries SET state = ?, reason = ?, updated_at = ?, done_at = ? WHERE id = ?",
+        (EntryState.ABORTED, reason, tx.time(now), tx.time(now), entry_id),
     )
     append_tx(
         tx,
@@ -711,7 +759,7 @@ def _abort(
         action="entry:aborted",
         subject=entry_id,
         home_id=home_id,
-        data={"reason": Reason.DOOR_NEVER_OPENED},
+        data={"reason": reason},
     )
     outbox.entry_changed(tx, entry_id=entry_id, state=EntryState.ABORTED, at=now, home_id=home_id)
 

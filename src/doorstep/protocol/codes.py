@@ -26,6 +26,8 @@ class Reason(StrEnum):
     LOCK_NOT_READY = "lock_not_ready"
     ENTRY_IN_PROGRESS = "entry_in_progress"
     TOO_MANY_ATTEMPTS = "too_many_attempts"
+    SOMEONE_ANSWERED = "someone_answered"
+    COURIER_ABORTED = "courier_aborted"
     RESIDENT_DECLINED = "resident_declined"
     APPROVAL_TIMEOUT = "approval_timeout"
     HUB_TIMEOUT = "hub_timeout"
@@ -67,6 +69,9 @@ COURIER_ADVICE: dict[Reason, str] = {
     Reason.HUB_OFFLINE: "The home's hub is offline; leave it at the door.",
     Reason.LOCK_NOT_READY: "The lock is not ready; leave it at the door.",
     Reason.ENTRY_IN_PROGRESS: "Another entry is open at this door; wait, then retry.",
+    Reason.SOMEONE_ANSWERED: "Someone is home: hand the parcel over instead.",
+    Reason.COURIER_ABORTED: "Entry called off; leave the parcel at the door, use the locker "
+    "or return it.",
     Reason.TOO_MANY_ATTEMPTS: "Too many entry attempts; leave it at the door and contact "
     "your dispatcher.",
     Reason.RESIDENT_DECLINED: "The resident declined in-home delivery; leave it at the door.",
