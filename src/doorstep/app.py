@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from doorstep import __version__, db
 from doorstep.access import keys as issuer_keys
+from doorstep.access.devices import router as devices_router
 from doorstep.access.router import ENTRY_ROUTE, entry_openapi
 from doorstep.access.router import router as access_router
 from doorstep.accounts.router import router as accounts_router
@@ -107,6 +108,7 @@ def create_app(
         preferences_router,
         deliveries_router,
         access_router,
+        devices_router,
         notify_router,
     ):
         app.include_router(router)

@@ -19,9 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from doorstep.broker.supervisor import free_port
 from doorstep.hub import simcontrol
+from doorstep.protocol import pop
+from doorstep.protocol.messages import b64decode, b64encode
 
 Say = Callable[[str], None]
 
@@ -114,12 +117,32 @@ def create_operator(service: Service, email: str, password: str) -> None:
     )
 
 
+class Phone:
+    """A courier's phone key, as the courier app keeps it in WebCrypto (here in memory)."""
+
+    def __init__(self) -> None:
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        self.key_id: str | None = None
+
+    def register(self, api: Api) -> None:
+        registered = api.call(
+            "POST", "/v1/courier/device-keys", 201,
+            json={"jwk": pop.jwk(self.key.public_key()), "label": "demo phone"},
+        )  # fmt: skip
+        self.key_id = registered["id"]
+
+    def prove(self, to_sign: str) -> str:
+        """Sign the door's challenge message (base64url in, base64url r||s out)."""
+        return b64encode(pop.sign(self.key, b64decode(to_sign)))
+
+
 class Api:
-    """A thin client for one principal."""
+    """A thin client for one principal (a courier's also holds its phone key)."""
 
     def __init__(self, base_url: str, token: str | None = None) -> None:
         headers = {"authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=base_url, headers=headers, timeout=30)
+        self.phone: Phone | None = None
 
     def call(self, method: str, path: str, expect: int = 200, **kwargs: Any) -> Any:
         response = self.http.request(method, path, **kwargs)
@@ -209,17 +232,12 @@ def build_world(
         201,
         json={"email": "casey@parcelly.test", "name": "Casey Courier", "password": PASSWORD},
     )
-    world.couriers.append(
-        (
-            courier["id"],
-            Api.login(
-                service.url,
-                grant_type="password",
-                username="casey@parcelly.test",
-                password=PASSWORD,
-            ),
-        )
+    courier_api = Api.login(
+        service.url, grant_type="password", username="casey@parcelly.test", password=PASSWORD
     )
+    courier_api.phone = Phone()
+    courier_api.phone.register(courier_api)  # what the courier app does at sign-in
+    world.couriers.append((courier["id"], courier_api))
     say(f"carrier added courier {courier['name']} ({courier['id']})")
     for number in range(1, homes + 1):
         world.homes.append(add_home(service, world, number, say, launch_hub or start_hub))
@@ -326,22 +344,53 @@ def book(
 
 
 def request_entry(
-    courier: Api, delivery_id: str, barcode: str, lat: float, lon: float, accuracy: float = 8.0
+    courier: Api,
+    delivery_id: str,
+    barcode: str,
+    lat: float,
+    lon: float,
+    accuracy: float = 8.0,
+    **fields: Any,
 ) -> dict[str, Any]:
+    """Ask to enter as the courier app does: with the phone's key named, and, when the
+    door answers with a challenge, the phone's signature of it. Returns the entry once
+    the hub has unlocked or refused (or the service stopped waiting)."""
+    body = {
+        "delivery_id": delivery_id,
+        "barcode": barcode,
+        "latitude": lat,
+        "longitude": lon,
+        "accuracy_m": accuracy,
+        "nobody_answered": True,
+        **({"device_key_id": courier.phone.key_id} if courier.phone else {}),
+        **fields,
+    }
     entry: dict[str, Any] = courier.call(
-        "POST",
-        "/v1/courier/entries?wait=unlocked",
-        201,
-        json={
-            "delivery_id": delivery_id,
-            "barcode": barcode,
-            "latitude": lat,
-            "longitude": lon,
-            "accuracy_m": accuracy,
-            "nobody_answered": True,
-        },
+        "POST", "/v1/courier/entries?wait=challenge", 201, json=body
     )
-    return entry
+    return prove_and_unlock(courier, entry)
+
+
+def wait_challenge(courier: Api, entry_id: str, timeout: float = 15) -> dict[str, Any]:
+    """Poll the entry (bounded) until the door's challenge is there, e.g. after the
+    resident approved an entry that was waiting; returns the entry as last seen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        entry: dict[str, Any] = courier.call("GET", f"/v1/entries/{entry_id}")
+        if entry.get("to_sign") or entry["state"] != "authorized" or time.monotonic() > deadline:
+            return entry
+        time.sleep(0.05)
+
+
+def prove_and_unlock(courier: Api, entry: dict[str, Any]) -> dict[str, Any]:
+    """If the door sent a challenge, sign it with the phone and send the proof."""
+    if entry["state"] != "authorized" or not entry.get("to_sign") or courier.phone is None:
+        return entry
+    proof = courier.phone.prove(entry["to_sign"])
+    unlocked: dict[str, Any] = courier.call(
+        "POST", f"/v1/courier/entries/{entry['id']}/unlock?wait=unlocked", json={"proof": proof}
+    )
+    return unlocked
 
 
 def wait_entry(api: Api, entry_id: str, state: str, timeout: float = 15) -> dict[str, Any]:

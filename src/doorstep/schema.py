@@ -1,5 +1,6 @@
 """Every table, imported in one place so `Base.metadata` is complete (for migrations)."""
 
+from doorstep.access.devices import DeviceKey
 from doorstep.access.models import Entry
 from doorstep.accounts.models import AccessToken, ApiClient, Carrier, User
 from doorstep.audit.models import AuditEvent, AuditHead
@@ -19,6 +20,7 @@ __all__ = [
     "AuditHead",
     "Carrier",
     "Delivery",
+    "DeviceKey",
     "Entry",
     "Home",
     "HomeCarrier",

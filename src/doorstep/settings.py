@@ -27,6 +27,9 @@ class EntrySettings(BaseModel):
     courier_denials_before_lockout: int = Field(default=5, ge=1)
     lockout_minutes: int = Field(default=15, ge=1, le=24 * 60)
     home_attempts_per_hour: int = Field(default=30, ge=1)
+    # Every grant names the courier's phone key and the hub unlocks only on its proof.
+    # Off only for benchmarks and tests that measure the unlock path without a phone.
+    require_proof_of_possession: bool = True
 
 
 class AuthSettings(BaseModel):

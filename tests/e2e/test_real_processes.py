@@ -40,6 +40,7 @@ def test_delivery_end_to_end(world: demo.World) -> None:
     assert trail == [
         "delivery:booked",
         "entry:authorized",
+        "entry:proof_presented",  # the phone signed the door's challenge
         "entry:unlocked",
         "entry:opened",
         "entry:closed",

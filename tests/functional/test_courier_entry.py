@@ -59,6 +59,7 @@ def test_delivery_happy_path_unlocks_and_relocks(live: Any, world: demo.World) -
     ]
     assert actions == [
         "entry:authorized",
+        "entry:proof_presented",  # the phone signed the door's challenge
         "entry:unlocked",
         "entry:opened",
         "entry:closed",
@@ -92,10 +93,26 @@ def test_denied_when_not_the_assigned_courier(live: Any, world: demo.World) -> N
     with demo.Api.login(
         live.url, grant_type="password", username=other["email"], password=demo.PASSWORD
     ) as other_api:
+        other_api.phone = demo.Phone()
+        other_api.phone.register(other_api)
         entry = demo.request_entry(
             other_api, delivery["id"], "PKG-1", home.latitude, home.longitude
         )
     _denied(live, entry, "courier_not_assigned")
+    assert home.hub_process.lock.unlock_calls == 0
+
+
+def test_denied_without_a_registered_phone_key(live: Any, world: demo.World) -> None:
+    home, courier = _home(world), _courier(world)
+    delivery = demo.book(world, home, ["PKG-1"])
+    entry = demo.request_entry(
+        courier, delivery["id"], "PKG-1", home.latitude, home.longitude, device_key_id=None
+    )
+    _denied(live, entry, "device_key_required")
+    assert courier.phone is not None and courier.phone.key_id is not None
+    courier.call("DELETE", f"/v1/courier/device-keys/{courier.phone.key_id}")
+    revoked = demo.request_entry(courier, delivery["id"], "PKG-1", home.latitude, home.longitude)
+    assert (revoked["state"], revoked["reason"]) == ("denied", "device_key_required")
     assert home.hub_process.lock.unlock_calls == 0
 
 

@@ -19,19 +19,8 @@ def _unlock_calls(world: demo.World) -> int:
 def _request(world: demo.World, **body: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     home, courier = world.homes[0], world.couriers[0][1]
     delivery = demo.book(world, home, ["PKG-1"])
-    entry = courier.call(
-        "POST",
-        "/v1/courier/entries?wait=unlocked",
-        201,
-        json={
-            "delivery_id": delivery["id"],
-            "barcode": "PKG-1",
-            "latitude": home.latitude,
-            "longitude": home.longitude,
-            "accuracy_m": 8,
-            "nobody_answered": True,
-            **body,
-        },
+    entry = demo.request_entry(
+        courier, delivery["id"], "PKG-1", home.latitude, home.longitude, **body
     )
     return delivery, entry
 
@@ -98,7 +87,9 @@ def test_abort_before_unlock_ends_at_once(live: Any, world: demo.World) -> None:
     assert again.status_code == 409
 
 
-def test_abort_is_refused_for_bad_input_residents_and_unknown_entries(live: Any, world: demo.World) -> None:
+def test_abort_is_refused_for_bad_input_residents_and_unknown_entries(
+    live: Any, world: demo.World
+) -> None:
     home, courier = world.homes[0], world.couriers[0][1]
     _delivery, entry = _request(world)
     path = f"/v1/courier/entries/{entry['id']}/abort"

@@ -154,7 +154,7 @@ def _deliver(world: demo.World) -> dict[str, Any]:
     home, courier = world.homes[0], world.couriers[0][1]
     delivery = demo.book(world, home, ["PKG-1"])
     entry = demo.request_entry(courier, delivery["id"], "PKG-1", home.latitude, home.longitude)
-    assert entry["state"] == "unlocked"
+    assert entry["state"] == "unlocked", entry
     home.door("open_door")
     demo.wait_entry(courier, entry["id"], "opened")
     home.door("close_door")

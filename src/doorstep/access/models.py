@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import ForeignKey, Index, String, text
+from sqlalchemy import ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from doorstep.db import Base, UTCDateTime
@@ -91,6 +91,11 @@ class Entry(Base):
     approval_deadline: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Set when the courier calls the entry off (pet, person, unsafe, other); migration 0005.
     abort_reason: Mapped[str | None] = mapped_column(String(32))
+    # Proof of possession (migration 0006): the grant, kept to send again with the phone's
+    # proof, and the hub's challenge (base64url) for the phone to sign.
+    grant_token: Mapped[str | None] = mapped_column(Text)
+    challenge: Mapped[str | None] = mapped_column(String(64))
+    device_key_id: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     unlocked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

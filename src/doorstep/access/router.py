@@ -8,7 +8,7 @@ committed, and (with `wait=unlocked`) awaits the hub's reply without holding a t
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Query, Request
 from pydantic import ValidationError
@@ -17,9 +17,16 @@ from starlette.routing import Route
 
 from doorstep.access import service
 from doorstep.access.models import PROGRESS, Entry, EntryState
-from doorstep.access.schemas import ApprovalAnswer, EntryAbort, EntryCreate, EntryRead
+from doorstep.access.schemas import (
+    ApprovalAnswer,
+    EntryAbort,
+    EntryCreate,
+    EntryProof,
+    EntryRead,
+)
 from doorstep.deps import CourierBrief, Reader, ResidentBrief, Runtime, RuntimeDep, SessionDep
 from doorstep.errors import InvalidRequest, NotAuthenticated, ServiceUnavailable
+from doorstep.homes.models import AccessPoint
 from doorstep.protocol.codes import advice_for
 from doorstep.sql import Job, Writer
 
@@ -72,10 +79,10 @@ async def request_entry(request: Request) -> Response:
         raise ServiceUnavailable("the hub link is not running")
     token = _bearer(request)
     wait = request.query_params.get("wait", "none")
-    if wait not in ("none", "unlocked"):
+    if wait not in WAITS:
+        problem = "must be 'none', 'challenge' or 'unlocked'"
         raise InvalidRequest(
-            "query.wait: must be 'none' or 'unlocked'",
-            details=[{"where": "query.wait", "problem": "must be 'none' or 'unlocked'"}],
+            f"query.wait: {problem}", details=[{"where": "query.wait", "problem": problem}]
         )
     body = _entry_body(await request.body())
     now = runtime.clock.now()
@@ -86,6 +93,7 @@ async def request_entry(request: Request) -> Response:
         body.longitude,
         body.accuracy_m,
         body.nobody_answered,
+        body.device_key_id,
     )
     decision = await _write(
         writer,
@@ -98,13 +106,29 @@ async def request_entry(request: Request) -> Response:
             signer=runtime.keys.signer,
         ),
     )
+    # With a phone key the hub answers with a challenge (there is nothing to unlock until
+    # the phone signs it), so both waits end there.
+    entry = await _send_and_wait(runtime, decision, wait != "none")
+    return _respond(entry, 201)
+
+
+WAITS = ("none", "challenge", "unlocked")
+
+
+async def _send_and_wait(
+    runtime: Runtime, decision: service.EntryDecision, wait: bool
+) -> service.EntryView:
+    """Publish the decision's command once committed; with `wait`, answer after the hub's
+    reply (or the reply timeout) with the entry as it then is."""
+    link, writer = runtime.link, runtime.writer
+    assert link is not None and writer is not None
     if decision.command is None or decision.hub_id is None:
-        return _respond(decision.entry, 201)
+        return decision.entry
     command = decision.command
-    waiter = link.expect_reply(command.command_id) if wait == "unlocked" else None
+    waiter = link.expect_reply(command.command_id) if wait else None
     link.publish_command(decision.hub_id, command)
     if waiter is None:
-        return _respond(decision.entry, 201)
+        return decision.entry
     try:
         await asyncio.wait_for(
             asyncio.wrap_future(waiter.future), runtime.settings.entry.hub_reply_timeout_seconds
@@ -113,7 +137,7 @@ async def request_entry(request: Request) -> Response:
         link.forget(command.command_id)
     entry_id = decision.entry.id
     current = await _write(writer, lambda tx: service.load_entry(tx, entry_id))
-    return _respond(current or decision.entry, 201)
+    return current or decision.entry
 
 
 def _entry_body(raw: bytes) -> EntryCreate:
@@ -159,9 +183,10 @@ def entry_openapi(schema: dict[str, Any]) -> dict[str, Any]:
                     "name": "wait",
                     "in": "query",
                     "required": False,
-                    "schema": {"enum": ["none", "unlocked"], "default": "none"},
-                    "description": "'unlocked': answer once the hub confirms the bolt "
-                    "retracted or refused",
+                    "schema": {"enum": list(WAITS), "default": "none"},
+                    "description": "'challenge' or 'unlocked': answer once the hub has "
+                    "answered: with its challenge for the phone key, or the bolt retracted, "
+                    "or a refusal",
                 }
             ],
             "requestBody": {
@@ -181,6 +206,31 @@ def entry_openapi(schema: dict[str, Any]) -> dict[str, Any]:
         }
     }
     return schema
+
+
+@router.post("/courier/entries/{entry_id}/unlock", response_model=EntryRead)
+async def unlock_with_proof(
+    entry_id: str,
+    body: EntryProof,
+    runtime: RuntimeDep,
+    courier: CourierBrief,
+    wait: Annotated[Literal["none", "unlocked"], Query()] = "unlocked",
+) -> object:
+    """The phone's signature of the door's challenge (`to_sign` of the entry, signed with
+    the registered key, ES256, r||s, base64url). The hub checks it and unlocks; with
+    `wait=unlocked` the answer comes once it has (or refused)."""
+    writer = runtime.writer
+    if runtime.link is None or writer is None:
+        raise ServiceUnavailable("the hub link is not running")
+    now = runtime.clock.now()
+    decision = await _write(
+        writer,
+        lambda tx: service.unlock_with_proof(
+            tx, courier=courier, entry_id=entry_id, proof=body.proof, now=now,
+            settings=runtime.settings.entry,
+        ),
+    )  # fmt: skip
+    return _read(await _send_and_wait(runtime, decision, wait == "unlocked"))
 
 
 @router.post("/courier/entries/{entry_id}/abort", response_model=EntryRead)
@@ -249,7 +299,12 @@ def get_entry(
             session.commit()  # end the read transaction so the next read sees new data
             runtime.link.wait_for_change(min(remaining, 1.0))
             session.refresh(entry)
-    return _read(entry)
+    read = _read(entry)
+    if entry.challenge is not None and entry.access_point_id is not None:
+        point = session.get(AccessPoint, entry.access_point_id)
+        slug = point.slug if point is not None else None
+        read.to_sign = service.to_sign(entry.id, entry.hub_id, slug, entry.challenge)
+    return read
 
 
 def _reached(entry: Entry, target: EntryState) -> bool:

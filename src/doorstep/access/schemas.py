@@ -19,6 +19,8 @@ class EntryCreate(Input):
     # The knock step: the courier knocked or rang and nobody came. Someone answering means
     # the parcel is handed over, not taken in.
     nobody_answered: bool
+    # The phone key registered at sign-in (`/v1/courier/device-keys`); the grant names it.
+    device_key_id: str | None = Field(default=None, max_length=32)
 
 
 class EntryRead(Output):
@@ -35,6 +37,12 @@ class EntryRead(Output):
     closed_at: datetime | None
     locked_at: datetime | None
     done_at: datetime | None
+    challenge: str | None = None
+    to_sign: str | None = None
+
+
+class EntryProof(Input):
+    proof: str = Field(min_length=80, max_length=100, pattern=r"^[A-Za-z0-9_-]+$")
 
 
 class EntryAbort(Input):

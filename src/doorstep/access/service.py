@@ -17,7 +17,7 @@ are the hot path.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -35,9 +35,17 @@ from doorstep.errors import Conflict, Forbidden, NotAuthenticated, NotFound
 from doorstep.homes.models import ApprovalMode, ClosureKind, Home
 from doorstep.notify import outbox
 from doorstep.permissions import PrincipalRole
-from doorstep.protocol import PROTOCOL_VERSION, Reason
+from doorstep.protocol import PROTOCOL_VERSION, Reason, pop
 from doorstep.protocol.grants import GrantClaims, GrantSigner, audience_for, new_token_id
-from doorstep.protocol.messages import Command, CommandKind, Event, EventKind, Reply, b64encode
+from doorstep.protocol.messages import (
+    Command,
+    CommandKind,
+    Event,
+    EventKind,
+    Reply,
+    b64decode,
+    b64encode,
+)
 from doorstep.security import token_digest
 from doorstep.settings import EntrySettings
 from doorstep.sql import Tx
@@ -47,8 +55,8 @@ UNLOCK_SCOPE = ("unlock",)
 _OPEN = ", ".join(f"'{state}'" for state in OPEN_STATES)
 
 ENTRY_COLUMNS = (
-    "id, state, reason, delivery_id, home_id, hub_id, created_at, unlocked_at, opened_at,"
-    " closed_at, locked_at, done_at"
+    "e.id, e.state, e.reason, e.delivery_id, e.home_id, e.hub_id, e.created_at, e.unlocked_at,"
+    " e.opened_at, e.closed_at, e.locked_at, e.done_at"
 )
 
 _COURIER = (
@@ -75,7 +83,8 @@ _TARGET = (
 _INSERT_ENTRY = (
     "INSERT INTO entries (id, delivery_id, package_id, home_id, access_point_id, hub_id,"
     " courier_id, state, reason, token_id, command_id, grant_expires_at, created_at,"
-    " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " updated_at, grant_token, device_key_id)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -87,6 +96,7 @@ class EntryRequest:
     longitude: float
     accuracy_m: float
     nobody_answered: bool = True
+    device_key_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +115,10 @@ class EntryView:
     closed_at: datetime | None = None
     locked_at: datetime | None = None
     done_at: datetime | None = None
+    # Proof of possession: the hub's challenge and the exact bytes the phone signs
+    # (`protocol.pop.message`), both base64url, once the hub has answered.
+    challenge: str | None = None
+    to_sign: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +143,8 @@ class _Target:
     barcode: str
     approval_mode: ApprovalMode = ApprovalMode.AUTO
     approval_timeout_seconds: int = 120
+    device_key_id: str | None = None
+    pop_key: bytes | None = None
 
 
 @dataclass
@@ -154,6 +170,7 @@ def decide(
         if not active:
             raise Denied(Reason.COURIER_INACTIVE)
         _check_courier_limits(tx, courier, now, settings)
+        pop_key = _device_key(tx, courier, request.device_key_id, settings)
         target = _check(tx, courier, request, now, settings)
         if not request.nobody_answered:
             raise Denied(
@@ -161,9 +178,28 @@ def decide(
             )
     except Denied as denial:
         return EntryDecision(_deny(tx, courier, request, denial, now), None)
+    target = replace(target, device_key_id=request.device_key_id, pop_key=pop_key)
     if target.approval_mode == ApprovalMode.ASK:
         return EntryDecision(_await_approval(tx, courier, target, now), None)
     return _authorize(tx, courier, target, now, settings, signer)
+
+
+def _device_key(
+    tx: Tx, courier: Principal, key_id: str | None, settings: EntrySettings
+) -> bytes | None:
+    """The courier's registered, unrevoked phone key the request names, or none when
+    proof of possession is switched off and no key is named."""
+    if key_id is None:
+        if settings.require_proof_of_possession:
+            raise Denied(Reason.DEVICE_KEY_REQUIRED)
+        return None
+    row = tx.one(
+        "SELECT point FROM device_keys WHERE id = ? AND user_id = ? AND revoked_at IS NULL",
+        (key_id, courier.id),
+    )
+    if row is None:
+        raise Denied(Reason.DEVICE_KEY_REQUIRED, extra={"device_key_id": key_id})
+    return bytes(row[0])
 
 
 def _courier(tx: Tx, token: str, now: datetime) -> tuple[Principal, bool]:
@@ -338,6 +374,19 @@ def _authorize(
     )
     command_id = secrets.token_hex(12)
     grant_expires = tx.time(datetime.fromtimestamp(expires, now.tzinfo))
+    claims = GrantClaims(
+        audience=audience_for(target.hub_id, target.slug),
+        not_before=issued,
+        expires=expires,
+        issued_at=issued,
+        token_id=token_id,
+        scope=UNLOCK_SCOPE,
+        entry_id=entry.id,
+        pop_key=target.pop_key,
+    )
+    grant = b64encode(signer.sign(claims))
+    # A grant bound to a phone key is kept, to send again with the phone's proof.
+    kept = grant if target.pop_key is not None else None
     if entry_id is None:
         tx.run(
             _INSERT_ENTRY,
@@ -356,31 +405,25 @@ def _authorize(
                 grant_expires,
                 tx.time(now),
                 tx.time(now),
+                kept,
+                target.device_key_id,
             ),
         )
     else:
         tx.run(
             "UPDATE entries SET state = ?, token_id = ?, command_id = ?, grant_expires_at = ?,"
-            " updated_at = ? WHERE id = ?",
-            (entry.state, token_id.hex(), command_id, grant_expires, tx.time(now), entry_id),
+            " updated_at = ?, grant_token = ? WHERE id = ?",
+            (entry.state, token_id.hex(), command_id, grant_expires, tx.time(now), kept, entry_id),
         )
-    claims = GrantClaims(
-        audience=audience_for(target.hub_id, target.slug),
-        not_before=issued,
-        expires=expires,
-        issued_at=issued,
-        token_id=token_id,
-        scope=UNLOCK_SCOPE,
-        entry_id=entry.id,
-    )
     command = Command(
         v=PROTOCOL_VERSION,
         command_id=command_id,
-        kind=CommandKind.UNLOCK,
+        # With a phone key, the hub first answers a challenge; the unlock follows the proof.
+        kind=CommandKind.CHALLENGE if target.pop_key is not None else CommandKind.UNLOCK,
         not_after=issued + settings.command_expiry_seconds,
         entry_id=entry.id,
         access_point=target.slug,
-        grant=b64encode(signer.sign(claims)),
+        grant=grant,
     )
     append_tx(
         tx,
@@ -431,6 +474,8 @@ def _await_approval(tx: Tx, courier: Principal, target: _Target, now: datetime) 
             None,
             tx.time(now),
             tx.time(now),
+            None,
+            target.device_key_id,
         ),
     )
     tx.run("UPDATE entries SET approval_deadline = ? WHERE id = ?", (tx.time(deadline), entry.id))
@@ -453,11 +498,13 @@ def _await_approval(tx: Tx, courier: Principal, target: _Target, now: datetime) 
 
 _AWAITING = (
     "SELECT e.courier_id, e.delivery_id, e.home_id, e.access_point_id, e.hub_id,"
-    " e.package_id, e.approval_deadline, ap.slug, p.barcode, h.owner_id, hub.online"
+    " e.package_id, e.approval_deadline, ap.slug, p.barcode, h.owner_id, hub.online,"
+    " e.device_key_id, dk.point"
     " FROM entries e JOIN homes h ON h.id = e.home_id"
     " JOIN access_points ap ON ap.id = e.access_point_id"
     " LEFT JOIN packages p ON p.id = e.package_id"
     " LEFT JOIN hubs hub ON hub.id = e.hub_id"
+    " LEFT JOIN device_keys dk ON dk.id = e.device_key_id AND dk.revoked_at IS NULL"
     " WHERE e.id = ? AND e.state = 'awaiting_approval'"
 )
 
@@ -485,7 +532,7 @@ def answer_approval(
             raise NotFound("no such entry")
         raise Conflict("this entry is no longer awaiting approval")
     courier_id, delivery_id, home_id, point_id, hub_id, package_id, deadline = row[:7]
-    slug, barcode, owner_id, online = row[7:]
+    slug, barcode, owner_id, online, device_key_id, point = row[7:]
     if owner_id != resident.id:
         raise NotFound("no such entry")
     deadline_at = tx.parse_time(deadline)
@@ -500,7 +547,15 @@ def answer_approval(
         declined = _decline(tx, entry_id, home_id, reason, now, actor=resident.actor)
         return EntryDecision(declined, None)
     courier = Principal(PrincipalKind.USER, courier_id, PrincipalRole.COURIER, None)
-    target = _Target(delivery_id, home_id, point_id, slug, hub_id, package_id, barcode)
+    if device_key_id is not None and point is None:  # the phone was revoked meanwhile
+        declined = _decline(
+            tx, entry_id, home_id, Reason.DEVICE_KEY_REQUIRED, now, actor=resident.actor
+        )
+        return EntryDecision(declined, None)
+    target = _Target(
+        delivery_id, home_id, point_id, slug, hub_id, package_id, barcode,
+        device_key_id=device_key_id, pop_key=bytes(point) if point is not None else None,
+    )  # fmt: skip
     decision = _authorize(tx, courier, target, now, settings, signer, entry_id=entry_id)
     view = load_entry(tx, entry_id)
     assert view is not None
@@ -585,6 +640,8 @@ def _deny(
             None,
             tx.time(now),
             tx.time(now),
+            None,
+            None,
         ),
     )
     append_tx(
@@ -606,14 +663,85 @@ def _deny(
 
 
 def load_entry(tx: Tx, entry_id: str) -> EntryView | None:
-    sql = f"SELECT {ENTRY_COLUMNS} FROM entries WHERE id = ?"  # noqa: S608 - a constant
+    sql = (
+        f"SELECT {ENTRY_COLUMNS}, e.challenge, ap.slug FROM entries e"  # noqa: S608 - constant
+        " LEFT JOIN access_points ap ON ap.id = e.access_point_id WHERE e.id = ?"
+    )
     row = tx.one(sql, (entry_id,))
     if row is None:
         return None
-    times = [tx.parse_time(value) for value in row[6:]]
+    times = [tx.parse_time(value) for value in row[6:12]]
     created = times[0]
     assert created is not None
-    return EntryView(row[0], row[1], row[2], row[3], row[4], row[5], created, *times[1:])
+    challenge, slug = row[12], row[13]
+    unlocked, opened, closed, locked, done = times[1:]
+    return EntryView(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        row[5],
+        created,
+        unlocked_at=unlocked,
+        opened_at=opened,
+        closed_at=closed,
+        locked_at=locked,
+        done_at=done,
+        challenge=challenge,
+        to_sign=to_sign(row[0], row[5], slug, challenge),
+    )
+
+
+def to_sign(
+    entry_id: str, hub_id: str | None, slug: str | None, challenge: str | None
+) -> str | None:
+    """What the phone signs for this entry's live challenge (base64url), if there is one."""
+    if challenge is None or hub_id is None or slug is None:
+        return None
+    return b64encode(pop.message(entry_id, audience_for(hub_id, slug), b64decode(challenge)))
+
+
+def unlock_with_proof(
+    tx: Tx, *, courier: Principal, entry_id: str, proof: str, now: datetime,
+    settings: EntrySettings,
+) -> EntryDecision:  # fmt: skip
+    """The phone's signature of the hub's challenge: send the unlock, with the grant kept
+    for this entry. The hub checks the proof; the service only relays it."""
+    row = tx.one(
+        "SELECT e.courier_id, e.state, e.grant_token, e.challenge, e.hub_id, ap.slug, e.home_id"
+        " FROM entries e JOIN access_points ap ON ap.id = e.access_point_id WHERE e.id = ?",
+        (entry_id,),
+    )
+    if row is None or row[0] != courier.id:
+        raise NotFound("no such entry")
+    _, state, grant, challenge, hub_id, slug, home_id = row
+    if state != EntryState.AUTHORIZED or grant is None:
+        raise Conflict(f"this entry is not waiting for a proof ({state})")
+    if challenge is None:
+        raise Conflict("the door has not sent its challenge yet; wait for it")
+    command_id = secrets.token_hex(12)
+    tx.run(
+        "UPDATE entries SET command_id = ?, challenge = NULL, updated_at = ? WHERE id = ?",
+        (command_id, tx.time(now), entry_id),
+    )
+    append_tx(
+        tx, at=now, actor=courier.actor, action="entry:proof_presented", subject=entry_id,
+        home_id=home_id,
+    )  # fmt: skip
+    command = Command(
+        v=PROTOCOL_VERSION,
+        command_id=command_id,
+        kind=CommandKind.UNLOCK,
+        not_after=int(now.timestamp()) + settings.command_expiry_seconds,
+        entry_id=entry_id,
+        access_point=slug,
+        grant=grant,
+        proof=proof,
+    )
+    view = load_entry(tx, entry_id)
+    assert view is not None
+    return EntryDecision(view, command, hub_id)
 
 
 # --- the hub reports ---------------------------------------------------------------
@@ -643,6 +771,11 @@ def apply_reply(tx: Tx, *, hub_id: str, reply: Reply, now: datetime) -> str | No
     if row is None:
         return None
     entry_id, state, home_id = row
+    if reply.challenge is not None:
+        # The hub checked the grant and asks the phone to prove it holds the key.
+        if reply.result == "ok" and state == EntryState.AUTHORIZED:
+            tx.run("UPDATE entries SET challenge = ? WHERE id = ?", (reply.challenge, entry_id))
+        return str(entry_id)
     if reply.result == "ok":
         _advance(tx, entry_id, state, home_id, EntryState.UNLOCKED, now, actor=f"hub:{hub_id}")
     elif state == EntryState.AUTHORIZED:

@@ -72,13 +72,27 @@ def _deliver(world: scenes.World, home: scenes.Home, say: scenes.Say) -> None:
         f"courier scanned a parcel for another address: {wrong['state']} ({wrong['reason']}): "
         f'"{wrong["advice"]}"'
     )
-    entry = scenes.request_entry(courier, delivery["id"], barcode, home.latitude, home.longitude)
+    body = {
+        "delivery_id": delivery["id"],
+        "barcode": barcode,
+        "latitude": home.latitude,
+        "longitude": home.longitude,
+        "accuracy_m": 8.0,
+        "nobody_answered": True,
+        "device_key_id": courier.phone.key_id if courier.phone else None,
+    }
+    say("courier knocked, nobody answered; courier scans the parcel at the door")
+    challenged = courier.call("POST", "/v1/courier/entries?wait=challenge", 201, json=body)
+    if not challenged.get("to_sign"):
+        raise click.ClickException(f"the door sent no challenge: {challenged}")
+    say(
+        f"grant signed for entry {challenged['id']}, naming the courier's phone key; "
+        "the hub verified it offline and sent a challenge"
+    )
+    entry = scenes.prove_and_unlock(courier, challenged)
     if entry["state"] != "unlocked":
         raise click.ClickException(f"entry was not unlocked: {entry}")
-    say(
-        f"courier scanned {barcode} at the door: grant signed, hub verified it offline, "
-        f"bolt retracted ({entry['id']})"
-    )
+    say("the phone signed the challenge; the hub checked the signature and retracted the bolt")
     home.door("open_door")
     scenes.wait_entry(courier, entry["id"], "opened")
     say("courier opened the door and put the parcel inside")

@@ -16,6 +16,7 @@ the bolt reports locked AND the door sensor reports closed.
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ from doorstep.hub.lock import (
     LockState,
     OperationSource,
 )
-from doorstep.protocol import PROTOCOL_VERSION, Reason, Topics
+from doorstep.protocol import PROTOCOL_VERSION, Reason, Topics, pop
 from doorstep.protocol.grants import GrantClaims, GrantRefused, GrantVerifier
 from doorstep.protocol.messages import (
     MAX_MESSAGE_BYTES,
@@ -51,6 +52,7 @@ from doorstep.protocol.messages import (
     Reply,
     Status,
     b64decode,
+    b64encode,
 )
 from doorstep.protocol.mqtt import BrokerAddress, close, connect, make_client
 
@@ -63,6 +65,8 @@ _ALARM_KINDS = {
 
 RESEND_SECONDS = 3.0
 TOKEN_RETENTION_SECONDS = 3600
+# How long a phone has to sign the hub's challenge (`protocol.pop`).
+CHALLENGE_SECONDS = 60.0
 
 
 @dataclass
@@ -99,6 +103,8 @@ class HubAgent:
         self._clock = clock
         self._mutex = threading.RLock()
         self._visits: dict[str, _Visit] = {}
+        # entry id -> (challenge, expires at, token id); in memory: a restart spends them.
+        self._challenges: dict[str, tuple[bytes, float, bytes]] = {}
         self._client: paho.Client | None = None
         self._stop = threading.Event()
         self._resender: threading.Thread | None = None
@@ -234,11 +240,15 @@ class HubAgent:
             raise Refusal(Reason.UNSUPPORTED_VERSION)
         if self._clock() > command.not_after:
             raise Refusal(Reason.COMMAND_EXPIRED)
+        if command.kind == CommandKind.CHALLENGE:
+            return self._challenge(command)
         if command.kind == CommandKind.UNLOCK:
             return self._unlock(command)
         raise Refusal(Reason.BAD_MESSAGE, f"unsupported command {command.kind}")
 
-    def _unlock(self, command: Command) -> Reply | None:
+    def _admissible(self, command: Command) -> tuple[GrantClaims, LockDriver]:
+        """The checks an unlock and its challenge share: the grant, its door, the entry,
+        no other entry in progress, a ready lock."""
         claims = self._verify_grant(command)
         access_point = claims.access_point
         driver = self.locks.get(access_point)
@@ -249,6 +259,48 @@ class HubAgent:
         if access_point in self._visits:
             raise Refusal(Reason.ENTRY_IN_PROGRESS, "another entry is open at this door")
         self._check_ready(driver)
+        return claims, driver
+
+    def _challenge(self, command: Command) -> Reply:
+        """A grant bound to a phone key: check everything an unlock would, then give the
+        phone something fresh to sign. Nothing moves; the token is not used yet."""
+        claims, _driver = self._admissible(command)
+        if claims.pop_key is None:
+            raise Refusal(Reason.BAD_MESSAGE, "the grant names no key to challenge")
+        if self.journal.token_used(claims.token_id):
+            raise Refusal(Reason.TOKEN_REPLAYED)
+        nonce = secrets.token_bytes(pop.CHALLENGE_BYTES)
+        now = self._clock()
+        self._challenges = {
+            entry: pending for entry, pending in self._challenges.items() if pending[1] > now
+        }
+        self._challenges[claims.entry_id] = (nonce, now + CHALLENGE_SECONDS, claims.token_id)
+        return self._reply(
+            Reply(command_id=command.command_id, result="ok", challenge=b64encode(nonce))
+        )
+
+    def _check_proof(self, command: Command, claims: GrantClaims) -> None:
+        """The grant's key must have signed this entry's live challenge. The challenge is
+        spent by any attempt, right or wrong, so a proof cannot be guessed at."""
+        if claims.pop_key is None:
+            return
+        if not command.proof:
+            raise Refusal(Reason.PROOF_REQUIRED)
+        pending = self._challenges.pop(claims.entry_id, None)
+        if pending is None or pending[1] < self._clock() or pending[2] != claims.token_id:
+            raise Refusal(Reason.PROOF_STALE)
+        try:
+            signature = b64decode(command.proof)
+        except ValueError as exc:
+            raise Refusal(Reason.PROOF_INVALID, "proof is not base64url") from exc
+        signed = pop.message(claims.entry_id, claims.audience, pending[0])
+        if not pop.verify(claims.pop_key, signed, signature):
+            raise Refusal(Reason.PROOF_INVALID)
+
+    def _unlock(self, command: Command) -> Reply | None:
+        claims, driver = self._admissible(command)
+        access_point = claims.access_point
+        self._check_proof(command, claims)
         if not self.journal.use_token(claims.token_id, expires=claims.expires, now=self._clock()):
             raise Refusal(Reason.TOKEN_REPLAYED)
         self._open_visit(access_point, _Visit(claims.entry_id, command.command_id))

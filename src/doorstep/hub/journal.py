@@ -105,6 +105,13 @@ class Journal:
 
     # --- single-use tokens and idempotent commands -----------------------------------
 
+    def token_used(self, token_id: bytes) -> bool:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM used_tokens WHERE token_id = ?", (token_id,)
+            ).fetchone()
+            return row is not None
+
     def use_token(self, token_id: bytes, *, expires: int, now: float) -> bool:
         """Record a grant's token id as used; False if it was used before (a replay)."""
         with self._lock:

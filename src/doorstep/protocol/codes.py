@@ -16,6 +16,7 @@ class Reason(StrEnum):
     PACKAGE_UNKNOWN = "package_unknown"
     PACKAGE_ALREADY_DELIVERED = "package_already_delivered"
     IN_HOME_DISABLED = "in_home_disabled"
+    DEVICE_KEY_REQUIRED = "device_key_required"
     WEEKDAY_NOT_ALLOWED = "weekday_not_allowed"
     VACATION = "vacation"
     BLACKOUT_DAY = "blackout_day"
@@ -47,6 +48,9 @@ class Reason(StrEnum):
     TOKEN_SCOPE = "token_scope"
     TOKEN_REPLAYED = "token_replayed"
     TOKEN_ENTRY_MISMATCH = "token_entry_mismatch"
+    PROOF_REQUIRED = "proof_required"  # the grant names a phone key; no signature came
+    PROOF_INVALID = "proof_invalid"  # not that key's signature over this challenge
+    PROOF_STALE = "proof_stale"  # no live challenge for this entry (expired, used, unknown)
     LOCK_JAMMED = "lock_jammed"
     DOOR_OPEN = "door_open"
     ACTUATOR_FAILED = "actuator_failed"
@@ -58,6 +62,10 @@ COURIER_ADVICE: dict[Reason, str] = {
     Reason.COURIER_INACTIVE: "Your account cannot make in-home deliveries; return the parcel.",
     Reason.PACKAGE_UNKNOWN: "This parcel is not for an in-home delivery here; check the address.",
     Reason.PACKAGE_ALREADY_DELIVERED: "This parcel was already delivered.",
+    Reason.DEVICE_KEY_REQUIRED: "This phone is not registered for entries; sign in again on "
+    "it, then retry.",
+    Reason.PROOF_INVALID: "This phone could not prove it holds the key; sign in again.",
+    Reason.PROOF_STALE: "The door's challenge expired; request entry again.",
     Reason.IN_HOME_DISABLED: "In-home delivery is off here today; leave it at the door.",
     Reason.WEEKDAY_NOT_ALLOWED: "The resident takes no in-home delivery on this weekday; "
     "leave it at the door.",

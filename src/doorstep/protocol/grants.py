@@ -12,6 +12,8 @@ issuer keys pinned at enrollment. Wire format (CBOR, integer claim keys):
       5: nbf        uint   epoch seconds
       6: iat        uint   epoch seconds
       7: cti        bstr   16 random bytes; the hub accepts each cti once, ever
+      8: cnf        map    optional: the courier's phone key (`protocol.pop`); when present
+                           the hub unlocks only with that key's signature of its challenge
       9: scope      text   space-separated actions, e.g. "unlock"
       -70001: ent   text   the entry this grant belongs to (private-use claim)
     }
@@ -36,6 +38,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cwt import COSE, COSEKey
 
+from doorstep.protocol import pop
 from doorstep.protocol.codes import Reason
 
 ISSUER = "doorstep"
@@ -43,6 +46,7 @@ ALG_EDDSA = -8
 CWT_TAG = 61
 COSE_SIGN1_TAG = 18
 CLAIM_ISS, CLAIM_AUD, CLAIM_EXP, CLAIM_NBF, CLAIM_IAT, CLAIM_CTI, CLAIM_SCOPE = 1, 3, 4, 5, 6, 7, 9
+CLAIM_CNF = 8
 CLAIM_ENTRY = -70001
 TOKEN_ID_BYTES = 16
 MAX_TOKEN_BYTES = 1024
@@ -70,6 +74,8 @@ class GrantClaims:
     scope: tuple[str, ...]
     entry_id: str
     issuer: str = ISSUER
+    # The phone key (SEC1 compressed P-256 point) that must sign the hub's challenge.
+    pop_key: bytes | None = None
 
     @property
     def hub_id(self) -> str:
@@ -80,7 +86,7 @@ class GrantClaims:
         return self.audience.split("/", 1)[1] if "/" in self.audience else ""
 
     def to_cbor_map(self) -> dict[int, Any]:
-        return {
+        claims: dict[int, Any] = {
             CLAIM_ISS: self.issuer,
             CLAIM_AUD: self.audience,
             CLAIM_EXP: self.expires,
@@ -90,6 +96,9 @@ class GrantClaims:
             CLAIM_SCOPE: " ".join(self.scope),
             CLAIM_ENTRY: self.entry_id,
         }
+        if self.pop_key is not None:
+            claims[CLAIM_CNF] = pop.cose_key(self.pop_key)
+        return claims
 
 
 def audience_for(hub_id: str, access_point: str) -> str:
@@ -242,9 +251,12 @@ def _parse_claims(payload: bytes) -> GrantClaims:
             token_id=_typed(raw, CLAIM_CTI, bytes),
             scope=tuple(_typed(raw, CLAIM_SCOPE, str).split()),
             entry_id=_typed(raw, CLAIM_ENTRY, str),
+            pop_key=pop.point_from_cnf(raw[CLAIM_CNF]) if CLAIM_CNF in raw else None,
         )
     except (KeyError, TypeError) as exc:
         raise GrantRefused(Reason.TOKEN_MALFORMED, f"claim missing or mistyped: {exc}") from exc
+    except pop.ProofError as exc:
+        raise GrantRefused(Reason.TOKEN_MALFORMED, f"cnf: {exc}") from exc
     if len(claims.token_id) != TOKEN_ID_BYTES:
         raise GrantRefused(Reason.TOKEN_MALFORMED, "cti must be 16 bytes")
     return claims

@@ -28,6 +28,7 @@ GENESIS_HASH = "0" * 64
 
 
 class CommandKind(StrEnum):
+    CHALLENGE = "challenge"  # verify the grant, answer a fresh challenge for the phone key
     UNLOCK = "unlock"
     LOCK = "lock"
     REPLAY = "replay"
@@ -59,6 +60,8 @@ class Command(_Message):
     entry_id: str | None = Field(default=None, max_length=64)
     access_point: str | None = Field(default=None, max_length=64)
     grant: str | None = Field(default=None, max_length=2048)
+    # The phone's ES256 signature (r||s, base64url) of the hub's challenge (`protocol.pop`).
+    proof: str | None = Field(default=None, max_length=128)
     from_epoch: int | None = None
     from_seq: int | None = None
 
@@ -68,6 +71,7 @@ class Reply(_Message):
     result: Literal["ok", "refused", "error"]
     reason: str | None = None
     seqs: list[int] = Field(default_factory=list)
+    challenge: str | None = None  # base64url; the answer to a `challenge` command
 
 
 class Event(_Message):

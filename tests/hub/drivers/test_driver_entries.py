@@ -43,6 +43,7 @@ def _deliver(
     ]
     assert actions == [
         "entry:authorized",
+        "entry:proof_presented",  # the phone signed the door's challenge
         "entry:unlocked",
         "entry:opened",
         "entry:closed",

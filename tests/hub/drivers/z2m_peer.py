@@ -96,6 +96,8 @@ class Z2mPeer:
         self._slots: dict[str, dict[int, str]] = {LOCK: {}, ALARM_LOCK: {}}  # the locks' memory
         self._changed = threading.Condition()
         self._timers: list[threading.Timer] = []
+        self._stopping = False  # set under `_reporting`: a motor timer already running
+        # when the test ends must not publish on a closed client
         self._reporting = threading.Lock()
         self._client: paho.Client | None = None
         self._network_thread: threading.Thread | None = None
@@ -126,6 +128,8 @@ class Z2mPeer:
         client.subscribe([(self.topic("+/set"), 1), (self.topic("+/get"), 1)])
 
     def stop(self) -> None:
+        with self._reporting:
+            self._stopping = True
         for timer in self._timers:
             timer.cancel()
         if self._client is not None:
@@ -150,6 +154,8 @@ class Z2mPeer:
         for fragment in fragments:
             update = _deep_merge(update, fragment)
         with self._reporting:  # the network thread and motor timers both report
+            if self._stopping:
+                return
             merged = _deep_merge(self._cache[device], update)
             self._cache[device] = _cacheable(merged)
             body = json.dumps(merged, sort_keys=True, separators=(",", ":")).encode()
