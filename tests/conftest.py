@@ -166,13 +166,17 @@ class InProcessHub:
 
 
 def launch_in_process(
-    service: demo.Service, hub_dir: Path, claim_code: str, locks_toml: str | None = None
+    service: demo.Service,
+    hub_dir: Path,
+    claim_code: str,
+    locks_toml: str | None = None,
+    **options: Any,
 ) -> InProcessHub:
     if locks_toml is not None:
         hub_dir.mkdir(parents=True, exist_ok=True)
         (hub_dir / "locks.toml").write_text(locks_toml)
     return InProcessHub(
-        HubOptions(data_dir=hub_dir, service_url=service.url, claim_code=claim_code)
+        HubOptions(data_dir=hub_dir, service_url=service.url, claim_code=claim_code, **options)
     )
 
 
@@ -195,17 +199,18 @@ def make_operator(live: Live) -> Any:
 @pytest.fixture
 def make_world(live: Live) -> Iterator[Callable[..., demo.World]]:
     """Build a world whose hub runs in-process; `locks_toml` becomes the hub's locks.toml
-    (which driver runs each door), else every door is simulated."""
+    (which driver runs each door), else every door is simulated; other keyword arguments
+    go to its `HubOptions`."""
     built: list[demo.World] = []
 
-    def make(locks_toml: str | None = None) -> demo.World:
+    def make(locks_toml: str | None = None, **hub_options: Any) -> demo.World:
         world = demo.build_world(
             live.service,
             homes=1,
             say=lambda _m: None,
             make_operator=make_operator(live),
             launch_hub=lambda service, hub_dir, code: launch_in_process(
-                service, hub_dir, code, locks_toml
+                service, hub_dir, code, locks_toml, **hub_options
             ),
         )
         built.append(world)

@@ -177,7 +177,11 @@ class Home:
     hub_process: Process | None = None
 
     def door(self, op: str) -> dict[str, Any]:
-        return simcontrol.send(self.hub_dir / "sim.sock", op)
+        """Play a hand at the simulated door (`hub.simcontrol.OPS`); an unknown op raises."""
+        answer = simcontrol.send(self.hub_dir / "sim.sock", op)
+        if "error" in answer:
+            raise RuntimeError(f"door {op!r}: {answer['error']}")
+        return answer
 
 
 @dataclass

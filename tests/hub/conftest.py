@@ -117,7 +117,12 @@ def _boot(
         clock=lambda: T,
     )
     agent = HubAgent(
-        hub_id=HUB_ID, journal=journal, locks={DOOR: lock}, verifier=verifier, clock=lambda: T
+        hub_id=HUB_ID,
+        journal=journal,
+        locks={DOOR: lock},
+        verifier=verifier,
+        clock=lambda: T,
+        scheduler=options["scheduler"],  # the lock's clock drives the relock watch too
     )
     return journal, lock, agent
 

@@ -96,6 +96,8 @@ class Entry(Base):
     grant_token: Mapped[str | None] = mapped_column(Text)
     challenge: Mapped[str | None] = mapped_column(String(64))
     device_key_id: Mapped[str | None] = mapped_column(String(32))
+    # The hub's latest alert for this entry (`protocol.messages.Alert`); migration 0007.
+    alert: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     unlocked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -39,6 +39,7 @@ class EntryRead(Output):
     done_at: datetime | None
     challenge: str | None = None
     to_sign: str | None = None
+    alert: str | None = None
 
 
 class EntryProof(Input):

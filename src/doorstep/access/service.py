@@ -38,6 +38,7 @@ from doorstep.permissions import PrincipalRole
 from doorstep.protocol import PROTOCOL_VERSION, Reason, pop
 from doorstep.protocol.grants import GrantClaims, GrantSigner, audience_for, new_token_id
 from doorstep.protocol.messages import (
+    Alert,
     Command,
     CommandKind,
     Event,
@@ -119,6 +120,7 @@ class EntryView:
     # (`protocol.pop.message`), both base64url, once the hub has answered.
     challenge: str | None = None
     to_sign: str | None = None
+    alert: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +172,7 @@ def decide(
         if not active:
             raise Denied(Reason.COURIER_INACTIVE)
         _check_courier_limits(tx, courier, now, settings)
+        _check_not_held(tx, courier)
         pop_key = _device_key(tx, courier, request.device_key_id, settings)
         target = _check(tx, courier, request, now, settings)
         if not request.nobody_answered:
@@ -237,6 +240,19 @@ def _check_courier_limits(
         raise Denied(Reason.TOO_MANY_ATTEMPTS, extra={"limit": "courier_per_minute"})
     if denials >= settings.courier_denials_before_lockout:
         raise Denied(Reason.TOO_MANY_ATTEMPTS, extra={"limit": "courier_lockout"})
+
+
+def _check_not_held(tx: Tx, courier: Principal) -> None:
+    """A courier whose last entry did not relock makes no other in-home stop until it is
+    resolved: the door is verified locked (the entry ends), or an operator closes it."""
+    open_states = ", ".join(f"'{state}'" for state in OPEN_STATES)
+    held = tx.one(
+        "SELECT id FROM entries WHERE courier_id = ? AND alert = 'relock_failed'"  # noqa: S608
+        f" AND state IN ({open_states}) LIMIT 1",
+        (courier.id,),
+    )
+    if held is not None:
+        raise Denied(Reason.COURIER_HELD, extra={"held_by": held[0]})
 
 
 def _check_home_limit(
@@ -664,7 +680,7 @@ def _deny(
 
 def load_entry(tx: Tx, entry_id: str) -> EntryView | None:
     sql = (
-        f"SELECT {ENTRY_COLUMNS}, e.challenge, ap.slug FROM entries e"  # noqa: S608 - constant
+        f"SELECT {ENTRY_COLUMNS}, e.challenge, ap.slug, e.alert FROM entries e"  # noqa: S608 - constant
         " LEFT JOIN access_points ap ON ap.id = e.access_point_id WHERE e.id = ?"
     )
     row = tx.one(sql, (entry_id,))
@@ -690,6 +706,7 @@ def load_entry(tx: Tx, entry_id: str) -> EntryView | None:
         done_at=done,
         challenge=challenge,
         to_sign=to_sign(row[0], row[5], slug, challenge),
+        alert=row[14],
     )
 
 
@@ -800,6 +817,9 @@ def apply_reply(tx: Tx, *, hub_id: str, reply: Reply, now: datetime) -> str | No
 
 
 def apply_hub_event(tx: Tx, *, hub_id: str, event: Event, now: datetime) -> None:
+    if event.kind == EventKind.ENTRY_ALERT:
+        _apply_alert(tx, hub_id, event, now)
+        return
     target_state = _EVENT_STATES.get(event.kind)
     entry_id = event.data.get("entry_id")
     if target_state is None or not isinstance(entry_id, str):
@@ -834,6 +854,26 @@ def apply_hub_event(tx: Tx, *, hub_id: str, event: Event, now: datetime) -> None
     )
     if moved and target_state == EntryState.DONE and delivery_id is not None:
         _mark_delivered(tx, entry_id, delivery_id, home_id, now)
+
+
+def _apply_alert(tx: Tx, hub_id: str, event: Event, now: datetime) -> None:
+    """The hub says the door is not as it must be: flag the entry, record it, tell the
+    resident and the carrier. A failed relock also holds the courier's next in-home stop
+    until the entry is resolved (verified locked, or closed by an operator)."""
+    entry_id, alert = event.data.get("entry_id"), event.data.get("alert")
+    if not isinstance(entry_id, str) or alert not in set(Alert):
+        return
+    row = tx.one("SELECT home_id FROM entries WHERE id = ? AND hub_id = ?", (entry_id, hub_id))
+    if row is None:
+        return
+    tx.run(
+        "UPDATE entries SET alert = ?, updated_at = ? WHERE id = ?",
+        (alert, tx.time(now), entry_id),
+    )
+    data = {"alert": alert, "epoch": event.epoch, "seq": event.seq}
+    append_tx(tx, at=now, actor=f"hub:{hub_id}", action="entry:alert", subject=entry_id,
+              home_id=row[0], data=data)  # fmt: skip
+    outbox.entry_alert(tx, entry_id=entry_id, alert=str(alert), at=now, home_id=row[0])
 
 
 def _advance(

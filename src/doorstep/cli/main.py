@@ -11,6 +11,7 @@ import click
 from doorstep import __version__
 from doorstep.cli.admin import audit, users
 from doorstep.cli.demo import demo
+from doorstep.hub.agent import RelockPolicy
 from doorstep.settings import load_settings
 
 
@@ -89,6 +90,20 @@ def serve(
     "stays shut (Matter AutoRelockTime); 0 turns it off.",
 )
 @click.option(
+    "--relock-deadline-seconds",
+    type=float,
+    default=RelockPolicy.deadline_seconds,
+    show_default=True,
+    help="Door shut but not verified locked this long after: alarm (relock_failed).",
+)
+@click.option(
+    "--door-open-alert-seconds",
+    type=float,
+    default=RelockPolicy.door_open_seconds,
+    show_default=True,
+    help="Door open this long during an entry: alarm (door_held_open).",
+)
+@click.option(
     "--locks",
     "locks_file",
     type=click.Path(path_type=Path, exists=True, dir_okay=False),
@@ -100,6 +115,8 @@ def hub(
     claim_code: str | None,
     motor_seconds: float,
     auto_relock_seconds: float,
+    relock_deadline_seconds: float,
+    door_open_alert_seconds: float,
     locks_file: Path | None,
 ) -> None:
     """Run a home hub: it drives the home's locks and reports every step.
@@ -139,6 +156,10 @@ def hub(
                 motor_seconds=motor_seconds,
                 auto_relock_seconds=auto_relock_seconds or None,
                 locks_file=locks_file,
+                relock=RelockPolicy(
+                    deadline_seconds=relock_deadline_seconds,
+                    door_open_seconds=door_open_alert_seconds,
+                ),
             )
         )
     except (EnrollmentError, LockConfigError) as exc:

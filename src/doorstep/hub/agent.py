@@ -19,7 +19,7 @@ import logging
 import secrets
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -40,11 +40,13 @@ from doorstep.hub.lock import (
     LockState,
     OperationSource,
 )
+from doorstep.hub.scheduling import Cancellable, Scheduler, ThreadScheduler
 from doorstep.protocol import PROTOCOL_VERSION, Reason, Topics, pop
 from doorstep.protocol.grants import GrantClaims, GrantRefused, GrantVerifier
 from doorstep.protocol.messages import (
     MAX_MESSAGE_BYTES,
     Ack,
+    Alert,
     Command,
     CommandKind,
     Event,
@@ -77,6 +79,27 @@ class _Visit:
     command_id: str
     replied: bool = False
     opened: bool = False  # whether the door opened during the entry
+    # Watching the relock (in memory; a restart starts watching again from `resume`):
+    relock_attempts: int = 0
+    door_timer: Cancellable | None = None
+    deadline_timer: Cancellable | None = None
+    alerts: set[str] = field(default_factory=set)
+
+    def cancel_timers(self) -> None:
+        for timer in (self.door_timer, self.deadline_timer):
+            if timer is not None:
+                timer.cancel()
+        self.door_timer = self.deadline_timer = None
+
+
+@dataclass(frozen=True)
+class RelockPolicy:
+    """How hard the hub tries to get the door locked, and when it raises the alarm."""
+
+    retries: int = 3  # relock attempts after a jam or failed movement
+    retry_seconds: float = 2.0
+    deadline_seconds: float = 30.0  # door closed -> verified locked, or `relock_failed`
+    door_open_seconds: float = 120.0  # door open longer -> `door_held_open`
 
 
 class Refusal(Exception):
@@ -94,8 +117,12 @@ class HubAgent:
         locks: dict[str, LockDriver],
         verifier: GrantVerifier,
         clock: Callable[[], float],
+        scheduler: Scheduler | None = None,
+        relock: RelockPolicy | None = None,
     ) -> None:
         self.hub_id = hub_id
+        self._scheduler = scheduler or ThreadScheduler()
+        self._policy = relock or RelockPolicy()
         self.topics = Topics(hub_id)
         self.journal = journal
         self.locks = locks
@@ -141,9 +168,15 @@ class HubAgent:
                     self._maybe_secured(access_point, visit, data)
                 elif status.door_state == DoorState.CLOSED:
                     self._relock(access_point)
+                    self._watch_relock(access_point, visit)
+                else:
+                    self._watch_door(access_point, visit)
 
     def stop(self) -> None:
         self._stop.set()
+        with self._mutex:
+            for visit in self._visits.values():
+                visit.cancel_timers()
         if self._client is not None:
             offline = Status(state="offline", epoch=self.journal.epoch)
             info = self._client.publish(
@@ -386,6 +419,10 @@ class HubAgent:
                 self._reply(Reply(command_id=visit.command_id, result="ok", seqs=[recorded.seq]))
         elif event.operation == LockOperationType.LOCK:
             self.record(EventKind.LOCK_LOCKED, data)
+            door = self.locks[access_point].status().door_state
+            if visit is not None and door != DoorState.CLOSED:
+                # A bolt thrown into an open door frame is an alarm, never a success.
+                self._alert(visit, Alert.LOCKED_WHILE_OPEN, data)
             self._maybe_secured(access_point, visit, data)
 
     def _on_operation_error(
@@ -403,6 +440,8 @@ class HubAgent:
                 "error": int(event.error),
             },
         )
+        if event.operation == LockOperationType.LOCK and visit is not None:
+            self._retry_relock(access_point, visit)
         if event.operation == LockOperationType.UNLOCK and visit and not visit.replied:
             visit.replied = True
             self._visits.pop(access_point, None)
@@ -420,11 +459,15 @@ class HubAgent:
     ) -> None:
         if event.door_state == DoorState.CLOSED:
             self.record(EventKind.DOOR_CLOSED, data)
+            if visit is not None and visit.door_timer is not None:
+                visit.door_timer.cancel()
+                visit.door_timer = None
             if (
                 visit is not None
                 and self.locks[access_point].status().lock_state != LockState.LOCKED
             ):
                 self._relock(access_point)
+                self._watch_relock(access_point, visit)
             else:
                 self._maybe_secured(access_point, visit, data)
         else:
@@ -432,6 +475,8 @@ class HubAgent:
                 visit.opened = True
                 self._open_visit(access_point, visit)
             self.record(EventKind.DOOR_OPENED, {**data, "door_state": int(event.door_state)})
+            if visit is not None:
+                self._watch_door(access_point, visit)
 
     def _maybe_secured(self, access_point: str, visit: _Visit | None, data: dict[str, Any]) -> None:
         # The entry ends only on the lock's and the sensor's word, not on anyone's tap.
@@ -439,6 +484,7 @@ class HubAgent:
             return
         # `opened` false: the lock relocked itself (auto-relock) before anyone went in.
         self.record(EventKind.ENTRY_SECURED, {**data, "opened": visit.opened})
+        visit.cancel_timers()
         self._close_visit(access_point)
 
     def _relock(self, access_point: str) -> None:
@@ -446,6 +492,76 @@ class HubAgent:
             self.locks[access_point].lock(OperationSource.AUTO)
         except LockError:
             log.warning("relock of %s failed; the entry stays open", access_point)
+
+    # --- watching the relock ------------------------------------------------------------
+
+    def _watch_relock(self, access_point: str, visit: _Visit) -> None:
+        """The door is shut: from now it has `deadline_seconds` to report locked."""
+        if visit.deadline_timer is None:
+            visit.deadline_timer = self._scheduler.call_later(
+                self._policy.deadline_seconds, lambda: self._relock_deadline(access_point, visit)
+            )
+
+    def _watch_door(self, access_point: str, visit: _Visit) -> None:
+        if visit.deadline_timer is not None:  # open again: the relock clock restarts on close
+            visit.deadline_timer.cancel()
+            visit.deadline_timer = None
+        if visit.door_timer is None:
+            visit.door_timer = self._scheduler.call_later(
+                self._policy.door_open_seconds, lambda: self._door_deadline(access_point, visit)
+            )
+
+    def _retry_relock(self, access_point: str, visit: _Visit) -> None:
+        """A relock failed (a jam, a stalled motor): try again, a few times, while shut."""
+        if visit.relock_attempts >= self._policy.retries:
+            return
+        visit.relock_attempts += 1
+
+        def retry() -> None:
+            with self._mutex:
+                if self._visits.get(access_point) is not visit:
+                    return
+                status = self.locks[access_point].status()
+                if status.door_state == DoorState.CLOSED and status.lock_state != LockState.LOCKED:
+                    log.info("relock retry %d at %s", visit.relock_attempts, access_point)
+                    self._relock(access_point)
+
+        self._scheduler.call_later(self._policy.retry_seconds, retry)
+
+    def _relock_deadline(self, access_point: str, visit: _Visit) -> None:
+        with self._mutex:
+            visit.deadline_timer = None
+            if (
+                self._visits.get(access_point) is visit
+                and not self.locks[access_point].status().secure
+            ):
+                data = {"access_point": access_point, "entry_id": visit.entry_id}
+                self._alert(visit, Alert.RELOCK_FAILED, data)
+
+    def _door_deadline(self, access_point: str, visit: _Visit) -> None:
+        with self._mutex:
+            visit.door_timer = None
+            door = self.locks[access_point].status().door_state
+            if self._visits.get(access_point) is visit and door != DoorState.CLOSED:
+                data = {"access_point": access_point, "entry_id": visit.entry_id}
+                self._alert(visit, Alert.DOOR_HELD_OPEN, data)
+
+    def _alert(self, visit: _Visit, alert: Alert, data: dict[str, Any]) -> None:
+        """Raise an alert once per entry; the service tells the resident and the carrier."""
+        if alert in visit.alerts:
+            return
+        visit.alerts.add(alert)
+        log.warning("entry %s: %s", visit.entry_id, alert)
+        status = self.locks[data["access_point"]].status()
+        self.record(
+            EventKind.ENTRY_ALERT,
+            {
+                **data,
+                "alert": alert,
+                "lock_state": int(status.lock_state),
+                "door_state": int(status.door_state),
+            },
+        )
 
     def _open_visit(self, access_point: str, visit: _Visit) -> None:
         # Journalled before the bolt moves, so a restart mid-entry still relocks.

@@ -7,13 +7,13 @@ import signal
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from doorstep.hub import config as hub_config
 from doorstep.hub import lockconfig
-from doorstep.hub.agent import HubAgent
+from doorstep.hub.agent import HubAgent, RelockPolicy
 from doorstep.hub.drivers.simulated import SimulatedLock
 from doorstep.hub.journal import Journal
 from doorstep.hub.lock import LockDriver
@@ -33,6 +33,8 @@ class HubOptions:
     auto_relock_seconds: float | None = 30.0
     # Which driver runs each door (`hub.lockconfig`); default DATA_DIR/locks.toml if present.
     locks_file: Path | None = None
+    # How hard the hub tries to relock, and when it raises the alarm (`agent.RelockPolicy`).
+    relock: RelockPolicy = field(default_factory=RelockPolicy)
 
 
 def build(options: HubOptions) -> tuple[HubAgent, hub_config.HubConfig, SimControl]:
@@ -69,7 +71,12 @@ def build(options: HubOptions) -> tuple[HubAgent, hub_config.HubConfig, SimContr
         raise
     verifier = GrantVerifier(hub_id=config.hub_id, issuer_keys=config.issuer_keys, clock=time.time)
     agent = HubAgent(
-        hub_id=config.hub_id, journal=journal, locks=locks, verifier=verifier, clock=time.time
+        hub_id=config.hub_id,
+        journal=journal,
+        locks=locks,
+        verifier=verifier,
+        clock=time.time,
+        relock=options.relock,
     )
     control = SimControl(options.data_dir / "sim.sock", simulated)
     return agent, config, control

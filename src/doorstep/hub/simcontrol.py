@@ -25,6 +25,8 @@ OPS: dict[str, Callable[[SimulatedLock], None]] = {
     "close_door": SimulatedLock.close_door,
     "jam": lambda lock: lock.inject_jam(True),
     "unjam": lambda lock: lock.inject_jam(False),
+    "manual_lock": SimulatedLock.manual_lock,  # the thumb-turn inside
+    "manual_unlock": SimulatedLock.manual_unlock,
     "offline": lambda lock: lock.set_online(False),
     "online": lambda lock: lock.set_online(True),
     "status": lambda lock: None,

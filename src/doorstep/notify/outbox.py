@@ -86,6 +86,48 @@ def entry_changed(
         _queue(tx, event_id, f"entry.{state}", Channel.EMAIL, owner_email, message, at)
 
 
+# What the resident is told when the hub raises an alert during an entry.
+ALERT_MAIL: dict[str, tuple[str, str]] = {
+    "relock_failed": (
+        "Alert: your door did not lock",
+        "After a delivery your door closed but the lock did not report locked in time. "
+        "Check the door, or lock it from the app. The courier's next stops are on hold.",
+    ),
+    "door_held_open": (
+        "Alert: your door is standing open",
+        "Your door has been open longer than a delivery should take. Watch live or call "
+        "the carrier; the door will relock when it closes.",
+    ),
+    "locked_while_open": (
+        "Alert: the lock closed while the door was open",
+        "The bolt reports locked but the door sensor says the door is open. Your door may "
+        "not be shut; please check it.",
+    ),
+}
+
+
+def entry_alert(tx: Tx, *, entry_id: str, alert: str, at: datetime, home_id: str | None) -> None:
+    """Queue the carrier's `entry.alert` webhook and the resident's alert email."""
+    row = tx.one(_RECIPIENTS, (True, entry_id))
+    if row is None:
+        return
+    endpoint_id, owner_email, delivery_id, _reason = row
+    event_id = f"{entry_id}.alert.{alert}"
+    if endpoint_id is not None:
+        event = {
+            "id": event_id,
+            "type": "entry.alert",
+            "created_at": at.isoformat(),
+            "data": {"entry_id": entry_id, "alert": alert, "delivery_id": delivery_id},
+        }
+        _queue(tx, event_id, "entry.alert", Channel.WEBHOOK, endpoint_id, event, at)
+    mail = ALERT_MAIL.get(alert)
+    if mail is not None and owner_email and home_id is not None:
+        subject, text = mail
+        message = {"subject": subject, "text": text, "entry_id": entry_id, "home_id": home_id}
+        _queue(tx, event_id, "entry.alert", Channel.EMAIL, owner_email, message, at)
+
+
 def _queue(
     tx: Tx,
     event_id: str,

@@ -28,6 +28,7 @@ class Reason(StrEnum):
     ENTRY_IN_PROGRESS = "entry_in_progress"
     TOO_MANY_ATTEMPTS = "too_many_attempts"
     SOMEONE_ANSWERED = "someone_answered"
+    COURIER_HELD = "courier_held"
     COURIER_ABORTED = "courier_aborted"
     RESIDENT_DECLINED = "resident_declined"
     APPROVAL_TIMEOUT = "approval_timeout"
@@ -77,6 +78,8 @@ COURIER_ADVICE: dict[Reason, str] = {
     Reason.HUB_OFFLINE: "The home's hub is offline; leave it at the door.",
     Reason.LOCK_NOT_READY: "The lock is not ready; leave it at the door.",
     Reason.ENTRY_IN_PROGRESS: "Another entry is open at this door; wait, then retry.",
+    Reason.COURIER_HELD: "Your last in-home stop did not relock; call dispatch before the "
+    "next one. Leave this parcel at the door.",
     Reason.SOMEONE_ANSWERED: "Someone is home: hand the parcel over instead.",
     Reason.COURIER_ABORTED: "Entry called off; leave the parcel at the door, use the locker "
     "or return it.",

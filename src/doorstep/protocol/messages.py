@@ -46,6 +46,15 @@ class EventKind(StrEnum):
     DOOR_FORCED = "door.forced_open"
     LOCK_ALARM = "lock.alarm"  # any other Matter DoorLockAlarm (wrong-code limit, ...)
     ENTRY_SECURED = "entry.secured"
+    ENTRY_ALERT = "entry.alert"  # data.alert: one of the `Alert` values
+
+
+class Alert(StrEnum):
+    """What the hub raises during an entry when the door is not where it should be."""
+
+    RELOCK_FAILED = "relock_failed"  # door shut, but not locked by the deadline
+    DOOR_HELD_OPEN = "door_held_open"  # open longer than the limit
+    LOCKED_WHILE_OPEN = "locked_while_open"  # the bolt says locked, the sensor says open
 
 
 class _Message(BaseModel):

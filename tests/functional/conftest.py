@@ -1,0 +1,119 @@
+"""Shared pieces of the functional tests: a carrier's webhook receiver and a mail server.
+
+A test module that wants them points the service at them by overriding the
+`notify_settings` fixture (see test_notify.py).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import orjson
+import pytest
+from aiosmtpd.controller import Controller
+
+from doorstep.broker.supervisor import free_port
+from doorstep.notify import signing
+
+
+@dataclass
+class Receiver:
+    """A carrier's webhook endpoint: verifies signatures, can be told to fail N times."""
+
+    url: str = ""
+    secret: str = ""
+    fail_first: int = 0
+    received: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    attempts: list[str] = field(default_factory=list)
+    bad_signatures: int = 0
+    changed: threading.Condition = field(default_factory=threading.Condition)
+
+    def handle(self, headers: Any, body: bytes) -> int:
+        event_id = headers.get(signing.EVENT_ID_HEADER, "")
+        with self.changed:
+            self.attempts.append(event_id)
+            try:
+                signing.verify(self.secret, headers.get(signing.SIGNATURE_HEADER, ""), body,
+                               now=time.time())  # fmt: skip
+            except signing.SignatureError:
+                self.bad_signatures += 1
+                return 401
+            if self.attempts.count(event_id) <= self.fail_first:
+                return 503
+            self.received.append((event_id, headers[signing.EVENT_TYPE_HEADER], orjson.loads(body)))
+            self.changed.notify_all()
+            return 204
+
+    def wait_types(self, types: list[str], timeout: float = 20) -> list[str]:
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while not set(types) <= {kind for _id, kind, _body in self.received}:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self.changed.wait(remaining)
+            return [kind for _id, kind, _body in self.received]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    state = Receiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("content-length", "0")))
+            self.send_response(state.handle(self.headers, body))
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/doorstep"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+@dataclass
+class Mailbox:
+    messages: list[Any] = field(default_factory=list)
+    changed: threading.Condition = field(default_factory=threading.Condition)
+
+    async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:
+        with self.changed:
+            self.messages.append((envelope.rcpt_tos, message_from_bytes(envelope.content)))
+            self.changed.notify_all()
+        return "250 OK"
+
+    def wait_subjects(self, subjects: list[str], timeout: float = 20) -> list[str]:
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while not set(subjects) <= set(self.subjects()):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self.changed.wait(remaining)
+            return self.subjects()
+
+    def subjects(self) -> list[str]:
+        return [str(message["Subject"]) for _to, message in self.messages]
+
+
+@pytest.fixture
+def mailbox() -> Iterator[tuple[Mailbox, int]]:
+    box = Mailbox()
+    port = free_port()
+    controller = Controller(box, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield box, port
+    controller.stop()
