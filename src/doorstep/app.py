@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from doorstep import __version__, db
+from doorstep import __version__, db, web
 from doorstep.access import keys as issuer_keys
 from doorstep.access.devices import router as devices_router
 from doorstep.access.router import ENTRY_ROUTE, entry_openapi
@@ -114,6 +114,7 @@ def create_app(
         app.include_router(router)
     _install_error_handlers(app)
     app.add_api_route("/healthz", _health, methods=["GET"], include_in_schema=False)
+    web.install(app)  # the resident's pages (doorstep.web)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app
 

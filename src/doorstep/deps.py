@@ -58,7 +58,10 @@ def get_session(runtime: RuntimeDep) -> Iterator[Session]:
             raise
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": the session commits before the response is sent, so a client never
+# sees a 201 for data that is not stored yet (FastAPI's default for yield dependencies
+# runs their exit after the response).
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 def get_principal(request: Request, runtime: RuntimeDep, session: SessionDep) -> Principal:

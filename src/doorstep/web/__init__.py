@@ -1,0 +1,93 @@
+"""The resident's web app: server-rendered pages (Jinja2), one hand-written CSS and one JS
+file, served by the access service itself.
+
+`install(app)` mounts, on an app from `doorstep.app.create_app`:
+
+    GET  /                          -> /homes
+    GET  /signup, POST /signup      create a resident account
+    GET  /signin, POST /signin      start a session (rate-limited)
+    POST /signout                   end this session
+    GET  /homes                     the resident's homes
+    GET  /homes/new, POST /homes    add a home and its first door
+    GET  /homes/{home_id}           status (live) and recent activity (live)
+    GET  /homes/{home_id}/hub       hub state (live); POST creates the hub's claim code
+    GET  /homes/{home_id}/activity  every entry with who, how, when, outcome, flags, audit
+    GET  /homes/{home_id}/live      JSON the live parts poll
+    GET  /account/security          active sessions
+    POST /account/signout-everywhere
+    GET  /static/...                app.css, app.js, favicon.svg
+
+and a middleware adding the security headers to every response outside the JSON API
+(`/v1/...`) and the API docs. Sessions, CSRF and cookies: `doorstep.web.security` and
+`doorstep.web.sessions`. Data comes from the domain services only; every home is
+loaded through `homes.service.owned_home`, so another resident's home is "not found".
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+from fastapi import FastAPI
+from starlette.staticfiles import StaticFiles
+
+from doorstep.deps import Runtime
+from doorstep.web import account, homes, live
+from doorstep.web.deps import WebContext
+from doorstep.web.rendering import PageError, make_templates, page_error
+from doorstep.web.security import (
+    CookiePolicy,
+    SecurityHeaders,
+    load_or_create_key,
+    security_headers,
+)
+
+__all__ = ["STATIC_DIR", "install"]
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+def install(app: FastAPI) -> None:
+    """Mount the web app on `app`. Safe to call twice (the second call does nothing)."""
+    if getattr(app.state, "web", None) is not None:
+        return
+    runtime: Runtime = app.state.runtime
+    settings = runtime.settings
+    https = settings.resolved_public_url.startswith("https://")
+    app.state.web = WebContext(
+        csrf_key=load_or_create_key(settings.data_dir / "keys"),
+        cookies=CookiePolicy(secure=https),
+        templates=make_templates(),
+        asset_version=_asset_version(),
+        public_url=settings.public_url,
+    )
+    for router in (account.router, homes.router, live.router):
+        app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="web-static")
+    app.add_exception_handler(PageError, page_error)
+    app.add_middleware(SecurityHeaders, headers=security_headers(https=https), exempt=_api(app))
+
+
+def _api(app: FastAPI) -> Callable[[str], bool]:
+    """Paths the web's headers stay off: the JSON API, and the API docs (whose pages load
+    scripts the web's policy would block)."""
+    docs = {
+        path
+        for path in (
+            app.docs_url,
+            app.redoc_url,
+            app.openapi_url,
+            app.swagger_ui_oauth2_redirect_url,
+        )
+        if path
+    }
+    return lambda path: path.startswith("/v1/") or path in docs
+
+
+def _asset_version() -> str:
+    """A short hash of the static files, so browsers fetch them again when they change."""
+    digest = hashlib.sha256()
+    for path in sorted(STATIC_DIR.iterdir()):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:12]

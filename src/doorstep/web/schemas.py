@@ -1,0 +1,34 @@
+"""The live JSON the home and hub pages poll (`GET /homes/{home_id}/live`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import Field
+
+from doorstep.schemas import Output
+
+
+class StatusItemRead(Output):
+    key: str  # "hub", "lock:<door>", "door:<door>", "battery", "camera"
+    label: str
+    text: str
+    tone: str  # ok | warn | alert | muted
+
+
+class EntrySummaryRead(Output):
+    id: str
+    who: str
+    how: str
+    at: datetime
+    when: str  # `at` in the home's time zone, as the page shows it
+    outcome: str
+    tone: str
+    reason: str | None
+    flags: list[str] = Field(default_factory=list)
+
+
+class LiveRead(Output):
+    home_id: str
+    status: list[StatusItemRead]
+    entries: list[EntrySummaryRead]
