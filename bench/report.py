@@ -65,6 +65,23 @@ def evaluate(report: dict[str, Any]) -> list[dict[str, Any]]:
                 "result": _verdict(value, target.passes, valid),
             }
         )
+    video = report.get("video")
+    if video is not None:
+        cpu, ready = video["recording"]["recorder_cpu_percent"], video["clip_ready"]["p95_s"]
+        rows += [
+            {
+                "target": "video: recorder CPU per camera (720p, 15 fps, stream copy)",
+                "limit": "<= 2 % of a core",
+                "measured": f"{cpu:g} %",
+                "result": _verdict(cpu, lambda v: v <= 2.0, video["valid"]),
+            },
+            {
+                "target": "video: window end to playable clip, p95",
+                "limit": "<= 2 s",
+                "measured": f"{ready:g} s",
+                "result": _verdict(ready, lambda v: v <= 2.0, video["valid"]),
+            },
+        ]
     grant = report.get("grant", {}).get("bytes")
     rows.append(
         {
@@ -136,6 +153,9 @@ def markdown(report: dict[str, Any]) -> str:
         "## Hub simulator\n",
         _hubsim(report),
     ]
+    if "video" in report:
+        parts += ["## Video\n", "```json\n" + orjson.dumps(report["video"],
+                  option=orjson.OPT_INDENT_2).decode() + "\n```\n"]  # fmt: skip
     for name, profile in report.get("profiles", {}).items():
         parts.append(_profile(name, profile))
     parts.append(_method(report))

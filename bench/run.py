@@ -29,7 +29,7 @@ from bench.measure import DECISION, WHOLE_PATH, Options, Outcome, Scenario
 from bench.rig import Rig, RigError
 from bench.seed import ACCESS_POINT_SLUG, entry_body_format, hub_id
 
-PHASES = ("ceiling", "decision", "whole-path")
+PHASES = ("ceiling", "decision", "whole-path", "video")
 DEFAULT_BOUND_RPS = 5000.0
 
 
@@ -146,6 +146,16 @@ def _run(
     profile = not args.no_profile and hotspots.py_spy() is not None
     if not args.no_profile and not profile:
         say("py-spy not found: profiles skipped (.venv/bin/pip install py-spy)")
+    if "video" in phases:
+        from bench import video  # OpenCV and ffmpeg only when this phase runs
+
+        say("video: a 720p 15 fps camera, one recorder (stream copy), then 10 clips")
+        bench_report["video"] = video.run()
+        recording, ready = bench_report["video"]["recording"], bench_report["video"]["clip_ready"]
+        say(
+            f"             recorder {recording['recorder_cpu_percent']} % of a core; "
+            f"clip playable p95 {ready['p95_s']} s after the window"
+        )
     if "ceiling" in phases:
         for app in APPS:
             runs += measure.ceiling(app, options, workdir / "logs", say)

@@ -1,0 +1,506 @@
+"""The hub's recorder for one camera, in the manner of Frigate: ffmpeg segments the
+camera's stream by stream copy (no re-encoding) into a private spool, and each entry's
+clip is cut from the spool.
+
+One long-running ffmpeg per camera (restarted after `restart_delay` if it exits) reads
+the camera URL once and writes two outputs:
+1. Segments: `-c copy -f segment` into `<spool>/segments/`, MPEG-TS, one per GOP (cut
+   at every keyframe: `-segment_time` is far below any GOP), listed in a CSV as they
+   close (see `segments`). A GOP per segment bounds the extra pre-roll and the wait for
+   the last segment by one GOP. (Cutting on wall-clock seconds instead,
+   `-segment_atclocktime`, makes a keyframe that arrives a few ms before a second's
+   boundary, rather than after it, double a segment.) MPEG-TS needs no trailer, so a
+   segment cut short by a crash is still readable.
+2. Liveness: keyframes only, decoded and shrunk to 64x36 gray on stdout, plus the
+   `-progress` frame counter on stderr (see `liveness`).
+
+Privacy: nothing is kept outside recording windows. Segments that overlap no window are
+deleted as soon as they are older than `pre_roll` seconds, so the spool only ever holds
+a rolling pre-roll of `pre_roll` seconds plus the segment being written (about one
+GOP). `start` deletes whatever an earlier run left in the spool. With
+`continuous=True` (the resident's choice) segments outside windows are moved to
+`<spool>/continuous/` instead, for the caller to keep and expire.
+
+Entries: `arm(entry_id)` (at authorization) opens a window from `pre_roll` seconds before
+now; `disarm(entry_id, post_roll=...)` (at the verified relock) closes it `post_roll`
+seconds later and returns a Future. Once a closed segment reaches the window's end (or
+`close_timeout` seconds after it, if the camera is gone), the clip is assembled
+(`clips.assemble`) under `<spool>/clips/<clip_id>/` and the Future resolves to a `Clip`.
+The caller then archives it (`vault.ClipVault.archive`, which encrypts it and removes
+the plaintext). Several entries may be armed at once; each gets its own clip.
+
+Clocks: ffmpeg stamps packets with the system's wall clock, so arm/disarm times are Unix
+times from the same clock (`time.time`, or `at=` a moment recorded elsewhere on this
+machine).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import shutil
+import subprocess
+import threading
+import time
+import urllib.parse
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from doorstep.video import process
+from doorstep.video.clips import Clip, assemble
+from doorstep.video.errors import RecorderError, VideoError
+from doorstep.video.liveness import (
+    THUMB_BYTES,
+    THUMB_HEIGHT,
+    THUMB_WIDTH,
+    Liveness,
+    LivenessMonitor,
+)
+from doorstep.video.segments import (
+    Segment,
+    SegmentList,
+    Window,
+    expired,
+    for_window,
+    gaps,
+    needed,
+    valid_entry_id,
+)
+
+log = logging.getLogger(__name__)
+
+TICK = 0.1  # seconds between maintenance passes
+STOP_TIMEOUT = 1.0  # two SIGTERMs half of it apart, then SIGKILL (see process.stop)
+
+
+@dataclass(frozen=True)
+class RecorderOptions:
+    pre_roll: float = 3.0  # seconds kept before `arm` (plus up to one GOP)
+    continuous: bool = False  # keep everything (moved to <spool>/continuous/)
+    close_timeout: float = 3.0  # past a window's end, assemble with what there is
+    stalled_after: float = 2.0
+    frozen_after: float = 3.0
+    heartbeat: float = 1.0  # seconds between `on_liveness` calls when nothing changes
+    restart_delay: float = 1.0
+    input_args: tuple[str, ...] = ()  # before -i: e.g. ("-rtsp_transport", "tcp"), ("-re",)
+    ffmpeg: str = "ffmpeg"
+    ffprobe: str = "ffprobe"
+
+
+class Recorder:
+    """Records one camera URL into a spool; cuts a clip per armed entry."""
+
+    def __init__(
+        self,
+        url: str,
+        spool: Path,
+        options: RecorderOptions | None = None,
+        *,
+        on_liveness: Callable[[Liveness], None] | None = None,
+    ) -> None:
+        self.url = url
+        self.spool = Path(spool)
+        self.options = options or RecorderOptions()
+        self._on_liveness = on_liveness
+        self._lock = threading.Lock()
+        self._halt = threading.Event()
+        self._monitor = LivenessMonitor(
+            stalled_after=self.options.stalled_after, frozen_after=self.options.frozen_after
+        )
+        self._process: subprocess.Popen[bytes] | None = None
+        self._readers: list[threading.Thread] = []
+        self._run = 0
+        self._listing: SegmentList | None = None
+        self._listed: set[str] = set()  # names the current run has closed
+        self._last_end: float | None = None  # end of the current run's last closed segment
+        self._exited_at: float | None = None
+        self._segments: dict[Path, Segment] = {}
+        self._windows: dict[str, Window] = {}
+        self._futures: dict[str, Future[Clip]] = {}
+        self._assembling: set[str] = set()
+        self._assembler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clip-assembly")
+        self._maintainer: threading.Thread | None = None
+        self._last_beat: tuple[float, Liveness | None] = (0.0, None)
+        self.log: collections.deque[str] = collections.deque(maxlen=50)  # ffmpeg's stderr
+
+    # ---- lifecycle ----------------------------------------------------------------
+
+    @property
+    def segments_dir(self) -> Path:
+        return self.spool / "segments"
+
+    @property
+    def clips_dir(self) -> Path:
+        return self.spool / "clips"
+
+    @property
+    def continuous_dir(self) -> Path:
+        return self.spool / "continuous"
+
+    @property
+    def _camera(self) -> str:
+        """The camera URL for logs: no user, password or query (credentials live there)."""
+        parts = urllib.parse.urlsplit(self.url)
+        host = parts.netloc.rpartition("@")[2]
+        return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+    @property
+    def pid(self) -> int | None:
+        """The recording ffmpeg's pid (None while it is being restarted)."""
+        running = self._process
+        return running.pid if running is not None and running.poll() is None else None
+
+    def start(self) -> None:
+        """Clear the spool of an earlier run's leftovers and start recording."""
+        if self._maintainer is not None:
+            raise RecorderError("recorder already started")
+        for directory in (self.segments_dir, self.clips_dir):
+            shutil.rmtree(directory, ignore_errors=True)
+        for directory in (self.spool, self.segments_dir, self.clips_dir, self.continuous_dir):
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._launch()
+        self._maintainer = threading.Thread(
+            target=self._maintain, name="recorder-maintainer", daemon=True
+        )
+        self._maintainer.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop recording. Every window still held (armed, or disarmed but not yet
+        assembled) is closed now and assembled from what was recorded, so its Future
+        resolves; then the spool's segments are deleted. Safe to call twice."""
+        self._halt.set()
+        if self._maintainer is not None:
+            self._maintainer.join(timeout)
+        process.stop(self._process, timeout=STOP_TIMEOUT)
+        self._join_readers()
+        with self._lock:
+            self._read_list()
+            for window in self._windows.values():
+                if window.stop_at is None:
+                    window.disarmed_at = window.stop_at = time.time()
+            due = self._take(lambda window: True)
+        for window in due:
+            self._assembler.submit(self._finish, window)
+        self._assembler.shutdown(wait=True)
+        with self._lock:
+            for segment in list(self._segments.values()):
+                self._release(segment)
+        shutil.rmtree(self.segments_dir, ignore_errors=True)
+
+    def __enter__(self) -> Recorder:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # ---- entries ------------------------------------------------------------------
+
+    def arm(self, entry_id: str, *, at: float | None = None) -> Future[Clip]:
+        """Open `entry_id`'s window now (or `at`). The clip will start at least
+        `pre_roll` seconds before that, if the spool already reaches that far back.
+        The Future resolves to the clip after `disarm` (or `stop`)."""
+        if not valid_entry_id(entry_id):
+            raise RecorderError(f"invalid entry id {entry_id!r}")
+        armed_at = time.time() if at is None else at
+        future: Future[Clip] = Future()
+        with self._lock:
+            if self._halt.is_set() or self._maintainer is None:
+                raise RecorderError("recorder not running")
+            if entry_id in self._windows:
+                raise RecorderError(f"entry {entry_id} is already armed")
+            self._windows[entry_id] = Window(entry_id, armed_at, self.options.pre_roll)
+            self._futures[entry_id] = future
+        return future
+
+    def disarm(
+        self, entry_id: str, *, post_roll: float = 5.0, at: float | None = None
+    ) -> Future[Clip]:
+        """Close `entry_id`'s window `post_roll` seconds after now (or `at`); returns
+        the Future `arm` gave. It resolves to the clip once the video up to that moment
+        is in the spool (or `close_timeout` later if the camera is gone: the clip is
+        then incomplete)."""
+        disarmed_at = time.time() if at is None else at
+        with self._lock:
+            window = self._windows.get(entry_id)
+            if window is None or window.stop_at is not None:
+                raise RecorderError(f"entry {entry_id} is not armed")
+            window.disarmed_at = disarmed_at
+            window.stop_at = disarmed_at + max(0.0, post_roll)
+            return self._futures[entry_id]
+
+    # ---- observation --------------------------------------------------------------
+
+    def liveness(self) -> Liveness:
+        return self._monitor.status()
+
+    def segments(self) -> list[Segment]:
+        """The closed segments the spool holds now, oldest first."""
+        with self._lock:
+            return sorted(self._segments.values(), key=lambda s: s.start)
+
+    def windows(self) -> list[Window]:
+        """Copies of the windows held now (armed, or disarmed and not yet assembled)."""
+        with self._lock:
+            return [Window(**vars(w)) for w in self._windows.values()]
+
+    def buffered_seconds(self, now: float | None = None) -> float:
+        """How far back the spool reaches now: the pre-roll an entry armed now would get."""
+        held = self.segments()
+        return 0.0 if not held else (time.time() if now is None else now) - held[0].start
+
+    # ---- ffmpeg -------------------------------------------------------------------
+
+    def _launch(self) -> None:
+        """Start a new ffmpeg run, with its own segment names and list."""
+        with self._lock:
+            self._run += 1
+            name = f"r{self._run:04d}"
+            self._listing = SegmentList(self.segments_dir / f"{name}.csv")
+            self._listed, self._last_end, self._exited_at = set(), None, None
+        self._monitor.restarted()
+        recording = process.spawn(self._argv(name), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert recording.stdout is not None and recording.stderr is not None
+        self._process = recording
+        self._readers = [
+            _reader(self._read_keyframes, recording.stdout, "recorder-keyframes"),
+            _reader(self._read_progress, recording.stderr, "recorder-progress"),
+        ]
+
+    def _argv(self, name: str) -> list[str]:
+        options = self.options
+        return [
+            *(options.ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-nostats"),
+            *("-progress", "pipe:2", "-stats_period", "0.25"),
+            *("-use_wallclock_as_timestamps", "1", "-copyts"),
+            *("-analyzeduration", "1000000", "-probesize", "1000000"),
+            *("-skip_frame", "nokey", "-threads", "1"),  # decoder: keyframes, one thread
+            *options.input_args,
+            *("-i", self.url),
+            *("-map", "0:v:0", "-c", "copy", "-f", "segment", "-segment_format", "mpegts"),
+            # Each frame reaches the open segment's file at once: if the camera drops out,
+            # its last frames are on disk for the clip, not in a muxer buffer.
+            *("-segment_format_options", "flush_packets=1"),
+            *("-segment_time", "0.05"),  # below any GOP: a segment per keyframe
+            *("-reset_timestamps", "1", "-segment_list_type", "csv"),
+            *("-segment_list", str(self.segments_dir / f"{name}.csv")),
+            str(self.segments_dir / f"{name}-%08d.ts"),
+            *("-map", "0:v:0", "-vf", f"scale={THUMB_WIDTH}:{THUMB_HEIGHT}:flags=area,format=gray"),
+            *("-fps_mode", "passthrough", "-f", "rawvideo", "pipe:1"),
+        ]
+
+    def _read_keyframes(self, stdout: IO[bytes]) -> None:
+        while len(thumbnail := stdout.read(THUMB_BYTES)) == THUMB_BYTES:
+            self._monitor.on_keyframe(thumbnail)
+
+    def _read_progress(self, stderr: IO[bytes]) -> None:
+        for raw in stderr:
+            line = raw.decode("utf-8", "replace").strip()
+            key, equals, value = line.partition("=")
+            if key == "frame" and value.isdigit():
+                self._monitor.on_progress(int(value))
+            elif line and not (equals and key.replace("_", "").isalnum()):  # not progress
+                # Joining a stream mid-GOP alone logs dozens of decoder errors: keep them
+                # for diagnosis, and warn only when ffmpeg exits (`_supervise`).
+                self.log.append(line)
+                log.debug("ffmpeg (%s): %s", self._camera, line)
+
+    def _join_readers(self) -> None:
+        for reader in self._readers:
+            reader.join(timeout=5)
+        self._readers = []
+
+    def _supervise(self, now: float) -> None:
+        """Restart ffmpeg `restart_delay` seconds after it exits."""
+        running = self._process
+        if running is None or running.poll() is None:
+            return
+        if self._exited_at is None:
+            self._exited_at = now
+            last_words = " | ".join(list(self.log)[-3:])
+            log.warning(
+                "ffmpeg (%s) exited with %s: %s", self._camera, running.returncode, last_words
+            )
+            with self._lock:
+                self._read_list()  # its last segment, closed on the way out
+                # Killed, it could not close its last segment: adopt it, so the windows
+                # and the pre-roll rule decide its fate like any other.
+                if (leftover := self._open_segment()) is not None:
+                    self._segments[leftover.path] = leftover
+            return
+        if now - self._exited_at >= self.options.restart_delay:
+            process.stop(running, timeout=STOP_TIMEOUT)
+            self._join_readers()
+            self._launch()
+
+    # ---- maintenance --------------------------------------------------------------
+
+    def _maintain(self) -> None:
+        while not self._halt.wait(TICK):
+            try:
+                self._tick()
+            except Exception:  # the recorder's process edge: log and carry on
+                log.exception("recorder maintenance failed")
+
+    def _tick(self) -> None:
+        now = time.time()
+        self._supervise(time.monotonic())
+        with self._lock:
+            self._read_list()
+            due = self._take(lambda window: self._due(window, now))
+            self._prune(now)
+        for window in due:
+            self._assembler.submit(self._finish, window)
+        self._beat()
+
+    def _take(self, due: Callable[[Window], bool]) -> list[Window]:
+        """Windows to assemble now, marked as being assembled (under the lock)."""
+        taken = [
+            window
+            for window in self._windows.values()
+            if window.entry_id not in self._assembling and due(window)
+        ]
+        self._assembling.update(window.entry_id for window in taken)
+        return taken
+
+    def _read_list(self) -> None:
+        """Take in the segments ffmpeg has closed since the last pass (under the lock)."""
+        if self._listing is None:
+            return
+        for segment in self._listing.read_new():
+            if segment.start <= 0:  # ffmpeg lists 0 as the start of each run's first segment
+                segment = segment.with_start(segment.end - self._file_duration(segment.path))
+            self._listed.add(segment.path.name)
+            self._last_end = segment.end
+            self._segments[segment.path] = segment
+
+    def _file_duration(self, path: Path) -> float:
+        try:
+            return process.probe_duration(path, ffprobe=self.options.ffprobe)
+        except VideoError:
+            return 0.0
+
+    def _due(self, window: Window, now: float) -> bool:
+        if window.stop_at is None:
+            return False
+        return (
+            window.covered_by(self._segments.values())
+            or now >= window.stop_at + self.options.close_timeout
+        )
+
+    def _prune(self, now: float) -> None:
+        """Delete (continuous: move away) the segments that no window needs and that
+        are too old to be a pre-roll (under the lock)."""
+        windows = list(self._windows.values())
+        for segment in list(self._segments.values()):
+            if needed(segment, windows) or not expired(
+                segment, now=now, pre_roll=self.options.pre_roll
+            ):
+                continue
+            self._release(segment)
+
+    def _release(self, segment: Segment) -> None:
+        """Delete a segment no window holds, or keep it aside when recording is
+        continuous (under the lock)."""
+        self._segments.pop(segment.path, None)
+        if self.options.continuous:
+            with contextlib.suppress(FileNotFoundError):
+                segment.path.replace(self.continuous_dir / segment.path.name)
+        else:
+            segment.path.unlink(missing_ok=True)
+
+    def _beat(self) -> None:
+        """Call `on_liveness` when the state changes, and every `heartbeat` seconds."""
+        if self._on_liveness is None:
+            return
+        status, now = self._monitor.status(), time.monotonic()
+        sent_at, sent = self._last_beat
+        if (
+            sent is None
+            or sent.state is not status.state
+            or now - sent_at >= self.options.heartbeat
+        ):
+            self._last_beat = (now, status)
+            try:
+                self._on_liveness(status)
+            except Exception:  # a subscriber's failure must not stop the recorder
+                log.exception("on_liveness callback failed")
+
+    # ---- clips --------------------------------------------------------------------
+
+    def _finish(self, window: Window) -> None:
+        """Assemble `window`'s clip, resolve its Future, release its segments."""
+        with self._lock:
+            future = self._futures[window.entry_id]
+        try:
+            future.set_result(self._cut(window))
+        except Exception as exc:  # handed to whoever waits on the Future
+            future.set_exception(exc)
+        finally:
+            with self._lock:
+                self._windows.pop(window.entry_id, None)
+                self._futures.pop(window.entry_id, None)
+                self._assembling.discard(window.entry_id)
+
+    def _cut(self, window: Window) -> Clip:
+        assert window.stop_at is not None and window.disarmed_at is not None
+        with self._lock:
+            covered = window.covered_by(self._segments.values())
+            chosen = for_window(self._segments.values(), window)
+            if not covered and (open_segment := self._open_segment()) is not None:
+                chosen = for_window([*chosen, open_segment], window)
+        clip_id = uuid.uuid4().hex
+        middle = (window.armed_at + window.disarmed_at) / 2
+        start = chosen[0].start if chosen else window.start_at
+        assembled = assemble(
+            chosen,
+            stop_at=window.stop_at,
+            directory=self.clips_dir / clip_id,
+            thumbnail_at=middle - start,
+            ffmpeg=self.options.ffmpeg,
+            ffprobe=self.options.ffprobe,
+        )
+        holes = tuple(gaps(chosen))
+        return Clip(
+            clip_id=clip_id,
+            entry_id=window.entry_id,
+            video=assembled.video,
+            thumbnail=assembled.thumbnail,
+            started_at=start,
+            ended_at=min(window.stop_at, chosen[-1].end),
+            duration=assembled.duration,
+            armed_at=window.armed_at,
+            disarmed_at=window.disarmed_at,
+            stop_at=window.stop_at,
+            gaps=holes,
+            complete=covered and not holes and start <= window.start_at,
+        )
+
+    def _open_segment(self) -> Segment | None:
+        """The segment ffmpeg is still writing (under the lock): after a camera loss it
+        holds the last frames received. Its span is read from the file itself."""
+        if self._listing is None:
+            return None
+        run = self._listing.path.stem
+        unlisted = sorted(
+            path
+            for path in self.segments_dir.glob(f"{run}-*.ts")
+            if path.name not in self._listed and path not in self._segments
+        )
+        if not unlisted:
+            return None
+        path = unlisted[-1]
+        length = self._file_duration(path)
+        start = self._last_end if self._last_end is not None else time.time() - length
+        return Segment(path, start, start + length)
+
+
+def _reader(target: Callable[[IO[bytes]], None], stream: IO[bytes], name: str) -> threading.Thread:
+    thread = threading.Thread(target=target, args=(stream,), name=name, daemon=True)
+    thread.start()
+    return thread
