@@ -398,6 +398,7 @@ def prove_and_unlock(courier: Api, entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def wait_entry(api: Api, entry_id: str, state: str, timeout: float = 15) -> dict[str, Any]:
+    """The entry once it reaches `state` or has ended another way (or the timeout)."""
     deadline = time.monotonic() + timeout
     while True:
         remaining = max(0.0, deadline - time.monotonic())
@@ -410,7 +411,7 @@ def wait_entry(api: Api, entry_id: str, state: str, timeout: float = 15) -> dict
             return entry
 
 
-_ENDED = {"done", "denied", "refused", "expired"}
+_ENDED = {"done", "denied", "refused", "expired", "aborted", "declined"}
 
 
 @contextmanager

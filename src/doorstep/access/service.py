@@ -820,6 +820,9 @@ def apply_hub_event(tx: Tx, *, hub_id: str, event: Event, now: datetime) -> None
     if event.kind == EventKind.ENTRY_ALERT:
         _apply_alert(tx, hub_id, event, now)
         return
+    if event.kind == EventKind.CLIP_RECORDED:
+        _record_clip(tx, hub_id, event, now)
+        return
     target_state = _EVENT_STATES.get(event.kind)
     entry_id = event.data.get("entry_id")
     if target_state is None or not isinstance(entry_id, str):
@@ -874,6 +877,18 @@ def _apply_alert(tx: Tx, hub_id: str, event: Event, now: datetime) -> None:
     append_tx(tx, at=now, actor=f"hub:{hub_id}", action="entry:alert", subject=entry_id,
               home_id=row[0], data=data)  # fmt: skip
     outbox.entry_alert(tx, entry_id=entry_id, alert=str(alert), at=now, home_id=row[0])
+
+
+def _record_clip(tx: Tx, hub_id: str, event: Event, now: datetime) -> None:
+    """The hub holds the entry's clip: the audit log says so, with its time range."""
+    entry_id = event.data.get("entry_id")
+    row = tx.one("SELECT home_id FROM entries WHERE id = ? AND hub_id = ?", (entry_id, hub_id))
+    if row is None:
+        return
+    keys = ("clip_id", "started_at", "ended_at", "duration", "complete")
+    data = {key: event.data.get(key) for key in keys}
+    append_tx(tx, at=now, actor=f"hub:{hub_id}", action="entry:clip_recorded",
+              subject=str(entry_id), home_id=row[0], data=data)  # fmt: skip
 
 
 def _advance(

@@ -25,6 +25,7 @@ from typing import Any
 import paho.mqtt.client as paho
 from pydantic import ValidationError
 
+from doorstep.hub.camera import EntryCamera
 from doorstep.hub.journal import Journal
 from doorstep.hub.lock import (
     AlarmCode,
@@ -57,6 +58,8 @@ from doorstep.protocol.messages import (
     b64encode,
 )
 from doorstep.protocol.mqtt import BrokerAddress, close, connect, make_client
+from doorstep.video.clips import Clip
+from doorstep.video.liveness import Liveness
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +122,11 @@ class HubAgent:
         clock: Callable[[], float],
         scheduler: Scheduler | None = None,
         relock: RelockPolicy | None = None,
+        cameras: dict[str, EntryCamera] | None = None,
     ) -> None:
         self.hub_id = hub_id
         self._scheduler = scheduler or ThreadScheduler()
+        self.cameras = dict(cameras or {})
         self._policy = relock or RelockPolicy()
         self.topics = Topics(hub_id)
         self.journal = journal
@@ -140,9 +145,14 @@ class HubAgent:
                 self._visits[access_point] = _Visit(entry_id, command_id, replied, opened)
         for access_point, driver in locks.items():
             driver.subscribe(self._listener(access_point))
+        for access_point, camera in self.cameras.items():
+            camera.watch(self._camera_listener(access_point))
 
     def _listener(self, access_point: str) -> Callable[[LockEvent], None]:
         return lambda event: self._on_lock_event(access_point, event)
+
+    def _camera_listener(self, access_point: str) -> Callable[[Liveness], None]:
+        return lambda liveness: self._on_camera(access_point, liveness)
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -153,6 +163,8 @@ class HubAgent:
         client.on_message = self._on_message
         self._client = client
         self.record(EventKind.HUB_STARTED, {"epoch": self.journal.epoch})
+        for camera in self.cameras.values():
+            camera.start()
         self.resume()
         connect(client, broker)
         self._resender = threading.Thread(target=self._resend_loop, name="resend", daemon=True)
@@ -184,6 +196,8 @@ class HubAgent:
             )
             info.wait_for_publish(timeout=2)
             close(self._client)
+        for camera in self.cameras.values():
+            camera.stop()
         for driver in self.locks.values():
             driver.close()
         self.journal.close()
@@ -292,6 +306,7 @@ class HubAgent:
         if access_point in self._visits:
             raise Refusal(Reason.ENTRY_IN_PROGRESS, "another entry is open at this door")
         self._check_ready(driver)
+        self._check_camera(access_point)
         return claims, driver
 
     def _challenge(self, command: Command) -> Reply:
@@ -337,6 +352,9 @@ class HubAgent:
         if not self.journal.use_token(claims.token_id, expires=claims.expires, now=self._clock()):
             raise Refusal(Reason.TOKEN_REPLAYED)
         self._open_visit(access_point, _Visit(claims.entry_id, command.command_id))
+        camera = self.cameras.get(access_point)
+        if camera is not None:
+            camera.arm(claims.entry_id)  # before the bolt moves: the clip shows the unlock
         try:
             driver.unlock(OperationSource.REMOTE)
         except LockError as exc:
@@ -486,12 +504,54 @@ class HubAgent:
         self.record(EventKind.ENTRY_SECURED, {**data, "opened": visit.opened})
         visit.cancel_timers()
         self._close_visit(access_point)
+        self._end_recording(access_point, visit.entry_id)
 
     def _relock(self, access_point: str) -> None:
         try:
             self.locks[access_point].lock(OperationSource.AUTO)
         except LockError:
             log.warning("relock of %s failed; the entry stays open", access_point)
+
+    # --- the camera ---------------------------------------------------------------------
+
+    def _check_camera(self, access_point: str) -> None:
+        camera = self.cameras.get(access_point)
+        if camera is not None and not camera.liveness().live:
+            state = camera.liveness().state
+            raise Refusal(Reason.CAMERA_NOT_LIVE, f"camera is {state}, not live")
+
+    def _on_camera(self, access_point: str, liveness: Liveness) -> None:
+        """A stalled or frozen camera during an entry: alarm at once (the door is already
+        unlocked or the courier inside; the relock is still owed and still watched)."""
+        if liveness.live:
+            return
+        with self._mutex:
+            visit = self._visits.get(access_point)
+            if visit is None:
+                return
+            data = {"access_point": access_point, "entry_id": visit.entry_id}
+            self._alert(visit, Alert.CAMERA_LOST, {**data, "camera": str(liveness.state)})
+
+    def _end_recording(self, access_point: str, entry_id: str) -> None:
+        camera = self.cameras.get(access_point)
+        if camera is None:
+            return
+
+        def recorded(clip: Clip) -> None:
+            self.record(
+                EventKind.CLIP_RECORDED,
+                {
+                    "access_point": access_point,
+                    "entry_id": entry_id,
+                    "clip_id": clip.clip_id,
+                    "started_at": clip.started_at,
+                    "ended_at": clip.ended_at,
+                    "duration": round(clip.duration, 3),
+                    "complete": clip.complete,
+                },
+            )
+
+        camera.disarm(entry_id, recorded)
 
     # --- watching the relock ------------------------------------------------------------
 

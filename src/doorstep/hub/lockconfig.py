@@ -15,10 +15,13 @@ keys are that driver's own settings:
     url = "ws://192.168.1.10:5580/ws"
     node_id = 7
 
-An access point the file does not name runs the simulated lock. A slug the hub does not
-have, an unknown driver, or a bad setting is an error at start: the hub refuses to run
-rather than guess which door it is driving. See each driver module for its keys:
-`drivers.zigbee2mqtt` (`_zigbee2mqtt/config.py`), `drivers.matter` (`_matter/config.py`).
+Any table may also name the door's camera, `camera = "<URL ffmpeg reads>"` (RTSP, HTTP,
+UDP, a file): that door then opens only while the camera is live, and every entry is
+recorded (`hub.camera`). An access point the file does not name runs the simulated lock.
+A slug the hub does not have, an unknown driver, or a bad setting is an error at start:
+the hub refuses to run rather than guess which door it is driving. See each driver module
+for its keys: `drivers.zigbee2mqtt` (`_zigbee2mqtt/config.py`), `drivers.matter`
+(`_matter/config.py`).
 """
 
 from __future__ import annotations
@@ -58,13 +61,16 @@ def load(path: Path, access_points: Sequence[str]) -> dict[str, dict[str, Any]]:
             raise LockConfigError(
                 f"{path}: access_points.{slug}.driver must be one of {', '.join(DRIVERS)}"
             )
+        camera = table.get("camera")
+        if camera is not None and (not isinstance(camera, str) or not camera.strip()):
+            raise LockConfigError(f"{path}: access_points.{slug}.camera must be a URL")
         specs[slug] = dict(table)
     return specs
 
 
 def build(slug: str, spec: Mapping[str, Any]) -> LockDriver:
     """Make (and connect) the driver `spec` names; the simulated lock is not built here."""
-    settings = {key: value for key, value in spec.items() if key != "driver"}
+    settings = {key: value for key, value in spec.items() if key not in ("driver", "camera")}
     try:
         if spec["driver"] == "zigbee2mqtt":
             from doorstep.hub.drivers.zigbee2mqtt import Zigbee2MqttLock

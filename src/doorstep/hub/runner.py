@@ -14,6 +14,7 @@ from typing import Any
 from doorstep.hub import config as hub_config
 from doorstep.hub import lockconfig
 from doorstep.hub.agent import HubAgent, RelockPolicy
+from doorstep.hub.camera import EntryCamera, RecorderCamera
 from doorstep.hub.drivers.simulated import SimulatedLock
 from doorstep.hub.journal import Journal
 from doorstep.hub.lock import LockDriver
@@ -69,6 +70,11 @@ def build(options: HubOptions) -> tuple[HubAgent, hub_config.HubConfig, SimContr
             driver.close()
         journal.close()
         raise
+    cameras: dict[str, EntryCamera] = {
+        point: RecorderCamera(spec["camera"], options.data_dir / "video" / point)
+        for point, spec in specs.items()
+        if spec.get("camera")
+    }
     verifier = GrantVerifier(hub_id=config.hub_id, issuer_keys=config.issuer_keys, clock=time.time)
     agent = HubAgent(
         hub_id=config.hub_id,
@@ -77,6 +83,7 @@ def build(options: HubOptions) -> tuple[HubAgent, hub_config.HubConfig, SimContr
         verifier=verifier,
         clock=time.time,
         relock=options.relock,
+        cameras=cameras,
     )
     control = SimControl(options.data_dir / "sim.sock", simulated)
     return agent, config, control

@@ -98,6 +98,11 @@ ALERT_MAIL: dict[str, tuple[str, str]] = {
         "Your door has been open longer than a delivery should take. Watch live or call "
         "the carrier; the door will relock when it closes.",
     ),
+    "camera_lost": (
+        "Alert: your camera stopped during a delivery",
+        "Your camera stopped sending a live picture while a courier was inside. The courier "
+        "was told to finish and close the door; it locks itself. The entry is flagged.",
+    ),
     "locked_while_open": (
         "Alert: the lock closed while the door was open",
         "The bolt reports locked but the door sensor says the door is open. Your door may "

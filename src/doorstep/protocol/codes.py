@@ -54,6 +54,7 @@ class Reason(StrEnum):
     PROOF_STALE = "proof_stale"  # no live challenge for this entry (expired, used, unknown)
     LOCK_JAMMED = "lock_jammed"
     DOOR_OPEN = "door_open"
+    CAMERA_NOT_LIVE = "camera_not_live"  # camera first: no live camera, no unlock
     ACTUATOR_FAILED = "actuator_failed"
 
 
@@ -87,6 +88,7 @@ COURIER_ADVICE: dict[Reason, str] = {
     "your dispatcher.",
     Reason.RESIDENT_DECLINED: "The resident declined in-home delivery; leave it at the door.",
     Reason.APPROVAL_TIMEOUT: "The resident did not answer in time; leave it at the door.",
+    Reason.CAMERA_NOT_LIVE: "The home's camera is not recording; leave it at the door.",
     Reason.HUB_TIMEOUT: "The door did not answer in time; leave it at the door.",
     Reason.DOOR_NEVER_OPENED: "The door relocked before it was opened; request entry again.",
 }

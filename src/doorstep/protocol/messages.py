@@ -47,6 +47,7 @@ class EventKind(StrEnum):
     LOCK_ALARM = "lock.alarm"  # any other Matter DoorLockAlarm (wrong-code limit, ...)
     ENTRY_SECURED = "entry.secured"
     ENTRY_ALERT = "entry.alert"  # data.alert: one of the `Alert` values
+    CLIP_RECORDED = "clip.recorded"  # an entry's clip is assembled on the hub
 
 
 class Alert(StrEnum):
@@ -55,6 +56,7 @@ class Alert(StrEnum):
     RELOCK_FAILED = "relock_failed"  # door shut, but not locked by the deadline
     DOOR_HELD_OPEN = "door_held_open"  # open longer than the limit
     LOCKED_WHILE_OPEN = "locked_while_open"  # the bolt says locked, the sensor says open
+    CAMERA_LOST = "camera_lost"  # the camera stalled or froze during the entry
 
 
 class _Message(BaseModel):

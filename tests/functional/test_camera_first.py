@@ -1,0 +1,148 @@
+"""Camera first, through the real flow: a real ffmpeg camera on loopback, the hub's
+recorder on it (stream copy), the service, the broker. No live camera, no unlock; a
+camera lost mid-entry alerts the resident and flags the entry; every entry's clip starts
+before the unlock."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from sqlalchemy import select
+
+from doorstep import demo
+from doorstep.audit.models import AuditEvent
+from doorstep.hub import camera as camera_module
+from doorstep.settings import NotifySettings
+from doorstep.video.camera import SimulatedCamera, Source
+
+if TYPE_CHECKING:
+    from conftest import Mailbox
+
+
+@pytest.fixture
+def notify_settings(mailbox: tuple[Mailbox, int]) -> NotifySettings:
+    return NotifySettings(smtp_host="127.0.0.1", smtp_port=mailbox[1], poll_seconds=0.1)
+
+
+@pytest.fixture
+def camera() -> Iterator[SimulatedCamera]:
+    cam = SimulatedCamera(Source.SCENE, width=160, height=120, fps=10)
+    cam.start()
+    yield cam
+    cam.stop()
+
+
+@pytest.fixture
+def camera_world(make_world: Callable[..., demo.World], camera: SimulatedCamera) -> demo.World:
+    locks = f'[access_points.front]\ndriver = "simulated"\ncamera = "{camera.url}"\n'
+    world = make_world(locks, auto_relock_seconds=None)
+    assert _until(lambda: _camera_live(world) is True, 20), "the hub's camera never went live"
+    return world
+
+
+def _pre_roll_buffered(world: demo.World) -> bool:
+    hub = world.homes[0].hub_process
+    assert hub is not None
+    camera = hub.agent.cameras["front"]  # type: ignore[attr-defined]
+    return bool(camera.buffered_seconds() >= camera_module.RecorderOptions().pre_roll + 0.5)
+
+
+def _camera_live(world: demo.World) -> bool:
+    hub = world.homes[0].hub_process
+    assert hub is not None
+    return bool(hub.agent.cameras["front"].liveness().live)  # type: ignore[attr-defined]
+
+
+def _until(condition: Callable[[], bool], timeout: float) -> bool:
+    """Poll (bounded) until `condition` holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _request(world: demo.World) -> dict[str, Any]:
+    home, courier = world.homes[0], world.couriers[0][1]
+    delivery = demo.book(world, home, ["PKG-1"])
+    return demo.request_entry(courier, delivery["id"], "PKG-1", home.latitude, home.longitude)
+
+
+def _unlock_calls(world: demo.World) -> int:
+    hub = world.homes[0].hub_process
+    assert hub is not None
+    return int(hub.lock.unlock_calls)  # type: ignore[attr-defined]
+
+
+def _audit(live: Any, entry_id: str, action: str) -> list[dict[str, Any]]:
+    with live.sessions() as session:
+        return list(
+            session.scalars(
+                select(AuditEvent.data).where(
+                    AuditEvent.subject == entry_id, AuditEvent.action == action
+                )
+            )
+        )
+
+
+def test_no_live_camera_no_unlock(
+    live: Any, camera_world: demo.World, camera: SimulatedCamera
+) -> None:
+    camera.kill()
+    assert _until(lambda: not _camera_live(camera_world), 5)
+    entry = _request(camera_world)
+    assert (entry["state"], entry["reason"]) == ("refused", "camera_not_live"), entry
+    assert entry["advice"]
+    assert _unlock_calls(camera_world) == 0
+
+
+def test_a_camera_lost_mid_entry_alerts_and_flags_within_seconds(
+    live: Any, camera_world: demo.World, camera: SimulatedCamera, mailbox: tuple[Mailbox, int]
+) -> None:
+    home, courier = camera_world.homes[0], camera_world.couriers[0][1]
+    entry = _request(camera_world)
+    assert entry["state"] == "unlocked", entry
+    home.door("open_door")
+    lost_at = time.monotonic()
+    camera.kill()
+    flagged = _until(
+        lambda: courier.call("GET", f"/v1/entries/{entry['id']}").get("alert") == "camera_lost",
+        10,
+    )
+    assert flagged
+    box, _port = mailbox
+    subject = "Alert: your camera stopped during a delivery"
+    assert subject in box.wait_subjects([subject], timeout=10)
+    # Measured here only to catch a regression by an order of magnitude; the bench owns
+    # the figure. The hub calls a camera stalled after 2 s without frames.
+    assert time.monotonic() - lost_at < 10
+    home.door("close_door")  # the courier finishes; the relock is still verified
+    done = demo.wait_entry(courier, entry["id"], "done")
+    assert (done["state"], done["alert"]) == ("done", "camera_lost")
+
+
+def test_every_entry_is_recorded_from_before_the_unlock(
+    live: Any, camera_world: demo.World
+) -> None:
+    home, courier = camera_world.homes[0], camera_world.couriers[0][1]
+    # A hub just started has less than the pre-roll behind it; such a clip is marked
+    # incomplete (tested in tests/video). Here the recording has run long enough.
+    assert _until(lambda: _pre_roll_buffered(camera_world), 15)
+    entry = _request(camera_world)
+    assert entry["state"] == "unlocked", entry
+    home.door("open_door")
+    home.door("close_door")
+    done = demo.wait_entry(courier, entry["id"], "done")
+    assert done["state"] == "done"
+    assert _until(lambda: bool(_audit(live, entry["id"], "entry:clip_recorded")), 20)
+    (clip,) = _audit(live, entry["id"], "entry:clip_recorded")
+    unlocked = datetime.fromisoformat(done["unlocked_at"]).timestamp()
+    locked = datetime.fromisoformat(done["done_at"]).timestamp()
+    assert clip["started_at"] < unlocked  # the pre-roll: the clip shows the door opening
+    assert clip["ended_at"] > locked  # and the post-roll after the verified relock
+    assert clip["complete"] is True, clip
