@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from doorstep import __version__, db, web
+from doorstep import __version__, courier_web, db, web
 from doorstep.access import keys as issuer_keys
 from doorstep.access.devices import router as devices_router
 from doorstep.access.router import ENTRY_ROUTE, entry_openapi
@@ -30,6 +30,7 @@ from doorstep.errors import DoorstepError, InvalidRequest, PayloadTooLarge
 from doorstep.homes.preferences import router as preferences_router
 from doorstep.homes.router import router as homes_router
 from doorstep.hublink.link import HubLink
+from doorstep.live import router as live_router
 from doorstep.notify.dispatcher import Dispatcher
 from doorstep.notify.router import router as notify_router
 from doorstep.protocol.mqtt import BrokerAddress
@@ -110,11 +111,13 @@ def create_app(
         access_router,
         devices_router,
         notify_router,
+        live_router,
     ):
         app.include_router(router)
     _install_error_handlers(app)
     app.add_api_route("/healthz", _health, methods=["GET"], include_in_schema=False)
     web.install(app)  # the resident's pages (doorstep.web)
+    courier_web.install(app)  # the courier's app (doorstep.courier_web)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app
 

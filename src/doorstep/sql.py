@@ -44,16 +44,36 @@ _SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
 class Tx:
     """One transaction's worth of plain SQL on a DBAPI connection."""
 
-    def __init__(self, dbapi_connection: Any, dialect: str) -> None:
+    def __init__(self, dbapi_connection: Any, dialect: str, session: Session | None = None) -> None:
         self._connection = dbapi_connection
         self.postgres = dialect == "postgresql"
         self._cursor = dbapi_connection.cursor()
+        self._session = session
+        self._after_commit: list[Callable[[], None]] = []
 
     @classmethod
     def of_session(cls, session: Session) -> Tx:
         """The session's own connection and transaction, for code shared with the ORM."""
         connection = session.connection()
-        return cls(connection.connection.driver_connection, connection.dialect.name)
+        return cls(connection.connection.driver_connection, connection.dialect.name, session)
+
+    def on_commit(self, action: Callable[[], None]) -> None:
+        """Run `action` once this transaction has committed (never if it rolls back, or
+        if the writer job that asked rolls back to its savepoint)."""
+        if self._session is not None:
+            from doorstep.db import after_commit
+
+            after_commit(self._session, action)
+        else:
+            self._after_commit.append(action)
+
+    def _run_after_commit(self) -> None:
+        actions, self._after_commit = self._after_commit, []
+        for action in actions:
+            try:
+                action()
+            except Exception:  # the process edge: the data is committed either way
+                log.exception("after-commit action failed")
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         self._cursor.execute(_translate(sql, self.postgres), params)
@@ -197,10 +217,12 @@ class Writer:
             tx.commit()
         except Exception as exc:  # the commit itself failed: every job in it failed
             log.exception("write batch failed")
+            tx._after_commit.clear()
             tx.rollback_quietly()
             for pending in batch:
                 pending.settle(None, exc)
             raise _BatchFailed from exc
+        tx._run_after_commit()
         for pending, result, error in outcomes:
             pending.settle(result, error)
 
@@ -209,9 +231,11 @@ def _attempt(tx: Tx, pending: _Pending[Any]) -> tuple[_Pending[Any], Any, BaseEx
     if not pending.future.set_running_or_notify_cancel():
         return pending, None, None  # its caller gave up before it ran: do nothing
     tx.savepoint("job")
+    hooks = len(tx._after_commit)
     try:
         result = pending.job(tx)
     except Exception as exc:
+        del tx._after_commit[hooks:]  # what the failed job asked for never happened
         tx.rollback_to("job")
         return pending, None, exc
     tx.release("job")

@@ -80,3 +80,28 @@ def test_the_writer_recovers_after_a_failed_batch(
         broken.result(10)
     assert writer.submit(_insert("d")).result(10) == "d"
     assert _names(database_url) == ["d"]
+
+
+def test_after_commit_actions_run_only_for_jobs_that_committed(
+    writer: Writer, database_url: str
+) -> None:
+    ran: list[tuple[str, list[str]]] = []
+    gate = threading.Event()
+    writer.submit(lambda tx: gate.wait(10))
+
+    def job(name: str, fail: bool) -> Callable[[Tx], None]:
+        def run(tx: Tx) -> None:
+            tx.run("INSERT INTO items (name) VALUES (?)", (name,))
+            tx.on_commit(lambda: ran.append((name, _names(database_url))))
+            if fail:
+                raise ValueError("this job fails after asking")
+
+        return run
+
+    good = writer.submit(job("kept", fail=False))
+    bad = writer.submit(job("dropped", fail=True))
+    gate.set()
+    good.result(10)
+    with pytest.raises(ValueError, match="fails"):
+        bad.result(10)
+    assert ran == [("kept", ["kept"])]  # run once committed, and never for the failed job

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from doorstep import livebus
 from doorstep.audit.models import AuditEvent, AuditHead
 from doorstep.protocol.messages import GENESIS_HASH, canonical
 from doorstep.sql import Tx
@@ -86,6 +87,9 @@ def append_tx(
         (seq, tx.time(at), actor, action, subject, home_id, tx.json(payload), prev_hash, digest),
     )
     tx.run("UPDATE audit_head SET hash = ? WHERE id = 1", (digest,))
+    if home_id is not None:  # the home's live stream (`doorstep.live`), once committed
+        record = livebus.record_of(seq, at, actor, action, subject, payload)
+        tx.on_commit(lambda: livebus.BUS.publish(home_id, record))
     return seq
 
 
