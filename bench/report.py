@@ -82,6 +82,22 @@ def evaluate(report: dict[str, Any]) -> list[dict[str, Any]]:
                 "result": _verdict(ready, lambda v: v <= 2.0, video["valid"]),
             },
         ]
+    courier = report.get("courier")
+    if courier is not None:
+        for key, limit, name in (
+            ("tap_to_bolt_p50_s", 1.2, "courier tap to bolt retracted (1 s motor), p50"),
+            ("tap_to_bolt_p99_s", 1.5, "courier tap to bolt retracted (1 s motor), p99"),
+            ("camera_loss_to_alert_p99_s", 3.0, "camera loss to the resident's alert, p99"),
+        ):
+            value = courier["targets"][key]
+            rows.append(
+                {
+                    "target": name,
+                    "limit": f"<= {limit:g} s",
+                    "measured": None if value is None else f"{value:g} s",
+                    "result": _verdict(value, lambda v, lim=limit: v <= lim, courier["valid"]),
+                }
+            )
     grant = report.get("grant", {}).get("bytes")
     rows.append(
         {
@@ -153,6 +169,9 @@ def markdown(report: dict[str, Any]) -> str:
         "## Hub simulator\n",
         _hubsim(report),
     ]
+    if "courier" in report:
+        parts += ["## Courier and resident latencies\n", "```json\n" + orjson.dumps(
+            report["courier"], option=orjson.OPT_INDENT_2).decode() + "\n```\n"]  # fmt: skip
     if "video" in report:
         parts += ["## Video\n", "```json\n" + orjson.dumps(report["video"],
                   option=orjson.OPT_INDENT_2).decode() + "\n```\n"]  # fmt: skip

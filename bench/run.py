@@ -29,7 +29,7 @@ from bench.measure import DECISION, WHOLE_PATH, Options, Outcome, Scenario
 from bench.rig import Rig, RigError
 from bench.seed import ACCESS_POINT_SLUG, entry_body_format, hub_id
 
-PHASES = ("ceiling", "decision", "whole-path", "video")
+PHASES = ("ceiling", "decision", "whole-path", "video", "courier")
 DEFAULT_BOUND_RPS = 5000.0
 
 
@@ -155,6 +155,17 @@ def _run(
         say(
             f"             recorder {recording['recorder_cpu_percent']} % of a core; "
             f"clip playable p95 {ready['p95_s']} s after the window"
+        )
+    if "courier" in phases:
+        from bench import courier
+
+        say("courier: tap to bolt (1 s motor), door closed to verified lock, camera loss")
+        bench_report["courier"] = courier.run()
+        figures = bench_report["courier"]["targets"]
+        say(
+            f"             tap to bolt p50 {figures['tap_to_bolt_p50_s']} s, p99 "
+            f"{figures['tap_to_bolt_p99_s']} s; camera loss to alert p99 "
+            f"{figures['camera_loss_to_alert_p99_s']} s"
         )
     if "ceiling" in phases:
         for app in APPS:
