@@ -111,3 +111,21 @@ def test_a_door_left_open_alerts_the_resident(
     home.door("close_door")
     done = demo.wait_entry(courier, entry["id"], "done")
     assert (done["state"], done["alert"]) == ("done", "door_held_open")
+
+
+def test_a_lock_that_says_locked_with_the_door_open_is_an_alarm(
+    live: Any, fast_world: demo.World, mailbox: tuple[Mailbox, int]
+) -> None:
+    world = fast_world
+    home, courier = world.homes[0], world.couriers[0][1]
+    entry = _enter(world)
+    home.door("manual_lock")  # the bolt thrown into an open door frame
+    _wait_alert(courier, entry["id"], "locked_while_open")
+    current = courier.call("GET", f"/v1/entries/{entry['id']}")
+    assert current["state"] == "opened"  # not done: the sensor says open
+    box, _port = mailbox
+    subject = "Alert: the lock closed while the door was open"
+    assert subject in box.wait_subjects([subject])
+    home.door("manual_unlock")
+    home.door("close_door")  # shut, relocked by the hub, and now both agree
+    assert demo.wait_entry(courier, entry["id"], "done")["state"] == "done"

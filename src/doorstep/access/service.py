@@ -834,6 +834,10 @@ def apply_hub_event(tx: Tx, *, hub_id: str, event: Event, now: datetime) -> None
     if row is None:
         return
     state, home_id, delivery_id, abort_reason = row
+    if target_state == EntryState.LOCKED and state == EntryState.OPENED:
+        # A bolt thrown while the door stands open is not a relock (the hub raises
+        # `locked_while_open`); the entry stays open until the door shuts and locks.
+        return
     if target_state == EntryState.DONE and not event.data.get("opened"):
         _abort(tx, entry_id, state, home_id, now, actor=f"hub:{hub_id}")
         return
