@@ -43,14 +43,14 @@ TimeoutParam = Annotated[float, Query(ge=0, le=30, description="long-poll limit,
 AWAITING_ADVICE = "The resident is asked to approve; stay at the door, with the parcel."
 
 
-def _read(entry: Entry | service.EntryView) -> EntryRead:
+def entry_read(entry: Entry | service.EntryView) -> EntryRead:
     advice = (
         AWAITING_ADVICE if entry.state == EntryState.AWAITING_APPROVAL else advice_for(entry.reason)
     )
     return EntryRead.model_validate(entry).model_copy(update={"advice": advice})
 
 
-async def _write(writer: Writer, job: Job[T]) -> T:
+async def run_write(writer: Writer, job: Job[T]) -> T:
     try:
         return await writer.run(job)
     except TimeoutError as exc:
@@ -95,7 +95,7 @@ async def request_entry(request: Request) -> Response:
         body.nobody_answered,
         body.device_key_id,
     )
-    decision = await _write(
+    decision = await run_write(
         writer,
         lambda tx: service.decide(
             tx,
@@ -108,14 +108,14 @@ async def request_entry(request: Request) -> Response:
     )
     # With a phone key the hub answers with a challenge (there is nothing to unlock until
     # the phone signs it), so both waits end there.
-    entry = await _send_and_wait(runtime, decision, wait != "none")
+    entry = await send_and_wait(runtime, decision, wait != "none")
     return _respond(entry, 201)
 
 
 WAITS = ("none", "challenge", "unlocked")
 
 
-async def _send_and_wait(
+async def send_and_wait(
     runtime: Runtime, decision: service.EntryDecision, wait: bool
 ) -> service.EntryView:
     """Publish the decision's command once committed; with `wait`, answer after the hub's
@@ -136,7 +136,7 @@ async def _send_and_wait(
     except TimeoutError:
         link.forget(command.command_id)
     entry_id = decision.entry.id
-    current = await _write(writer, lambda tx: service.load_entry(tx, entry_id))
+    current = await run_write(writer, lambda tx: service.load_entry(tx, entry_id))
     return current or decision.entry
 
 
@@ -157,7 +157,7 @@ def _entry_body(raw: bytes) -> EntryCreate:
 
 def _respond(entry: service.EntryView, status: int) -> Response:
     return Response(
-        _read(entry).model_dump_json().encode(),
+        entry_read(entry).model_dump_json().encode(),
         status_code=status,
         media_type="application/json",
     )
@@ -223,14 +223,14 @@ async def unlock_with_proof(
     if runtime.link is None or writer is None:
         raise ServiceUnavailable("the hub link is not running")
     now = runtime.clock.now()
-    decision = await _write(
+    decision = await run_write(
         writer,
         lambda tx: service.unlock_with_proof(
             tx, courier=courier, entry_id=entry_id, proof=body.proof, now=now,
             settings=runtime.settings.entry,
         ),
     )  # fmt: skip
-    return _read(await _send_and_wait(runtime, decision, wait == "unlocked"))
+    return entry_read(await send_and_wait(runtime, decision, wait == "unlocked"))
 
 
 @router.post("/courier/entries/{entry_id}/abort", response_model=EntryRead)
@@ -244,13 +244,13 @@ async def abort_entry(
     if writer is None:
         raise ServiceUnavailable("the database writer is not running")
     now = runtime.clock.now()
-    entry = await _write(
+    entry = await run_write(
         writer,
         lambda tx: service.abort_entry(
             tx, courier=courier, entry_id=entry_id, why=body.reason, note=body.note, now=now
         ),
     )
-    return _read(entry)
+    return entry_read(entry)
 
 
 @router.post("/entries/{entry_id}/approval", response_model=EntryRead)
@@ -263,7 +263,7 @@ async def answer_approval(
     if link is None or writer is None:
         raise ServiceUnavailable("the hub link is not running")
     now = runtime.clock.now()
-    decision = await _write(
+    decision = await run_write(
         writer,
         lambda tx: service.answer_approval(
             tx,
@@ -277,7 +277,7 @@ async def answer_approval(
     )
     if decision.command is not None and decision.hub_id is not None:
         link.publish_command(decision.hub_id, decision.command)
-    return _read(decision.entry)
+    return entry_read(decision.entry)
 
 
 @router.get("/entries/{entry_id}", response_model=EntryRead)
@@ -299,7 +299,7 @@ def get_entry(
             session.commit()  # end the read transaction so the next read sees new data
             runtime.link.wait_for_change(min(remaining, 1.0))
             session.refresh(entry)
-    read = _read(entry)
+    read = entry_read(entry)
     if entry.challenge is not None and entry.access_point_id is not None:
         point = session.get(AccessPoint, entry.access_point_id)
         slug = point.slug if point is not None else None

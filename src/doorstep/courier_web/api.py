@@ -1,0 +1,176 @@
+"""The courier app's JSON routes (`/courier/api/...`), for its own script only.
+
+Authenticated by the courier session cookie; every POST carries the session's CSRF token
+in `X-CSRF-Token` (a cross-site page can neither read it nor send the header without a
+CORS preflight this service never grants). Each route calls the same service functions
+as the bearer API (`/v1/courier/...`), so every check and every object check is the
+same: another courier's entry is "not found" here as there.
+
+    GET  /courier/api/device-keys              this courier's active phone keys (ids)
+    POST /courier/api/device-keys              register this phone's public JWK
+    POST /courier/api/entries                  request entry; answers once the hub has
+                                               answered (its challenge, or a refusal)
+    POST /courier/api/entries/{id}/unlock      the phone's signature of the challenge;
+                                               answers once the hub unlocked or refused
+    POST /courier/api/entries/{id}/abort       call the entry off (pet/person/unsafe/other)
+    GET  /courier/api/entries/{id}?seen=&wait= the entry; long-polls until its `version`
+                                               differs from `seen` (at most `wait` s)
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+
+from doorstep.access import service
+from doorstep.access.devices import DeviceKey, DeviceKeyCreate
+from doorstep.access.devices import register as register_device_key
+from doorstep.access.router import run_write as write
+from doorstep.access.router import send_and_wait
+from doorstep.access.schemas import EntryAbort, EntryCreate, EntryProof
+from doorstep.accounts.service import Principal
+from doorstep.courier_web import progress
+from doorstep.courier_web.deps import ApiCourier, WritingCourier
+from doorstep.courier_web.schemas import CourierEntryRead, DeviceKeyIdRead
+from doorstep.deps import Runtime, RuntimeDep
+from doorstep.errors import ServiceUnavailable
+from doorstep.sql import Tx, Writer
+from doorstep.web.deps import UnitOfWork
+from doorstep.web.rendering import NO_STORE
+
+MAX_WAIT_SECONDS = 25.0
+DISCONNECT_CHECK_SECONDS = 1.0
+
+router = APIRouter(prefix="/courier/api", include_in_schema=False)
+
+
+def _writer(runtime: Runtime) -> Writer:
+    if runtime.link is None or runtime.writer is None:
+        raise ServiceUnavailable("the hub link is not running")
+    return runtime.writer
+
+
+@router.get("/device-keys", response_model=list[DeviceKeyIdRead])
+def device_keys(session: UnitOfWork, courier: ApiCourier, response: Response) -> object:
+    response.headers.update(NO_STORE)
+    return session.scalars(
+        select(DeviceKey)
+        .where(DeviceKey.user_id == courier.principal.id, DeviceKey.revoked_at.is_(None))
+        .order_by(DeviceKey.created_at)
+    ).all()
+
+
+@router.post("/device-keys", status_code=201, response_model=DeviceKeyIdRead)
+def register_phone(
+    body: DeviceKeyCreate, session: UnitOfWork, runtime: RuntimeDep, courier: WritingCourier
+) -> object:
+    """The same registration as `POST /v1/courier/device-keys` (its checks, its limit of
+    keys per courier, its audit record): that route's function, called as a function."""
+    return register_device_key(body, session, runtime, courier.principal)
+
+
+@router.post("/entries", status_code=201, response_model=CourierEntryRead)
+async def request_entry(
+    body: EntryCreate, runtime: RuntimeDep, courier: WritingCourier
+) -> CourierEntryRead:
+    """As `POST /v1/courier/entries?wait=challenge`: every check on the writer thread,
+    the command published after commit, the answer once the hub has answered."""
+    writer = _writer(runtime)
+    request = service.EntryRequest(
+        body.delivery_id,
+        body.barcode,
+        body.latitude,
+        body.longitude,
+        body.accuracy_m,
+        body.nobody_answered,
+        body.device_key_id,
+    )
+    now = runtime.clock.now()
+    decision = await write(
+        writer,
+        lambda tx: service.decide(
+            tx,
+            token=courier.token,
+            request=request,
+            now=now,
+            settings=runtime.settings.entry,
+            signer=runtime.keys.signer,
+        ),
+    )
+    return progress.read(await send_and_wait(runtime, decision, True))
+
+
+@router.post("/entries/{entry_id}/unlock", response_model=CourierEntryRead)
+async def unlock(
+    entry_id: str, body: EntryProof, runtime: RuntimeDep, courier: WritingCourier
+) -> CourierEntryRead:
+    writer = _writer(runtime)
+    now = runtime.clock.now()
+    decision = await write(
+        writer,
+        lambda tx: service.unlock_with_proof(
+            tx, courier=courier.principal, entry_id=entry_id, proof=body.proof, now=now,
+            settings=runtime.settings.entry,
+        ),
+    )  # fmt: skip
+    return progress.read(await send_and_wait(runtime, decision, True))
+
+
+@router.post("/entries/{entry_id}/abort", response_model=CourierEntryRead)
+async def abort(
+    entry_id: str, body: EntryAbort, runtime: RuntimeDep, courier: WritingCourier
+) -> CourierEntryRead:
+    writer = _writer(runtime)
+    now = runtime.clock.now()
+    entry = await write(
+        writer,
+        lambda tx: service.abort_entry(
+            tx, courier=courier.principal, entry_id=entry_id, why=body.reason, note=body.note,
+            now=now,
+        ),
+    )  # fmt: skip
+    return progress.read(entry, aborting=True)
+
+
+WaitParam = Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS)]
+
+
+@router.get("/entries/{entry_id}", response_model=CourierEntryRead)
+async def follow(
+    entry_id: str,
+    request: Request,
+    runtime: RuntimeDep,
+    courier: ApiCourier,
+    response: Response,
+    seen: Annotated[str, Query(max_length=64)] = "",
+    wait: WaitParam = 0.0,
+) -> CourierEntryRead:
+    """The entry now, or (with `seen`) once it differs from the version the page shows.
+    Waits a second at a time for the hub link's next change, and stops waiting when the
+    page has gone."""
+    deadline = runtime.clock.timestamp() + wait
+    while True:
+        current = await run_in_threadpool(_load, runtime, courier.principal, entry_id)
+        remaining = deadline - runtime.clock.timestamp()
+        done = current.version != seen or remaining <= 0 or runtime.link is None
+        if done or await request.is_disconnected():
+            response.headers.update(NO_STORE)
+            return current
+        assert runtime.link is not None
+        await run_in_threadpool(
+            runtime.link.wait_for_change, min(remaining, DISCONNECT_CHECK_SECONDS)
+        )
+
+
+def _load(runtime: Runtime, courier: Principal, entry_id: str) -> CourierEntryRead:
+    """The courier's entry (`service.get_entry` decides who may read it) on a short
+    session of its own, closed before any wait."""
+    with runtime.sessions() as session:
+        entry = service.get_entry(session, principal=courier, entry_id=entry_id)
+        aborting = entry.abort_reason is not None
+        view = service.load_entry(Tx.of_session(session), entry_id)
+    assert view is not None  # it was just read
+    return progress.read(view, aborting=aborting)

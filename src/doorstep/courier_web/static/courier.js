@@ -1,0 +1,419 @@
+// Doorstep courier app: this phone's key, the scan, the knock step, the entry request
+// with proof of possession, and the entry's live status until the door is verified
+// locked. Hand-written, no dependencies. Server text goes in with textContent only.
+//
+// The key: ECDSA P-256 from WebCrypto, made non-extractable, kept as a CryptoKey in
+// IndexedDB (database "doorstep-courier", store "device-keys", one record per courier:
+// {id, privateKey, created}). Only its public JWK is sent, once, to be registered. The
+// private key only ever signs the door's challenge (`to_sign`, base64url), and WebCrypto
+// answers ES256 in the raw r||s form the hub checks.
+"use strict";
+
+(function () {
+  const DB_NAME = "doorstep-courier";
+  const STORE = "device-keys";
+  const WAIT_SECONDS = 20;
+  const RETRY_MS = 2000;
+  const SIGN_IN = "/courier/signin";
+
+  const $ = (id) => document.getElementById(id);
+
+  class ApiError extends Error {
+    constructor(status, message) {
+      super(message);
+      this.status = status;
+    }
+  }
+
+  // --- the service ---------------------------------------------------------------------
+
+  function csrfToken() {
+    const meta = document.querySelector('meta[name="csrf-token"]');
+    return meta ? meta.content : "";
+  }
+
+  async function api(method, path, payload) {
+    const headers = { Accept: "application/json" };
+    const init = { method, headers, credentials: "same-origin", cache: "no-store" };
+    if (payload !== undefined) {
+      headers["Content-Type"] = "application/json";
+      headers["X-CSRF-Token"] = csrfToken();
+      init.body = JSON.stringify(payload);
+    }
+    const response = await fetch(path, init);
+    if (response.status === 401) {
+      window.location.assign(SIGN_IN);
+      throw new ApiError(401, "Your session has ended; sign in again.");
+    }
+    const data = await response.json().catch(() => null);
+    if (!response.ok) {
+      const message = data && data.error ? data.error.message : "";
+      throw new ApiError(response.status, message || "The service answered " + response.status + ".");
+    }
+    return data;
+  }
+
+  // --- this phone's key ------------------------------------------------------------------
+
+  function keyStore(mode, action) {
+    return new Promise((resolve, reject) => {
+      const opening = indexedDB.open(DB_NAME, 1);
+      opening.onupgradeneeded = () => opening.result.createObjectStore(STORE);
+      opening.onerror = () => reject(opening.error);
+      opening.onsuccess = () => {
+        const db = opening.result;
+        const tx = db.transaction(STORE, mode);
+        const request = action(tx.objectStore(STORE));
+        tx.oncomplete = () => {
+          db.close();
+          resolve(request.result);
+        };
+        tx.onerror = tx.onabort = () => {
+          db.close();
+          reject(tx.error);
+        };
+      };
+    });
+  }
+
+  async function newKey(courierId) {
+    const pair = await crypto.subtle.generateKey(
+      { name: "ECDSA", namedCurve: "P-256" },
+      false, // the private key can never be exported, by this page or anyone
+      ["sign"]
+    );
+    const jwk = await crypto.subtle.exportKey("jwk", pair.publicKey);
+    const platform = (navigator.userAgentData && navigator.userAgentData.platform) || navigator.platform || "phone";
+    const registered = await api("POST", "/courier/api/device-keys", {
+      jwk: { kty: jwk.kty, crv: jwk.crv, x: jwk.x, y: jwk.y },
+      label: ("Courier web app (" + platform + ")").slice(0, 100),
+    });
+    const record = { id: registered.id, privateKey: pair.privateKey, created: registered.created_at };
+    await keyStore("readwrite", (store) => store.put(record, courierId));
+    return record;
+  }
+
+  // The stored key if the service still knows it; else a new one, registered. A key the
+  // service no longer knows (revoked, or this database was reset) is never sent again.
+  async function deviceKey(courierId) {
+    const stored = await keyStore("readonly", (store) => store.get(courierId));
+    const known = await api("GET", "/courier/api/device-keys");
+    if (stored && known.some((key) => key.id === stored.id)) return stored;
+    return newKey(courierId);
+  }
+
+  function fromBase64url(text) {
+    const padded = text.replace(/-/g, "+").replace(/_/g, "/") + "===".slice((text.length + 3) % 4);
+    return Uint8Array.from(atob(padded), (c) => c.charCodeAt(0));
+  }
+
+  function toBase64url(buffer) {
+    let binary = "";
+    new Uint8Array(buffer).forEach((byte) => {
+      binary += String.fromCharCode(byte);
+    });
+    return btoa(binary).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  }
+
+  async function sign(key, toSign) {
+    const signature = await crypto.subtle.sign(
+      { name: "ECDSA", hash: "SHA-256" },
+      key.privateKey,
+      fromBase64url(toSign)
+    );
+    return toBase64url(signature); // r||s, 64 bytes
+  }
+
+  function showDevice(state, text) {
+    const node = $("device-status");
+    if (!node) return;
+    node.dataset.state = state;
+    node.textContent = text;
+  }
+
+  function prepareDevice() {
+    const courierId = document.body.dataset.courier;
+    if (!window.crypto || !crypto.subtle || !window.indexedDB) {
+      showDevice("problem", "This browser cannot keep a key for entries; use another browser.");
+      return Promise.reject(new Error("no WebCrypto or IndexedDB"));
+    }
+    // One tab at a time makes the key, so two tabs opened at once do not make two.
+    const ensure = () => deviceKey(courierId);
+    const made = navigator.locks ? navigator.locks.request("doorstep-device-key", ensure) : ensure();
+    return made.then(
+      (key) => {
+        showDevice("ready", "This phone is registered for entries.");
+        return key;
+      },
+      (error) => {
+        showDevice("problem", "This phone could not be registered: " + error.message);
+        throw error;
+      }
+    );
+  }
+
+  // --- the phone's position --------------------------------------------------------------
+
+  function locate() {
+    return new Promise((resolve, reject) => {
+      if (!navigator.geolocation) {
+        reject(new Error("This browser cannot tell where you are."));
+        return;
+      }
+      navigator.geolocation.getCurrentPosition(resolve, () => reject(new Error(
+        "Your location is needed at the door: allow it for this site, then try again."
+      )), { enableHighAccuracy: true, timeout: 15000, maximumAge: 0 });
+    });
+  }
+
+  // --- the camera's barcode reader, where the browser has one ----------------------------
+
+  function setUpCamera(barcode, onRead) {
+    const box = $("camera");
+    if (!box || !("BarcodeDetector" in window) || !navigator.mediaDevices) return;
+    const start = $("camera-start");
+    const stop = $("camera-stop");
+    const view = $("camera-view");
+    let stream = null;
+    let timer = null;
+    const close = () => {
+      if (timer) window.clearInterval(timer);
+      if (stream) stream.getTracks().forEach((track) => track.stop());
+      stream = timer = null;
+      view.hidden = stop.hidden = true;
+      start.hidden = false;
+    };
+    start.addEventListener("click", async () => {
+      try {
+        const detector = new window.BarcodeDetector();
+        stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment" } });
+        view.srcObject = stream;
+        view.hidden = stop.hidden = false;
+        start.hidden = true;
+        await view.play();
+        timer = window.setInterval(async () => {
+          const found = await detector.detect(view).catch(() => []);
+          if (found.length) {
+            barcode.value = found[0].rawValue;
+            close();
+            onRead();
+          }
+        }, 250);
+      } catch (error) {
+        close();
+        box.hidden = true; // no camera, or no permission: typing it is the way
+      }
+    });
+    stop.addEventListener("click", close);
+    box.hidden = false;
+  }
+
+  // --- one stop ------------------------------------------------------------------------
+
+  function stopPage(root, keyReady) {
+    const deliveryId = root.dataset.delivery;
+    const form = $("entry-form");
+    const barcode = $("barcode");
+    const button = $("request");
+    const hint = $("request-hint");
+    const problem = $("form-problem");
+    const handover = $("handover");
+    let key = null;
+    let keyProblem = null;
+    let busy = false;
+
+    const knock = () => {
+      const chosen = form.querySelector('input[name="knock"]:checked');
+      return chosen ? chosen.value : "";
+    };
+
+    function refresh() {
+      const answered = knock() === "answered";
+      handover.hidden = !answered;
+      let why = "";
+      if (busy) why = "Asking the door…";
+      else if (keyProblem) why = "This phone is not registered; reload the page or sign in again.";
+      else if (!key) why = "Getting this phone ready…";
+      else if (answered) why = "Someone is home: no entry needed.";
+      else if (!barcode.value.trim() || knock() !== "nobody") why = "Scan the parcel and confirm the knock first.";
+      button.disabled = why !== "";
+      hint.textContent = why || "Ready. The door checks everything before it opens.";
+    }
+
+    function showProblem(message) {
+      problem.querySelector("p").textContent = message;
+      problem.hidden = !message;
+    }
+
+    keyReady.then((found) => { key = found; refresh(); }, (error) => { keyProblem = error; refresh(); });
+    barcode.addEventListener("input", refresh);
+    form.addEventListener("change", refresh);
+    setUpCamera(barcode, refresh);
+
+    const entry = entryPanel(() => {
+      $("prepare").hidden = false;
+      barcode.value = "";
+      form.querySelectorAll('input[name="knock"]').forEach((input) => { input.checked = false; });
+      refresh();
+      barcode.focus();
+    });
+
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      if (button.disabled) return;
+      busy = true;
+      showProblem("");
+      refresh();
+      try {
+        const position = await locate();
+        const answer = await api("POST", "/courier/api/entries", {
+          delivery_id: deliveryId,
+          barcode: barcode.value.trim(),
+          latitude: position.coords.latitude,
+          longitude: position.coords.longitude,
+          accuracy_m: Math.min(position.coords.accuracy, 10000),
+          nobody_answered: true,
+          device_key_id: key.id,
+        });
+        $("prepare").hidden = true;
+        entry.follow(answer, key);
+      } catch (error) {
+        showProblem(error.message);
+      } finally {
+        busy = false;
+        refresh();
+      }
+    });
+
+    const open = root.dataset.openEntry;
+    if (open) {
+      $("prepare").hidden = true;
+      keyReady.then((found) => entry.resume(open, found), () => entry.resume(open, null));
+    }
+    refresh();
+  }
+
+  // The entry's panel: shows what the service says, signs the door's challenge when it
+  // comes, long-polls until the entry ends, and offers lock and abort while it is open.
+  function entryPanel(onRetry) {
+    const panel = $("entry");
+    const outcome = $("outcome");
+    const lock = $("lock");
+    const abortOpen = $("abort-open");
+    const abortForm = $("abort-form");
+    let shown = null;
+    let lockRequested = false;
+    let signed = null;
+
+    function show(entry) {
+      shown = entry;
+      panel.hidden = false;
+      panel.dataset.entry = entry.id;
+      const canLock = !entry.ended && !entry.aborting && ["unlocked", "opened"].includes(entry.state) && !entry.alert;
+      const asked = lockRequested && canLock;
+      outcome.dataset.tone = entry.tone;
+      $("headline").textContent = asked ? lock.dataset.headline : entry.headline;
+      $("detail").textContent = asked ? lock.dataset.detail : entry.detail;
+      lock.hidden = !canLock || asked;
+      abortOpen.hidden = !entry.can_abort || !abortForm.hidden;
+      if (!entry.can_abort) abortForm.hidden = true;
+      $("retry").hidden = !entry.ended || entry.state === "done";
+      $("next").hidden = !entry.ended;
+    }
+
+    async function prove(entry, key) {
+      signed = entry.to_sign;
+      if (!key) throw new ApiError(0, "This phone has no key for entries; reload the page or sign in again.");
+      const proof = await sign(key, entry.to_sign);
+      return api("POST", "/courier/api/entries/" + encodeURIComponent(entry.id) + "/unlock", { proof });
+    }
+
+    async function follow(first, key) {
+      let entry = first;
+      show(entry);
+      outcome.focus(); // the request button has gone; what to do now is here
+      while (!entry.ended) {
+        try {
+          if (entry.state === "authorized" && entry.to_sign && entry.to_sign !== signed) {
+            entry = await prove(entry, key);
+          } else {
+            const path = "/courier/api/entries/" + encodeURIComponent(entry.id);
+            entry = await api("GET", path + "?seen=" + entry.version + "&wait=" + WAIT_SECONDS);
+          }
+          $("connection").hidden = true;
+          show(entry);
+        } catch (error) {
+          if (error instanceof ApiError && error.status < 500) {
+            // Asking again will not help (no key, or the service said no): say so, stop.
+            $("connection").hidden = true;
+            $("detail").textContent = error.message;
+            return;
+          }
+          $("connection").hidden = false; // the network or the service: try again
+          await new Promise((resolve) => window.setTimeout(resolve, RETRY_MS));
+        }
+      }
+    }
+
+    async function resume(entryId, key) {
+      let entry;
+      try {
+        entry = await api("GET", "/courier/api/entries/" + encodeURIComponent(entryId));
+      } catch (error) {
+        onRetry(); // it could not be read again: start this stop afresh
+        return;
+      }
+      await follow(entry, key);
+    }
+
+    lock.addEventListener("click", () => {
+      // Only a request: the hub relocks when the door closes, and the entry ends when
+      // the bolt and the door sensor both say so. Until then this page says "Locking…".
+      lockRequested = true;
+      if (shown) show(shown);
+    });
+    abortOpen.addEventListener("click", () => {
+      abortForm.hidden = false;
+      abortOpen.hidden = true;
+      abortForm.querySelector("input").focus();
+    });
+    $("abort-cancel").addEventListener("click", () => {
+      abortForm.hidden = true;
+      if (shown) show(shown);
+      abortOpen.focus();
+    });
+    abortForm.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const chosen = abortForm.querySelector('input[name="abort-reason"]:checked');
+      if (!chosen || !shown) {
+        abortForm.querySelector("input").focus();
+        return;
+      }
+      const path = "/courier/api/entries/" + encodeURIComponent(shown.id) + "/abort";
+      try {
+        const entry = await api("POST", path, { reason: chosen.value, note: $("abort-note").value.trim() });
+        abortForm.hidden = true;
+        show(entry);
+      } catch (error) {
+        $("detail").textContent = error.message;
+      }
+    });
+    $("retry").addEventListener("click", () => {
+      panel.hidden = true;
+      lockRequested = false;
+      signed = null;
+      shown = null;
+      onRetry();
+    });
+
+    return { follow, resume };
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    if (!document.body.dataset.courier) return;
+    const keyReady = prepareDevice();
+    keyReady.catch(() => {}); // shown on the page; the stop page waits on it too
+    const root = $("stop");
+    if (root) stopPage(root, keyReady);
+  });
+})();
