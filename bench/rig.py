@@ -141,6 +141,10 @@ class Rig:
             env={
                 "DOORSTEP_BROKER_URL": self.broker_url,
                 "DOORSTEP_ENTRY__REQUIRE_PROOF_OF_POSSESSION": "false",
+                # A few simulated couriers send thousands of requests a minute here; the
+                # limits are still checked on every request (the queries run), never hit.
+                "DOORSTEP_ENTRY__COURIER_ATTEMPTS_PER_MINUTE": "100000000",
+                "DOORSTEP_ENTRY__HOME_ATTEMPTS_PER_HOUR": "100000000",
             },
         )
         self.token = self._courier_token()

@@ -161,6 +161,10 @@ class InProcessHub:
         return self.agent.locks[self.config.access_points[0]]
 
     def stop(self) -> None:
+        """Stop the hub (a test may do it early, to play a hub that dies); idempotent."""
+        if getattr(self, "stopped", False):
+            return
+        self.stopped = True
         self.control.stop()
         self.agent.stop()
 

@@ -28,6 +28,7 @@ def test_acl_gives_each_hub_only_its_own_leaves() -> None:
         "topic write doorstep/hubs/hub-aaa/reply",
         "topic write doorstep/hubs/hub-aaa/status",
         "topic write doorstep/hubs/hub-aaa/reported",
+        "topic write doorstep/hubs/hub-aaa/camera",
         "user hub-bbb",
         "topic read doorstep/hubs/hub-bbb/cmd",
         "topic read doorstep/hubs/hub-bbb/ack",
@@ -36,6 +37,7 @@ def test_acl_gives_each_hub_only_its_own_leaves() -> None:
         "topic write doorstep/hubs/hub-bbb/reply",
         "topic write doorstep/hubs/hub-bbb/status",
         "topic write doorstep/hubs/hub-bbb/reported",
+        "topic write doorstep/hubs/hub-bbb/camera",
     ]
 
 

@@ -146,3 +146,43 @@ def test_every_entry_is_recorded_from_before_the_unlock(
     assert clip["started_at"] < unlocked  # the pre-roll: the clip shows the door opening
     assert clip["ended_at"] > locked  # and the post-roll after the verified relock
     assert clip["complete"] is True, clip
+    # The heartbeats stopped when the entry ended: that is not a lost camera.
+    assert courier.call("GET", f"/v1/entries/{entry['id']}")["alert"] is None
+
+
+def test_a_frozen_camera_mid_entry_is_a_lost_camera(
+    live: Any, camera_world: demo.World, camera: SimulatedCamera
+) -> None:
+    home, courier = camera_world.homes[0], camera_world.couriers[0][1]
+    entry = _request(camera_world)
+    assert entry["state"] == "unlocked", entry
+    home.door("open_door")
+    camera.freeze()  # frames keep coming, the picture stops changing
+    assert _until(
+        lambda: courier.call("GET", f"/v1/entries/{entry['id']}").get("alert") == "camera_lost",
+        15,
+    )
+    (alert,) = _audit(live, entry["id"], "entry:alert")
+    assert alert["alert"] == "camera_lost"
+    home.door("close_door")
+    assert demo.wait_entry(courier, entry["id"], "done")["state"] == "done"
+
+
+def test_a_hub_that_goes_silent_mid_entry_is_caught_by_the_service(
+    live: Any, camera_world: demo.World, mailbox: tuple[Mailbox, int]
+) -> None:
+    home, courier = camera_world.homes[0], camera_world.couriers[0][1]
+    entry = _request(camera_world)
+    assert entry["state"] == "unlocked", entry
+    home.door("open_door")
+    assert home.hub_process is not None
+    home.hub_process.stop()  # the hub (and its camera heartbeats) gone mid-entry
+    assert _until(
+        lambda: courier.call("GET", f"/v1/entries/{entry['id']}").get("alert") == "camera_lost",
+        15,
+    )
+    (alert,) = _audit(live, entry["id"], "entry:alert")
+    assert alert["seen_by"] == "service"
+    box, _port = mailbox
+    subject = "Alert: your camera stopped during a delivery"
+    assert subject in box.wait_subjects([subject], timeout=10)

@@ -144,7 +144,14 @@ def test_resident_is_emailed_when_the_courier_enters_and_when_the_door_is_locked
     box, _port = mailbox
     _deliver(world)
     wanted = ["A courier is at your door", "Delivered, and your door is locked"]
-    assert sorted(box.wait_subjects(wanted)) == sorted(wanted)
+    subjects = box.wait_subjects(wanted)
+    booked = [subject for subject in subjects if subject.startswith("In-home delivery ")]
+    assert len(booked) == 1  # the day's window, when the carrier booked
+    assert sorted(subjects) == sorted([*wanted, *booked])
+    (body,) = [
+        m.get_payload(decode=True).decode() for _to, m in box.messages if m["Subject"] == booked[0]
+    ]
+    assert "between" in body
     for recipients, message in box.messages:
         assert recipients == ["resident1@doorstep.test"]
         assert message["From"] == "Doorstep <notify@doorstep.test>"

@@ -68,6 +68,21 @@ class Entry(Base):
         # Attempt limits count recent entries per courier and per home (migration 0004).
         Index("ix_entries_courier_created", "courier_id", "created_at"),
         Index("ix_entries_home_created", "home_id", "created_at"),
+        # The lockout counts a courier's recent denials; the hold looks for an unresolved
+        # failed relock. Both partial, so neither scans a courier's whole history (0008).
+        Index(
+            "ix_entries_courier_denied",
+            "courier_id",
+            "created_at",
+            sqlite_where=text("state = 'denied'"),
+            postgresql_where=text("state = 'denied'"),
+        ),
+        Index(
+            "ix_entries_courier_relock_failed",
+            "courier_id",
+            sqlite_where=text("alert = 'relock_failed'"),
+            postgresql_where=text("alert = 'relock_failed'"),
+        ),
         Index(
             "ix_entries_approval_deadline",
             "approval_deadline",

@@ -216,11 +216,19 @@ def _courier(tx: Tx, token: str, now: datetime) -> tuple[Principal, bool]:
     return Principal(PrincipalKind.USER, str(row[0]), PrincipalRole.COURIER, row[2]), bool(row[3])
 
 
-_COURIER_ATTEMPTS = (
-    "SELECT COALESCE(SUM(CASE WHEN created_at > ? THEN 1 ELSE 0 END), 0),"
-    " COALESCE(SUM(CASE WHEN state = 'denied' AND reason <> 'too_many_attempts'"
-    " THEN 1 ELSE 0 END), 0)"
-    " FROM entries WHERE courier_id = ? AND created_at > ?"
+# Each count stops at its limit (the LIMIT inside), so a busy courier costs no more to
+# check than a quiet one; the denials have their own partial index (migration 0008).
+_RECENT = (
+    "SELECT COUNT(*) FROM (SELECT 1 FROM entries WHERE courier_id = ? AND created_at > ?"
+    " LIMIT ?) AS recent"
+)
+_DENIALS = (
+    "SELECT COUNT(*) FROM (SELECT 1 FROM entries WHERE courier_id = ? AND state = 'denied'"
+    " AND created_at > ? AND reason <> 'too_many_attempts' LIMIT ?) AS denials"
+)
+_HOME_RECENT = (
+    "SELECT COUNT(*) FROM (SELECT 1 FROM entries WHERE home_id = ? AND created_at > ?"
+    " LIMIT ?) AS recent"
 )
 
 
@@ -230,16 +238,19 @@ def _check_courier_limits(
     """Too many requests in a minute, or too many denials lately (guessing barcodes,
     probing homes): refuse until the window has passed. Counted from the entries table,
     so the limits hold across restarts and service processes."""
-    window = timedelta(minutes=settings.lockout_minutes)
-    row = tx.one(
-        _COURIER_ATTEMPTS,
-        (tx.time(now - timedelta(minutes=1)), courier.id, tx.time(now - window)),
-    )
-    recent, denials = (int(row[0]), int(row[1])) if row else (0, 0)
-    if recent >= settings.courier_attempts_per_minute:
+    per_minute, lockout = settings.courier_attempts_per_minute, settings.lockout_minutes
+    minute_ago = tx.time(now - timedelta(minutes=1))
+    if _count(tx, _RECENT, (courier.id, minute_ago, per_minute)) >= per_minute:
         raise Denied(Reason.TOO_MANY_ATTEMPTS, extra={"limit": "courier_per_minute"})
-    if denials >= settings.courier_denials_before_lockout:
+    window_start = tx.time(now - timedelta(minutes=lockout))
+    denials = settings.courier_denials_before_lockout
+    if _count(tx, _DENIALS, (courier.id, window_start, denials)) >= denials:
         raise Denied(Reason.TOO_MANY_ATTEMPTS, extra={"limit": "courier_lockout"})
+
+
+def _count(tx: Tx, sql: str, params: tuple[Any, ...]) -> int:
+    row = tx.one(sql, params)
+    return int(row[0]) if row else 0
 
 
 def _check_not_held(tx: Tx, courier: Principal) -> None:
@@ -258,11 +269,9 @@ def _check_not_held(tx: Tx, courier: Principal) -> None:
 def _check_home_limit(
     tx: Tx, home_id: str, now: datetime, settings: EntrySettings, mine: dict[str, Any]
 ) -> None:
-    row = tx.one(
-        "SELECT COUNT(*) FROM entries WHERE home_id = ? AND created_at > ?",
-        (home_id, tx.time(now - timedelta(hours=1))),
-    )
-    if row is not None and int(row[0]) >= settings.home_attempts_per_hour:
+    limit = settings.home_attempts_per_hour
+    hour_ago = tx.time(now - timedelta(hours=1))
+    if _count(tx, _HOME_RECENT, (home_id, hour_ago, limit)) >= limit:
         raise Denied(Reason.TOO_MANY_ATTEMPTS, extra={"limit": "home_per_hour"}, **mine)
 
 
@@ -873,14 +882,43 @@ def _apply_alert(tx: Tx, hub_id: str, event: Event, now: datetime) -> None:
     row = tx.one("SELECT home_id FROM entries WHERE id = ? AND hub_id = ?", (entry_id, hub_id))
     if row is None:
         return
+    data = {"alert": alert, "epoch": event.epoch, "seq": event.seq}
+    _flag(tx, entry_id, row[0], str(alert), now, actor=f"hub:{hub_id}", data=data)
+
+
+def _flag(
+    tx: Tx,
+    entry_id: str,
+    home_id: str | None,
+    alert: str,
+    now: datetime,
+    *,
+    actor: str,
+    data: dict[str, Any],
+) -> None:
     tx.run(
         "UPDATE entries SET alert = ?, updated_at = ? WHERE id = ?",
         (alert, tx.time(now), entry_id),
     )
-    data = {"alert": alert, "epoch": event.epoch, "seq": event.seq}
-    append_tx(tx, at=now, actor=f"hub:{hub_id}", action="entry:alert", subject=entry_id,
-              home_id=row[0], data=data)  # fmt: skip
-    outbox.entry_alert(tx, entry_id=entry_id, alert=str(alert), at=now, home_id=row[0])
+    append_tx(tx, at=now, actor=actor, action="entry:alert", subject=entry_id,
+              home_id=home_id, data=data)  # fmt: skip
+    outbox.entry_alert(tx, entry_id=entry_id, alert=alert, at=now, home_id=home_id)
+
+
+def camera_silent(tx: Tx, *, hub_id: str, entry_id: str, silent_for: float, now: datetime) -> bool:
+    """The hub's camera heartbeats for an entry stopped (the hub, its link or its camera
+    died mid-entry). If the entry is still open and not flagged yet, flag it
+    `camera_lost` as the service's own finding. Heartbeats also stop when an entry ends
+    normally; then this does nothing. Returns whether it flagged."""
+    row = tx.one(
+        "SELECT state, home_id, alert FROM entries WHERE id = ? AND hub_id = ?",
+        (entry_id, hub_id),
+    )
+    if row is None or row[0] not in OPEN_STATES or row[2] == Alert.CAMERA_LOST:
+        return False
+    data = {"alert": Alert.CAMERA_LOST, "seen_by": "service", "silent_for": round(silent_for, 1)}
+    _flag(tx, entry_id, row[1], Alert.CAMERA_LOST, now, actor="system", data=data)
+    return True
 
 
 def _record_clip(tx: Tx, hub_id: str, event: Event, now: datetime) -> None:

@@ -64,6 +64,12 @@ _ALERTS: dict[str, Step] = {
     Alert.DOOR_HELD_OPEN: Step(
         "alert", "alert", "The door is still open — close it now", "It locks itself once shut."
     ),
+    Alert.CAMERA_LOST: Step(
+        "alert",
+        "alert",
+        "The camera stopped — finish now and close the door",
+        "Put the parcel down, step out and close the door; it locks itself.",
+    ),
     Alert.LOCKED_WHILE_OPEN: Step(
         "alert",
         "alert",

@@ -16,6 +16,8 @@ from doorstep.db import new_id
 from doorstep.deliveries.models import Delivery, DeliveryStatus, Package
 from doorstep.errors import InvalidRequest, NotFound
 from doorstep.homes.models import AccessPoint, Home, HomeCarrier
+from doorstep.notify import outbox
+from doorstep.sql import Tx
 
 MAX_WINDOW = timedelta(hours=12)
 
@@ -68,6 +70,18 @@ def book(session: Session, *, carrier: Principal, data: NewDelivery, now: dateti
         home_id=home.id,
         data={"packages": len(data.barcodes), "courier_id": courier.id},
     )
+    owner = session.get(User, home.owner_id)
+    if owner is not None:
+        outbox.delivery_booked(
+            Tx.of_session(session),
+            delivery_id=delivery.id,
+            owner_email=owner.email,
+            home_id=home.id,
+            home_name=home.name,
+            timezone=home.timezone,
+            window=(data.window_start, data.window_end),
+            at=now,
+        )
     return delivery
 
 

@@ -48,6 +48,7 @@ from doorstep.protocol.messages import (
     MAX_MESSAGE_BYTES,
     Ack,
     Alert,
+    CameraBeat,
     Command,
     CommandKind,
     Event,
@@ -521,16 +522,30 @@ class HubAgent:
             raise Refusal(Reason.CAMERA_NOT_LIVE, f"camera is {state}, not live")
 
     def _on_camera(self, access_point: str, liveness: Liveness) -> None:
-        """A stalled or frozen camera during an entry: alarm at once (the door is already
-        unlocked or the courier inside; the relock is still owed and still watched)."""
-        if liveness.live:
-            return
+        """During an entry: a heartbeat to the service every report; and a stalled or
+        frozen camera is an alarm at once (the door is already unlocked or the courier
+        inside; the relock is still owed and still watched)."""
         with self._mutex:
             visit = self._visits.get(access_point)
             if visit is None:
                 return
+            self._send_beat(access_point, visit, liveness)
+            if liveness.live:
+                return
             data = {"access_point": access_point, "entry_id": visit.entry_id}
             self._alert(visit, Alert.CAMERA_LOST, {**data, "camera": str(liveness.state)})
+
+    def _send_beat(self, access_point: str, visit: _Visit, liveness: Liveness) -> None:
+        if self._client is None:
+            return
+        beat = CameraBeat(
+            entry_id=visit.entry_id,
+            access_point=access_point,
+            state=str(liveness.state),
+            frames=liveness.frames,
+            frame_hash=liveness.frame_hash,
+        )
+        self._client.publish(self.topics.camera, beat.model_dump_json().encode(), qos=0)
 
     def _end_recording(self, access_point: str, entry_id: str) -> None:
         camera = self.cameras.get(access_point)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import orjson
@@ -24,6 +26,7 @@ from doorstep.protocol import PROTOCOL_VERSION, topics
 from doorstep.protocol.messages import (
     MAX_MESSAGE_BYTES,
     Ack,
+    CameraBeat,
     Command,
     CommandKind,
     Event,
@@ -36,6 +39,9 @@ from doorstep.sql import Tx, Writer
 log = logging.getLogger(__name__)
 
 SWEEP_SECONDS = 5.0
+BEAT_CHECK_SECONDS = 0.5
+# No camera heartbeat for an entry this long (they come about every second): camera lost.
+CAMERA_SILENCE_SECONDS = 3.0
 REPLAY_REQUEST_SECONDS = 2.0
 
 
@@ -77,6 +83,8 @@ class HubLink:
         self._last_replay: dict[str, float] = {}
         self._changed = threading.Condition()
         self._stopping = threading.Event()
+        self._beats: dict[tuple[str, str], float] = {}  # (hub, entry) -> last heartbeat
+        self._beats_lock = threading.Lock()
         self._sweeper = threading.Thread(target=self._sweep_loop, name="sweep", daemon=True)
 
     # --- lifecycle -------------------------------------------------------------------
@@ -95,6 +103,7 @@ class HubLink:
     ) -> None:
         for topic in (topics.ALL_EVENTS, topics.ALL_REPLIES, topics.ALL_STATUS):
             client.subscribe(topic, qos=1)
+        client.subscribe(topics.ALL_CAMERA, qos=0)
 
     # --- commands out ------------------------------------------------------------------
 
@@ -143,6 +152,9 @@ class HubLink:
         if parsed is None or len(payload) > MAX_MESSAGE_BYTES:
             return
         hub_id, leaf = parsed
+        if leaf == "camera":  # heartbeats: kept in memory, their silence is what counts
+            self._note_beat(hub_id, payload)
+            return
         self._writer.submit(
             lambda tx: self._ingest(tx, hub_id, leaf, payload), then=self._after_commit
         )
@@ -202,5 +214,41 @@ class HubLink:
             waiter.future.set_result(reply)
 
     def _sweep_loop(self) -> None:
-        while not self._stopping.wait(SWEEP_SECONDS):
-            self._writer.submit(lambda tx: access.expire_stale(tx, now=self._clock.now()))
+        last_sweep = 0.0
+        while not self._stopping.wait(BEAT_CHECK_SECONDS):
+            self._check_beats()
+            if time.monotonic() - last_sweep >= SWEEP_SECONDS:
+                last_sweep = time.monotonic()
+                self._writer.submit(lambda tx: access.expire_stale(tx, now=self._clock.now()))
+
+    # --- camera heartbeats ---------------------------------------------------------------
+
+    def _note_beat(self, hub_id: str, payload: bytes) -> None:
+        try:
+            beat = CameraBeat.model_validate_json(payload)
+        except ValidationError:
+            log.warning("dropped a malformed camera heartbeat from %s", hub_id)
+            return
+        with self._beats_lock:
+            self._beats[(hub_id, beat.entry_id)] = time.monotonic()
+
+    def _check_beats(self) -> None:
+        """Entries whose camera heartbeats fell silent: the service's own check, for a
+        hub that cannot raise `camera_lost` itself (dead, or cut off)."""
+        now = time.monotonic()
+        with self._beats_lock:
+            silent = [(key, now - seen) for key, seen in self._beats.items()
+                      if now - seen > CAMERA_SILENCE_SECONDS]  # fmt: skip
+            for key, _age in silent:
+                del self._beats[key]
+        for (hub_id, entry_id), age in silent:
+            self._writer.submit(self._silence_job(hub_id, entry_id, age))
+
+    def _silence_job(self, hub_id: str, entry_id: str, age: float) -> Callable[[Tx], bool]:
+        def job(tx: Tx) -> bool:
+            now = self._clock.now()
+            return access.camera_silent(
+                tx, hub_id=hub_id, entry_id=entry_id, silent_for=age, now=now
+            )
+
+        return job

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from doorstep.db import new_id
 from doorstep.notify.models import Channel
@@ -109,6 +110,33 @@ ALERT_MAIL: dict[str, tuple[str, str]] = {
         "not be shut; please check it.",
     ),
 }
+
+
+def delivery_booked(
+    tx: Tx,
+    *,
+    delivery_id: str,
+    owner_email: str,
+    home_id: str,
+    home_name: str,
+    timezone: str,
+    window: tuple[datetime, datetime],
+    at: datetime,
+) -> None:
+    """Tell the resident the day and window of a booked in-home delivery, in the home's
+    own time zone."""
+    zone = ZoneInfo(timezone)
+    start, end = (moment.astimezone(zone) for moment in window)
+    when = f"{start:%A %d %B}, between {start:%H:%M} and {end:%H:%M}"
+    message = {
+        "subject": f"In-home delivery {start:%A %d %B}",
+        "text": f"A parcel is booked for in-home delivery at {home_name} on {when}. "
+        "You can turn it off for today, or ask to approve the entry, in your preferences.",
+        "delivery_id": delivery_id,
+        "home_id": home_id,
+    }
+    event_id = f"{delivery_id}.booked"
+    _queue(tx, event_id, "delivery.booked", Channel.EMAIL, owner_email, message, at)
 
 
 def entry_alert(tx: Tx, *, entry_id: str, alert: str, at: datetime, home_id: str | None) -> None:

@@ -108,6 +108,17 @@ class Ack(_Message):
     through_seq: int
 
 
+class CameraBeat(_Message):
+    """The hub's camera during an entry, about once a second: frames received so far and
+    a hash of the latest picture. Not journalled: its absence is the signal."""
+
+    entry_id: str = Field(max_length=64)
+    access_point: str = Field(max_length=64)
+    state: str = Field(max_length=16)
+    frames: int = Field(ge=0)
+    frame_hash: str | None = Field(default=None, max_length=64)
+
+
 class Status(_Message):
     state: Literal["online", "offline"]
     epoch: int | None = None

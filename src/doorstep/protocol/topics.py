@@ -7,6 +7,7 @@ doorstep/hubs/{hub}/ack       service -> hub   cumulative ack (retained)
 doorstep/hubs/{hub}/desired   service -> hub   shadow (retained)
 doorstep/hubs/{hub}/reported  hub -> service   shadow (retained)
 doorstep/hubs/{hub}/status    hub -> service   online/offline (retained, last will)
+doorstep/hubs/{hub}/camera    hub -> service   camera heartbeats during an entry (QoS 0)
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ HUB_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{2,62}$")
 
 # Which way each leaf flows, from the hub's point of view; the broker ACL is built from this.
 HUB_READS = ("cmd", "ack", "desired")
-HUB_WRITES = ("events", "reply", "status", "reported")
+HUB_WRITES = ("events", "reply", "status", "reported", "camera")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,10 @@ class Topics:
         return self.leaf("reported")
 
     @property
+    def camera(self) -> str:
+        return self.leaf("camera")
+
+    @property
     def status(self) -> str:
         return self.leaf("status")
 
@@ -78,4 +83,5 @@ def parse(topic: str) -> tuple[str, str] | None:
 ALL_EVENTS = f"{ROOT}/+/events"
 ALL_REPLIES = f"{ROOT}/+/reply"
 ALL_STATUS = f"{ROOT}/+/status"
+ALL_CAMERA = f"{ROOT}/+/camera"
 ALL_REPORTED = f"{ROOT}/+/reported"
