@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from aiosmtpd.controller import Controller
@@ -117,3 +118,36 @@ def mailbox() -> Iterator[tuple[Mailbox, int]]:
     controller.start()
     yield box, port
     controller.stop()
+
+
+AuditWait = Callable[..., dict[str, Any]]
+
+
+@pytest.fixture
+def wait_audit(live: Any) -> AuditWait:
+    """Wait on the home's live event stream (replayed from the start, so nothing already
+    recorded is missed) for the first audit record with this action and subject, whose
+    data holds `data`; fails when the stream stays silent past the timeout."""
+
+    def wait(
+        api: Any, home_id: str, action: str, subject: str, timeout: float = 15, **data: Any
+    ) -> dict[str, Any]:
+        headers = {**api.http.headers, "last-event-id": "0"}
+        url = f"{live.url}/v1/homes/{home_id}/events"
+        deadline = time.monotonic() + timeout
+        with (
+            httpx.Client(timeout=httpx.Timeout(timeout)) as client,
+            client.stream("GET", url, headers=headers) as response,
+        ):
+            assert response.status_code == 200, response.status_code
+            for line in response.iter_lines():
+                assert time.monotonic() < deadline, f"no {action} on {subject} in {timeout} s"
+                if not line.startswith("data: "):
+                    continue
+                record: dict[str, Any] = orjson.loads(line.removeprefix("data: "))
+                matches = all(record["data"].get(key) == value for key, value in data.items())
+                if record["action"] == action and record["subject"] == subject and matches:
+                    return record
+        raise AssertionError(f"the stream ended before {action} on {subject}")
+
+    return wait

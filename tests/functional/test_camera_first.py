@@ -5,6 +5,7 @@ before the unlock."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -18,9 +19,10 @@ from doorstep.audit.models import AuditEvent
 from doorstep.hub import camera as camera_module
 from doorstep.settings import NotifySettings
 from doorstep.video.camera import SimulatedCamera, Source
+from doorstep.video.liveness import Liveness
 
 if TYPE_CHECKING:
-    from conftest import Mailbox
+    from conftest import AuditWait, Mailbox
 
 
 @pytest.fixture
@@ -40,31 +42,31 @@ def camera() -> Iterator[SimulatedCamera]:
 def camera_world(make_world: Callable[..., demo.World], camera: SimulatedCamera) -> demo.World:
     locks = f'[access_points.front]\ndriver = "simulated"\ncamera = "{camera.url}"\n'
     world = make_world(locks, auto_relock_seconds=None)
-    assert _until(lambda: _camera_live(world) is True, 20), "the hub's camera never went live"
+    assert _camera_reports(world, lambda camera, report: report.live, 20), "never went live"
     return world
 
 
-def _pre_roll_buffered(world: demo.World) -> bool:
+def _camera_reports(
+    world: demo.World, condition: Callable[[Any, Liveness], bool], timeout: float
+) -> bool:
+    """Wait on the hub's own camera reports (about one a second) until `condition` holds
+    for the camera and its latest report. The condition is checked here, not in the
+    recorder's callback, which must not call back into the recorder."""
     hub = world.homes[0].hub_process
     assert hub is not None
     camera = hub.agent.cameras["front"]  # type: ignore[attr-defined]
-    return bool(camera.buffered_seconds() >= camera_module.RecorderOptions().pre_roll + 0.5)
-
-
-def _camera_live(world: demo.World) -> bool:
-    hub = world.homes[0].hub_process
-    assert hub is not None
-    return bool(hub.agent.cameras["front"].liveness().live)  # type: ignore[attr-defined]
-
-
-def _until(condition: Callable[[], bool], timeout: float) -> bool:
-    """Poll (bounded) until `condition` holds."""
+    reported = threading.Event()
+    camera.watch(lambda _report: reported.set())
     deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
+    while not condition(camera, camera.liveness()):
+        reported.clear()
+        if not reported.wait(max(0.0, deadline - time.monotonic())):
+            return condition(camera, camera.liveness())
     return True
+
+
+def _pre_roll_buffered(camera: Any, _report: Liveness) -> bool:
+    return bool(camera.buffered_seconds() >= camera_module.RecorderOptions().pre_roll)
 
 
 def _request(world: demo.World) -> dict[str, Any]:
@@ -94,7 +96,7 @@ def test_no_live_camera_no_unlock(
     live: Any, camera_world: demo.World, camera: SimulatedCamera
 ) -> None:
     camera.kill()
-    assert _until(lambda: not _camera_live(camera_world), 5)
+    assert _camera_reports(camera_world, lambda camera, report: not report.live, 5)
     entry = _request(camera_world)
     assert (entry["state"], entry["reason"]) == ("refused", "camera_not_live"), entry
     assert entry["advice"]
@@ -102,7 +104,11 @@ def test_no_live_camera_no_unlock(
 
 
 def test_a_camera_lost_mid_entry_alerts_and_flags_within_seconds(
-    live: Any, camera_world: demo.World, camera: SimulatedCamera, mailbox: tuple[Mailbox, int]
+    live: Any,
+    camera_world: demo.World,
+    camera: SimulatedCamera,
+    mailbox: tuple[Mailbox, int],
+    wait_audit: AuditWait,
 ) -> None:
     home, courier = camera_world.homes[0], camera_world.couriers[0][1]
     entry = _request(camera_world)
@@ -110,11 +116,7 @@ def test_a_camera_lost_mid_entry_alerts_and_flags_within_seconds(
     home.door("open_door")
     lost_at = time.monotonic()
     camera.kill()
-    flagged = _until(
-        lambda: courier.call("GET", f"/v1/entries/{entry['id']}").get("alert") == "camera_lost",
-        10,
-    )
-    assert flagged
+    wait_audit(home.resident, home.id, "entry:alert", entry["id"], alert="camera_lost")
     box, _port = mailbox
     subject = "Alert: your camera stopped during a delivery"
     assert subject in box.wait_subjects([subject], timeout=10)
@@ -127,20 +129,22 @@ def test_a_camera_lost_mid_entry_alerts_and_flags_within_seconds(
 
 
 def test_every_entry_is_recorded_from_before_the_unlock(
-    live: Any, camera_world: demo.World
+    live: Any, camera_world: demo.World, wait_audit: AuditWait
 ) -> None:
     home, courier = camera_world.homes[0], camera_world.couriers[0][1]
     # A hub just started has less than the pre-roll behind it; such a clip is marked
     # incomplete (tested in tests/video). Here the recording has run long enough.
-    assert _until(lambda: _pre_roll_buffered(camera_world), 15)
+    assert _camera_reports(camera_world, _pre_roll_buffered, 15)
     entry = _request(camera_world)
     assert entry["state"] == "unlocked", entry
     home.door("open_door")
     home.door("close_door")
     done = demo.wait_entry(courier, entry["id"], "done")
     assert done["state"] == "done"
-    assert _until(lambda: bool(_audit(live, entry["id"], "entry:clip_recorded")), 20)
-    (clip,) = _audit(live, entry["id"], "entry:clip_recorded")
+    clip = wait_audit(home.resident, home.id, "entry:clip_recorded", entry["id"], timeout=20)[
+        "data"
+    ]
+    assert len(_audit(live, entry["id"], "entry:clip_recorded")) == 1
     unlocked = datetime.fromisoformat(done["unlocked_at"]).timestamp()
     locked = datetime.fromisoformat(done["done_at"]).timestamp()
     assert clip["started_at"] < unlocked  # the pre-roll: the clip shows the door opening
@@ -151,25 +155,21 @@ def test_every_entry_is_recorded_from_before_the_unlock(
 
 
 def test_a_frozen_camera_mid_entry_is_a_lost_camera(
-    live: Any, camera_world: demo.World, camera: SimulatedCamera
+    live: Any, camera_world: demo.World, camera: SimulatedCamera, wait_audit: AuditWait
 ) -> None:
     home, courier = camera_world.homes[0], camera_world.couriers[0][1]
     entry = _request(camera_world)
     assert entry["state"] == "unlocked", entry
     home.door("open_door")
     camera.freeze()  # frames keep coming, the picture stops changing
-    assert _until(
-        lambda: courier.call("GET", f"/v1/entries/{entry['id']}").get("alert") == "camera_lost",
-        15,
-    )
-    (alert,) = _audit(live, entry["id"], "entry:alert")
-    assert alert["alert"] == "camera_lost"
+    wait_audit(home.resident, home.id, "entry:alert", entry["id"], alert="camera_lost")
+    assert courier.call("GET", f"/v1/entries/{entry['id']}")["alert"] == "camera_lost"
     home.door("close_door")
     assert demo.wait_entry(courier, entry["id"], "done")["state"] == "done"
 
 
 def test_a_hub_that_goes_silent_mid_entry_is_caught_by_the_service(
-    live: Any, camera_world: demo.World, mailbox: tuple[Mailbox, int]
+    live: Any, camera_world: demo.World, mailbox: tuple[Mailbox, int], wait_audit: AuditWait
 ) -> None:
     home, courier = camera_world.homes[0], camera_world.couriers[0][1]
     entry = _request(camera_world)
@@ -177,12 +177,8 @@ def test_a_hub_that_goes_silent_mid_entry_is_caught_by_the_service(
     home.door("open_door")
     assert home.hub_process is not None
     home.hub_process.stop()  # the hub (and its camera heartbeats) gone mid-entry
-    assert _until(
-        lambda: courier.call("GET", f"/v1/entries/{entry['id']}").get("alert") == "camera_lost",
-        15,
-    )
-    (alert,) = _audit(live, entry["id"], "entry:alert")
-    assert alert["seen_by"] == "service"
+    wait_audit(home.resident, home.id, "entry:alert", entry["id"], seen_by="service")
+    assert courier.call("GET", f"/v1/entries/{entry['id']}")["alert"] == "camera_lost"
     box, _port = mailbox
     subject = "Alert: your camera stopped during a delivery"
     assert subject in box.wait_subjects([subject], timeout=10)

@@ -6,7 +6,6 @@ in-home stop until the door is verified locked. The hub's deadlines are shortene
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +18,7 @@ from doorstep.hub.agent import RelockPolicy
 from doorstep.settings import NotifySettings
 
 if TYPE_CHECKING:
-    from conftest import Mailbox, Receiver
+    from conftest import AuditWait, Mailbox, Receiver
 
 FAST = RelockPolicy(retries=1, retry_seconds=0.2, deadline_seconds=1.0, door_open_seconds=1.0)
 
@@ -52,23 +51,19 @@ def _enter(world: demo.World) -> dict[str, Any]:
     return entry
 
 
-def _wait_alert(courier: demo.Api, entry_id: str, alert: str, timeout: float = 10) -> None:
-    """Poll the entry (bounded) until the hub's alert has reached it."""
-    deadline = time.monotonic() + timeout
-    while courier.call("GET", f"/v1/entries/{entry_id}").get("alert") != alert:
-        assert time.monotonic() < deadline, f"no {alert} on {entry_id}"
-        time.sleep(0.1)
-
-
 def test_a_jammed_relock_alerts_everyone_and_holds_the_courier(
-    live: Any, fast_world: demo.World, receiver: Receiver, mailbox: tuple[Mailbox, int]
+    live: Any,
+    fast_world: demo.World,
+    receiver: Receiver,
+    mailbox: tuple[Mailbox, int],
+    wait_audit: AuditWait,
 ) -> None:
     world = fast_world
     home, courier = world.homes[0], world.couriers[0][1]
     entry = _enter(world)
     home.door("jam")
     home.door("close_door")  # the hub relocks on close; the bolt jams, the retry too
-    _wait_alert(courier, entry["id"], "relock_failed")
+    wait_audit(home.resident, home.id, "entry:alert", entry["id"], alert="relock_failed")
     assert demo.wait_entry(courier, entry["id"], "done", timeout=1)["state"] == "closed"
     box, _port = mailbox
     assert "Alert: your door did not lock" in box.wait_subjects(["Alert: your door did not lock"])
@@ -99,12 +94,12 @@ def test_a_jammed_relock_alerts_everyone_and_holds_the_courier(
 
 
 def test_a_door_left_open_alerts_the_resident(
-    live: Any, fast_world: demo.World, mailbox: tuple[Mailbox, int]
+    live: Any, fast_world: demo.World, mailbox: tuple[Mailbox, int], wait_audit: AuditWait
 ) -> None:
     world = fast_world
     home, courier = world.homes[0], world.couriers[0][1]
     entry = _enter(world)
-    _wait_alert(courier, entry["id"], "door_held_open")
+    wait_audit(home.resident, home.id, "entry:alert", entry["id"], alert="door_held_open")
     box, _port = mailbox
     subject = "Alert: your door is standing open"
     assert subject in box.wait_subjects([subject])
@@ -114,13 +109,13 @@ def test_a_door_left_open_alerts_the_resident(
 
 
 def test_a_lock_that_says_locked_with_the_door_open_is_an_alarm(
-    live: Any, fast_world: demo.World, mailbox: tuple[Mailbox, int]
+    live: Any, fast_world: demo.World, mailbox: tuple[Mailbox, int], wait_audit: AuditWait
 ) -> None:
     world = fast_world
     home, courier = world.homes[0], world.couriers[0][1]
     entry = _enter(world)
     home.door("manual_lock")  # the bolt thrown into an open door frame
-    _wait_alert(courier, entry["id"], "locked_while_open")
+    wait_audit(home.resident, home.id, "entry:alert", entry["id"], alert="locked_while_open")
     current = courier.call("GET", f"/v1/entries/{entry['id']}")
     assert current["state"] == "opened"  # not done: the sensor says open
     box, _port = mailbox

@@ -352,10 +352,15 @@ class HubAgent:
         self._check_proof(command, claims)
         if not self.journal.use_token(claims.token_id, expires=claims.expires, now=self._clock()):
             raise Refusal(Reason.TOKEN_REPLAYED)
-        self._open_visit(access_point, _Visit(claims.entry_id, command.command_id))
+        visit = _Visit(claims.entry_id, command.command_id)
+        self._open_visit(access_point, visit)
         camera = self.cameras.get(access_point)
         if camera is not None:
             camera.arm(claims.entry_id)  # before the bolt moves: the clip shows the unlock
+            # The first heartbeat goes out before the unlock's reply, on the same
+            # connection: a service that sees the unlock watches the camera from then on,
+            # even if the hub dies before its next report.
+            self._send_beat(access_point, visit, camera.liveness())
         try:
             driver.unlock(OperationSource.REMOTE)
         except LockError as exc:
