@@ -413,27 +413,10 @@ def _authorize(
     # A grant bound to a phone key is kept, to send again with the phone's proof.
     kept = grant if target.pop_key is not None else None
     if entry_id is None:
-        tx.run(
-            _INSERT_ENTRY,
-            (
-                entry.id,
-                target.delivery_id,
-                target.package_id,
-                target.home_id,
-                target.access_point_id,
-                target.hub_id,
-                courier.id,
-                entry.state,
-                None,
-                token_id.hex(),
-                command_id,
-                grant_expires,
-                tx.time(now),
-                tx.time(now),
-                kept,
-                target.device_key_id,
-            ),
-        )
+        _insert_entry(
+            tx, entry, courier.id, now, target=target, token_id=token_id.hex(),
+            command_id=command_id, grant_expires=grant_expires, grant=kept,
+        )  # fmt: skip
     else:
         tx.run(
             "UPDATE entries SET state = ?, token_id = ?, command_id = ?, grant_expires_at = ?,"
@@ -469,6 +452,42 @@ def _authorize(
     return EntryDecision(entry, command, target.hub_id)
 
 
+def _insert_entry(
+    tx: Tx,
+    entry: EntryView,
+    courier_id: str,
+    now: datetime,
+    *,
+    target: _Target | None = None,
+    token_id: str | None = None,
+    command_id: str | None = None,
+    grant_expires: Any = None,
+    grant: str | None = None,
+) -> None:
+    """Record a new entry: denied (no target), awaiting approval, or authorized."""
+    tx.run(
+        _INSERT_ENTRY,
+        (
+            entry.id,
+            entry.delivery_id,
+            target.package_id if target else None,
+            entry.home_id,
+            target.access_point_id if target else None,
+            entry.hub_id,
+            courier_id,
+            entry.state,
+            entry.reason,
+            token_id,
+            command_id,
+            grant_expires,
+            tx.time(now),
+            tx.time(now),
+            grant,
+            target.device_key_id if target else None,
+        ),
+    )
+
+
 def _await_approval(tx: Tx, courier: Principal, target: _Target, now: datetime) -> EntryView:
     """Every check passed and the resident asks to approve each entry: record the entry
     as awaiting approval (it holds the door, so no second entry can start) and ask."""
@@ -482,27 +501,7 @@ def _await_approval(tx: Tx, courier: Principal, target: _Target, now: datetime) 
         now,
     )
     deadline = now + timedelta(seconds=target.approval_timeout_seconds)
-    tx.run(
-        _INSERT_ENTRY,
-        (
-            entry.id,
-            target.delivery_id,
-            target.package_id,
-            target.home_id,
-            target.access_point_id,
-            target.hub_id,
-            courier.id,
-            entry.state,
-            None,
-            None,
-            None,
-            None,
-            tx.time(now),
-            tx.time(now),
-            None,
-            target.device_key_id,
-        ),
-    )
+    _insert_entry(tx, entry, courier.id, now, target=target)
     tx.run("UPDATE entries SET approval_deadline = ? WHERE id = ?", (tx.time(deadline), entry.id))
     append_tx(
         tx,
@@ -648,27 +647,7 @@ def _deny(
         None,
         now,
     )
-    tx.run(
-        _INSERT_ENTRY,
-        (
-            entry.id,
-            denial.delivery_id,
-            None,
-            denial.home_id,
-            None,
-            None,
-            courier.id,
-            entry.state,
-            entry.reason,
-            None,
-            None,
-            None,
-            tx.time(now),
-            tx.time(now),
-            None,
-            None,
-        ),
-    )
+    _insert_entry(tx, entry, courier.id, now)
     append_tx(
         tx,
         at=now,
