@@ -41,7 +41,7 @@ class AuthSettings(BaseModel):
 class NotifySettings(BaseModel):
     """Carrier webhooks and resident email (`doorstep.notify`)."""
 
-    # SMTP for resident email; empty: email is not sent (each message is recorded as failed).
+    # SMTP for resident email; empty: email is not sent (each message is set aside, skipped).
     smtp_host: str | None = None
     smtp_port: int = Field(default=25, ge=1, le=65535)
     smtp_starttls: bool = False

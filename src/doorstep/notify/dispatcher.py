@@ -59,6 +59,11 @@ class PermanentError(DeliveryError):
     """Retrying cannot help (the endpoint is gone, the address is refused)."""
 
 
+class NotConfigured(PermanentError):
+    """The channel is switched off here (no SMTP server): the message is set aside as
+    `skipped`, which is a setting, not a delivery failure, so it is not audited."""
+
+
 @dataclass(frozen=True, slots=True)
 class Claimed:
     id: str
@@ -125,6 +130,9 @@ class Dispatcher:
                 self._mail(message)
             else:
                 raise PermanentError(f"unknown channel {message.channel!r}")
+        except NotConfigured as exc:
+            self._writer.submit(_mark_skipped(message, str(exc))).result(timeout=60)
+            return
         except DeliveryError as exc:
             self._record(message, error=str(exc), permanent=isinstance(exc, PermanentError))
             return
@@ -154,7 +162,7 @@ class Dispatcher:
     def _mail(self, message: Claimed) -> None:
         settings = self._settings
         if not settings.smtp_host:
-            raise PermanentError("no SMTP server is configured (notify.smtp_host)")
+            raise NotConfigured("no SMTP server is configured (notify.smtp_host)")
         mail = EmailMessage()
         mail["From"] = settings.smtp_sender
         mail["To"] = message.target
@@ -231,6 +239,16 @@ def _mark_sent(message: Claimed, now: datetime) -> Callable[[Tx], None]:
         tx.run(
             "UPDATE outbox SET state = 'sent', sent_at = ?, last_error = NULL WHERE id = ?",
             (tx.time(now), message.id),
+        )
+
+    return job
+
+
+def _mark_skipped(message: Claimed, reason: str) -> Callable[[Tx], None]:
+    def job(tx: Tx) -> None:
+        tx.run(
+            "UPDATE outbox SET state = 'skipped', last_error = ? WHERE id = ?",
+            (reason, message.id),
         )
 
     return job

@@ -50,7 +50,8 @@ class OutboxMessage(Base):
     # secret or a disabled endpoint applies to messages still queued); email: the address.
     target: Mapped[str] = mapped_column(String(320))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
-    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending, sent, failed
+    # pending, sent, failed, or skipped (the channel is not configured here)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
