@@ -11,6 +11,11 @@ Order of an unlock (DESIGN principles 1, 2, 4, 5):
      and the lock is never touched.
 When the door closes during an entry, the hub relocks; the entry is secured only when
 the bolt reports locked AND the door sensor reports closed.
+
+Keypad codes (`hub.credentials`): the signed desired document on `desired` says which
+codes each lock holds; a code that opens the lock starts an entry like a grant does (a
+fresh entry id, the camera armed at once, the relock watched, `entry.secured` at the
+verified relock), and its `lock.unlocked` names the credential as `grant_id`.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import paho.mqtt.client as paho
 from pydantic import ValidationError
 
 from doorstep.hub.camera import EntryCamera
+from doorstep.hub.credentials import CredentialManager
 from doorstep.hub.journal import Journal
 from doorstep.hub.lock import (
     AlarmCode,
@@ -124,8 +130,10 @@ class HubAgent:
         scheduler: Scheduler | None = None,
         relock: RelockPolicy | None = None,
         cameras: dict[str, EntryCamera] | None = None,
+        credentials: CredentialManager | None = None,
     ) -> None:
         self.hub_id = hub_id
+        self.credentials = credentials
         self._scheduler = scheduler or ThreadScheduler()
         self.cameras = dict(cameras or {})
         self._policy = relock or RelockPolicy()
@@ -148,6 +156,8 @@ class HubAgent:
             driver.subscribe(self._listener(access_point))
         for access_point, camera in self.cameras.items():
             camera.watch(self._camera_listener(access_point))
+        if credentials is not None:
+            credentials.attach(record=self.record, publish=self._publish_reported)
 
     def _listener(self, access_point: str) -> Callable[[LockEvent], None]:
         return lambda event: self._on_lock_event(access_point, event)
@@ -167,6 +177,8 @@ class HubAgent:
         for camera in self.cameras.values():
             camera.start()
         self.resume()
+        if self.credentials is not None:
+            self.credentials.start()
         connect(client, broker)
         self._resender = threading.Thread(target=self._resend_loop, name="resend", daemon=True)
         self._resender.start()
@@ -187,6 +199,8 @@ class HubAgent:
 
     def stop(self) -> None:
         self._stop.set()
+        if self.credentials is not None:
+            self.credentials.stop()
         with self._mutex:
             for visit in self._visits.values():
                 visit.cancel_timers()
@@ -206,9 +220,14 @@ class HubAgent:
     def _on_connect(self, client: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         if reason.is_failure:
             return
-        client.subscribe([(self.topics.cmd, 1), (self.topics.ack, 1)])
+        topics = [(self.topics.cmd, 1), (self.topics.ack, 1)]
+        if self.credentials is not None:
+            topics.append((self.topics.desired, 1))
+        client.subscribe(topics)
         online = Status(state="online", epoch=self.journal.epoch).model_dump_json().encode()
         client.publish(self.topics.status, online, qos=1, retain=True)
+        if self.credentials is not None:
+            self.credentials.publish_report()
         self._resend()
 
     # --- events out --------------------------------------------------------------------
@@ -222,6 +241,10 @@ class HubAgent:
     def _publish_event(self, event: Event) -> None:
         if self._client is not None:
             self._client.publish(self.topics.events, event.model_dump_json().encode(), qos=1)
+
+    def _publish_reported(self, body: bytes) -> None:
+        if self._client is not None:
+            self._client.publish(self.topics.reported, body, qos=1, retain=True)
 
     def _resend(self, after: tuple[int, int] = (0, 0)) -> None:
         for event in self.journal.unacknowledged(after=after):
@@ -245,6 +268,8 @@ class HubAgent:
                 self.journal.acknowledge(ack.epoch, ack.through_seq)
             elif message.topic == self.topics.cmd:
                 self.handle_command(bytes(message.payload))
+            elif message.topic == self.topics.desired and self.credentials is not None:
+                self.credentials.submit(bytes(message.payload))
         except ValidationError as exc:
             log.warning("ignored a malformed message on %s: %s", message.topic, exc)
         except Exception:  # the process edge: log, stay up, the lock stays as it is
@@ -298,6 +323,8 @@ class HubAgent:
         """The checks an unlock and its challenge share: the grant, its door, the entry,
         no other entry in progress, a ready lock."""
         claims = self._verify_grant(command)
+        if self.credentials is not None and self.credentials.is_revoked(claims.token_id):
+            raise Refusal(Reason.TOKEN_REVOKED)
         access_point = claims.access_point
         driver = self.locks.get(access_point)
         if driver is None:
@@ -437,7 +464,15 @@ class HubAgent:
     ) -> None:
         data["source"] = int(event.source)
         if event.operation == LockOperationType.UNLOCK:
+            credential = self._keypad_credential(access_point, event)
+            if credential is not None:
+                data.update(grant_id=credential, method="keypad")
+                if visit is None:
+                    visit = self._open_keypad_visit(access_point)
+                    data["entry_id"] = visit.entry_id
             recorded = self.record(EventKind.LOCK_UNLOCKED, data)
+            if credential is not None and self.credentials is not None:
+                self.credentials.record_use(credential)
             if visit is not None and not visit.replied:
                 visit.replied = True
                 self._reply(Reply(command_id=visit.command_id, result="ok", seqs=[recorded.seq]))
@@ -449,6 +484,23 @@ class HubAgent:
                 self._alert(visit, Alert.LOCKED_WHILE_OPEN, data)
             self._maybe_secured(access_point, visit, data)
 
+    def _keypad_credential(self, access_point: str, event: LockOperation) -> str | None:
+        if event.source != OperationSource.KEYPAD or self.credentials is None:
+            return None
+        return self.credentials.credential_at(access_point, event.user_index)
+
+    def _open_keypad_visit(self, access_point: str) -> _Visit:
+        """A code opened the lock: an entry starts now, as a grant's would. No command
+        is owed a reply. The camera is armed at once; its pre-roll holds the unlock."""
+        entry_id = f"ent-{secrets.token_hex(8)}"  # the shape of the service's `db.new_id`
+        visit = _Visit(entry_id, command_id="", replied=True)
+        self._open_visit(access_point, visit)
+        camera = self.cameras.get(access_point)
+        if camera is not None:
+            camera.arm(entry_id)
+            self._send_beat(access_point, visit, camera.liveness())
+        return visit
+
     def _on_operation_error(
         self,
         access_point: str,
@@ -456,6 +508,10 @@ class HubAgent:
         event: LockOperationError,
         data: dict[str, Any],
     ) -> None:
+        if event.source == OperationSource.KEYPAD and event.operation == LockOperationType.UNLOCK:
+            # A refused code: on record (never the code), and no concern of any entry.
+            self._keypad_refused(access_point, event)
+            return
         recorded = self.record(
             EventKind.LOCK_ERROR,
             {
@@ -477,6 +533,18 @@ class HubAgent:
                     seqs=[recorded.seq],
                 )
             )
+
+    def _keypad_refused(self, access_point: str, event: LockOperationError) -> None:
+        data: dict[str, Any] = {
+            "access_point": access_point,
+            "source": int(event.source),
+            "error": int(event.error),
+        }
+        if self.credentials is not None:
+            credential = self.credentials.credential_at(access_point, event.user_index)
+            if credential is not None:
+                data["grant_id"] = credential
+        self.record(EventKind.KEYPAD_REFUSED, data)
 
     def _on_door(
         self, access_point: str, visit: _Visit | None, event: DoorStateChange, data: dict[str, Any]

@@ -3,7 +3,11 @@
 <data dir>/hub.json      hub id, broker address and credentials, pinned issuer keys,
                          access points (mode 0600: it holds the broker password)
 <data dir>/hub.key       the hub's Ed25519 key; events are signed with it
+<data dir>/seal.key      the hub's X25519 key, raw 32 bytes (mode 0600); the service seals
+                         keypad PINs to its public half (`protocol.seal`), sent at enrollment
 <data dir>/journal.db    the durable journal (see journal.py)
+<data dir>/credentials.db  the applied desired document and where each keypad code lives
+                         (see credential_store.py); never a PIN
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ import httpx
 import orjson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from doorstep.protocol import seal
 from doorstep.protocol.grants import public_key_bytes
 from doorstep.protocol.messages import b64decode, b64encode
 from doorstep.protocol.mqtt import BrokerAddress
@@ -99,13 +105,30 @@ def signing_key(data_dir: Path) -> Ed25519PrivateKey:
     return key
 
 
+def seal_key(data_dir: Path) -> X25519PrivateKey:
+    """The key keypad PINs are sealed to (`protocol.seal`), created on first use."""
+    path = data_dir / "seal.key"
+    if path.exists():
+        try:
+            return seal.private_key_from_bytes(path.read_bytes())
+        except seal.SealError as exc:
+            raise EnrollmentError(f"{path} is not a raw X25519 key") from exc
+    key = seal.generate_key()
+    _write_private(path, seal.private_key_bytes(key))
+    return key
+
+
 def enroll(
     data_dir: Path, *, service_url: str, claim_code: str, timeout: float = 10.0
 ) -> HubConfig:
     """Redeem the claim code with the service, once, and keep what it answers."""
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = signing_key(data_dir)
-    body = {"claim_code": claim_code, "public_key": b64encode(public_key_bytes(key.public_key()))}
+    body = {
+        "claim_code": claim_code,
+        "public_key": b64encode(public_key_bytes(key.public_key())),
+        "seal_key": b64encode(seal.public_key_bytes(seal_key(data_dir))),
+    }
     try:
         response = httpx.post(
             f"{service_url.rstrip('/')}/v1/hubs/claim", json=body, timeout=timeout

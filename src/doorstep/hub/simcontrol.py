@@ -1,9 +1,16 @@
 """The simulated home's physical world, reachable over a Unix socket in the hub's data dir.
 
 The demo and the tests play the courier's hands through it: open and close the door, jam
-the bolt, take the lock offline. One JSON object per line in, one per line out:
+the bolt, take the lock offline, type a code at the keypad. One JSON object per line in,
+one per line out:
 
     {"op": "open_door", "access_point": "front"}  ->  {"ok": true, "status": {...}}
+    {"op": "keypad", "access_point": "front", "pin": "4711"}
+        ->  {"ok": true, "verdict": {"granted": true, "error": null, "user_index": 1,
+             "lockout_engaged": false}, "status": {...}}
+
+A keypad verdict's `error` is the Matter OperationError name (`invalid_credential`,
+`restricted`, `disabled_user_denied`); the code itself is never logged nor echoed.
 
 It exists only with the simulated driver; real locks are moved by real hands.
 """
@@ -19,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from doorstep.hub.drivers.simulated import SimulatedLock
+from doorstep.hub.keypad import KeypadVerdict
+from doorstep.hub.lock import LockError
 
 OPS: dict[str, Callable[[SimulatedLock], None]] = {
     "open_door": SimulatedLock.open_door,
@@ -42,6 +51,16 @@ def status_of(lock: SimulatedLock) -> dict[str, Any]:
         "jammed": status.jammed,
         "online": status.online,
         "unlock_calls": lock.unlock_calls,
+        "keypad_locked_out": lock.keypad_locked_out,
+    }
+
+
+def verdict_of(verdict: KeypadVerdict) -> dict[str, Any]:
+    return {
+        "granted": verdict.error is None,
+        "error": verdict.error.name.lower() if verdict.error is not None else None,
+        "user_index": verdict.user_index,
+        "lockout_engaged": verdict.lockout_engaged,
     }
 
 
@@ -74,25 +93,45 @@ class SimControl:
     def handle(self, line: bytes) -> dict[str, Any]:
         try:
             request = json.loads(line)
-            op = OPS[request["op"]]
             lock = self._locks[request.get("access_point") or next(iter(self._locks))]
-        except (ValueError, KeyError, TypeError, StopIteration):
+            if request["op"] == "keypad":
+                return self._keypad(lock, request["pin"])
+            op = OPS[request["op"]]
+        except (ValueError, KeyError, TypeError, StopIteration, AttributeError):
             return {
                 "ok": False,
-                "error": f"ops: {sorted(OPS)}; access points: {sorted(self._locks)}",
+                "error": f"ops: {sorted([*OPS, 'keypad'])}; access points: {sorted(self._locks)}",
             }
         op(lock)
         return {"ok": True, "status": status_of(lock)}
 
+    @staticmethod
+    def _keypad(lock: SimulatedLock, pin: object) -> dict[str, Any]:
+        if not isinstance(pin, str):
+            return {"ok": False, "error": "keypad needs a pin (a string of digits)"}
+        try:
+            verdict = lock.keypad_entry(pin)
+        except LockError as exc:
+            return {"ok": False, "error": str(exc)}
+        return {"ok": True, "verdict": verdict_of(verdict), "status": status_of(lock)}
+
 
 def send(
-    path: Path, op: str, access_point: str | None = None, timeout: float = 5.0
+    path: Path,
+    op: str,
+    access_point: str | None = None,
+    timeout: float = 5.0,
+    *,
+    pin: str | None = None,
 ) -> dict[str, Any]:
-    """Client side: one request, one answer."""
+    """Client side: one request, one answer (`pin` for the `keypad` op)."""
+    request: dict[str, Any] = {"op": op, "access_point": access_point}
+    if pin is not None:
+        request["pin"] = pin
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         sock.connect(str(path))
-        sock.sendall(json.dumps({"op": op, "access_point": access_point}).encode() + b"\n")
+        sock.sendall(json.dumps(request).encode() + b"\n")
         buffer = b""
         while not buffer.endswith(b"\n"):
             chunk = sock.recv(4096)

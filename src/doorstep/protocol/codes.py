@@ -35,6 +35,14 @@ class Reason(StrEnum):
     HUB_TIMEOUT = "hub_timeout"
     DOOR_NEVER_OPENED = "door_never_opened"
 
+    # Guest and provider visits on an access grant (`doorstep.access.visits`).
+    NOT_GRANTED = "not_granted"  # no such grant for this person (or no worker assigned)
+    VISITOR_INACTIVE = "visitor_inactive"  # account, worker or provider deactivated
+    GRANT_REVOKED = "grant_revoked"
+    PROVIDER_BLOCKED = "provider_blocked"  # the resident blocked this provider
+    OUTSIDE_SCHEDULE = "outside_schedule"
+    USES_EXHAUSTED = "uses_exhausted"
+
     # Hub-side refusals of a command or grant (the actuator is never reached).
     BAD_MESSAGE = "bad_message"
     UNSUPPORTED_VERSION = "unsupported_version"
@@ -56,6 +64,14 @@ class Reason(StrEnum):
     DOOR_OPEN = "door_open"
     CAMERA_NOT_LIVE = "camera_not_live"  # camera first: no live camera, no unlock
     ACTUATOR_FAILED = "actuator_failed"
+    TOKEN_REVOKED = "token_revoked"  # the token id is in the hub's desired revocation list
+
+    # Hub-side refusals of a desired (shadow) document (`protocol.shadow`); nothing changes.
+    SHADOW_MALFORMED = "shadow_malformed"
+    SHADOW_UNKNOWN_KEY = "shadow_unknown_key"
+    SHADOW_SIGNATURE = "shadow_signature"
+    SHADOW_WRONG_HUB = "shadow_wrong_hub"
+    SHADOW_STALE = "shadow_stale"  # a version at or below the one already applied
 
 
 # What the courier is told to do instead, per denial. Shown verbatim in the courier app.
@@ -91,6 +107,13 @@ COURIER_ADVICE: dict[Reason, str] = {
     Reason.CAMERA_NOT_LIVE: "The home's camera is not recording; leave it at the door.",
     Reason.HUB_TIMEOUT: "The door did not answer in time; leave it at the door.",
     Reason.DOOR_NEVER_OPENED: "The door relocked before it was opened; request entry again.",
+    Reason.NOT_GRANTED: "You have no access here; ask the resident.",
+    Reason.VISITOR_INACTIVE: "Your account cannot open this door; ask the resident or your "
+    "organisation.",
+    Reason.GRANT_REVOKED: "The resident has withdrawn this access.",
+    Reason.PROVIDER_BLOCKED: "The resident no longer admits this provider.",
+    Reason.OUTSIDE_SCHEDULE: "Your access does not cover this time; check its schedule.",
+    Reason.USES_EXHAUSTED: "This access has been used as many times as it allows.",
 }
 
 

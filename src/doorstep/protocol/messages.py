@@ -48,6 +48,11 @@ class EventKind(StrEnum):
     ENTRY_SECURED = "entry.secured"
     ENTRY_ALERT = "entry.alert"  # data.alert: one of the `Alert` values
     CLIP_RECORDED = "clip.recorded"  # an entry's clip is assembled on the hub
+    # A code typed at a lock's keypad was refused (data.error: Matter OperationError; never
+    # the code). The wrong-code lockout itself is a LOCK_ALARM (alarm 4).
+    KEYPAD_REFUSED = "keypad.refused"
+    SHADOW_APPLIED = "shadow.applied"  # data: version, credentials {id: state}
+    SHADOW_REFUSED = "shadow.refused"  # data.reason: a `Reason` SHADOW_* code
 
 
 class Alert(StrEnum):

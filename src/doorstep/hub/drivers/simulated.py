@@ -276,10 +276,11 @@ class SimulatedLock:
 
     # --- the physical world: the person at the door, and fault injection -------------
 
-    def keypad_entry(self, pin: str) -> None:
+    def keypad_entry(self, pin: str) -> KeypadVerdict:
         """A person types `pin` on the keypad: unlock if it lets them in now (module doc).
 
-        Works while offline (the keypad is on the lock); raises LockError once closed.
+        Returns the lock's verdict. Works while offline (the keypad is on the lock);
+        raises LockError once closed.
         """
         with self._mutex:
             if self._closed:
@@ -287,6 +288,18 @@ class SimulatedLock:
             verdict = self._keypad.enter_code(pin, self._local_now())
             self._act_on_keypad(verdict)
         self._deliver()
+        return verdict
+
+    def set_time_zone(self, time_zone: tzinfo) -> None:
+        """The zone of the lock's wall clock, which schedules are judged on (Matter's Time
+        Synchronization cluster sets it on a real lock)."""
+        with self._mutex:
+            self._time_zone = time_zone
+
+    @property
+    def keypad_locked_out(self) -> bool:
+        with self._mutex:
+            return self._keypad.locked_out
 
     def open_door(self) -> None:
         with self._mutex:
