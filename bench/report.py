@@ -98,6 +98,29 @@ def evaluate(report: dict[str, Any]) -> list[dict[str, Any]]:
                     "result": _verdict(value, lambda v, lim=limit: v <= lim, courier["valid"]),
                 }
             )
+    revocation = report.get("revocation")
+    if revocation is not None:
+        value = revocation["targets"]["revoke_to_enforced_p99_s"]
+        rows.append(
+            {
+                "target": "guest code revoked to enforced at the hub, p99",
+                "limit": f"<= {1.0:g} s",
+                "measured": None if value is None else f"{value:g} s",
+                "result": _verdict(value, lambda v: v <= 1.0, revocation["valid"]),
+            }
+        )
+    scale = report.get("scale")
+    if scale is not None:
+        for key, name in (("ratio_p50", "p50"), ("ratio_p99", "p99")):
+            value = scale[key]
+            rows.append(
+                {
+                    "target": f"visit decision at 1M homes vs 10k homes, {name} ratio",
+                    "limit": f"<= {scale['target_ratio']:g}x",
+                    "measured": f"{value:g}x",
+                    "result": _verdict(value, lambda v: v <= scale["target_ratio"], True),
+                }
+            )
     grant = report.get("grant", {}).get("bytes")
     rows.append(
         {
@@ -172,6 +195,10 @@ def markdown(report: dict[str, Any]) -> str:
     if "courier" in report:
         parts += ["## Courier and resident latencies\n", "```json\n" + orjson.dumps(
             report["courier"], option=orjson.OPT_INDENT_2).decode() + "\n```\n"]  # fmt: skip
+    for key, title in (("revocation", "Revocation"), ("scale", "Visit decision at scale")):
+        if key in report:
+            parts += [f"## {title}\n", "```json\n" + orjson.dumps(
+                report[key], option=orjson.OPT_INDENT_2).decode() + "\n```\n"]  # fmt: skip
     if "video" in report:
         parts += ["## Video\n", "```json\n" + orjson.dumps(report["video"],
                   option=orjson.OPT_INDENT_2).decode() + "\n```\n"]  # fmt: skip

@@ -6,6 +6,8 @@
 4. The whole software path: `POST /v1/courier/entries?wait=unlocked`, answered once the
    simulated hubs have verified the grant, unlocked (motor time 0) and replied.
 5. Profile of the whole path.
+Also: video, courier and resident latencies, revocation to the hub, and the visit
+decision at scale (`bench/video.py`, `courier.py`, `revocation.py`, `scale.py`).
 Each scenario runs sequentially (1 connection) and with 16 concurrent connections.
 """
 
@@ -29,7 +31,7 @@ from bench.measure import DECISION, WHOLE_PATH, Options, Outcome, Scenario
 from bench.rig import Rig, RigError
 from bench.seed import ACCESS_POINT_SLUG, entry_body_format, hub_id
 
-PHASES = ("ceiling", "decision", "whole-path", "video", "courier")
+PHASES = ("ceiling", "decision", "whole-path", "video", "courier", "revocation", "scale")
 DEFAULT_BOUND_RPS = 5000.0
 
 
@@ -167,6 +169,19 @@ def _run(
             f"{figures['tap_to_bolt_p99_s']} s; camera loss to alert p99 "
             f"{figures['camera_loss_to_alert_p99_s']} s"
         )
+    if "revocation" in phases:
+        from bench import revocation
+
+        say("revocation: keypad codes given and revoked on real processes")
+        bench_report["revocation"] = revocation.run()
+        figures = bench_report["revocation"]["revoke_to_enforced_at_hub_s"]
+        say(f"             revoke to enforced at the hub p50 {figures['p50']} s, p99 "
+            f"{figures['p99']} s")  # fmt: skip
+    if "scale" in phases:
+        from bench import scale
+
+        say("scale: visit decisions on 10k and 1M homes (generating takes a few minutes)")
+        bench_report["scale"] = scale.run(say=say)
     if "ceiling" in phases:
         for app in APPS:
             runs += measure.ceiling(app, options, workdir / "logs", say)

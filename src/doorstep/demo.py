@@ -183,6 +183,15 @@ class Home:
             raise RuntimeError(f"door {op!r}: {answer['error']}")
         return answer
 
+    def type_code(self, pin: str, access_point: str = "front") -> dict[str, Any]:
+        """Type a code at the simulated lock's keypad; the lock's verdict (`granted`,
+        `error`)."""
+        answer = simcontrol.send(self.hub_dir / "sim.sock", "keypad", access_point, pin=pin)
+        if not answer.get("ok"):
+            raise RuntimeError(f"keypad: {answer.get('error')}")
+        verdict: dict[str, Any] = answer["verdict"]
+        return verdict
+
 
 @dataclass
 class World:

@@ -18,6 +18,7 @@ from doorstep.settings import Settings
 
 if TYPE_CHECKING:
     from doorstep.access.keys import IssuerKeys
+    from doorstep.grants.shadow import ShadowPublisher
     from doorstep.hublink.link import HubLink
     from doorstep.sql import Writer
 
@@ -37,6 +38,7 @@ class Runtime:
     on_hub_enrolled: Callable[[], None]
     broker_host: str
     broker_port: int
+    shadows: ShadowPublisher | None = None  # hubs' desired documents (`grants.shadow`)
 
 
 async def get_runtime(request: Request) -> Runtime:
@@ -90,6 +92,18 @@ CarrierClient = Annotated[Principal, Depends(require(Permission.DELIVERIES_BOOK)
 CourierManager = Annotated[Principal, Depends(require(Permission.COURIERS_MANAGE))]
 Operator = Annotated[Principal, Depends(require(Permission.CARRIERS_MANAGE))]
 Reader = Annotated[Principal, Depends(require(Permission.ENTRIES_READ))]
+Visitor = Annotated[Principal, Depends(require(Permission.VISITS_REQUEST))]
+ProviderPerson = Annotated[Principal, Depends(require(Permission.PROVIDERS_WORK))]
+
+
+def require_entrant(principal: PrincipalDep) -> Principal:
+    """A courier, a guest or a provider worker: anyone who enters with a phone key."""
+    if not (principal.can(Permission.ENTRIES_REQUEST) or principal.can(Permission.VISITS_REQUEST)):
+        raise Forbidden("only couriers, guests and provider workers hold phone keys")
+    return principal
+
+
+Entrant = Annotated[Principal, Depends(require_entrant)]
 
 
 def require_briefly(permission: Permission) -> Callable[[Request, Runtime], Principal]:
@@ -111,3 +125,4 @@ def require_briefly(permission: Permission) -> Callable[[Request, Runtime], Prin
 
 ResidentBrief = Annotated[Principal, Depends(require_briefly(Permission.HOMES_MANAGE))]
 CourierBrief = Annotated[Principal, Depends(require_briefly(Permission.ENTRIES_REQUEST))]
+VisitorBrief = Annotated[Principal, Depends(require_briefly(Permission.VISITS_REQUEST))]

@@ -15,6 +15,8 @@ class Permission(StrEnum):
     DELIVERIES_BOOK = "deliveries:delivery:book"
     ENTRIES_REQUEST = "entries:entry:request"
     ENTRIES_READ = "entries:entry:read"
+    VISITS_REQUEST = "entries:visit:request"  # guests and provider workers, on a grant
+    PROVIDERS_WORK = "providers:provider:work"  # whose organisation: checked in the service
 
 
 class PrincipalRole(StrEnum):
@@ -22,6 +24,8 @@ class PrincipalRole(StrEnum):
     COURIER = "courier"
     OPERATOR = "operator"
     CARRIER = "carrier"
+    GUEST = "guest"
+    WORKER = "worker"
 
 
 GRANTED: dict[PrincipalRole, frozenset[Permission]] = {
@@ -29,6 +33,10 @@ GRANTED: dict[PrincipalRole, frozenset[Permission]] = {
         {Permission.HOMES_MANAGE, Permission.AUDIT_READ_OWN, Permission.ENTRIES_READ}
     ),
     PrincipalRole.COURIER: frozenset({Permission.ENTRIES_REQUEST, Permission.ENTRIES_READ}),
+    PrincipalRole.GUEST: frozenset({Permission.VISITS_REQUEST, Permission.ENTRIES_READ}),
+    PrincipalRole.WORKER: frozenset(
+        {Permission.VISITS_REQUEST, Permission.PROVIDERS_WORK, Permission.ENTRIES_READ}
+    ),
     PrincipalRole.CARRIER: frozenset(
         {Permission.DELIVERIES_BOOK, Permission.COURIERS_MANAGE, Permission.ENTRIES_READ}
     ),

@@ -1,4 +1,6 @@
-"""Couriers' phone keys, for proof of possession (`protocol.pop`).
+"""Phone keys of couriers, guests and provider workers, for proof of possession
+(`protocol.pop`). Served at `/v1/courier/device-keys` and, the same routes, at
+`/v1/me/device-keys`.
 
 The courier app makes a P-256 key with WebCrypto (non-extractable) right after sign-in
 and registers its public JWK here. An entry request names the key; the grant carries it;
@@ -12,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter
+from fastapi.routing import APIRoute
 from pydantic import Field
 from sqlalchemy import LargeBinary, String, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -19,7 +22,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from doorstep.accounts.service import Principal
 from doorstep.audit.service import append
 from doorstep.db import Base, UTCDateTime, new_id
-from doorstep.deps import Courier, RuntimeDep, SessionDep
+from doorstep.deps import Entrant, RuntimeDep, SessionDep
 from doorstep.errors import InvalidRequest, NotFound, TooManyRequests
 from doorstep.protocol import pop
 from doorstep.schemas import Input, Output
@@ -54,48 +57,59 @@ class DeviceKeyRead(Output):
 
 @router.post("/device-keys", status_code=201, response_model=DeviceKeyRead)
 def register(
-    body: DeviceKeyCreate, session: SessionDep, runtime: RuntimeDep, courier: Courier
+    body: DeviceKeyCreate, session: SessionDep, runtime: RuntimeDep, holder: Entrant
 ) -> object:
     try:
         point = pop.from_jwk(body.jwk)
     except pop.ProofError as exc:
         raise InvalidRequest(f"jwk: {exc}") from exc
-    if len(_active(session, courier)) >= MAX_ACTIVE_KEYS:
+    if len(_active(session, holder)) >= MAX_ACTIVE_KEYS:
         raise TooManyRequests(f"at most {MAX_ACTIVE_KEYS} phones; revoke one first")
     now = runtime.clock.now()
     key = DeviceKey(
-        id=new_id("dk"), user_id=courier.id, point=point, label=body.label, created_at=now
+        id=new_id("dk"), user_id=holder.id, point=point, label=body.label, created_at=now
     )
     session.add(key)
     session.flush()
-    append(session, at=now, actor=courier.actor, action="device_key:registered", subject=key.id)
+    append(session, at=now, actor=holder.actor, action="device_key:registered", subject=key.id)
     return key
 
 
 @router.get("/device-keys", response_model=list[DeviceKeyRead])
-def list_keys(session: SessionDep, courier: Courier) -> object:
+def list_keys(session: SessionDep, holder: Entrant) -> object:
     return session.scalars(
-        select(DeviceKey).where(DeviceKey.user_id == courier.id).order_by(DeviceKey.created_at)
+        select(DeviceKey).where(DeviceKey.user_id == holder.id).order_by(DeviceKey.created_at)
     ).all()
 
 
 @router.delete("/device-keys/{key_id}", response_model=DeviceKeyRead)
-def revoke(key_id: str, session: SessionDep, runtime: RuntimeDep, courier: Courier) -> object:
+def revoke(key_id: str, session: SessionDep, runtime: RuntimeDep, holder: Entrant) -> object:
     key = session.get(DeviceKey, key_id)
-    if key is None or key.user_id != courier.id:
+    if key is None or key.user_id != holder.id:
         raise NotFound("no such device key")
     if key.revoked_at is None:
         key.revoked_at = runtime.clock.now()
         append(
-            session, at=key.revoked_at, actor=courier.actor, action="device_key:revoked",
+            session, at=key.revoked_at, actor=holder.actor, action="device_key:revoked",
             subject=key.id,
         )  # fmt: skip
     return key
 
 
-def _active(session: Session, courier: Principal) -> list[DeviceKey]:
+def _active(session: Session, holder: Principal) -> list[DeviceKey]:
     return list(
         session.scalars(
-            select(DeviceKey).where(DeviceKey.user_id == courier.id, DeviceKey.revoked_at.is_(None))
+            select(DeviceKey).where(DeviceKey.user_id == holder.id, DeviceKey.revoked_at.is_(None))
         )
     )
+
+
+# The same routes for every kind of entrant, at a path that does not say "courier".
+me_router = APIRouter(prefix="/v1/me", tags=["entries"])
+for _route in list(router.routes):
+    if isinstance(_route, APIRoute):
+        me_router.add_api_route(
+            _route.path.removeprefix("/v1/courier"), _route.endpoint,
+            methods=sorted(_route.methods or ()), status_code=_route.status_code,
+            response_model=_route.response_model,
+        )  # fmt: skip

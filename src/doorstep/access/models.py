@@ -113,6 +113,13 @@ class Entry(Base):
     device_key_id: Mapped[str | None] = mapped_column(String(32))
     # The hub's latest alert for this entry (`protocol.messages.Alert`); migration 0007.
     alert: Mapped[str | None] = mapped_column(String(32))
+    # Who came and how (migration 0009): a delivery, or a guest's or provider's visit on
+    # an access grant, by the app or by a keypad code. `courier_id` is the person.
+    purpose: Mapped[str] = mapped_column(String(16), default="delivery", server_default="delivery")
+    grant_id: Mapped[str | None] = mapped_column(
+        ForeignKey("access_grants.id", name="fk_entries_grant_id"), index=True
+    )
+    method: Mapped[str] = mapped_column(String(16), default="app", server_default="app")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     unlocked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -11,11 +11,13 @@ import asyncio
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from starlette.responses import Response
 from starlette.routing import Route
 
-from doorstep.access import service
+from doorstep import security
+from doorstep.access import remote, service
 from doorstep.access.models import PROGRESS, Entry, EntryState
 from doorstep.access.schemas import (
     ApprovalAnswer,
@@ -23,12 +25,15 @@ from doorstep.access.schemas import (
     EntryCreate,
     EntryProof,
     EntryRead,
+    RemoteUnlock,
 )
+from doorstep.accounts.models import User
 from doorstep.deps import CourierBrief, Reader, ResidentBrief, Runtime, RuntimeDep, SessionDep
-from doorstep.errors import InvalidRequest, NotAuthenticated, ServiceUnavailable
+from doorstep.errors import InvalidRequest, NotAuthenticated, ServiceUnavailable, TooManyRequests
 from doorstep.homes.models import AccessPoint
 from doorstep.protocol.codes import advice_for
 from doorstep.sql import Job, Writer
+from doorstep.web import twofactor
 
 T = TypeVar("T")
 
@@ -314,3 +319,44 @@ def _reached(entry: Entry, target: EntryState) -> bool:
     if target not in PROGRESS:
         return False
     return PROGRESS.index(EntryState(entry.state)) >= PROGRESS.index(target)
+
+
+@router.post("/homes/{home_id}/doors/{slug}/unlock", response_model=EntryRead)
+async def remote_unlock(
+    home_id: str, slug: str, body: RemoteUnlock, runtime: RuntimeDep, resident: ResidentBrief,
+    wait: Annotated[Literal["none", "unlocked"], Query()] = "unlocked",
+) -> object:  # fmt: skip
+    """The resident unlocks their own door from afar, after entering the password again
+    (and the code, with two-step sign-in on). Camera first and the verified relock apply
+    as for any entry; the resident is emailed. Wrong passwords count toward the sign-in
+    limit."""
+    link, writer = runtime.link, runtime.writer
+    if link is None or writer is None:
+        raise ServiceUnavailable("the hub link is not running")
+    await run_in_threadpool(_reauthenticate, runtime, resident.id, body)
+    now = runtime.clock.now()
+    decision = await run_write(
+        writer,
+        lambda tx: remote.remote_unlock(
+            tx, resident=resident, home_id=home_id, slug=slug, now=now,
+            settings=runtime.settings.entry, signer=runtime.keys.signer,
+        ),
+    )  # fmt: skip
+    return entry_read(await send_and_wait(runtime, decision, wait == "unlocked"))
+
+
+def _reauthenticate(runtime: Runtime, user_id: str, body: RemoteUnlock) -> None:
+    """The password (and the second factor, when on) of the signed-in resident."""
+    limiter_key = f"reauth:{user_id}"
+    if not runtime.login_limiter.allow(limiter_key, runtime.clock.timestamp()):
+        raise TooManyRequests("too many attempts; wait a minute")
+    with runtime.sessions() as session:
+        user = session.get(User, user_id)
+        ok = security.verify_password(user.password_hash if user else None, body.password)
+        if ok and twofactor.is_on(session, user_id=user_id):
+            ok = body.code is not None and twofactor.verify(
+                session, user_id=user_id, code=body.code, now=runtime.clock.now()
+            )
+        session.commit()  # a spent recovery code stays spent
+    if not ok:
+        raise NotAuthenticated("wrong password or code; nothing was unlocked")

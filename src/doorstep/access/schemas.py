@@ -40,6 +40,11 @@ class EntryRead(Output):
     challenge: str | None = None
     to_sign: str | None = None
     alert: str | None = None
+    # Who came and how: a delivery, or a guest's or provider's visit on a grant, by the
+    # app or a keypad code (on reads of a stored entry).
+    purpose: str | None = None
+    method: str | None = None
+    grant_id: str | None = None
 
 
 class EntryProof(Input):
@@ -56,3 +61,11 @@ class EntryAbort(Input):
 
 class ApprovalAnswer(Input):
     decision: Literal["approve", "decline"]
+
+
+class RemoteUnlock(Input):
+    """The resident's password again (and the six-digit code when two-step sign-in is
+    on): unlocking from afar is never done on a session alone."""
+
+    password: str = Field(min_length=1, max_length=200)
+    code: str | None = Field(default=None, max_length=32)

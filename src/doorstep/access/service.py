@@ -84,8 +84,8 @@ _TARGET = (
 _INSERT_ENTRY = (
     "INSERT INTO entries (id, delivery_id, package_id, home_id, access_point_id, hub_id,"
     " courier_id, state, reason, token_id, command_id, grant_expires_at, created_at,"
-    " updated_at, grant_token, device_key_id)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " updated_at, grant_token, device_key_id, purpose, grant_id)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -136,17 +136,26 @@ class EntryDecision:
 
 @dataclass(frozen=True, slots=True)
 class _Target:
-    delivery_id: str
+    """What an authorized entry is for: a delivery's parcel, or a visit on a grant."""
+
+    delivery_id: str | None
     home_id: str
     access_point_id: str
     slug: str
     hub_id: str
-    package_id: str
-    barcode: str
+    package_id: str | None
+    barcode: str | None
     approval_mode: ApprovalMode = ApprovalMode.AUTO
     approval_timeout_seconds: int = 120
     device_key_id: str | None = None
     pop_key: bytes | None = None
+    purpose: str = "delivery"
+    grant_id: str | None = None
+
+    def audit_data(self) -> dict[str, Any]:
+        if self.purpose != "delivery":
+            return {"purpose": self.purpose, "grant_id": self.grant_id}
+        return {"delivery_id": self.delivery_id, "barcode": self.barcode}
 
 
 @dataclass
@@ -441,8 +450,7 @@ def _authorize(
         subject=entry.id,
         home_id=target.home_id,
         data={
-            "delivery_id": target.delivery_id,
-            "barcode": target.barcode,
+            **target.audit_data(),
             "kid": signer.kid,
             "token_id": token_id.hex(),
             "expires": expires,
@@ -463,8 +471,11 @@ def _insert_entry(
     command_id: str | None = None,
     grant_expires: Any = None,
     grant: str | None = None,
+    purpose: str | None = None,
+    grant_id: str | None = None,
 ) -> None:
-    """Record a new entry: denied (no target), awaiting approval, or authorized."""
+    """Record a new entry: denied (no target), awaiting approval, or authorized. A denied
+    visit names its purpose and grant without a target."""
     tx.run(
         _INSERT_ENTRY,
         (
@@ -484,6 +495,8 @@ def _insert_entry(
             tx.time(now),
             grant,
             target.device_key_id if target else None,
+            target.purpose if target else (purpose or "delivery"),
+            target.grant_id if target else grant_id,
         ),
     )
 
@@ -820,6 +833,8 @@ def apply_hub_event(tx: Tx, *, hub_id: str, event: Event, now: datetime) -> None
         (entry_id, hub_id),
     )
     if row is None:
+        if event.kind == EventKind.LOCK_UNLOCKED and event.data.get("method") == "keypad":
+            _keypad_entry(tx, hub_id, entry_id, event, now)
         return
     state, home_id, delivery_id, abort_reason = row
     if target_state == EntryState.LOCKED and state == EntryState.OPENED:
@@ -849,6 +864,34 @@ def apply_hub_event(tx: Tx, *, hub_id: str, event: Event, now: datetime) -> None
     )
     if moved and target_state == EntryState.DONE and delivery_id is not None:
         _mark_delivered(tx, entry_id, delivery_id, home_id, now)
+
+
+def _keypad_entry(tx: Tx, hub_id: str, entry_id: str, event: Event, now: datetime) -> None:
+    """Someone opened the lock with a keypad code the hub programmed for a grant: the
+    hub made the entry (its id, its relock watch); record it here, unlocked, under that
+    grant's guest (or, for a code with no guest account, the resident who issued it)."""
+    grant_id = event.data.get("grant_id")
+    row = tx.one(
+        "SELECT g.home_id, g.access_point_id, g.purpose, COALESCE(g.grantee_id, g.created_by)"
+        " FROM access_grants g JOIN access_points ap ON ap.id = g.access_point_id"
+        " WHERE g.id = ? AND ap.hub_id = ?",
+        (grant_id, hub_id),
+    )
+    if row is None:
+        return
+    home_id, point_id, purpose, person = row
+    tx.run(
+        "INSERT INTO entries (id, home_id, access_point_id, hub_id, courier_id, state,"
+        " created_at, updated_at, unlocked_at, purpose, grant_id, method)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'keypad')",
+        (entry_id, home_id, point_id, hub_id, person, EntryState.UNLOCKED, tx.time(now),
+         tx.time(now), tx.time(now), purpose, grant_id),
+    )  # fmt: skip
+    append_tx(tx, at=now, actor=f"hub:{hub_id}", action="entry:unlocked", subject=entry_id,
+              home_id=home_id, data={"method": "keypad", "grant_id": grant_id,
+                                     "epoch": event.epoch, "seq": event.seq})  # fmt: skip
+    outbox.entry_changed(tx, entry_id=entry_id, state=EntryState.UNLOCKED, at=now,
+                         home_id=home_id)  # fmt: skip
 
 
 def _apply_alert(tx: Tx, hub_id: str, event: Event, now: datetime) -> None:
@@ -1028,7 +1071,8 @@ def expire_stale(tx: Tx, *, now: datetime) -> int:
 
 
 def get_entry(session: Session, *, principal: Principal, entry_id: str) -> Entry:
-    """An entry its courier, the home's owner, the carrier or an operator may read."""
+    """An entry its courier (or guest, or worker), the home's owner, the carrier or an
+    operator may read."""
     entry = session.get(Entry, entry_id)
     if entry is None or not _may_read(session, principal, entry):
         raise NotFound("no such entry")
@@ -1038,7 +1082,7 @@ def get_entry(session: Session, *, principal: Principal, entry_id: str) -> Entry
 def _may_read(session: Session, principal: Principal, entry: Entry) -> bool:
     if principal.role == PrincipalRole.OPERATOR:
         return True
-    if principal.role == PrincipalRole.COURIER:
+    if principal.role in (PrincipalRole.COURIER, PrincipalRole.GUEST, PrincipalRole.WORKER):
         return entry.courier_id == principal.id
     if principal.role == PrincipalRole.CARRIER:
         delivery = session.get(Delivery, entry.delivery_id) if entry.delivery_id else None

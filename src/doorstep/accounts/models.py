@@ -15,6 +15,8 @@ class Role(StrEnum):
     RESIDENT = "resident"
     COURIER = "courier"
     OPERATOR = "operator"
+    GUEST = "guest"  # invited by a resident; enters on an access grant
+    WORKER = "worker"  # a service provider's admin or worker
 
 
 class PrincipalKind(StrEnum):

@@ -6,8 +6,11 @@ import shutil
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import click
 
@@ -36,7 +39,9 @@ def demo(data_dir: Path, homes: int) -> None:
     the service checks and signs a grant; the hub verifies it offline and unlocks; the
     simulated courier opens the door, puts the parcel in and closes it; the hub relocks;
     the service marks the entry done. One denied attempt (a parcel for another address)
-    shows a refusal. Exits 0 when every delivery ended with a verified relock.
+    shows a refusal. Then a dog walker without the app comes in once with a keypad code
+    the resident gave, and the code is revoked. Exits 0 when every delivery and visit
+    ended with a verified relock.
     """
     started = time.monotonic()
 
@@ -49,12 +54,14 @@ def demo(data_dir: Path, homes: int) -> None:
     with scenes.running(data_dir.resolve(), homes=homes, say=say) as world:
         for home in world.homes:
             _deliver(world, home, say)
+        _guest_visit(world.homes[0], say)
         _show_audit(world, say)
     _verify_audit(data_dir, say)
     click.echo("")
     click.echo(f"database: {(data_dir / 'doorstep.db').resolve()}")
     click.echo(f"logs:     {(data_dir / 'logs').resolve()}/")
-    click.echo("demo finished: every parcel delivered, every door relocked and verified")
+    click.echo("demo finished: every parcel delivered, the guest came and went, every door "
+               "relocked and verified")  # fmt: skip
 
 
 def _deliver(world: scenes.World, home: scenes.Home, say: scenes.Say) -> None:
@@ -106,6 +113,61 @@ def _deliver(world: scenes.World, home: scenes.Home, say: scenes.Say) -> None:
         f"verified relock: bolt {status['lock_state']}, door {status['door_state']}; "
         f"entry {entry['id']} done at {done['done_at'][11:19]} UTC"
     )
+
+
+def _guest_visit(home: scenes.Home, say: scenes.Say) -> None:
+    """A dog walker without the app: the resident gives a one-visit keypad code, the hub
+    programs it on the lock, the walker types it, comes in and out; the door relocks; the
+    code is then spent, and revoked for good measure."""
+    resident = home.resident
+    zone = ZoneInfo("Europe/London")  # the demo homes' zone
+    now = datetime.now(zone).replace(tzinfo=None, microsecond=0)
+    body = {
+        "access_point": "front", "label": "Dog walker", "kind": "once", "method": "keypad",
+        "starts_at": (now - timedelta(minutes=5)).isoformat(),
+        "ends_at": (now + timedelta(hours=1)).isoformat(),
+    }  # fmt: skip
+    created = resident.call("POST", f"/v1/homes/{home.id}/grants", 201, json=body)
+    grant = created["grant"]
+    say(
+        f"resident gave the dog walker a one-visit keypad code (grant {grant['id']}), shown "
+        "to the resident once; the service keeps only its hash and a copy sealed to the hub"
+    )
+    _until(lambda: resident.call("GET", f"/v1/grants/{grant['id']}")["enforced_at_hub"],
+           "the hub did not program the code")  # fmt: skip
+    say("the hub verified the signed shadow document and programmed the code on the lock")
+    verdict = home.type_code(created["pin"])
+    if not verdict["granted"]:
+        raise click.ClickException(f"the lock refused the code: {verdict}")
+    entry_id = _until(lambda: _keypad_entry(resident, home.id), "no keypad entry was recorded")
+    say(f"the dog walker typed the code; the lock opened; entry {entry_id} (method keypad)")
+    home.door("open_door")
+    home.door("close_door")
+    done = scenes.wait_entry(resident, entry_id, "done")
+    if done["state"] != "done":
+        raise click.ClickException(f"the visit did not finish: {done}")
+    say("the walker left and closed the door; the hub relocked and verified it")
+    resident.call("DELETE", f"/v1/grants/{grant['id']}")
+    _until(lambda: resident.call("GET", f"/v1/grants/{grant['id']}")["enforced_at_hub"],
+           "the hub did not apply the revocation")  # fmt: skip
+    refused = home.type_code(created["pin"])
+    say(f"resident revoked the code; the hub cleared it; typed again: {refused['error']}")
+
+
+def _keypad_entry(resident: scenes.Api, home_id: str) -> str | None:
+    for record in resident.call("GET", f"/v1/homes/{home_id}/audit"):
+        if record["action"] == "entry:unlocked" and record["data"].get("method") == "keypad":
+            return str(record["subject"])
+    return None
+
+
+def _until(read: Callable[[], Any], failure: str, timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := read()):
+        if time.monotonic() > deadline:
+            raise click.ClickException(failure)
+        time.sleep(0.1)
+    return value
 
 
 def _show_audit(world: scenes.World, say: scenes.Say) -> None:

@@ -79,6 +79,8 @@ class Hub(Base):
     claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     broker_password_hash: Mapped[str | None] = mapped_column(String(200))
     public_key: Mapped[bytes | None] = mapped_column(LargeBinary(32))
+    # X25519 key keypad codes are sealed to (`protocol.seal`); migration 0009.
+    seal_key: Mapped[bytes | None] = mapped_column(LargeBinary(32))
     online: Mapped[bool] = mapped_column(Boolean, default=False)
     epoch: Mapped[int | None] = mapped_column(Integer)
     status_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -130,11 +130,13 @@ def claim_hub(
         raise TooManyRequests("too many claim attempts; wait a minute")
     try:
         public_key = b64decode(body.public_key)
+        seal_key = b64decode(body.seal_key) if body.seal_key is not None else None
     except (binascii.Error, ValueError) as exc:
-        raise InvalidRequest("public_key must be base64url") from exc
+        raise InvalidRequest("public_key and seal_key must be base64url") from exc
     enrollment = service.claim_hub(
-        session, code=body.claim_code, public_key=public_key, now=runtime.clock.now()
-    )
+        session, code=body.claim_code, public_key=public_key, seal_key=seal_key,
+        now=runtime.clock.now(),
+    )  # fmt: skip
     after_commit(session, runtime.on_hub_enrolled)
     return HubEnrollment(
         hub_id=enrollment.hub.id,

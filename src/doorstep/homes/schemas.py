@@ -40,6 +40,12 @@ class CarrierAllow(Input):
 class HubClaimRequest(Input):
     claim_code: str = Field(min_length=12, max_length=20)
     public_key: str = Field(min_length=40, max_length=64, description="base64url Ed25519 key")
+    seal_key: str | None = Field(
+        default=None,
+        min_length=40,
+        max_length=64,
+        description="base64url X25519 key keypad codes are sealed to (`protocol.seal`)",
+    )
 
 
 class AccessPointRead(Output):

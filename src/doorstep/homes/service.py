@@ -147,19 +147,25 @@ def create_hub(
     return HubClaim(hub, code)
 
 
-def claim_hub(session: Session, *, code: str, public_key: bytes, now: datetime) -> Enrollment:
-    """Redeem a claim code, once: the hub gets its broker password; its key is pinned."""
+def claim_hub(
+    session: Session, *, code: str, public_key: bytes, now: datetime, seal_key: bytes | None = None
+) -> Enrollment:
+    """Redeem a claim code, once: the hub gets its broker password; its key is pinned,
+    and its seal key (for keypad codes) kept."""
     digest = security.token_digest(security.normalise_claim_code(code))
     hub = session.scalar(select(Hub).where(Hub.claim_digest == digest))
     if hub is None or hub.claim_expires_at is None or hub.claim_expires_at <= now:
         raise NotAuthenticated("claim code is unknown, used or expired")
     if len(public_key) != 32:
         raise Conflict("public_key must be a raw 32-byte Ed25519 key")
+    if seal_key is not None and len(seal_key) != 32:
+        raise Conflict("seal_key must be a raw 32-byte X25519 key")
     password = new_password()
     hub.claim_digest = None
     hub.claim_expires_at = None
     hub.claimed_at = now
     hub.public_key = public_key
+    hub.seal_key = seal_key
     hub.broker_password_hash = broker_hash(password)
     audit.append(
         session,

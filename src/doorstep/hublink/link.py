@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from doorstep.access import service as access
 from doorstep.clock import Clock
+from doorstep.grants import shadow
 from doorstep.hublink import service as ingest
 from doorstep.protocol import PROTOCOL_VERSION, topics
 from doorstep.protocol.messages import (
@@ -51,6 +52,7 @@ class _Outcome:
     replay: tuple[str, int, int] | None = None  # hub, epoch, from_seq
     reply: Reply | None = None
     changed: bool = False
+    stale_shadow: str | None = None  # a hub that came online behind its shadow version
 
 
 @dataclass
@@ -84,6 +86,8 @@ class HubLink:
         self._changed = threading.Condition()
         self._stopping = threading.Event()
         self._beats: dict[tuple[str, str], float] = {}  # (hub, entry) -> last heartbeat
+        # Set by the app: publish a hub's desired document again (`grants.shadow`).
+        self.on_stale_shadow: Callable[[str], None] | None = None
         self._beats_lock = threading.Lock()
         self._sweeper = threading.Thread(target=self._sweep_loop, name="sweep", daemon=True)
 
@@ -101,7 +105,12 @@ class HubLink:
     def _on_connect(
         self, client: paho.Client, _u: object, _f: object, _r: object, _p: object
     ) -> None:
-        for topic in (topics.ALL_EVENTS, topics.ALL_REPLIES, topics.ALL_STATUS):
+        for topic in (
+            topics.ALL_EVENTS,
+            topics.ALL_REPLIES,
+            topics.ALL_STATUS,
+            topics.ALL_REPORTED,
+        ):
             client.subscribe(topic, qos=1)
         client.subscribe(topics.ALL_CAMERA, qos=0)
 
@@ -126,6 +135,11 @@ class HubLink:
             qos=1,
             properties=self._command_properties,
         )
+
+    def publish_desired(self, hub_id: str, payload: bytes) -> None:
+        """A hub's signed desired document, retained: a hub that is offline now gets the
+        newest one when it connects."""
+        self._client.publish(topics.Topics(hub_id).desired, payload, qos=1, retain=True)
 
     def _request_replay(self, hub_id: str, epoch: int, from_seq: int) -> None:
         now = self._clock.timestamp()
@@ -186,7 +200,11 @@ class HubLink:
         if leaf == "status":
             status = Status.model_validate_json(payload)
             ingest.ingest_status(tx, hub=hub, status=status, now=now)
-            return _Outcome(changed=True)
+            stale = status.state == "online" and shadow.needs_publish(tx, hub.id)
+            return _Outcome(changed=True, stale_shadow=hub.id if stale else None)
+        if leaf == "reported":
+            return _Outcome(changed=shadow.apply_reported(tx, hub_id=hub.id, payload=payload,
+                                                          now=now))  # fmt: skip
         return _Outcome()
 
     def _after_commit(self, outcome: _Outcome) -> None:
@@ -198,6 +216,8 @@ class HubLink:
             self._request_replay(*outcome.replay)
         if outcome.reply is not None:
             self._wake(outcome.reply)
+        if outcome.stale_shadow is not None and self.on_stale_shadow is not None:
+            self.on_stale_shadow(outcome.stale_shadow)
         if outcome.changed:
             with self._changed:
                 self._changed.notify_all()

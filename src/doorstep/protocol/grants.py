@@ -124,6 +124,7 @@ class GrantSigner:
 
     def __init__(self, private_key: Ed25519PrivateKey) -> None:
         self.kid = key_id_for(private_key.public_key())
+        self.private_key = private_key  # also signs each hub's shadow document
         pem = private_key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
