@@ -58,6 +58,21 @@ class NotifySettings(BaseModel):
     max_attempts: int = Field(default=12, ge=1, le=100)
 
 
+class ClipSettings(BaseModel):
+    """Entry clips at the service (`doorstep.clips`)."""
+
+    # Largest chunk of a clip the hub may send in one request (the 64 KiB body limit of
+    # every other route does not apply to the upload routes).
+    upload_chunk_bytes: int = Field(default=1024 * 1024, ge=64 * 1024, le=16 * 1024 * 1024)
+    # How often the retention job runs; clips older than their home's retention (30 days
+    # unless the resident chose otherwise) are deleted and their keys destroyed.
+    retention_sweep_seconds: float = Field(default=3600.0, gt=0)
+    # Uploads left unfinished this long lose their staged bytes.
+    abandon_upload_hours: float = Field(default=48.0, gt=0)
+    # Drop-zone motion analysis after each stored clip.
+    analyse_motion: bool = True
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DOORSTEP_", env_nested_delimiter="__")
 
@@ -80,6 +95,7 @@ class Settings(BaseSettings):
     entry: EntrySettings = EntrySettings()
     auth: AuthSettings = AuthSettings()
     notify: NotifySettings = NotifySettings()
+    clips: ClipSettings = ClipSettings()
 
     @model_validator(mode="after")
     def _production_needs_explicit_storage(self) -> Settings:

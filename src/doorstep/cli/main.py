@@ -10,8 +10,10 @@ import click
 
 from doorstep import __version__
 from doorstep.cli.admin import audit, users
+from doorstep.cli.clips import clips
 from doorstep.cli.demo import demo
 from doorstep.hub.agent import RelockPolicy
+from doorstep.hub.credentials import KeypadDefaults
 from doorstep.settings import load_settings
 
 
@@ -104,6 +106,21 @@ def serve(
     help="Door open this long during an entry: alarm (door_held_open).",
 )
 @click.option(
+    "--wrong-code-limit",
+    type=click.IntRange(1, 255),
+    default=KeypadDefaults.wrong_code_entry_limit,
+    show_default=True,
+    help="Keypad locks: wrong codes in a row before the keypad locks out "
+    "(Matter WrongCodeEntryLimit).",
+)
+@click.option(
+    "--keypad-lockout-seconds",
+    type=click.IntRange(1, 255),
+    default=KeypadDefaults.user_code_temporary_disable_seconds,
+    show_default=True,
+    help="Keypad locks: how long the lockout lasts (Matter UserCodeTemporaryDisableTime).",
+)
+@click.option(
     "--locks",
     "locks_file",
     type=click.Path(path_type=Path, exists=True, dir_okay=False),
@@ -117,6 +134,8 @@ def hub(
     auto_relock_seconds: float,
     relock_deadline_seconds: float,
     door_open_alert_seconds: float,
+    wrong_code_limit: int,
+    keypad_lockout_seconds: int,
     locks_file: Path | None,
 ) -> None:
     """Run a home hub: it drives the home's locks and reports every step.
@@ -160,6 +179,10 @@ def hub(
                     deadline_seconds=relock_deadline_seconds,
                     door_open_seconds=door_open_alert_seconds,
                 ),
+                keypad=KeypadDefaults(
+                    wrong_code_entry_limit=wrong_code_limit,
+                    user_code_temporary_disable_seconds=keypad_lockout_seconds,
+                ),
             )
         )
     except (EnrollmentError, LockConfigError) as exc:
@@ -168,6 +191,7 @@ def hub(
 
 cli.add_command(demo)
 cli.add_command(audit)
+cli.add_command(clips)
 cli.add_command(users)
 
 

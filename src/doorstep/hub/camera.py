@@ -5,7 +5,9 @@ live (new frames, a changing picture); recording is armed before the bolt moves,
 clip starts before the unlock (the recorder keeps a short pre-roll); it is disarmed after
 the verified relock plus a post-roll. A camera that stalls or freezes during an entry is
 reported at once (`camera_lost`). The recording itself is `doorstep.video.Recorder`
-(ffmpeg, stream copy); the clip stays in the hub's data directory for now.
+(ffmpeg, stream copy). Each clip goes to the hub's `uploader.Uploader` (a durable queue
+that sends it to the service), and live view takes the recorder's newest segments
+(`liveview.LiveStreamer`) while someone watches.
 """
 
 from __future__ import annotations
@@ -14,11 +16,16 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from doorstep.video.clips import Clip
 from doorstep.video.liveness import Liveness
 from doorstep.video.recorder import Recorder, RecorderOptions
+from doorstep.video.segments import Segment
+
+if TYPE_CHECKING:
+    from doorstep.hub.liveview import LiveStreamer
+    from doorstep.hub.uploader import Uploader
 
 __all__ = ["EntryCamera", "RecorderCamera", "RecorderOptions"]
 
@@ -48,15 +55,38 @@ class EntryCamera(Protocol):
 class RecorderCamera:
     """An `EntryCamera` on any URL ffmpeg reads (RTSP, HTTP, UDP, a file)."""
 
-    def __init__(self, url: str, spool: Path, options: RecorderOptions | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        spool: Path,
+        options: RecorderOptions | None = None,
+        *,
+        access_point: str = "",
+        uploader: Uploader | None = None,
+        live: LiveStreamer | None = None,
+    ) -> None:
         self._watchers: list[Callable[[Liveness], None]] = []
         self._recorder = Recorder(url, spool, options, on_liveness=self._report)
+        self._access_point = access_point
+        self._uploader = uploader
+        self._live = live
 
     def start(self) -> None:
         self._recorder.start()
+        for worker in (self._uploader, self._live):
+            if worker is not None:
+                worker.retain()
 
     def stop(self) -> None:
-        self._recorder.stop()
+        if self._live is not None:
+            self._live.release()
+        self._recorder.stop()  # assembles what is still armed: queued before the uploader stops
+        if self._uploader is not None:
+            self._uploader.release()
+
+    def segments(self) -> list[Segment]:
+        """The recorder's closed segments, oldest first (live view sends the newest)."""
+        return self._recorder.segments()
 
     def liveness(self) -> Liveness:
         return self._recorder.liveness()
@@ -76,7 +106,10 @@ class RecorderCamera:
 
         def finished(result: Future[Clip]) -> None:
             try:
-                done(result.result())
+                clip = result.result()
+                done(clip)
+                if self._uploader is not None:
+                    self._uploader.enqueue(clip, access_point=self._access_point)
             except Exception:  # the process edge: a clip that failed is logged, not fatal
                 log.exception("clip of entry %s could not be assembled", entry_id)
 

@@ -11,14 +11,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from doorstep.hub import config as hub_config
 from doorstep.hub import lockconfig
 from doorstep.hub.agent import HubAgent, RelockPolicy
 from doorstep.hub.camera import EntryCamera, RecorderCamera
+from doorstep.hub.credential_store import CredentialStore
+from doorstep.hub.credentials import CredentialManager, KeypadDefaults
 from doorstep.hub.drivers.simulated import SimulatedLock
 from doorstep.hub.journal import Journal
+from doorstep.hub.liveview import LiveStreamer
 from doorstep.hub.lock import LockDriver
 from doorstep.hub.simcontrol import SimControl
+from doorstep.hub.uploader import Uploader
 from doorstep.protocol.grants import GrantVerifier
 
 log = logging.getLogger(__name__)
@@ -36,6 +42,8 @@ class HubOptions:
     locks_file: Path | None = None
     # How hard the hub tries to relock, and when it raises the alarm (`agent.RelockPolicy`).
     relock: RelockPolicy = field(default_factory=RelockPolicy)
+    # Matter WrongCodeEntryLimit / UserCodeTemporaryDisableTime, set on every keypad lock.
+    keypad: KeypadDefaults = field(default_factory=KeypadDefaults)
 
 
 def build(options: HubOptions) -> tuple[HubAgent, hub_config.HubConfig, SimControl]:
@@ -70,12 +78,18 @@ def build(options: HubOptions) -> tuple[HubAgent, hub_config.HubConfig, SimContr
             driver.close()
         journal.close()
         raise
-    cameras: dict[str, EntryCamera] = {
-        point: RecorderCamera(spec["camera"], options.data_dir / "video" / point)
-        for point, spec in specs.items()
-        if spec.get("camera")
-    }
+    cameras: dict[str, EntryCamera] = _cameras(options, config, specs, key)
     verifier = GrantVerifier(hub_id=config.hub_id, issuer_keys=config.issuer_keys, clock=time.time)
+    credentials = CredentialManager(
+        hub_id=config.hub_id,
+        store=CredentialStore(options.data_dir / "credentials.db"),
+        locks=locks,
+        seal_key=hub_config.seal_key(options.data_dir),
+        issuer_keys=config.issuer_keys,
+        journal=journal,
+        clock=time.time,
+        keypad=options.keypad,
+    )
     agent = HubAgent(
         hub_id=config.hub_id,
         journal=journal,
@@ -84,9 +98,40 @@ def build(options: HubOptions) -> tuple[HubAgent, hub_config.HubConfig, SimContr
         clock=time.time,
         relock=options.relock,
         cameras=cameras,
+        credentials=credentials,
     )
     control = SimControl(options.data_dir / "sim.sock", simulated)
     return agent, config, control
+
+
+def _cameras(
+    options: HubOptions,
+    config: hub_config.HubConfig,
+    specs: dict[str, dict[str, Any]],
+    key: Ed25519PrivateKey,
+) -> dict[str, EntryCamera]:
+    """A recorder per door with a camera; their clips go to one uploader, their live
+    view through one streamer."""
+    points = [point for point, spec in specs.items() if spec.get("camera")]
+    if not points:
+        return {}
+    uploader = Uploader(
+        options.data_dir, hub_id=config.hub_id, key=key, service_url=options.service_url
+    )
+    cameras: dict[str, RecorderCamera] = {}
+    live = LiveStreamer(
+        cameras, hub_id=config.hub_id, key=key, service_url=lambda: uploader.service_url
+    )
+    for point in points:
+        cameras[point] = RecorderCamera(
+            specs[point]["camera"],
+            options.data_dir / "video" / point,
+            access_point=point,
+            uploader=uploader,
+            live=live,
+        )
+    live.cameras.update(cameras)
+    return dict(cameras)
 
 
 def _lock_specs(options: HubOptions, access_points: Sequence[str]) -> dict[str, dict[str, Any]]:

@@ -12,9 +12,11 @@
   a clip destroys its key.
 - `motion.analyse`: whether motion in a clip went beyond the resident's drop zone.
 
-The flow on the hub, per entry: `arm` at authorization (the hub refuses to unlock unless
-`liveness().live`), `disarm` at the verified relock, then `motion.analyse` on the clip,
-then `ClipVault.archive`, which removes the plaintext.
+The flow per entry: on the hub, `arm` at authorization (the hub refuses to unlock unless
+`liveness().live`), `disarm` at the verified relock, then the clip goes to the hub's
+upload queue (`doorstep.hub.uploader`); at the service (`doorstep.clips`), once its
+checksums match, `ClipVault.archive` encrypts it (removing the plaintext) and
+`motion.analyse` runs on it with the home's drop zone.
 
 Needs the ffmpeg and ffprobe programs (Debian's `ffmpeg` package) and, for `motion`,
 `opencv-python-headless`.
