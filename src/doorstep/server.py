@@ -44,6 +44,9 @@ def serve(settings: Settings) -> None:
             port=settings.http_port,
             log_level="warning",
             access_log=False,
+            # Event streams (the pages' live updates, `/v1/homes/{id}/events`) never end by
+            # themselves; on shutdown they are cut after this long, and browsers reconnect.
+            timeout_graceful_shutdown=5,
         )
 
 

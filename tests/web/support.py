@@ -68,6 +68,13 @@ class WebClient:
         assert response.status_code == 303, response.text
         return response.headers["location"].split("/")[2]
 
+    def reauth(self, next_path: str, password: str = PASSWORD, code: str = "") -> None:
+        """Re-enter the password (and a code) so sensitive actions go through."""
+        data = {"password": password, "next": next_path, **({"code": code} if code else {})}
+        response = self.post("/account/reauth", data, csrf_from=f"/account/reauth?next={next_path}")
+        assert response.status_code == 303, response.text
+        assert response.headers["location"] == next_path
+
     def use_session(self, token: str) -> WebClient:
         """Carry `token` as this client's session cookie."""
         host = self.http.base_url.host

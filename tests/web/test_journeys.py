@@ -1,10 +1,11 @@
 """The resident's journeys in Debian's Chromium (Playwright): sign up, sign in (by
 keyboard), add a home, create the hub's claim code, enroll a hub with it and watch it come
 online; watch a delivery happen live (the carrier books, the courier asks to enter, the
-door opens and closes) without reloading; read the timeline and its audit records; sign
-out everywhere. At 360 px (a phone) and 1280 px (a desktop), with screenshots of each
-step in `artifacts/`, no console errors, labelled controls, readable contrast, no
-sideways scrolling, and the security headers on every response."""
+door opens and closes) without reloading, from the server's event stream; read the
+timeline and its audit records; sign out everywhere (after re-entering the password). At
+360 px (a phone) and 1280 px (a desktop), with screenshots of each step in `artifacts/`,
+no console errors, labelled controls, readable contrast, no sideways scrolling, and the
+security headers on every response."""
 
 from __future__ import annotations
 
@@ -75,6 +76,7 @@ def check_page(watched: Watched, step: str) -> Path:
 def assert_headers(watched: Watched, origin: str) -> None:
     ours = [(url, kind, h) for url, kind, h in watched.responses if url.startswith(origin)]
     assert {kind for _, kind, _ in ours} >= {"document", "script", "stylesheet", "fetch"}
+    assert "eventsource" in {kind for _, kind, _ in ours}  # live by stream, not by polling
     for url, _kind, headers in ours:
         assert headers.get("content-security-policy") == CONTENT_SECURITY_POLICY, url
         assert headers.get("x-content-type-options") == "nosniff", url
@@ -217,13 +219,21 @@ def test_sign_up_enroll_a_hub_watch_a_delivery_and_sign_out_everywhere(
         desktop.page.goto(f"/homes/{home_id}/hub")
         check_page(desktop, "04-hub")
         desktop.page.goto("/account/security")
-        expect(desktop.page.locator("tbody tr")).to_have_count(3)  # phone, desktop, API token
+        sessions = desktop.page.locator(".session")
+        expect(sessions).to_have_count(3)  # phone, desktop, API token
+        expect(sessions.filter(has_text="Chrome on Linux")).to_have_count(2)
+        expect(sessions.filter(has_text="API token or older session")).to_have_count(1)
         check_page(desktop, "05-security")
 
-        # Sign out everywhere, from the phone.
+        # Sign out everywhere, from the phone: it asks for the password again first.
         page.get_by_role("link", name="Security").click()
         expect(page.get_by_text("This browser", exact=True)).to_have_count(1)
         check_page(phone, "11-security")
+        page.get_by_role("button", name="Sign out everywhere").click()
+        page.wait_for_url("**/account/reauth?next=/account/security")
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Confirm").click()
+        page.wait_for_url("**/account/security")
         page.get_by_role("button", name="Sign out everywhere").click()
         expect(page.get_by_role("status")).to_have_text("You are signed out on every device.")
         check_page(phone, "12-signed-out")
@@ -252,6 +262,8 @@ def _deliver(
     home.door("open_door")
     for watched in (phone, desktop):
         expect(live_field(watched.page, door)).to_have_text("Open", timeout=LIVE_TIMEOUT_MS)
+        first = watched.page.locator('[data-live-list="entries"] li').first
+        expect(first).to_contain_text("Door open")
     check_page(phone, "08-door-open")
     home.door("close_door")
     demo.wait_entry(courier, entry["id"], "done")

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from doorstep.homes.models import Home, Hub
+from doorstep.security import token_digest
 from doorstep.settings import AuthSettings
 from doorstep.web.security import CONTENT_SECURITY_POLICY
 
@@ -52,6 +53,9 @@ HOME_FORM = {
 }
 
 
+CLOSURE_FORM = {"kind": "blackout", "first_day": "2031-01-01", "last_day": "2031-01-02"}
+
+
 def test_posts_without_a_valid_csrf_token_are_refused_and_change_nothing(
     live: Any, web_clients: Callable[[], WebClient]
 ) -> None:
@@ -60,9 +64,20 @@ def test_posts_without_a_valid_csrf_token_are_refused_and_change_nothing(
     other = _signed_in(web_clients)
     foreign_token = other.csrf("/homes/new")  # valid, but bound to another session
     before = snapshot(live)
+    resident.reauth("/account/security")  # so that only the CSRF check stands in the way
     cases = [
         ("/homes", HOME_FORM),
         (f"/homes/{home_id}/hub", {}),
+        (f"/homes/{home_id}/preferences", {"approval_mode": "never"}),
+        (f"/homes/{home_id}/closures", CLOSURE_FORM),
+        (f"/homes/{home_id}/not-today", {}),
+        ("/entries/ent-0000000000000000/approval", {"decision": "approve"}),
+        ("/account/notifications", {}),
+        ("/account/reauth", {"password": PASSWORD, "next": "/homes"}),
+        ("/account/totp/setup", {}),
+        ("/account/totp/confirm", {"code": "123456"}),
+        ("/account/totp/disable", {}),
+        ("/account/sessions/end", {"session": "x"}),
         ("/account/signout-everywhere", {}),
         ("/signout", {}),
     ]
@@ -239,11 +254,16 @@ def test_sessions_page_lists_sessions_and_never_shows_tokens(
     laptop.sign_in(email)
     page = phone.get("/account/security")
     assert page.status_code == 200
-    assert page.text.count("<tr>") == 3  # header + two sessions
+    assert page.text.count('class="card session"') == 2
     assert page.text.count("This browser") == 1
     for client in (phone, laptop):
         token = client.http.cookies["doorstep_session"]
-        assert token not in page.text
+        assert token not in page.text and token_digest(token) not in page.text
+    # Signing out everywhere asks for the password again first.
+    response = phone.post("/account/signout-everywhere", {}, csrf_from="/account/security")
+    assert response.status_code == 303
+    assert response.headers["location"] == "/account/reauth?next=/account/security"
+    phone.reauth("/account/security")
     response = phone.post("/account/signout-everywhere", {}, csrf_from="/account/security")
     assert response.status_code == 303
     assert response.headers["location"] == "/signin?notice=everywhere"

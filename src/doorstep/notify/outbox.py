@@ -22,11 +22,12 @@ _INSERT = (
 )
 
 _RECIPIENTS = (
-    "SELECT w.id, o.email, e.delivery_id, e.reason FROM entries e"
+    "SELECT w.id, o.email, e.delivery_id, e.reason, e.purpose, e.method, g.label FROM entries e"
     " LEFT JOIN users c ON c.id = e.courier_id"
     " LEFT JOIN webhook_endpoints w ON w.carrier_id = c.carrier_id AND w.active = ?"
     " LEFT JOIN homes h ON h.id = e.home_id"
     " LEFT JOIN users o ON o.id = h.owner_id"
+    " LEFT JOIN access_grants g ON g.id = e.grant_id"
     " WHERE e.id = ?"
 )
 
@@ -64,7 +65,7 @@ def entry_changed(
     row = tx.one(_RECIPIENTS, (True, entry_id))
     if row is None:
         return
-    endpoint_id, owner_email, delivery_id, reason = row
+    endpoint_id, owner_email, delivery_id, reason, purpose, method, label = row
     event_id = f"{entry_id}.{state}"
     if endpoint_id is not None:
         event = {
@@ -80,11 +81,80 @@ def entry_changed(
             },
         }
         _queue(tx, event_id, f"entry.{state}", Channel.WEBHOOK, endpoint_id, event, at)
-    mail = RESIDENT_MAIL.get(state)
-    if mail is not None and owner_email and home_id is not None:
+    if purpose in (None, "delivery"):
+        mail = RESIDENT_MAIL.get(state)
+    elif purpose == "resident":
+        mail = REMOTE_MAIL.get(state)
+    else:
+        mail = _visit_mail(state, method, label or "Your guest")
+    if mail is not None and owner_email and home_id is not None and _wanted(tx, entry_id, state):
         subject, text = mail
         message = {"subject": subject, "text": text, "entry_id": entry_id, "home_id": home_id}
         _queue(tx, event_id, f"entry.{state}", Channel.EMAIL, owner_email, message, at)
+
+
+# The resident's switch for each optional email (`doorstep.web.notifications`; no row:
+# every email). Alerts have none: they always go out.
+_CHOICE = {
+    "authorized": "entry_started",
+    "unlocked": "entry_started",
+    "done": "entry_ended",
+    "aborted": "entry_ended",
+}
+
+
+def _wanted(tx: Tx, entry_id: str, state: str) -> bool:
+    column = _CHOICE.get(state)
+    if column is None:
+        return True
+    row = tx.one(
+        f"SELECT n.{column} FROM entries e JOIN homes h ON h.id = e.home_id"  # noqa: S608
+        " JOIN notification_choices n ON n.user_id = h.owner_id WHERE e.id = ?",
+        (entry_id,),
+    )
+    return row is None or bool(row[0])
+
+
+# The resident's own remote unlock: told anyway, so an unlock they did not make shows.
+REMOTE_MAIL: dict[str, tuple[str, str]] = {
+    "authorized": (
+        "Your door was unlocked from the app",
+        "Your door was unlocked from afar, after your password was entered again. If this"
+        " was not you, lock it from the app, change your password and sign out everywhere.",
+    ),
+    "done": (
+        "Your door is locked again",
+        "After the remote unlock, the bolt reports locked and the door sensor closed.",
+    ),
+}
+
+
+def _visit_mail(state: str, method: str | None, label: str) -> tuple[str, str] | None:
+    """What the resident is told of a guest's or provider's entry: every one, by name
+    and by how they came in (the app, or their keypad code)."""
+    how = "with their keypad code" if method == "keypad" else "with the Doorstep app"
+    if state == "authorized" or (state == "unlocked" and method == "keypad"):
+        return (
+            f"{label} is coming in",
+            f"{label} unlocked your door {how}. The camera is recording; your door will"
+            " relock when they close it, and we will tell you when it has.",
+        )
+    if state == "done":
+        return (
+            f"{label} has left, and your door is locked",
+            f"{label}'s visit is over. The bolt reports locked and the door sensor reports closed.",
+        )
+    if state == "aborted":
+        return (f"{label} did not go in", "Your door was unlocked but never opened; it has"
+                " relocked itself.")  # fmt: skip
+    return None
+
+
+def queue_mail(
+    tx: Tx, *, event_id: str, event_type: str, to: str, message: dict[str, Any], at: datetime
+) -> None:
+    """Queue one email (`message` holds subject and text) to any address."""
+    _queue(tx, event_id, event_type, Channel.EMAIL, to, message, at)
 
 
 # What the resident is told when the hub raises an alert during an entry.
@@ -144,7 +214,7 @@ def entry_alert(tx: Tx, *, entry_id: str, alert: str, at: datetime, home_id: str
     row = tx.one(_RECIPIENTS, (True, entry_id))
     if row is None:
         return
-    endpoint_id, owner_email, delivery_id, _reason = row
+    endpoint_id, owner_email, delivery_id = row[:3]
     event_id = f"{entry_id}.alert.{alert}"
     if endpoint_id is not None:
         event = {
@@ -183,3 +253,26 @@ def _queue(
             tx.time(at),
         ),
     )
+
+
+def resident_mail(
+    tx: Tx,
+    *,
+    event_id: str,
+    event_type: str,
+    home_id: str,
+    subject: str,
+    text: str,
+    at: datetime,
+    entry_id: str | None = None,
+) -> bool:
+    """Queue one email to the home's owner (no webhook); False if the home has none."""
+    row = tx.one(
+        "SELECT o.email FROM homes h JOIN users o ON o.id = h.owner_id WHERE h.id = ?",
+        (home_id,),
+    )
+    if row is None or not row[0]:
+        return False
+    message = {"subject": subject, "text": text, "entry_id": entry_id, "home_id": home_id}
+    _queue(tx, event_id, event_type, Channel.EMAIL, str(row[0]), message, at)
+    return True

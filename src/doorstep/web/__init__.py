@@ -6,15 +6,31 @@ file, served by the access service itself.
     GET  /                          -> /homes
     GET  /signup, POST /signup      create a resident account
     GET  /signin, POST /signin      start a session (rate-limited)
+    GET  /signin/code, POST         the second factor, when two-step sign-in is on
     POST /signout                   end this session
     GET  /homes                     the resident's homes
     GET  /homes/new, POST /homes    add a home and its first door
-    GET  /homes/{home_id}           status (live) and recent activity (live)
+    GET  /homes/{home_id}           status, approvals and recent activity (all live)
     GET  /homes/{home_id}/hub       hub state (live); POST creates the hub's claim code
     GET  /homes/{home_id}/activity  every entry with who, how, when, outcome, flags, audit
-    GET  /homes/{home_id}/live      JSON the live parts poll
-    GET  /account/security          active sessions
-    POST /account/signout-everywhere
+    GET  /homes/{home_id}/preferences, POST      delivery preferences
+    GET  /homes/{home_id}/guests, POST           guests: give access (app or keypad code),
+    POST /homes/{home_id}/guests/{id}/revoke     revoke one, or everything (after a
+    POST /homes/{home_id}/guests/revoke-everything   password re-entry)
+    GET  /homes/{home_id}/unlock                 unlock a door from afar (after a
+    POST /homes/{home_id}/doors/{slug}/unlock    password re-entry)
+    POST /homes/{home_id}/closures, .../closures/{closure_id}/remove, .../not-today
+    GET  /homes/{home_id}/stream    Server-Sent Events: "something changed" (live.py)
+    GET  /homes/{home_id}/live      JSON snapshot the live parts read on each change
+    GET  /approvals                 entries awaiting the resident's answer (live)
+    GET  /approvals/stream, /approvals/live
+    POST /entries/{entry_id}/approval            approve or decline
+    GET  /account/security          two-step sign-in, active sessions
+    POST /account/sessions/end      end one session
+    POST /account/signout-everywhere             (needs a recent re-authentication)
+    POST /account/totp/setup, /confirm, /disable (setup and disable need one too)
+    GET  /account/reauth, POST      re-enter the password (`doorstep.web.reauth`)
+    GET  /account/notifications, POST            which emails to get
     GET  /static/...                app.css, app.js, favicon.svg
 
 and a middleware adding the security headers to every response outside the JSON API
@@ -33,7 +49,19 @@ from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
 from doorstep.deps import Runtime
-from doorstep.web import account, homes, live
+from doorstep.web import (
+    account,
+    account_security,
+    approvals,
+    guests,
+    homes,
+    live,
+    notifications,
+    preferences,
+    reauth,
+    remote,
+    video,
+)
 from doorstep.web.deps import WebContext
 from doorstep.web.rendering import PageError, make_templates, page_error
 from doorstep.web.security import (
@@ -62,7 +90,19 @@ def install(app: FastAPI) -> None:
         asset_version=_asset_version(),
         public_url=settings.public_url,
     )
-    for router in (account.router, homes.router, live.router):
+    for router in (
+        account.router,
+        account_security.router,
+        reauth.router,
+        homes.router,
+        preferences.router,
+        guests.router,
+        remote.router,
+        approvals.router,
+        notifications.router,
+        live.router,
+        video.router,
+    ):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="web-static")
     app.add_exception_handler(PageError, page_error)

@@ -1,9 +1,11 @@
-"""Account pages: sign up, sign in, sign out, and account security (active sessions,
-sign out everywhere).
+"""Account pages: sign up, sign in (with the second factor when it is on), sign out.
+Account security (two-step sign-in, sessions) is `doorstep.web.account_security`.
 
-Sign-up and sign-in count against the service's sign-in limiter (per client address,
-shared with `POST /v1/auth/token`). A failed sign-in says the same whether or not the
-email has an account.
+Sign-up, sign-in and the code step count against the service's sign-in limiter (per
+client address, shared with `POST /v1/auth/token`); wrong codes also count per account
+(`doorstep.web.twofactor`). A failed sign-in says the same whether or not the email has
+an account. With two-step sign-in on, a right password only earns a signed, HttpOnly
+cookie saying who and until when (5 minutes); the session starts after the code.
 """
 
 from __future__ import annotations
@@ -14,28 +16,32 @@ from datetime import timedelta
 
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from doorstep.accounts.models import Role
+from doorstep.accounts.models import Role, User
 from doorstep.accounts.schemas import ResidentCreate
 from doorstep.accounts.service import create_user
-from doorstep.deps import RuntimeDep
+from doorstep.deps import Runtime, RuntimeDep
 from doorstep.errors import Conflict, NotAuthenticated
-from doorstep.web import sessions
+from doorstep.web import sessions, twofactor
 from doorstep.web.deps import (
     SessionForm,
-    SignedInDep,
     UnitOfWork,
     VisitorForm,
     WebContext,
     WebDep,
-    session_csrf,
     visitor_csrf,
 )
 from doorstep.web.forms import field_errors, values
 from doorstep.web.rendering import NO_STORE, PageRoute, render, to_sign_in
+from doorstep.web.security import sign_value, unsign_value
 
 VISITOR_COOKIE_SECONDS = 2 * 3600
+PENDING_SECONDS = 300
+PENDING = "pending-sign-in"
+CODE_PATH = "/signin/code"
+CODE_TITLE = "Enter your code"
 SIGN_IN = "Sign in"
 SIGN_UP = "Create your account"
 TOO_MANY = "Too many attempts from this network. Wait a minute, then try again."
@@ -44,6 +50,8 @@ NOTICES = {
     "created": "Your account is ready. Sign in to add your home.",
     "signed-out": "You are signed out.",
     "everywhere": "You are signed out on every device.",
+    "revoked": "This session was ended.",
+    "code-expired": "Sign in again: the code was not given in time.",
 }
 SIGN_UP_HINTS = {
     "name": "Enter your name.",
@@ -144,20 +152,48 @@ def sign_in(
         return _visitor_page(
             request, web, "signin.html", {**shown, "errors": {"form": TOO_MANY}}, 429
         )
-    ttl = timedelta(seconds=runtime.settings.auth.token_ttl_seconds)
     try:
-        issued = sessions.sign_in(
-            session,
-            email=form.get("email", ""),
-            password=form.get("password", ""),
-            now=runtime.clock.now(),
-            ttl=ttl,
+        user = sessions.check_password(
+            session, email=form.get("email", ""), password=form.get("password", "")
         )
     except (NotAuthenticated, sessions.NotAResident) as exc:
         message = WRONG if isinstance(exc, NotAuthenticated) else "This web app is for residents."
         return _visitor_page(
             request, web, "signin.html", {**shown, "errors": {"form": message}}, 422
         )
+    if twofactor.is_on(session, user_id=user.id):
+        return _ask_for_code(web, user.id, runtime.clock.timestamp())
+    return _start_session(request, session, runtime, web, user)
+
+
+def _ask_for_code(web: WebContext, user_id: str, now: float) -> Response:
+    """The password was right; the session starts once a code is given, within
+    `PENDING_SECONDS`, from this browser (a signed, HttpOnly cookie holds who and until)."""
+    response = RedirectResponse(CODE_PATH, status_code=303, headers=NO_STORE)
+    pending = sign_value(web.csrf_key, PENDING, f"{user_id}.{int(now) + PENDING_SECONDS}")
+    web.cookies.set(response, web.cookies.pending_cookie, pending, max_age=PENDING_SECONDS)
+    return response
+
+
+def _pending_user(request: Request, web: WebContext, now: float) -> str | None:
+    value = unsign_value(web.csrf_key, PENDING, request.cookies.get(web.cookies.pending_cookie))
+    user_id, _, until = (value or "").rpartition(".")
+    if not user_id or not until.isdigit() or int(until) < now:
+        return None
+    return user_id
+
+
+def _start_session(
+    request: Request, session: Session, runtime: Runtime, web: WebContext, user: User
+) -> Response:
+    ttl = timedelta(seconds=runtime.settings.auth.token_ttl_seconds)
+    issued = sessions.start(
+        session,
+        user=user,
+        user_agent=request.headers.get("user-agent", ""),
+        now=runtime.clock.now(),
+        ttl=ttl,
+    )
     previous = request.cookies.get(web.cookies.session_cookie)
     if previous:
         sessions.sign_out(session, token=previous)  # one browser, one session
@@ -166,39 +202,47 @@ def sign_in(
         response, web.cookies.session_cookie, issued.access_token, max_age=int(ttl.total_seconds())
     )
     web.cookies.clear(response, web.cookies.visitor_cookie)
+    web.cookies.clear(response, web.cookies.pending_cookie)
     return response
+
+
+@router.get(CODE_PATH)
+def code_form(request: Request, web: WebDep, runtime: RuntimeDep) -> Response:
+    if _pending_user(request, web, runtime.clock.timestamp()) is None:
+        return RedirectResponse("/signin?notice=code-expired", status_code=303, headers=NO_STORE)
+    return _visitor_page(request, web, "signin_code.html", {"title": CODE_TITLE, "errors": {}})
+
+
+@router.post(CODE_PATH)
+def sign_in_with_code(
+    request: Request, form: VisitorForm, session: UnitOfWork, runtime: RuntimeDep, web: WebDep
+) -> Response:
+    user_id = _pending_user(request, web, runtime.clock.timestamp())
+    user = session.get(User, user_id) if user_id else None
+    if user is None:
+        return RedirectResponse("/signin?notice=code-expired", status_code=303, headers=NO_STORE)
+    shown = {"title": CODE_TITLE}
+    if not runtime.login_limiter.allow(_client(request), runtime.clock.timestamp()):
+        return _visitor_page(
+            request, web, "signin_code.html", {**shown, "errors": {"form": TOO_MANY}}, 429
+        )
+    try:
+        good = twofactor.verify(
+            session,
+            user_id=user.id,
+            code=form.get("code", ""),
+            now=runtime.clock.now(),
+        )
+    except twofactor.CodeLocked:
+        errors = {"form": "Too many wrong codes. Wait five minutes, then try again."}
+        return _visitor_page(request, web, "signin_code.html", {**shown, "errors": errors}, 429)
+    if not good:
+        errors = {"code": "That code is not right, or was already used. Try the newest one."}
+        return _visitor_page(request, web, "signin_code.html", {**shown, "errors": errors}, 422)
+    return _start_session(request, session, runtime, web, user)
 
 
 @router.post("/signout")
 def sign_out(request: Request, _form: SessionForm, session: UnitOfWork, web: WebDep) -> Response:
     sessions.sign_out(session, token=request.cookies.get(web.cookies.session_cookie, ""))
     return to_sign_in(request, "signed-out")
-
-
-@router.get("/account/security")
-def security(
-    request: Request, session: UnitOfWork, user: SignedInDep, runtime: RuntimeDep, web: WebDep
-) -> HTMLResponse:
-    active = sessions.active_sessions(session, user=user, now=runtime.clock.now())
-    return render(
-        request,
-        "security.html",
-        {
-            "title": "Account security",
-            "user": user.user,
-            "csrf_token": session_csrf(web, user),
-            "sessions": active,
-        },
-    )
-
-
-@router.post("/account/signout-everywhere")
-def sign_out_everywhere(
-    request: Request,
-    _form: SessionForm,
-    session: UnitOfWork,
-    user: SignedInDep,
-    runtime: RuntimeDep,
-) -> Response:
-    sessions.sign_out_everywhere(session, user=user, now=runtime.clock.now())
-    return to_sign_in(request, "everywhere")

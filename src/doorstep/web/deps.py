@@ -59,10 +59,25 @@ def get_signed_in(
     token = request.cookies.get(web.cookies.session_cookie)
     if not token:
         raise NotAuthenticated("sign in first")
-    return sessions.resolve(session, token=token, now=runtime.clock.now())
+    now = runtime.clock.now()
+    user = sessions.resolve(session, token=token, now=now)
+    sessions.touch(session, user=user, now=now)
+    return user
 
 
 SignedInDep = Annotated[sessions.SignedIn, Depends(get_signed_in)]
+
+
+def get_signed_in_briefly(request: Request, runtime: RuntimeDep, web: WebDep) -> sessions.SignedIn:
+    """Like `get_signed_in`, on a session of its own, closed before the route runs: for
+    async routes that then wait on the writer thread (see `doorstep.deps.require_briefly`)."""
+    with runtime.sessions() as session:
+        user = get_signed_in(request, runtime, web, session)
+        session.commit()
+    return user
+
+
+SignedInBrief = Annotated[sessions.SignedIn, Depends(get_signed_in_briefly)]
 
 
 def session_csrf(web: WebContext, user: sessions.SignedIn) -> str:
@@ -116,5 +131,15 @@ async def get_visitor_form(request: Request, web: WebDep) -> dict[str, str]:
     return form
 
 
+async def get_brief_session_form(
+    request: Request, web: WebDep, user: SignedInBrief
+) -> dict[str, str]:
+    form = await read_form(request)
+    if not csrf_valid(web.csrf_key, session_binding(user.digest), form.get(CSRF_FIELD)):
+        raise _reject()
+    return form
+
+
 SessionForm = Annotated[dict[str, str], Depends(get_session_form)]
+BriefSessionForm = Annotated[dict[str, str], Depends(get_brief_session_form)]
 VisitorForm = Annotated[dict[str, str], Depends(get_visitor_form)]

@@ -1,6 +1,6 @@
-"""Home pages: the list, adding a home (with its first door), a home's status and recent
-activity, hub setup (a one-time claim code and the hub's state as it comes online), and
-the full activity timeline.
+"""Home pages: the list, adding a home (with its first door), a home's status, the entries
+waiting for the resident's answer and recent activity (all live), hub setup (a one-time
+claim code and the hub's state as it comes online), and the full activity timeline.
 
 Every page loads the home through `homes.service.owned_home`, so another resident's home
 is "not found" here exactly as in the API.
@@ -23,6 +23,7 @@ from doorstep.errors import Conflict
 from doorstep.homes import service as homes
 from doorstep.homes.models import Home, Hub
 from doorstep.homes.schemas import HomeCreate
+from doorstep.web.approvals import ANSWERS, awaiting
 from doorstep.web.deps import SessionForm, SignedInDep, UnitOfWork, WebDep, session_csrf
 from doorstep.web.forms import field_errors, values
 from doorstep.web.live import RECENT_ENTRIES
@@ -127,7 +128,12 @@ def add_home(
 
 @router.get("/homes/{home_id}")
 def home_page(
-    home_id: str, request: Request, session: UnitOfWork, user: SignedInDep, web: WebDep
+    home_id: str,
+    request: Request,
+    session: UnitOfWork,
+    user: SignedInDep,
+    web: WebDep,
+    answered: str = "",
 ) -> HTMLResponse:
     home = homes.owned_home(session, owner=user.principal, home_id=home_id)
     context = {
@@ -138,7 +144,10 @@ def home_page(
         "hub": _first_hub(session, home.id),
         "status": home_status(session, home=home),
         "entries": timeline(session, home=home, limit=RECENT_ENTRIES),
+        "approvals": awaiting(session, owner=user.principal, home_id=home.id),
+        "notice": ANSWERS.get(answered),
         "live_url": f"/homes/{home.id}/live",
+        "stream_url": f"/homes/{home.id}/stream",
     }
     return render(request, "home.html", context)
 
@@ -202,6 +211,7 @@ def _hub_page(
         "claim_code": claim,
         "command": command,
         "live_url": f"/homes/{home.id}/live",
+        "stream_url": f"/homes/{home.id}/stream",
     }
     return render(request, "hub.html", context, status=status)
 

@@ -3,7 +3,8 @@
 Page routes use `PageRoute`: an error from a service (`DoorstepError`) leaves the route
 as a `PageError`, after the unit of work has rolled back, and `page_error` answers with
 an HTML page of the same status, or with a redirect to the sign-in page when the
-session is missing or expired. JSON routes keep the app's JSON errors.
+session is missing or expired, or to the re-authentication page when a sensitive action
+needs a fresh password (`doorstep.web.reauth`). JSON routes keep the app's JSON errors.
 """
 
 from __future__ import annotations
@@ -85,6 +86,8 @@ def render(
             "user": None,
             "csrf_token": "",
             "live_url": None,
+            "stream_url": None,
+            "notice": None,
             **context,
         }
     )
@@ -105,6 +108,9 @@ async def page_error(request: Request, exc: Exception) -> Response:
     error = exc.error
     if isinstance(error, NotAuthenticated):
         return to_sign_in(request)
+    if error.code == "reauth_required" and isinstance(error.details, dict):
+        # `doorstep.web.reauth.ReauthRequired`: confirm the password, then come back.
+        return RedirectResponse(error.details["reauth_url"], status_code=303, headers=NO_STORE)
     title = _TITLES.get(error.status, "Something went wrong")
     return render(
         request,

@@ -1,4 +1,5 @@
-"""The live JSON the home and hub pages poll (`GET /homes/{home_id}/live`)."""
+"""The live JSON the pages read when their event stream says something changed
+(`doorstep.web.live`)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,25 @@ class EntrySummaryRead(Output):
     flags: list[str] = Field(default_factory=list)
 
 
+class ApprovalRead(Output):
+    id: str
+    home_id: str
+    home_name: str
+    who: str
+    carrier: str | None
+    door: str
+    barcode: str | None
+    asked_at: datetime
+    asked_when: str
+    deadline: datetime | None
+
+
+class ApprovalsRead(Output):
+    approvals: list[ApprovalRead]
+
+
 class LiveRead(Output):
     home_id: str
     status: list[StatusItemRead]
     entries: list[EntrySummaryRead]
+    approvals: list[ApprovalRead] = Field(default_factory=list)

@@ -84,10 +84,11 @@ class SecurityHeaders:
 # --- CSRF ----------------------------------------------------------------------------
 
 
-def load_or_create_key(directory: Path) -> bytes:
-    """The CSRF key, created once (O_EXCL: the first of several processes wins)."""
+def load_or_create_key(directory: Path, name: str = _KEY_FILE) -> bytes:
+    """A 32-byte key kept in `directory/name` (the CSRF key by default), created once
+    (O_EXCL: the first of several processes wins)."""
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = directory / _KEY_FILE
+    path = directory / name
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -107,6 +108,20 @@ def csrf_valid(key: bytes, binding: str, given: str | None) -> bool:
     if not given:
         return False
     return hmac.compare_digest(csrf_token(key, binding).encode(), given.encode())
+
+
+def sign_value(key: bytes, purpose: str, value: str) -> str:
+    """`value.mac`: `value` with an HMAC binding it to `purpose`, for short-lived cookies
+    (the half-way state of a sign-in waiting for its code)."""
+    return f"{value}.{csrf_token(key, f'{purpose}:{value}')}"
+
+
+def unsign_value(key: bytes, purpose: str, signed: str | None) -> str | None:
+    """The value of `sign_value`'s output, or None if it was not signed for `purpose`."""
+    value, _, mac = (signed or "").rpartition(".")
+    if not value or not csrf_valid(key, f"{purpose}:{value}", mac):
+        return None
+    return value
 
 
 def session_binding(digest: str) -> str:
@@ -131,6 +146,11 @@ class CookiePolicy:
     @property
     def visitor_cookie(self) -> str:
         return self._name("doorstep_visitor")
+
+    @property
+    def pending_cookie(self) -> str:
+        """A sign-in whose password was right, waiting for the second factor."""
+        return self._name("doorstep_pending")
 
     def _name(self, base: str) -> str:
         return f"__Host-{base}" if self.secure else base

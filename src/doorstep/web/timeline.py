@@ -17,6 +17,8 @@ from sqlalchemy.orm import Session
 from doorstep.access.models import Entry, EntryState
 from doorstep.accounts.models import Carrier, User
 from doorstep.audit.models import AuditEvent
+from doorstep.clips.service import drop_zone_flags
+from doorstep.grants.models import AccessGrant
 from doorstep.homes.models import AccessPoint, Home
 from doorstep.hublink.models import HubEvent
 from doorstep.protocol.codes import Reason
@@ -62,6 +64,12 @@ _REASONS: dict[str, str] = {
     Reason.LOCK_JAMMED: "The lock is jammed.",
     Reason.DOOR_OPEN: "The door was open.",
     Reason.ACTUATOR_FAILED: "The lock's motor failed; the door stayed locked.",
+    Reason.VISITOR_INACTIVE: "Their account, or their organisation's, is deactivated.",
+    Reason.GRANT_REVOKED: "You had revoked their access.",
+    Reason.PROVIDER_BLOCKED: "You blocked this provider.",
+    Reason.OUTSIDE_SCHEDULE: "They came outside the times you gave them.",
+    Reason.USES_EXHAUSTED: "Their access was already used as often as you allowed.",
+    Reason.TOKEN_REVOKED: "You had revoked their access; the hub refused it.",
 }
 
 _FLAGS = {
@@ -106,6 +114,8 @@ def timeline(session: Session, *, home: Home, limit: int) -> list[TimelineEntry]
         return []
     names = _Names.load(session, home, entries)
     flags = _flags(session, [e.id for e in entries])
+    for entry_id, flag in drop_zone_flags(session, entry_ids=[e.id for e in entries]).items():
+        flags[entry_id] = (*flags.get(entry_id, ()), flag)
     audit = _audit(session, home, entries)
     return [
         _entry(e, names, flags.get(e.id, ()), _audit_of(e, audit), names.actor) for e in entries
@@ -124,6 +134,7 @@ class _Names:
     users: dict[str, User]
     carriers: dict[str, str]
     doors: dict[str, str]
+    grants: dict[str, str]  # access grant id -> the label the resident gave it
 
     @classmethod
     def load(cls, session: Session, home: Home, entries: Sequence[Entry]) -> _Names:
@@ -146,7 +157,23 @@ class _Names:
                 select(AccessPoint.id, AccessPoint.name).where(AccessPoint.home_id == home.id)
             )
         }
-        return cls(home.owner_id, users, carriers, doors)
+        grant_ids = {e.grant_id for e in entries if e.grant_id}
+        grants = {
+            grant_id: label
+            for grant_id, label in session.execute(
+                select(AccessGrant.id, AccessGrant.label).where(AccessGrant.id.in_(grant_ids))
+            )
+        }
+        return cls(home.owner_id, users, carriers, doors, grants)
+
+    def visitor(self, entry: Entry) -> str:
+        """Who came: the courier (and carrier), the guest or provider as the resident named
+        them on the grant, or the resident themselves."""
+        if entry.purpose == "resident":
+            return "You" if entry.courier_id == self.owner_id else "A resident"
+        if entry.grant_id and entry.grant_id in self.grants:
+            return self.grants[entry.grant_id]
+        return self.courier(entry.courier_id)
 
     def courier(self, user_id: str) -> str:
         user = self.users.get(user_id)
@@ -157,7 +184,7 @@ class _Names:
 
     def actor(self, actor: str) -> str:
         role, _, principal_id = actor.partition(":")
-        if role == "courier":
+        if role in ("courier", "guest", "worker"):
             return self.courier(principal_id)
         if role == "hub":
             return "Your hub"
@@ -178,7 +205,7 @@ def _entry(
     outcome, tone, why = outcome_of(entry.state, entry.reason)
     return TimelineEntry(
         id=entry.id,
-        who=names.courier(entry.courier_id),
+        who=names.visitor(entry),
         how=_how(entry, names, audit),
         at=entry.created_at,
         outcome=outcome,
@@ -189,13 +216,22 @@ def _entry(
     )
 
 
+_PURPOSES = {
+    "guest": "Guest visit",
+    "service": "Service appointment",
+    "resident": "Unlocked from the app",
+}
+
+
 def _how(entry: Entry, names: _Names, audit: Iterable[AuditEvent]) -> str:
     door = names.doors.get(entry.access_point_id or "")
     barcode = next(
         (str(a.data["barcode"]) for a in audit if a.subject == entry.id and "barcode" in a.data),
         None,
     )
-    parts = ["In-home delivery"]
+    parts = [_PURPOSES.get(entry.purpose, "In-home delivery")]
+    if entry.purpose in ("guest", "service"):
+        parts.append("with a keypad code" if entry.method == "keypad" else "with the app")
     if door:
         parts.append(f"through the {door.lower()}")
     if barcode:

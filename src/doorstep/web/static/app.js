@@ -1,39 +1,80 @@
-// Doorstep resident pages: live status by polling, and the time zone default.
-// Hand-written, no dependencies. The server renders every page complete; this only
-// keeps the live parts fresh and never puts server text into HTML (textContent only).
+// Doorstep resident pages: live updates from the server's event stream, approval
+// countdowns, and the time zone default. Hand-written, no dependencies. The server renders
+// every page complete; this only keeps the live parts fresh and never puts server text
+// into HTML (textContent only).
 "use strict";
 
 (function () {
-  var POLL_MS = 2000;
+  var RECONNECT_MS = 2000;
+  var RECONNECT_MAX_MS = 30000;
 
-  // The one place that talks to the server for live data. It polls now; a server-sent
-  // events stream can replace it without touching the callers.
-  function subscribe(url, onData, onProblem) {
+  // The one place that talks to the server for live data. An EventSource on `streamUrl`
+  // says when something changed; the page then reads one JSON snapshot from `snapshotUrl`
+  // (also on every (re)connect, so what changed while disconnected is not missed).
+  // EventSource reconnects by itself after a dropped connection; after a refused one
+  // (signed out, a server error) it stops, so this reconnects with a growing delay.
+  function subscribe(streamUrl, snapshotUrl, onData, onProblem) {
+    var fetching = false;
+    var again = false;
+    var delay = RECONNECT_MS;
     var stopped = false;
-    function schedule() {
-      if (!stopped) window.setTimeout(tick, POLL_MS);
-    }
-    function tick() {
-      if (document.hidden) return schedule();
-      fetch(url, { credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" } })
+    var source = null;
+
+    function refresh() {
+      if (fetching) {
+        again = true;
+        return;
+      }
+      fetching = true;
+      fetch(snapshotUrl, { credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" } })
         .then(function (response) {
           if (response.status === 401) {
             stopped = true;
+            if (source) source.close();
             window.location.assign("/signin");
             return null;
           }
-          if (!response.ok) throw new Error("live update answered " + response.status);
+          if (!response.ok) throw new Error("live snapshot answered " + response.status);
           return response.json();
         })
         .then(function (data) {
           if (data) onData(data);
         })
         .catch(function () {
-          onProblem();
+          onProblem(true);
         })
-        .then(schedule);
+        .then(function () {
+          fetching = false;
+          if (again && !stopped) {
+            again = false;
+            refresh();
+          }
+        });
     }
-    schedule();
+
+    function connect() {
+      if (stopped) return;
+      source = new EventSource(streamUrl);
+      source.addEventListener("open", function () {
+        delay = RECONNECT_MS;
+        onProblem(false);
+        refresh();
+      });
+      source.addEventListener("change", refresh);
+      source.addEventListener("error", function () {
+        onProblem(true);
+        if (source.readyState !== EventSource.CLOSED) return; // reconnecting by itself
+        refresh(); // a 401 here sends the page to sign in
+        window.setTimeout(connect, delay);
+        delay = Math.min(delay * 2, RECONNECT_MAX_MS);
+      });
+    }
+
+    window.addEventListener("pagehide", function () {
+      stopped = true;
+      if (source) source.close();
+    });
+    connect();
   }
 
   function showStatus(items) {
@@ -43,38 +84,43 @@
       if (node.textContent !== item.text) node.textContent = item.text;
       node.setAttribute("data-tone", item.tone);
     });
+    items.forEach(function (item) {
+      if (item.key !== "hub") return;
+      document.querySelectorAll("[data-when-hub-online]").forEach(function (node) {
+        node.hidden = item.tone !== "ok";
+      });
+    });
+  }
+
+  function element(tag, className, text) {
+    var node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined) node.textContent = text;
+    return node;
   }
 
   function paragraph(className, text) {
-    var p = document.createElement("p");
-    p.className = className;
-    p.textContent = text;
-    return p;
+    return element("p", className, text);
   }
 
   // Mirrors templates/_entries.html.
   function entryItem(entry) {
-    var li = document.createElement("li");
-    li.className = "entry";
+    var li = element("li", "entry");
     li.setAttribute("data-tone", entry.tone);
     li.appendChild(paragraph("entry-outcome", entry.outcome));
     li.appendChild(paragraph("entry-who", entry.who));
     li.appendChild(paragraph("entry-how", entry.how));
-    var when = paragraph("entry-when", "");
-    var time = document.createElement("time");
+    var when = paragraph("entry-when");
+    var time = element("time", "", entry.when);
     time.setAttribute("datetime", entry.at);
-    time.textContent = entry.when;
     when.appendChild(time);
     li.appendChild(when);
     if (entry.reason) li.appendChild(paragraph("entry-reason", entry.reason));
     if (entry.flags.length) {
-      var flags = document.createElement("ul");
-      flags.className = "flags";
+      var flags = element("ul", "flags");
       flags.setAttribute("aria-label", "Flags");
       entry.flags.forEach(function (flag) {
-        var item = document.createElement("li");
-        item.textContent = flag;
-        flags.appendChild(item);
+        flags.appendChild(element("li", "", flag));
       });
       li.appendChild(flags);
     }
@@ -86,7 +132,7 @@
     var empty = document.querySelector("[data-live-empty]");
     var shown = null;
     return function (entries) {
-      if (!list) return;
+      if (!list || !entries) return;
       var key = JSON.stringify(entries);
       if (key === shown) return;
       shown = key;
@@ -95,22 +141,134 @@
     };
   }
 
+  function csrfToken() {
+    var input = document.querySelector('input[name="csrf_token"]');
+    return input ? input.value : "";
+  }
+
+  function hidden(name, value) {
+    var input = element("input");
+    input.type = "hidden";
+    input.name = name;
+    input.value = value;
+    return input;
+  }
+
+  function answerButton(value, label, who, primary) {
+    var button = element("button", primary ? "primary" : "", label + " ");
+    button.type = "submit";
+    button.name = "decision";
+    button.value = value;
+    button.appendChild(element("span", "visually-hidden", who));
+    return button;
+  }
+
+  // Mirrors templates/_approvals.html.
+  function approvalItem(item, back, showHome) {
+    var li = element("li", "card approval");
+    li.id = "approval-" + item.id;
+    li.setAttribute("data-approval", item.id);
+    var who = paragraph("approval-who");
+    who.appendChild(element("strong", "", item.who + (item.carrier ? " (" + item.carrier + ")" : "")));
+    who.appendChild(document.createTextNode(" is at the door"));
+    li.appendChild(who);
+    var where = (showHome ? item.home_name + ", " + item.door.toLowerCase() : item.door) +
+      (item.barcode ? ", parcel " + item.barcode : "");
+    li.appendChild(paragraph("approval-where", where));
+    if (item.deadline) {
+      var deadline = paragraph("approval-deadline", "Time to answer: ");
+      var time = element("time", "", "");
+      time.setAttribute("data-countdown", "");
+      time.setAttribute("datetime", item.deadline);
+      deadline.appendChild(time);
+      deadline.appendChild(document.createTextNode(". No answer means no."));
+      li.appendChild(deadline);
+    }
+    var slot = element("div", "live-view-slot");
+    slot.setAttribute("data-live-view-slot", "");
+    slot.setAttribute("data-entry-id", item.id);
+    slot.hidden = true;
+    li.appendChild(slot);
+    var form = element("form", "answer");
+    form.method = "post";
+    form.action = "/entries/" + encodeURIComponent(item.id) + "/approval";
+    form.appendChild(hidden("csrf_token", csrfToken()));
+    form.appendChild(hidden("back", back));
+    form.appendChild(answerButton("approve", "Approve", item.who, true));
+    form.appendChild(answerButton("decline", "Decline", item.who, false));
+    li.appendChild(form);
+    return li;
+  }
+
+  // Keyed: an entry already shown keeps its node (and any focus inside it).
+  function approvalsShower() {
+    var list = document.querySelector('[data-live-list="approvals"]');
+    var section = document.querySelector('[data-live-section="approvals"]');
+    var empty = document.querySelector('[data-live-empty="approvals"]');
+    if (!list) return function () {};
+    var back = list.getAttribute("data-back") || "/approvals";
+    var showHome = list.getAttribute("data-show-home") === "yes";
+    return function (approvals) {
+      if (!approvals) return;
+      var wanted = {};
+      approvals.forEach(function (item) {
+        wanted[item.id] = true;
+      });
+      Array.prototype.slice.call(list.children).forEach(function (child) {
+        if (!wanted[child.getAttribute("data-approval")]) child.remove();
+      });
+      approvals.forEach(function (item) {
+        if (!list.querySelector('[data-approval="' + CSS.escape(item.id) + '"]')) {
+          list.appendChild(approvalItem(item, back, showHome));
+        }
+      });
+      if (section) section.hidden = approvals.length === 0;
+      if (empty) empty.hidden = approvals.length > 0;
+      showCountdowns();
+    };
+  }
+
+  // "1:45 left" until each approval's deadline, by the second.
+  function showCountdowns() {
+    var now = Date.now();
+    document.querySelectorAll("time[data-countdown]").forEach(function (node) {
+      var left = Math.round((Date.parse(node.getAttribute("datetime")) - now) / 1000);
+      var text;
+      if (left <= 0) {
+        text = "no time left";
+      } else {
+        var seconds = left % 60;
+        text = Math.floor(left / 60) + ":" + (seconds < 10 ? "0" : "") + seconds + " left";
+      }
+      if (node.textContent !== text) node.textContent = text;
+    });
+  }
+
   function startLive() {
-    var url = document.body.getAttribute("data-live-url");
-    if (!url) return;
+    var snapshot = document.body.getAttribute("data-live-url");
+    var stream = document.body.getAttribute("data-live-stream");
+    if (!snapshot || !stream) return;
     var problem = document.querySelector("[data-live-problem]");
     var showEntries = entriesShower();
+    var showApprovals = approvalsShower();
     subscribe(
-      url,
+      stream,
+      snapshot,
       function (data) {
-        showStatus(data.status);
+        if (data.status) showStatus(data.status);
         showEntries(data.entries);
-        if (problem) problem.hidden = true;
+        showApprovals(data.approvals);
       },
-      function () {
-        if (problem) problem.hidden = false;
+      function (paused) {
+        if (problem) problem.hidden = !paused;
       }
     );
+  }
+
+  function startCountdowns() {
+    if (!document.querySelector('[data-live-list="approvals"]')) return;
+    showCountdowns();
+    window.setInterval(showCountdowns, 1000);
   }
 
   // Preselect the browser's own time zone in the "add a home" form.
@@ -124,6 +282,7 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     startLive();
+    startCountdowns();
     defaultTimeZone();
   });
 })();

@@ -1,0 +1,70 @@
+"""Tables of the resident's web app (migration 0011): what a browser session knows beyond
+its access token, the second factor (TOTP and its recovery codes), and which emails a
+resident wants.
+
+A web session row is keyed by the digest of its access token (`access_tokens.digest`),
+never the token. It is deleted with the token; a token without a row (an API bearer
+token, or a session from before 0011) is listed as "API token or older session".
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Boolean, ForeignKey, Integer, LargeBinary, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from doorstep.db import Base, UTCDateTime
+
+
+class WebSession(Base):
+    __tablename__ = "web_sessions"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    user_agent: Mapped[str] = mapped_column(String(300), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Set when the resident re-entered their password (and code) on this session; the
+    # sensitive actions ask for it to be recent (`doorstep.web.reauth`).
+    reauth_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class TotpCredential(Base):
+    """One authenticator app per user (RFC 6238, SHA-1, 6 digits, 30 s). Unconfirmed until
+    the user typed a code from it; only a confirmed one is asked for at sign-in."""
+
+    __tablename__ = "totp_credentials"
+
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    secret: Mapped[bytes] = mapped_column(LargeBinary(32))
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The newest time step accepted: a code is good once (RFC 6238 section 5.2).
+    last_step: Mapped[int | None] = mapped_column(Integer)
+    # Wrong codes in a row, and until when further codes are refused.
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class RecoveryCode(Base):
+    """A single-use code for when the authenticator is lost; only its SHA-256 is kept."""
+
+    __tablename__ = "recovery_codes"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class NotificationChoice(Base):
+    """Which optional emails a resident gets. Alerts are always sent and have no switch.
+    No row: every email (the default)."""
+
+    __tablename__ = "notification_choices"
+
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    entry_started: Mapped[bool] = mapped_column(Boolean, default=True)
+    entry_ended: Mapped[bool] = mapped_column(Boolean, default=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -1,0 +1,93 @@
+"""Unlock a door from afar: the resident's own remote unlock, in the web app.
+
+`GET /homes/{id}/unlock` lists the home's doors with an Unlock button each. Pressing it
+asks the resident to confirm it is them first (a password re-entry on this session in the
+last few minutes, `web.reauth`); then the door unlocks through the entry engine
+(`access.remote`: camera first, verified relock, an email to the resident) and the page
+says how it went. Someone else's home is not found before anything is asked.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import HTMLResponse, Response
+
+from doorstep.access import remote
+from doorstep.access.router import entry_read, run_write, send_and_wait
+from doorstep.deps import RuntimeDep
+from doorstep.errors import DoorstepError, ServiceUnavailable
+from doorstep.homes import service as homes
+from doorstep.web.deps import (
+    BriefSessionForm,
+    SignedInBrief,
+    SignedInDep,
+    UnitOfWork,
+    WebDep,
+    session_csrf,
+)
+from doorstep.web.reauth import require_recent_auth_briefly
+from doorstep.web.rendering import PageRoute, render
+
+router = APIRouter(route_class=PageRoute, include_in_schema=False)
+
+OUTCOMES = {
+    "unlocked": "Unlocked. It locks again when the door has been opened and closed, or by "
+    "itself if nobody opens it; we email you both ways.",
+    "refused": "The door refused to unlock",
+}
+
+
+@router.get("/homes/{home_id}/unlock")
+def unlock_page(
+    home_id: str, request: Request, session: UnitOfWork, user: SignedInDep, web: WebDep
+) -> HTMLResponse:
+    home = homes.owned_home(session, owner=user.principal, home_id=home_id)
+    context = {
+        "title": f"Unlock a door of {home.name}",
+        "user": user.user,
+        "csrf_token": session_csrf(web, user),
+        "home": home,
+        "points": homes.access_points(session, home_id=home.id),
+        "outcome": None,
+    }
+    return render(request, "remote.html", context)
+
+
+@router.post("/homes/{home_id}/doors/{slug}/unlock")
+async def unlock_door(
+    home_id: str, slug: str, request: Request, _form: BriefSessionForm, runtime: RuntimeDep,
+    web: WebDep, user: SignedInBrief,
+) -> Response:  # fmt: skip
+    with runtime.sessions() as session:
+        home = homes.owned_home(session, owner=user.principal, home_id=home_id)
+        points = list(homes.access_points(session, home_id=home.id))
+        csrf_token = session_csrf(web, user)
+    require_recent_auth_briefly(request, runtime, user)
+    if runtime.writer is None or runtime.link is None:
+        raise ServiceUnavailable("the hub link is not running")
+    now = runtime.clock.now()
+    try:
+        decision = await run_write(
+            runtime.writer,
+            lambda tx: remote.remote_unlock(
+                tx, resident=user.principal, home_id=home.id, slug=slug, now=now,
+                settings=runtime.settings.entry, signer=runtime.keys.signer,
+            ),
+        )  # fmt: skip
+        entry = entry_read(await send_and_wait(runtime, decision, True))
+        outcome = {"ok": entry.state == "unlocked", "state": entry.state,
+                   "text": OUTCOMES["unlocked"] if entry.state == "unlocked"
+                   else f"{OUTCOMES['refused']} ({entry.reason or entry.state})."}  # fmt: skip
+    except DoorstepError as exc:
+        if exc.status == 404:
+            raise
+        outcome = {"ok": False, "state": "refused", "text": str(exc)}
+    context = {
+        "title": f"Unlock a door of {home.name}",
+        "user": user.user,
+        "csrf_token": csrf_token,
+        "home": home,
+        "points": points,
+        "outcome": outcome,
+    }
+    return render(request, "remote.html", context, status=200 if outcome["ok"] else 409)

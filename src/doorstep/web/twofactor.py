@@ -1,0 +1,162 @@
+"""The resident's second factor: an authenticator app (TOTP, `doorstep.web.totp`) and
+single-use recovery codes.
+
+Enrolling makes an unconfirmed credential (the key shown once, as an otpauth URI and as a
+manual key); typing a code from the app confirms it, turns it on and hands out ten
+recovery codes, shown once and kept only as SHA-256 digests. Once on, sign-in and
+re-authentication ask for a code. Wrong codes count: after `MAX_FAILURES` in a row the
+account takes no code for `LOCK_SECONDS` (whatever the client address), and a code is
+good once: the newest accepted time step is kept and older or equal steps are refused.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from doorstep.accounts.models import User
+from doorstep.audit import service as audit
+from doorstep.errors import Conflict, TooManyRequests
+from doorstep.web import totp
+from doorstep.web.models import RecoveryCode, TotpCredential
+
+MAX_FAILURES = 5
+LOCK_SECONDS = 300
+
+
+class CodeLocked(TooManyRequests):
+    code = "code_locked"
+
+
+def credential(session: Session, *, user_id: str) -> TotpCredential | None:
+    return session.get(TotpCredential, user_id)
+
+
+def is_on(session: Session, *, user_id: str) -> bool:
+    found = credential(session, user_id=user_id)
+    return found is not None and found.confirmed_at is not None
+
+
+def recovery_left(session: Session, *, user_id: str) -> int:
+    count = session.scalar(
+        select(func.count())
+        .select_from(RecoveryCode)
+        .where(RecoveryCode.user_id == user_id, RecoveryCode.used_at.is_(None))
+    )
+    return int(count or 0)
+
+
+def start_enrollment(session: Session, *, user: User, now: datetime) -> bytes:
+    """A new key for the authenticator app (replacing an unconfirmed one)."""
+    found = credential(session, user_id=user.id)
+    if found is not None and found.confirmed_at is not None:
+        raise Conflict("two-step sign-in is already on; turn it off first to change apps")
+    if found is not None:
+        session.delete(found)
+        session.flush()
+    secret = totp.new_secret()
+    session.add(
+        TotpCredential(
+            user_id=user.id,
+            secret=secret,
+            confirmed_at=None,
+            last_step=None,
+            failures=0,
+            locked_until=None,
+            created_at=now,
+        )
+    )
+    return secret
+
+
+def confirm(session: Session, *, user: User, code: str, now: datetime) -> list[str] | None:
+    """Turn TOTP on if `code` comes from the enrolled key; the new recovery codes, or
+    None for a wrong code."""
+    found = credential(session, user_id=user.id)
+    if found is None or found.confirmed_at is not None:
+        raise Conflict("start again: there is no authenticator waiting to be confirmed")
+    if not _check_totp(found, code, now):
+        return None
+    found.confirmed_at = now
+    codes = _replace_recovery_codes(session, user.id, now)
+    audit.append(
+        session,
+        at=now,
+        actor=f"resident:{user.id}",
+        action="account:totp:on",
+        subject=user.id,
+        data={},
+    )
+    return codes
+
+
+def verify(session: Session, *, user_id: str, code: str, now: datetime) -> bool:
+    """Check a code from the app, or a recovery code (used up by this), for a user whose
+    TOTP is on. Raises `CodeLocked` while locked after too many wrong codes."""
+    found = credential(session, user_id=user_id)
+    if found is None or found.confirmed_at is None:
+        return True  # nothing to ask for
+    if found.locked_until is not None and found.locked_until > now:
+        raise CodeLocked("too many wrong codes; wait a few minutes, then try again")
+    if _check_totp(found, code, now) or _use_recovery_code(session, user_id, code, now):
+        found.failures = 0
+        found.locked_until = None
+        return True
+    found.failures += 1
+    if found.failures >= MAX_FAILURES:
+        found.failures = 0
+        found.locked_until = now + timedelta(seconds=LOCK_SECONDS)
+    return False
+
+
+def turn_off(session: Session, *, user: User, now: datetime) -> None:
+    session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
+    session.execute(delete(TotpCredential).where(TotpCredential.user_id == user.id))
+    audit.append(
+        session,
+        at=now,
+        actor=f"resident:{user.id}",
+        action="account:totp:off",
+        subject=user.id,
+        data={},
+    )
+
+
+def _check_totp(found: TotpCredential, code: str, now: datetime) -> bool:
+    step = totp.matching_step(found.secret, code, now.timestamp())
+    if step is None or (found.last_step is not None and step <= found.last_step):
+        return False
+    found.last_step = step
+    return True
+
+
+def _use_recovery_code(session: Session, user_id: str, code: str, now: datetime) -> bool:
+    if len(totp.normalize(code)) != 10:
+        return False
+    row = session.get(RecoveryCode, totp.recovery_digest(code))
+    if row is None or row.user_id != user_id or row.used_at is not None:
+        return False
+    row.used_at = now
+    audit.append(
+        session,
+        at=now,
+        actor=f"resident:{user_id}",
+        action="account:recovery_code:used",
+        subject=user_id,
+        data={},
+    )
+    return True
+
+
+def _replace_recovery_codes(session: Session, user_id: str, now: datetime) -> list[str]:
+    session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user_id))
+    codes = totp.new_recovery_codes()
+    for code in codes:
+        session.add(
+            RecoveryCode(
+                digest=totp.recovery_digest(code), user_id=user_id, used_at=None, created_at=now
+            )
+        )
+    return codes
