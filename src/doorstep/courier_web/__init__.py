@@ -11,10 +11,11 @@ whose CSRF key, cookie policy and security headers it reuses):
     GET  /courier                                today's stops
     GET  /courier/stops/{delivery_id}            one stop: notes, scan, knock, entry
     /courier/api/...                             the page script's JSON (`courier_web.api`)
-    GET  /courier/static/...                     courier.js, courier.css
+    GET  /courier/static/...                     phonekey.js, courier.js, courier.css
 
-The phone's key: on first use after sign-in, `static/courier.js` makes an ECDSA P-256
-key with WebCrypto, non-extractable, keeps the CryptoKey in IndexedDB (database
+The phone's key (`static/phonekey.js`, shared with `doorstep.visitor_web`): on first use
+after sign-in, the page makes an ECDSA P-256 key with WebCrypto, non-extractable, keeps
+the CryptoKey in IndexedDB (database
 `doorstep-courier`, store `device-keys`, one record per courier id: `{id, privateKey}`)
 and registers the public JWK (`POST /courier/api/device-keys`). On later visits it
 checks that the service still knows the key (`GET /courier/api/device-keys`) and makes

@@ -19,7 +19,8 @@ same: another courier's entry is "not found" here as there.
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Protocol, TypeVar
 
 from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import select
@@ -47,7 +48,16 @@ DISCONNECT_CHECK_SECONDS = 1.0
 router = APIRouter(prefix="/courier/api", include_in_schema=False)
 
 
-def _writer(runtime: Runtime) -> Writer:
+class _Versioned(Protocol):
+    @property
+    def version(self) -> str: ...
+
+
+Polled = TypeVar("Polled", bound=_Versioned)
+
+
+def hub_writer(runtime: Runtime) -> Writer:
+    """The writer thread, when the hub link runs (an entry needs both)."""
     if runtime.link is None or runtime.writer is None:
         raise ServiceUnavailable("the hub link is not running")
     return runtime.writer
@@ -78,7 +88,7 @@ async def request_entry(
 ) -> CourierEntryRead:
     """As `POST /v1/courier/entries?wait=challenge`: every check on the writer thread,
     the command published after commit, the answer once the hub has answered."""
-    writer = _writer(runtime)
+    writer = hub_writer(runtime)
     request = service.EntryRequest(
         body.delivery_id,
         body.barcode,
@@ -107,7 +117,7 @@ async def request_entry(
 async def unlock(
     entry_id: str, body: EntryProof, runtime: RuntimeDep, courier: WritingCourier
 ) -> CourierEntryRead:
-    writer = _writer(runtime)
+    writer = hub_writer(runtime)
     now = runtime.clock.now()
     decision = await write(
         writer,
@@ -123,7 +133,7 @@ async def unlock(
 async def abort(
     entry_id: str, body: EntryAbort, runtime: RuntimeDep, courier: WritingCourier
 ) -> CourierEntryRead:
-    writer = _writer(runtime)
+    writer = hub_writer(runtime)
     now = runtime.clock.now()
     entry = await write(
         writer,
@@ -148,16 +158,26 @@ async def follow(
     seen: Annotated[str, Query(max_length=64)] = "",
     wait: WaitParam = 0.0,
 ) -> CourierEntryRead:
-    """The entry now, or (with `seen`) once it differs from the version the page shows.
-    Waits a second at a time for the hub link's next change, and stops waiting when the
-    page has gone."""
+    """The entry now, or (with `seen`) once it differs from the version the page shows."""
+    current = await long_poll(
+        request, runtime, lambda: _load(runtime, courier.principal, entry_id), seen, wait
+    )
+    response.headers.update(NO_STORE)
+    return current
+
+
+async def long_poll(
+    request: Request, runtime: Runtime, load: Callable[[], Polled], seen: str, wait: float
+) -> Polled:
+    """`load()` (run off the loop) now, or once its `version` differs from `seen`, for at
+    most `wait` seconds: waits a second at a time for the hub link's next change, and
+    stops waiting when the page has gone."""
     deadline = runtime.clock.timestamp() + wait
     while True:
-        current = await run_in_threadpool(_load, runtime, courier.principal, entry_id)
+        current = await run_in_threadpool(load)
         remaining = deadline - runtime.clock.timestamp()
         done = current.version != seen or remaining <= 0 or runtime.link is None
         if done or await request.is_disconnected():
-            response.headers.update(NO_STORE)
             return current
         assert runtime.link is not None
         await run_in_threadpool(

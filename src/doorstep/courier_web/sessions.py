@@ -9,6 +9,7 @@ request hands it to `access.service.decide`, which authenticates it like any oth
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -56,8 +57,16 @@ def sign_in(
 
 
 def resolve(session: Session, *, token: str, now: datetime) -> CourierSignedIn:
+    return resolve_person(session, token=token, now=now, roles={PrincipalRole.COURIER})
+
+
+def resolve_person(
+    session: Session, *, token: str, now: datetime, roles: Collection[PrincipalRole]
+) -> CourierSignedIn:
+    """The user a session token belongs to, if their role is one of `roles` (shared with
+    `doorstep.visitor_web`, whose guests and workers have the same kind of session)."""
     principal = resolve_token(session, token=token, now=now)
     user = session.get(User, principal.id) if principal.kind == PrincipalKind.USER else None
-    if user is None or principal.role != PrincipalRole.COURIER:
-        raise NotAuthenticated("sign in as a courier")
+    if user is None or principal.role not in roles:
+        raise NotAuthenticated(f"sign in as a {' or a '.join(sorted(roles))}")
     return CourierSignedIn(principal, user.name, token, token_digest(token))

@@ -2,167 +2,28 @@
 // with proof of possession, and the entry's live status until the door is verified
 // locked. Hand-written, no dependencies. Server text goes in with textContent only.
 //
-// The key: ECDSA P-256 from WebCrypto, made non-extractable, kept as a CryptoKey in
-// IndexedDB (database "doorstep-courier", store "device-keys", one record per courier:
-// {id, privateKey, created}). Only its public JWK is sent, once, to be registered. The
-// private key only ever signs the door's challenge (`to_sign`, base64url), and WebCrypto
-// answers ES256 in the raw r||s form the hub checks.
+// The key, the JSON client and the signature are phonekey.js's (loaded first): the key
+// lives in IndexedDB database "doorstep-courier", store "device-keys", one record per
+// courier: {id, privateKey, created}.
 "use strict";
 
 (function () {
   const DB_NAME = "doorstep-courier";
-  const STORE = "device-keys";
   const WAIT_SECONDS = 20;
   const RETRY_MS = 2000;
   const SIGN_IN = "/courier/signin";
 
   const $ = (id) => document.getElementById(id);
-
-  class ApiError extends Error {
-    constructor(status, message) {
-      super(message);
-      this.status = status;
-    }
-  }
-
-  // --- the service ---------------------------------------------------------------------
-
-  function csrfToken() {
-    const meta = document.querySelector('meta[name="csrf-token"]');
-    return meta ? meta.content : "";
-  }
-
-  async function api(method, path, payload) {
-    const headers = { Accept: "application/json" };
-    const init = { method, headers, credentials: "same-origin", cache: "no-store" };
-    if (payload !== undefined) {
-      headers["Content-Type"] = "application/json";
-      headers["X-CSRF-Token"] = csrfToken();
-      init.body = JSON.stringify(payload);
-    }
-    const response = await fetch(path, init);
-    if (response.status === 401) {
-      window.location.assign(SIGN_IN);
-      throw new ApiError(401, "Your session has ended; sign in again.");
-    }
-    const data = await response.json().catch(() => null);
-    if (!response.ok) {
-      const message = data && data.error ? data.error.message : "";
-      throw new ApiError(response.status, message || "The service answered " + response.status + ".");
-    }
-    return data;
-  }
-
-  // --- this phone's key ------------------------------------------------------------------
-
-  function keyStore(mode, action) {
-    return new Promise((resolve, reject) => {
-      const opening = indexedDB.open(DB_NAME, 1);
-      opening.onupgradeneeded = () => opening.result.createObjectStore(STORE);
-      opening.onerror = () => reject(opening.error);
-      opening.onsuccess = () => {
-        const db = opening.result;
-        const tx = db.transaction(STORE, mode);
-        const request = action(tx.objectStore(STORE));
-        tx.oncomplete = () => {
-          db.close();
-          resolve(request.result);
-        };
-        tx.onerror = tx.onabort = () => {
-          db.close();
-          reject(tx.error);
-        };
-      };
-    });
-  }
-
-  async function newKey(courierId) {
-    const pair = await crypto.subtle.generateKey(
-      { name: "ECDSA", namedCurve: "P-256" },
-      false, // the private key can never be exported, by this page or anyone
-      ["sign"]
-    );
-    const jwk = await crypto.subtle.exportKey("jwk", pair.publicKey);
-    const platform = (navigator.userAgentData && navigator.userAgentData.platform) || navigator.platform || "phone";
-    const registered = await api("POST", "/courier/api/device-keys", {
-      jwk: { kty: jwk.kty, crv: jwk.crv, x: jwk.x, y: jwk.y },
-      label: ("Courier web app (" + platform + ")").slice(0, 100),
-    });
-    const record = { id: registered.id, privateKey: pair.privateKey, created: registered.created_at };
-    await keyStore("readwrite", (store) => store.put(record, courierId));
-    return record;
-  }
-
-  // The stored key if the service still knows it; else a new one, registered. A key the
-  // service no longer knows (revoked, or this database was reset) is never sent again.
-  async function deviceKey(courierId) {
-    const stored = await keyStore("readonly", (store) => store.get(courierId));
-    const known = await api("GET", "/courier/api/device-keys");
-    if (stored && known.some((key) => key.id === stored.id)) return stored;
-    return newKey(courierId);
-  }
-
-  function fromBase64url(text) {
-    const padded = text.replace(/-/g, "+").replace(/_/g, "/") + "===".slice((text.length + 3) % 4);
-    return Uint8Array.from(atob(padded), (c) => c.charCodeAt(0));
-  }
-
-  function toBase64url(buffer) {
-    let binary = "";
-    new Uint8Array(buffer).forEach((byte) => {
-      binary += String.fromCharCode(byte);
-    });
-    return btoa(binary).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
-  }
-
-  async function sign(key, toSign) {
-    const signature = await crypto.subtle.sign(
-      { name: "ECDSA", hash: "SHA-256" },
-      key.privateKey,
-      fromBase64url(toSign)
-    );
-    return toBase64url(signature); // r||s, 64 bytes
-  }
-
-  function showDevice(state, text) {
-    const node = $("device-status");
-    if (!node) return;
-    node.dataset.state = state;
-    node.textContent = text;
-  }
+  const { ApiError, client, prepare, sign, locate } = window.DoorstepPhone; // phonekey.js
+  const api = client(SIGN_IN);
 
   function prepareDevice() {
-    const courierId = document.body.dataset.courier;
-    if (!window.crypto || !crypto.subtle || !window.indexedDB) {
-      showDevice("problem", "This browser cannot keep a key for entries; use another browser.");
-      return Promise.reject(new Error("no WebCrypto or IndexedDB"));
-    }
-    // One tab at a time makes the key, so two tabs opened at once do not make two.
-    const ensure = () => deviceKey(courierId);
-    const made = navigator.locks ? navigator.locks.request("doorstep-device-key", ensure) : ensure();
-    return made.then(
-      (key) => {
-        showDevice("ready", "This phone is registered for entries.");
-        return key;
-      },
-      (error) => {
-        showDevice("problem", "This phone could not be registered: " + error.message);
-        throw error;
-      }
-    );
-  }
-
-  // --- the phone's position --------------------------------------------------------------
-
-  function locate() {
-    return new Promise((resolve, reject) => {
-      if (!navigator.geolocation) {
-        reject(new Error("This browser cannot tell where you are."));
-        return;
-      }
-      navigator.geolocation.getCurrentPosition(resolve, () => reject(new Error(
-        "Your location is needed at the door: allow it for this site, then try again."
-      )), { enableHighAccuracy: true, timeout: 15000, maximumAge: 0 });
+    return prepare({
+      ownerId: document.body.dataset.courier,
+      dbName: DB_NAME,
+      keysPath: "/courier/api/device-keys",
+      label: "Courier web app",
+      api,
     });
   }
 
