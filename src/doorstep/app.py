@@ -17,8 +17,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from doorstep import __version__, courier_web, db, web
+from doorstep import __version__, clips, courier_web, db, visitor_web, web
 from doorstep.access import keys as issuer_keys
+from doorstep.access.devices import me_router as my_devices_router
 from doorstep.access.devices import router as devices_router
 from doorstep.access.router import ENTRY_ROUTE, entry_openapi
 from doorstep.access.router import router as access_router
@@ -27,6 +28,9 @@ from doorstep.clock import Clock, SystemClock
 from doorstep.deliveries.router import router as deliveries_router
 from doorstep.deps import Runtime
 from doorstep.errors import DoorstepError, InvalidRequest, PayloadTooLarge
+from doorstep.grants.providers import router as providers_router
+from doorstep.grants.router import router as grants_router
+from doorstep.grants.shadow import ShadowPublisher
 from doorstep.homes.preferences import router as preferences_router
 from doorstep.homes.router import router as homes_router
 from doorstep.hublink.link import HubLink
@@ -85,12 +89,18 @@ def create_app(
                 command_expiry_seconds=settings.entry.command_expiry_seconds,
                 client_id=settings.broker_client_id,
             )
+            runtime.shadows = ShadowPublisher(
+                writer, runtime.keys.signer, clock, runtime.link.publish_desired
+            )
+            runtime.link.on_stale_shadow = runtime.shadows.publish
             runtime.link.start()
         dispatcher = Dispatcher(writer=writer, clock=clock, settings=settings.notify)
         dispatcher.start()
+        clips.start(_app)
         try:
             yield
         finally:
+            clips.stop(_app)
             dispatcher.stop()
             if runtime.link is not None:
                 runtime.link.stop()
@@ -110,15 +120,24 @@ def create_app(
         deliveries_router,
         access_router,
         devices_router,
+        my_devices_router,
+        grants_router,
+        providers_router,
         notify_router,
         live_router,
     ):
         app.include_router(router)
     _install_error_handlers(app)
     app.add_api_route("/healthz", _health, methods=["GET"], include_in_schema=False)
+    clips.install(app)  # entry clips: upload, playback, live view (doorstep.clips)
     web.install(app)  # the resident's pages (doorstep.web)
     courier_web.install(app)  # the courier's app (doorstep.courier_web)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    visitor_web.install(app)  # guests' and providers' app (doorstep.visitor_web)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_body_bytes,
+        larger={clips.UPLOAD_PREFIX: settings.clips.upload_chunk_bytes},
+    )
     return app
 
 
@@ -160,19 +179,27 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 class BodyLimit:
-    """Refuse request bodies over `max_bytes` (413) before any route reads them."""
+    """Refuse request bodies over `max_bytes` (413) before any route reads them; paths
+    under a prefix of `larger` (the hub's clip upload) have that prefix's limit."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, larger: dict[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.larger = dict(larger or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = next(
+            (size for prefix, size in self.larger.items() if scope["path"].startswith(prefix)),
+            self.max_bytes,
+        )
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await _too_large(send, self.max_bytes)
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await _too_large(send, limit)
             return
         seen = 0
 
@@ -180,14 +207,14 @@ class BodyLimit:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
+            if seen > limit:
                 raise _BodyTooLarge
             return message
 
         try:
             await self.app(scope, limited, send)
         except _BodyTooLarge:
-            await _too_large(send, self.max_bytes)
+            await _too_large(send, limit)
 
 
 class _BodyTooLarge(Exception):
