@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -71,6 +71,34 @@ class ClipSettings(BaseModel):
     abandon_upload_hours: float = Field(default=48.0, gt=0)
     # Drop-zone motion analysis after each stored clip.
     analyse_motion: bool = True
+    # Where the encrypted clip objects go: "file" (<data dir>/clips/objects) or "s3", a
+    # bucket of any S3-compatible endpoint (`video.s3`). The keys that open the clips stay
+    # under the data dir either way. Without an access key, boto3's own chain (AWS_*
+    # variables, instance role) supplies the credentials.
+    store: Literal["file", "s3"] = "file"
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    s3_bucket: str | None = None
+    s3_prefix: str = ""
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    # "path" (endpoint/bucket/key) suits MinIO, Ceph and most self-hosted endpoints.
+    s3_addressing_style: Literal["path", "virtual"] = "path"
+
+    @model_validator(mode="after")
+    def _s3_needs_a_bucket(self) -> ClipSettings:
+        if self.store != "s3":
+            return self
+        missing = [
+            f"clips.{name} (DOORSTEP_CLIPS__{name.upper()})"
+            for name in ("s3_endpoint_url", "s3_bucket")
+            if not getattr(self, name)
+        ]
+        if missing:
+            raise ValueError(f"clips.store = 's3' needs {' and '.join(missing)}")
+        if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
+            raise ValueError("set both s3_access_key_id and s3_secret_access_key, or neither")
+        return self
 
 
 class Settings(BaseSettings):

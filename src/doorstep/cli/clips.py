@@ -32,7 +32,7 @@ def expire(data_dir: Path | None, database_url: str | None) -> None:
     settings = load_settings(data_dir=data_dir, database_url=database_url)
     engine = db.make_engine(settings.resolved_database_url)
     db.upgrade(engine)
-    storage = ClipStorage.under(settings.data_dir)
+    storage = ClipStorage.under(settings.data_dir, settings.clips)
     expired, abandoned = run_once(
         db.make_session_factory(engine), storage, settings.clips, SystemClock()
     )
@@ -53,7 +53,7 @@ def scan(data_dir: Path | None, database_url: str | None) -> None:
     settings = load_settings(data_dir=data_dir, database_url=database_url)
     engine = db.make_engine(settings.resolved_database_url)
     db.upgrade(engine)
-    storage = ClipStorage.under(settings.data_dir)
+    storage = ClipStorage.under(settings.data_dir, settings.clips)
     with db.make_session_factory(engine)() as session:
         findings = scan_store(session, storage, now=SystemClock().now())
     engine.dispose()

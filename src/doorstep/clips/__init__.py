@@ -30,7 +30,7 @@ __all__ = ["HUB_PREFIX", "UPLOAD_PREFIX", "install", "start", "stop"]
 def install(app: FastAPI) -> None:
     runtime: Runtime = app.state.runtime
     settings = runtime.settings
-    storage = ClipStorage.under(settings.data_dir)
+    storage = ClipStorage.under(settings.data_dir, settings.clips)
     app.state.clips = ClipContext(
         settings=settings.clips,
         storage=storage,

@@ -13,10 +13,15 @@
 
 So a database dump alone opens nothing (the master key is a file), the store alone opens
 nothing (the keys are elsewhere), and deleting a clip destroys its wrapped key: what
-remains of its ciphertext anywhere cannot be opened even with every other key. The
-object store is the `video.storage.ClipStore` interface: an S3-compatible bucket can
-replace `FileClipStore` without touching the rest. Keep `keys/` and `clips/keys/` out
-of backups of the store (see `video.crypto.FileKeyStore`).
+remains of its ciphertext anywhere cannot be opened even with every other key. Keep
+`keys/` and `clips/keys/` out of backups of the store (see `video.crypto.FileKeyStore`).
+
+The object store is the `video.storage.ClipStore` interface. With `clips.store = "s3"`
+the objects go to a bucket of an S3-compatible endpoint instead (`video.s3.S3ClipStore`,
+keys `<s3_prefix><clip>/<part>`), and `clips/objects/` is not used. The master key, the
+clip keys and the staging folder stay on the local filesystem in both cases, by design:
+the bucket alone opens nothing, and whoever can read it (the provider, a leaked bucket
+credential, a bucket backup) holds only ciphertext whose keys it never sees.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from doorstep.settings import ClipSettings
 from doorstep.video.crypto import KEY_SIZE, FileKeyStore, HomeKey
 from doorstep.video.errors import ClipIntegrityError
 from doorstep.video.storage import ClipStore, FileClipStore
@@ -82,13 +88,14 @@ class ClipStorage:
     staging: Path
 
     @classmethod
-    def under(cls, data_dir: Path) -> ClipStorage:
+    def under(cls, data_dir: Path, settings: ClipSettings | None = None) -> ClipStorage:
+        """The storage of `data_dir`; its objects where `settings` say (default: files)."""
         root = data_dir / "clips"
         staging = root / "staging"
         staging.mkdir(mode=0o700, parents=True, exist_ok=True)
         return cls(
             master=MasterKey.load_or_create(data_dir / "keys" / MASTER_KEY_FILE),
-            store=FileClipStore(root / "objects"),
+            store=object_store(root / "objects", settings or ClipSettings()),
             keys=FileKeyStore(root / "keys"),
             staging=staging,
         )
@@ -98,3 +105,22 @@ class ClipStorage:
 
     def staged(self, clip_id: str, part: str) -> Path:
         return self.staging / clip_id / part
+
+
+def object_store(root: Path, settings: ClipSettings) -> ClipStore:
+    """The configured store of clip objects (`root` is the file store's folder)."""
+    if settings.store == "file":
+        return FileClipStore(root)
+    from doorstep.video.s3 import S3ClipStore  # boto3 is imported only when used
+
+    assert settings.s3_bucket is not None  # checked by ClipSettings
+    secret = settings.s3_secret_access_key
+    return S3ClipStore(
+        bucket=settings.s3_bucket,
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.s3_region,
+        prefix=settings.s3_prefix,
+        access_key_id=settings.s3_access_key_id,
+        secret_access_key=secret.get_secret_value() if secret is not None else None,
+        addressing_style=settings.s3_addressing_style,
+    )
