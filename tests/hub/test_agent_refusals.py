@@ -224,10 +224,11 @@ def test_unsupported_protocol_version(hub: Hub) -> None:
     _assert_refused(hub, hub.send(hub.command(hub.grant(), v=2)), Reason.UNSUPPORTED_VERSION)
 
 
-def test_lock_command_is_not_supported(hub: Hub) -> None:
+def test_lock_command_with_an_unlock_grant(hub: Hub) -> None:
+    # Locking takes a grant of its own (scope "lock", test_agent_lock.py).
     command = hub.command(hub.grant(), kind=CommandKind.LOCK)
 
-    _assert_refused(hub, hub.send(command), Reason.BAD_MESSAGE)
+    _assert_refused(hub, hub.send(command), Reason.TOKEN_SCOPE)
 
 
 def test_grant_for_entry_a_in_a_command_for_entry_b(hub: Hub) -> None:

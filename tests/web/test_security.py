@@ -63,8 +63,8 @@ def test_posts_without_a_valid_csrf_token_are_refused_and_change_nothing(
     home_id = resident.add_home("Mine")
     other = _signed_in(web_clients)
     foreign_token = other.csrf("/homes/new")  # valid, but bound to another session
-    before = snapshot(live)
     resident.reauth("/account/security")  # so that only the CSRF check stands in the way
+    before = snapshot(live)  # after the re-authentication, which is audited
     cases = [
         ("/homes", HOME_FORM),
         (f"/homes/{home_id}/hub", {}),

@@ -10,19 +10,32 @@ just proven who they are to the service), and the unlock command is returned for
 caller to publish. If nobody opens the door, the lock's auto-relock ends the entry
 (`aborted`, `door_never_opened`). The resident is emailed either way, so an unlock they
 did not make is noticed.
+
+`remote_lock` is the other direction, "Lock now": no password again (locking makes
+nobody's home less safe), but the same ownership and hub checks, a grant of its own
+(scope "lock", valid for the command's short life, a fresh token id the hub spends), and
+an audit record of the request; `finish_lock` records how it went once the hub has
+answered (or not). Another entry in progress at the door refuses it
+(`entry_in_progress`); the resident's own remote unlock does not: the lock ends it, as
+the relock would (see `HubAgent._lock` for why the hub draws the same line).
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+import secrets
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from doorstep.access import service
+from doorstep.access.errors import HubTimeout, LockRefused
 from doorstep.access.models import OPEN_STATES
 from doorstep.accounts.service import Principal
+from doorstep.audit.service import append_tx
+from doorstep.db import new_id
 from doorstep.errors import Conflict, NotFound
-from doorstep.protocol import Reason
-from doorstep.protocol.grants import GrantSigner
+from doorstep.protocol import PROTOCOL_VERSION, Reason
+from doorstep.protocol.grants import GrantClaims, GrantSigner, audience_for, new_token_id
+from doorstep.protocol.messages import Command, CommandKind, Reply, b64encode
 from doorstep.settings import EntrySettings
 from doorstep.sql import Tx
 
@@ -61,3 +74,132 @@ def remote_unlock(
     decision = service._authorize(tx, resident, target, now, settings, signer)
     tx.run("UPDATE entries SET method = 'remote' WHERE id = ?", (decision.entry.id,))
     return decision
+
+
+# --- remote lock -------------------------------------------------------------------------
+
+LOCK_SCOPE = ("lock",)
+
+_LOCK_DOOR = (
+    "SELECT h.owner_id, ap.id, ap.hub_id, hub.online, hub.claimed_at, e.id, e.courier_id,"  # noqa: S608
+    " e.purpose, e.method"
+    " FROM homes h JOIN access_points ap ON ap.home_id = h.id"
+    " LEFT JOIN hubs hub ON hub.id = ap.hub_id"
+    f" LEFT JOIN entries e ON e.access_point_id = ap.id AND e.state IN ({_OPEN})"
+    " WHERE h.id = ? AND ap.slug = ?"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LockOrder:
+    """A lock command ready to publish, and what its outcome is recorded against."""
+
+    home_id: str
+    slug: str
+    access_point_id: str
+    hub_id: str
+    command: Command
+    ends_entry: str | None  # the resident's own remote unlock this lock ends, if any
+
+
+def remote_lock(
+    tx: Tx,
+    *,
+    resident: Principal,
+    home_id: str,
+    slug: str,
+    now: datetime,
+    settings: EntrySettings,
+    signer: GrantSigner,
+) -> LockOrder:
+    """Check the door is the resident's and its hub online, sign a lock grant and record
+    the request (a writer job). Raises before anything is sent."""
+    row = tx.one(_LOCK_DOOR, (home_id, slug))
+    if row is None or row[0] != resident.id:
+        raise NotFound("no such door")
+    _, point_id, hub_id, online, claimed_at, open_entry, person, purpose, method = row
+    if hub_id is None or not online or claimed_at is None:
+        raise LockRefused(
+            f"the door's hub is offline ({Reason.HUB_OFFLINE}); nothing was sent",
+            reason=Reason.HUB_OFFLINE,
+        )
+    own = purpose == PURPOSE and method == "remote" and person == resident.id
+    if open_entry is not None and not own:
+        raise LockRefused(
+            f"an entry is in progress at this door ({Reason.ENTRY_IN_PROGRESS}); it locks "
+            "again by itself when the door closes",
+            reason=Reason.ENTRY_IN_PROGRESS,
+        )
+    token_id = new_token_id()
+    command = _lock_command(hub_id, slug, open_entry or new_id("lck"), token_id, now, settings,
+                            signer)  # fmt: skip
+    append_tx(
+        tx, at=now, actor=resident.actor, action="door:lock_requested", subject=point_id,
+        home_id=home_id, data={"door": slug, "command_id": command.command_id,
+                               "kid": signer.kid, "token_id": token_id.hex(),
+                               "ends_entry": open_entry},
+    )  # fmt: skip
+    return LockOrder(home_id, slug, point_id, hub_id, command, open_entry)
+
+
+def _lock_command(
+    hub_id: str, slug: str, grant_entry: str, token_id: bytes, now: datetime,
+    settings: EntrySettings, signer: GrantSigner,
+) -> Command:  # fmt: skip
+    issued = int(now.timestamp())
+    # The grant lives as long as the command: a lock is done now or not at all.
+    expires = issued + settings.command_expiry_seconds
+    claims = GrantClaims(
+        audience=audience_for(hub_id, slug),
+        not_before=issued,
+        expires=expires,
+        issued_at=issued,
+        token_id=token_id,
+        scope=LOCK_SCOPE,
+        entry_id=grant_entry,
+    )
+    return Command(
+        v=PROTOCOL_VERSION,
+        command_id=secrets.token_hex(12),
+        kind=CommandKind.LOCK,
+        not_after=expires,
+        entry_id=grant_entry,
+        access_point=slug,
+        grant=b64encode(signer.sign(claims)),
+    )
+
+
+LOCK_ADVICE: dict[str, str] = {
+    Reason.DOOR_OPEN: "close the door first; a bolt cannot be thrown into an open door.",
+    Reason.LOCK_JAMMED: "the bolt jammed; lock it by hand or call someone to check it.",
+    Reason.ACTUATOR_FAILED: "the lock did not report locked; check it or try again.",
+    Reason.LOCK_NOT_READY: "the lock is offline or busy; try again shortly.",
+    Reason.ENTRY_IN_PROGRESS: "an entry is in progress; it locks again when the door closes.",
+}
+
+
+def finish_lock(
+    tx: Tx, *, resident: Principal, order: LockOrder, reply: Reply | None, now: datetime
+) -> LockRefused | HubTimeout | None:
+    """Record the hub's answer (`door:locked`, `door:lock_refused` with its reason) or its
+    silence (`door:lock_unanswered`); return the error for the caller to raise unless the
+    door is verified locked (returned, not raised: a raising job's records roll back).
+    The hub's own record of the outcome is its journalled `lock.command` event (`seqs`)."""
+    reason: str | None
+    if reply is None:
+        action, reason = "door:lock_unanswered", Reason.HUB_TIMEOUT
+    elif reply.result == "ok":
+        action, reason = "door:locked", None
+    else:
+        action, reason = "door:lock_refused", reply.reason or "hub_error"
+    append_tx(
+        tx, at=now, actor=resident.actor, action=action, subject=order.access_point_id,
+        home_id=order.home_id, data={"door": order.slug, "command_id": order.command.command_id,
+                                     "reason": reason, "seqs": reply.seqs if reply else []},
+    )  # fmt: skip
+    if reply is None:
+        return HubTimeout("the door did not answer in time; check its state before you leave")
+    if reason is None:
+        return None
+    advice = LOCK_ADVICE.get(reason, "check the door.")
+    return LockRefused(f"the door did not lock ({reason}): {advice}", reason=reason)

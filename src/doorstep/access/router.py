@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -27,7 +27,9 @@ from doorstep.access.schemas import (
     EntryRead,
     RemoteUnlock,
 )
+from doorstep.accounts import signins
 from doorstep.accounts.models import User
+from doorstep.accounts.service import Principal
 from doorstep.deps import CourierBrief, Reader, ResidentBrief, Runtime, RuntimeDep, SessionDep
 from doorstep.errors import InvalidRequest, NotAuthenticated, ServiceUnavailable, TooManyRequests
 from doorstep.homes.models import AccessPoint
@@ -323,7 +325,8 @@ def _reached(entry: Entry, target: EntryState) -> bool:
 
 @router.post("/homes/{home_id}/doors/{slug}/unlock", response_model=EntryRead)
 async def remote_unlock(
-    home_id: str, slug: str, body: RemoteUnlock, runtime: RuntimeDep, resident: ResidentBrief,
+    home_id: str, slug: str, body: RemoteUnlock, request: Request, runtime: RuntimeDep,
+    resident: ResidentBrief,
     wait: Annotated[Literal["none", "unlocked"], Query()] = "unlocked",
 ) -> object:  # fmt: skip
     """The resident unlocks their own door from afar, after entering the password again
@@ -333,7 +336,8 @@ async def remote_unlock(
     link, writer = runtime.link, runtime.writer
     if link is None or writer is None:
         raise ServiceUnavailable("the hub link is not running")
-    await run_in_threadpool(_reauthenticate, runtime, resident.id, body)
+    client = request.client.host if request.client else "-"
+    await run_in_threadpool(_reauthenticate, runtime, resident, body, client)
     now = runtime.clock.now()
     decision = await run_write(
         writer,
@@ -345,18 +349,98 @@ async def remote_unlock(
     return entry_read(await send_and_wait(runtime, decision, wait == "unlocked"))
 
 
-def _reauthenticate(runtime: Runtime, user_id: str, body: RemoteUnlock) -> None:
-    """The password (and the second factor, when on) of the signed-in resident."""
+def _reauthenticate(runtime: Runtime, resident: Principal, body: RemoteUnlock, client: str) -> None:
+    """The password (and the second factor, when on) of the signed-in resident; each
+    attempt is audited (`accounts.signins`)."""
+    user_id = resident.id
     limiter_key = f"reauth:{user_id}"
     if not runtime.login_limiter.allow(limiter_key, runtime.clock.timestamp()):
         raise TooManyRequests("too many attempts; wait a minute")
+    now = runtime.clock.now()
     with runtime.sessions() as session:
         user = session.get(User, user_id)
         ok = security.verify_password(user.password_hash if user else None, body.password)
+        failure = None if ok else signins.Failure.WRONG_CREDENTIALS
+        via = signins.Via.REMOTE_UNLOCK
         if ok and twofactor.is_on(session, user_id=user_id):
-            ok = body.code is not None and twofactor.verify(
-                session, user_id=user_id, code=body.code, now=runtime.clock.now()
-            )
-        session.commit()  # a spent recovery code stays spent
+            try:
+                ok = body.code is not None and twofactor.verify(
+                    session, user_id=user_id, code=body.code, now=now
+                )
+            except twofactor.CodeLocked:
+                signins.reauth_failed(session, actor=resident.actor, user_id=user_id, via=via,
+                                      client=client, reason=signins.Failure.CODE_LOCKED,
+                                      now=now)  # fmt: skip
+                session.commit()
+                raise
+            failure = None if ok else signins.Failure.WRONG_CODE
+        if failure is None:
+            signins.reauthenticated(session, actor=resident.actor, user_id=user_id, via=via,
+                                    client=client, now=now)  # fmt: skip
+        else:
+            signins.reauth_failed(session, actor=resident.actor, user_id=user_id, via=via,
+                                  client=client, reason=failure, now=now)  # fmt: skip
+        session.commit()  # a spent recovery code stays spent; the attempt stays on record
     if not ok:
         raise NotAuthenticated("wrong password or code; nothing was unlocked")
+
+
+class DoorLockRead(BaseModel):
+    """A door the hub has verified locked: bolt locked and door closed."""
+
+    door: str
+    state: Literal["locked"] = "locked"
+    command_id: str
+    ended_entry: str | None = None  # the resident's own remote unlock this lock ended
+
+
+@router.post("/homes/{home_id}/doors/{slug}/lock", response_model=DoorLockRead)
+async def remote_lock(
+    home_id: str, slug: str, runtime: RuntimeDep, resident: ResidentBrief
+) -> object:
+    """The resident locks their own door from afar ("Lock now"). Locking is the safe
+    direction, so no password again (a stolen session could lock a door, never open
+    one); the answer comes once the hub has verified the bolt locked and the door shut,
+    or says why not (409 `lock_refused` with `details.reason`: `hub_offline`,
+    `entry_in_progress`, `door_open`, `lock_jammed`, ...; 504 `hub_timeout`). Rate
+    limited per resident; the request and its outcome are in the audit log."""
+    order = await lock_door(runtime, resident, home_id, slug)
+    return DoorLockRead(door=order.slug, command_id=order.command.command_id,
+                        ended_entry=order.ends_entry)  # fmt: skip
+
+
+async def lock_door(
+    runtime: Runtime, resident: Principal, home_id: str, slug: str
+) -> remote.LockOrder:
+    """Check, sign and record the lock, publish it once committed, await the hub's verified
+    answer and record it; raises unless the door is locked. Shared with the web page."""
+    link, writer = runtime.link, runtime.writer
+    if link is None or writer is None:
+        raise ServiceUnavailable("the hub link is not running")
+    if not runtime.claim_limiter.allow(f"lock:{resident.id}", runtime.clock.timestamp()):
+        raise TooManyRequests("too many lock requests; wait a minute")
+    now = runtime.clock.now()
+    order = await run_write(
+        writer,
+        lambda tx: remote.remote_lock(
+            tx, resident=resident, home_id=home_id, slug=slug, now=now,
+            settings=runtime.settings.entry, signer=runtime.keys.signer,
+        ),
+    )  # fmt: skip
+    waiter = link.expect_reply(order.command.command_id)
+    link.publish_command(order.hub_id, order.command)
+    reply = None
+    try:
+        reply = await asyncio.wait_for(
+            asyncio.wrap_future(waiter.future), runtime.settings.entry.hub_reply_timeout_seconds
+        )
+    except TimeoutError:
+        link.forget(order.command.command_id)
+    done = runtime.clock.now()
+    problem = await run_write(
+        writer,
+        lambda tx: remote.finish_lock(tx, resident=resident, order=order, reply=reply, now=done),
+    )
+    if problem is not None:
+        raise problem
+    return order

@@ -9,8 +9,8 @@ import orjson
 from fastapi import APIRouter, Request
 from sqlalchemy.orm import Session
 
-from doorstep.accounts import service
-from doorstep.accounts.models import PrincipalKind, Role
+from doorstep.accounts import service, signins
+from doorstep.accounts.models import ApiClient, PrincipalKind, Role, User
 from doorstep.accounts.schemas import (
     CarrierCreate,
     CarrierCreated,
@@ -20,7 +20,8 @@ from doorstep.accounts.schemas import (
     UserRead,
 )
 from doorstep.deps import CarrierClient, CourierManager, Operator, RuntimeDep, SessionDep
-from doorstep.errors import InvalidRequest, TooManyRequests
+from doorstep.errors import InvalidRequest, NotAuthenticated, TooManyRequests
+from doorstep.permissions import PrincipalRole
 
 router = APIRouter(prefix="/v1", tags=["accounts"])
 
@@ -40,17 +41,29 @@ def sign_up(body: ResidentCreate, session: SessionDep, runtime: RuntimeDep) -> o
 @router.post("/auth/token", response_model=TokenRead)
 async def token(request: Request, runtime: RuntimeDep) -> object:
     """OAuth2 token endpoint: `grant_type=password` (people) or `client_credentials`
-    (carrier API clients), form-encoded as RFC 6749 says, or as JSON."""
+    (carrier API clients), form-encoded as RFC 6749 says, or as JSON. Each attempt is
+    audited (`accounts.signins`), without the password or secret."""
     form = await _read_form(request)
     key = f"{request.client.host if request.client else '-'}"
     if not runtime.login_limiter.allow(key, runtime.clock.timestamp()):
         raise TooManyRequests("too many sign-in attempts; wait a minute")
     ttl = timedelta(seconds=runtime.settings.auth.token_ttl_seconds)
+    now = runtime.clock.now()
     with runtime.sessions() as session:
-        kind, principal_id = _authenticate(session, form)
+        try:
+            kind, principal_id = _authenticate(session, form)
+        except NotAuthenticated:
+            signins.sign_in_failed(
+                session, subject=_claimed_account(session, form), via=signins.Via.API,
+                client=key, reason=signins.Failure.WRONG_CREDENTIALS, now=now,
+            )  # fmt: skip
+            session.commit()
+            raise
         issued = service.issue_token(
-            session, kind=kind, principal_id=principal_id, now=runtime.clock.now(), ttl=ttl
+            session, kind=kind, principal_id=principal_id, now=now, ttl=ttl
         )
+        signins.signed_in(session, actor=_actor(session, kind, principal_id), subject=principal_id,
+                          via=signins.Via.API, client=key, now=now)  # fmt: skip
         session.commit()
     return TokenRead(access_token=issued.access_token, expires_in=int(ttl.total_seconds()))
 
@@ -68,6 +81,22 @@ def _authenticate(session: Session, form: dict[str, str]) -> tuple[PrincipalKind
         )
         return PrincipalKind.CLIENT, client.id
     raise InvalidRequest("grant_type must be 'password' or 'client_credentials'")
+
+
+def _actor(session: Session, kind: PrincipalKind, principal_id: str) -> str:
+    """How the audit log names who signed in (as `Principal.actor` does)."""
+    if kind == PrincipalKind.CLIENT:
+        return f"{PrincipalRole.CARRIER}:{principal_id}"
+    user = session.get(User, principal_id)
+    return f"{user.role if user else 'user'}:{principal_id}"
+
+
+def _claimed_account(session: Session, form: dict[str, str]) -> str | None:
+    """The account a failed attempt was for, when it names one that exists."""
+    if form.get("grant_type") == "password":
+        return signins.user_id_for(session, form.get("username", ""))
+    client = session.get(ApiClient, form.get("client_id", ""))
+    return client.id if client is not None else None
 
 
 def _field(form: dict[str, str], name: str) -> str:

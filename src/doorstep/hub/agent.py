@@ -12,6 +12,11 @@ Order of an unlock (DESIGN principles 1, 2, 4, 5):
 When the door closes during an entry, the hub relocks; the entry is secured only when
 the bolt reports locked AND the door sensor reports closed.
 
+A remote lock (`lock` command, the resident's "Lock now") is checked the same way
+(a grant with scope "lock", single use), refused while another entry is in progress at
+the door or while the door is open, and answered only once the lock and the sensor agree
+(`_lock`); its outcome is journalled as `lock.command`.
+
 Keypad codes (`hub.credentials`): the signed desired document on `desired` says which
 codes each lock holds; a code that opens the lock starts an entry like a grant does (a
 fresh entry id, the camera armed at once, the relock watched, `entry.secured` at the
@@ -102,6 +107,18 @@ class _Visit:
         self.door_timer = self.deadline_timer = None
 
 
+@dataclass
+class _PendingLock:
+    """A remote lock command whose bolt is moving; settled by the lock's report or the
+    confirmation deadline, whichever comes first."""
+
+    command_id: str
+    access_point: str
+    entry_id: str | None  # the resident's own entry this lock ends, if any
+    timer: Cancellable | None = None
+    reply: Reply | None = None
+
+
 @dataclass(frozen=True)
 class RelockPolicy:
     """How hard the hub tries to get the door locked, and when it raises the alarm."""
@@ -110,6 +127,9 @@ class RelockPolicy:
     retry_seconds: float = 2.0
     deadline_seconds: float = 30.0  # door closed -> verified locked, or `relock_failed`
     door_open_seconds: float = 120.0  # door open longer -> `door_held_open`
+    # A remote lock must report locked (and the door closed) within this, or it failed.
+    # Shorter than the service's wait for the reply, so the resident hears the failure.
+    lock_confirm_seconds: float = 8.0
 
 
 class Refusal(Exception):
@@ -144,6 +164,7 @@ class HubAgent:
         self._clock = clock
         self._mutex = threading.RLock()
         self._visits: dict[str, _Visit] = {}
+        self._locking: dict[str, _PendingLock] = {}  # access point -> remote lock in motion
         # entry id -> (challenge, expires at, token id); in memory: a restart spends them.
         self._challenges: dict[str, tuple[bytes, float, bytes]] = {}
         self._client: paho.Client | None = None
@@ -204,6 +225,8 @@ class HubAgent:
         with self._mutex:
             for visit in self._visits.values():
                 visit.cancel_timers()
+            for pending in list(self._locking.values()):
+                self._drop_lock(pending)  # unanswered: the service reports a timeout
         if self._client is not None:
             offline = Status(state="offline", epoch=self.journal.epoch)
             info = self._client.publish(
@@ -296,7 +319,9 @@ class HubAgent:
                 return self._refuse(command, refusal.reason, str(refusal))
 
     def _in_flight(self, command_id: str) -> bool:
-        return any(visit.command_id == command_id for visit in self._visits.values())
+        return any(visit.command_id == command_id for visit in self._visits.values()) or any(
+            pending.command_id == command_id for pending in self._locking.values()
+        )
 
     def _parse(self, payload: bytes) -> Command | None:
         if len(payload) > MAX_MESSAGE_BYTES:
@@ -317,20 +342,15 @@ class HubAgent:
             return self._challenge(command)
         if command.kind == CommandKind.UNLOCK:
             return self._unlock(command)
+        if command.kind == CommandKind.LOCK:
+            return self._lock(command)
         raise Refusal(Reason.BAD_MESSAGE, f"unsupported command {command.kind}")
 
     def _admissible(self, command: Command) -> tuple[GrantClaims, LockDriver]:
         """The checks an unlock and its challenge share: the grant, its door, the entry,
         no other entry in progress, a ready lock."""
-        claims = self._verify_grant(command)
-        if self.credentials is not None and self.credentials.is_revoked(claims.token_id):
-            raise Refusal(Reason.TOKEN_REVOKED)
+        claims, driver = self._granted(command, scope="unlock")
         access_point = claims.access_point
-        driver = self.locks.get(access_point)
-        if driver is None:
-            raise Refusal(Reason.TOKEN_AUDIENCE, "no such access point on this hub")
-        if command.entry_id != claims.entry_id or command.access_point != access_point:
-            raise Refusal(Reason.TOKEN_ENTRY_MISMATCH)
         if access_point in self._visits:
             raise Refusal(Reason.ENTRY_IN_PROGRESS, "another entry is open at this door")
         self._check_ready(driver)
@@ -395,7 +415,129 @@ class HubAgent:
             raise Refusal(Reason.ACTUATOR_FAILED, str(exc)) from exc
         return None  # the reply follows the lock's own report (see _on_lock_event)
 
-    def _verify_grant(self, command: Command) -> GrantClaims:
+    def _lock(self, command: Command) -> Reply | None:
+        """Throw the bolt from afar: the resident's "Lock now".
+
+        Locking is the safe direction, yet the hub still takes it only on a signed,
+        bounded, single-use grant with scope "lock" (never an unlock grant), so a broker
+        or a replayed message cannot move the bolt. The camera is not required: nobody
+        is let in.
+
+        The door must be closed (a bolt cannot be thrown into an open door; nothing
+        moves). While another entry is in progress at the door (a courier or a guest
+        inside, or on the way in) the command is refused with `entry_in_progress`: that
+        entry has its own verified relock the moment the door closes, and throwing the
+        bolt mid-delivery would lock the visitor in or make them force their way out,
+        and leave the entry's record saying locked while someone is inside. The one
+        entry a lock may end is the resident's own remote unlock, which the service
+        names in the grant (`entry_id`); its relock then runs as for any entry.
+
+        The reply follows the lock's own report, verified as the relock watch does
+        (bolt locked AND door closed), or a failure: a jam, a refusal, or no report by
+        `lock_confirm_seconds`. A jammed lock is still asked: a new movement may free
+        it, and a failure is reported either way.
+        """
+        claims, driver = self._granted(command, scope="lock")
+        access_point = claims.access_point
+        visit = self._visits.get(access_point)
+        if visit is not None and visit.entry_id != claims.entry_id:
+            raise Refusal(Reason.ENTRY_IN_PROGRESS, "an entry is in progress at this door")
+        if access_point in self._locking:
+            raise Refusal(Reason.LOCK_NOT_READY, "another lock command is moving this bolt")
+        status = driver.status()
+        if not status.online:
+            raise Refusal(Reason.LOCK_NOT_READY, "lock offline")
+        if status.door_state != DoorState.CLOSED:
+            raise Refusal(Reason.DOOR_OPEN, "a bolt cannot be thrown into an open door")
+        if not self.journal.use_token(claims.token_id, expires=claims.expires, now=self._clock()):
+            raise Refusal(Reason.TOKEN_REPLAYED)
+        pending = _PendingLock(
+            command.command_id, access_point, visit.entry_id if visit is not None else None
+        )
+        self._locking[access_point] = pending
+        if status.secure:  # already locked and shut: nothing to move, say so
+            self._settle_lock(pending)
+            return pending.reply
+        pending.timer = self._scheduler.call_later(
+            self._policy.lock_confirm_seconds, lambda: self._lock_deadline(pending)
+        )
+        try:
+            driver.lock(OperationSource.REMOTE)
+        except LockError as exc:
+            self._drop_lock(pending)
+            raise Refusal(Reason.ACTUATOR_FAILED, str(exc)) from exc
+        return pending.reply  # set when the lock reported at once; else it follows
+
+    def _lock_report(self, access_point: str, event: LockEvent) -> None:
+        """The lock said something about a remote lock in motion: settle it if that was
+        the outcome (moved, failed to move, jammed)."""
+        pending = self._locking.get(access_point)
+        if pending is None:
+            return
+        if isinstance(event, (LockOperation, LockOperationError)):
+            if event.operation == LockOperationType.LOCK:
+                self._settle_lock(pending)
+        elif isinstance(event, DoorLockAlarm) and event.alarm == AlarmCode.LOCK_JAMMED:
+            self._settle_lock(pending, Reason.LOCK_JAMMED)
+
+    def _lock_deadline(self, pending: _PendingLock) -> None:
+        with self._mutex:
+            if self._locking.get(pending.access_point) is pending:
+                self._settle_lock(pending, Reason.ACTUATOR_FAILED)
+
+    def _settle_lock(self, pending: _PendingLock, failure: Reason | None = None) -> None:
+        """Journal the outcome (`lock.command`), then reply: ok only when the lock and the
+        sensor agree the door is shut and locked, whatever was reported before."""
+        self._drop_lock(pending)
+        status = self.locks[pending.access_point].status()
+        if status.secure:
+            reason = None
+        elif status.door_state != DoorState.CLOSED:
+            reason = Reason.DOOR_OPEN
+        else:
+            reason = Reason.LOCK_JAMMED if status.jammed else failure or Reason.ACTUATOR_FAILED
+        data: dict[str, Any] = {
+            "access_point": pending.access_point,
+            "command_id": pending.command_id,
+            "result": "locked" if reason is None else "failed",
+            "lock_state": int(status.lock_state),
+            "door_state": int(status.door_state),
+        }
+        if pending.entry_id is not None:
+            data["entry_id"] = pending.entry_id
+        if reason is not None:
+            data["reason"] = reason
+        recorded = self.record(EventKind.LOCK_COMMAND, data)
+        pending.reply = self._reply(
+            Reply(
+                command_id=pending.command_id,
+                result="ok" if reason is None else "refused",
+                reason=reason,
+                seqs=[recorded.seq],
+            )
+        )
+
+    def _drop_lock(self, pending: _PendingLock) -> None:
+        if pending.timer is not None:
+            pending.timer.cancel()
+            pending.timer = None
+        if self._locking.get(pending.access_point) is pending:
+            del self._locking[pending.access_point]
+
+    def _granted(self, command: Command, *, scope: str) -> tuple[GrantClaims, LockDriver]:
+        """The grant verifies for `scope`, is not revoked, names a door of this hub, and
+        the command is for the grant's entry and door."""
+        claims = self._verify_grant(command, scope)
+        if self.credentials is not None and self.credentials.is_revoked(claims.token_id):
+            raise Refusal(Reason.TOKEN_REVOKED)
+        driver = self.locks.get(claims.access_point)
+        if driver is None:
+            raise Refusal(Reason.TOKEN_AUDIENCE, "no such access point on this hub")
+        if command.entry_id != claims.entry_id or command.access_point != claims.access_point:
+            raise Refusal(Reason.TOKEN_ENTRY_MISMATCH)
+        return claims, driver
+
+    def _verify_grant(self, command: Command, scope: str) -> GrantClaims:
         if not command.grant:
             raise Refusal(Reason.TOKEN_MALFORMED, "no grant")
         try:
@@ -403,7 +545,7 @@ class HubAgent:
         except ValueError as exc:
             raise Refusal(Reason.TOKEN_MALFORMED, "grant is not base64url") from exc
         try:
-            return self._verifier.verify(token, required_scope="unlock")
+            return self._verifier.verify(token, required_scope=scope)
         except GrantRefused as refused:
             raise Refusal(refused.reason, str(refused)) from refused
 
@@ -449,6 +591,9 @@ class HubAgent:
             data: dict[str, Any] = {"access_point": access_point}
             if visit is not None:
                 data["entry_id"] = visit.entry_id
+            pending = self._locking.get(access_point)
+            if pending is not None and _is_lock_operation(event):
+                data["command_id"] = pending.command_id
             if isinstance(event, LockOperation):
                 self._on_operation(access_point, visit, event, data)
             elif isinstance(event, LockOperationError):
@@ -458,6 +603,7 @@ class HubAgent:
             elif isinstance(event, DoorLockAlarm):
                 self.record(_ALARM_KINDS.get(event.alarm, EventKind.LOCK_ALARM),
                             {**data, "alarm": int(event.alarm)})  # fmt: skip
+            self._lock_report(access_point, event)
 
     def _on_operation(
         self, access_point: str, visit: _Visit | None, event: LockOperation, data: dict[str, Any]
@@ -721,3 +867,10 @@ class HubAgent:
     def _close_visit(self, access_point: str) -> None:
         self._visits.pop(access_point, None)
         self.journal.drop_visit(access_point)
+
+
+def _is_lock_operation(event: LockEvent) -> bool:
+    return (
+        isinstance(event, (LockOperation, LockOperationError))
+        and event.operation == LockOperationType.LOCK
+    )

@@ -3,6 +3,8 @@
 All payloads are JSON objects. Binary values (grants) are base64url without padding.
 
     cmd     {v, command_id, kind, not_after, entry_id?, access_point?, grant?}
+            kind `lock`: the grant's scope is "lock"; `entry_id` is the grant's
+            (the resident's own open entry when the lock ends it, else a fresh id)
     reply   {command_id, result: ok|refused|error, reason?, seqs: [int]}
     events  {hub, epoch, seq, event_id, ts, kind, data, prev_hash, sig}
     ack     {epoch, through_seq}
@@ -46,6 +48,11 @@ class EventKind(StrEnum):
     DOOR_FORCED = "door.forced_open"
     LOCK_ALARM = "lock.alarm"  # any other Matter DoorLockAlarm (wrong-code limit, ...)
     ENTRY_SECURED = "entry.secured"
+    # The outcome of a remote `lock` command the hub accepted: data.command_id,
+    # access_point, result (locked | failed), reason (when failed), lock_state and
+    # door_state (Matter values) as the hub verified them, entry_id (when it ended the
+    # resident's own entry). A refused command is a COMMAND_REFUSED, as for any command.
+    LOCK_COMMAND = "lock.command"
     ENTRY_ALERT = "entry.alert"  # data.alert: one of the `Alert` values
     CLIP_RECORDED = "clip.recorded"  # an entry's clip is assembled on the hub
     # A code typed at a lock's keypad was refused (data.error: Matter OperationError; never

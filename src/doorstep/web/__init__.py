@@ -19,6 +19,7 @@ file, served by the access service itself.
     POST /homes/{home_id}/guests/revoke-everything   password re-entry)
     GET  /homes/{home_id}/unlock                 unlock a door from afar (after a
     POST /homes/{home_id}/doors/{slug}/unlock    password re-entry)
+    POST /homes/{home_id}/doors/{slug}/lock      "Lock now" (no password: the safe way)
     POST /homes/{home_id}/closures, .../closures/{closure_id}/remove, .../not-today
     GET  /homes/{home_id}/stream    Server-Sent Events: "something changed" (live.py)
     GET  /homes/{home_id}/live      JSON snapshot the live parts read on each change

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from doorstep.accounts import signins
 from doorstep.accounts.models import Role, User
 from doorstep.accounts.schemas import ResidentCreate
 from doorstep.accounts.service import create_user
@@ -157,13 +158,19 @@ def sign_in(
             session, email=form.get("email", ""), password=form.get("password", "")
         )
     except (NotAuthenticated, sessions.NotAResident) as exc:
-        message = WRONG if isinstance(exc, NotAuthenticated) else "This web app is for residents."
+        wrong = isinstance(exc, NotAuthenticated)
+        signins.sign_in_failed(
+            session, subject=signins.user_id_for(session, form.get("email", "")),
+            via=signins.Via.WEB, client=_client(request), now=runtime.clock.now(),
+            reason=signins.Failure.WRONG_CREDENTIALS if wrong else signins.Failure.NOT_A_RESIDENT,
+        )  # fmt: skip
+        message = WRONG if wrong else "This web app is for residents."
         return _visitor_page(
             request, web, "signin.html", {**shown, "errors": {"form": message}}, 422
         )
     if twofactor.is_on(session, user_id=user.id):
         return _ask_for_code(web, user.id, runtime.clock.timestamp())
-    return _start_session(request, session, runtime, web, user)
+    return _start_session(request, session, runtime, web, user, signins.Via.WEB)
 
 
 def _ask_for_code(web: WebContext, user_id: str, now: float) -> Response:
@@ -184,9 +191,12 @@ def _pending_user(request: Request, web: WebContext, now: float) -> str | None:
 
 
 def _start_session(
-    request: Request, session: Session, runtime: Runtime, web: WebContext, user: User
-) -> Response:
+    request: Request, session: Session, runtime: Runtime, web: WebContext, user: User,
+    via: signins.Via,
+) -> Response:  # fmt: skip
     ttl = timedelta(seconds=runtime.settings.auth.token_ttl_seconds)
+    signins.signed_in(session, actor=f"{user.role}:{user.id}", subject=user.id, via=via,
+                      client=_client(request), now=runtime.clock.now())  # fmt: skip
     issued = sessions.start(
         session,
         user=user,
@@ -234,12 +244,22 @@ def sign_in_with_code(
             now=runtime.clock.now(),
         )
     except twofactor.CodeLocked:
+        _code_failed(request, session, runtime, user, signins.Failure.CODE_LOCKED)
         errors = {"form": "Too many wrong codes. Wait five minutes, then try again."}
         return _visitor_page(request, web, "signin_code.html", {**shown, "errors": errors}, 429)
     if not good:
+        _code_failed(request, session, runtime, user, signins.Failure.WRONG_CODE)
         errors = {"code": "That code is not right, or was already used. Try the newest one."}
         return _visitor_page(request, web, "signin_code.html", {**shown, "errors": errors}, 422)
-    return _start_session(request, session, runtime, web, user)
+    return _start_session(request, session, runtime, web, user, signins.Via.WEB_CODE)
+
+
+def _code_failed(
+    request: Request, session: Session, runtime: Runtime, user: User, reason: signins.Failure
+) -> None:
+    signins.sign_in_failed(session, subject=user.id, via=signins.Via.WEB_CODE,
+                           client=_client(request), reason=reason,
+                           now=runtime.clock.now())  # fmt: skip
 
 
 @router.post("/signout")

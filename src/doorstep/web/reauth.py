@@ -24,6 +24,7 @@ from fastapi import APIRouter, Depends, Request
 from sqlalchemy.orm import Session
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from doorstep.accounts import signins
 from doorstep.deps import Runtime, RuntimeDep
 from doorstep.errors import Forbidden, NotAuthenticated
 from doorstep.web import sessions, twofactor
@@ -169,9 +170,16 @@ def reauthenticate(
     client = request.client.host if request.client else "-"
     if not runtime.login_limiter.allow(client, runtime.clock.timestamp()):
         return again({"form": TOO_MANY}, 429)
+
+    def failed(reason: signins.Failure) -> None:
+        signins.reauth_failed(session, actor=user.principal.actor, user_id=user.user.id,
+                              via=signins.Via.WEB, client=client, reason=reason,
+                              now=now)  # fmt: skip
+
     try:
         sessions.check_password(session, email=user.user.email, password=form.get("password", ""))
     except NotAuthenticated:
+        failed(signins.Failure.WRONG_CREDENTIALS)
         return again({"password": "That is not your password."}, 422)
     if code_asked:
         try:
@@ -179,8 +187,12 @@ def reauthenticate(
                 session, user_id=user.user.id, code=form.get("code", ""), now=now
             )
         except twofactor.CodeLocked:
+            failed(signins.Failure.CODE_LOCKED)
             return again({"form": "Too many wrong codes. Wait five minutes, then try again."}, 429)
         if not good:
+            failed(signins.Failure.WRONG_CODE)
             return again({"code": "That code is not right, or was already used."}, 422)
     sessions.mark_reauthenticated(session, user=user, now=now)
+    signins.reauthenticated(session, actor=user.principal.actor, user_id=user.user.id,
+                            via=signins.Via.WEB, client=client, now=now)  # fmt: skip
     return RedirectResponse(f"{next_path}", status_code=303, headers=NO_STORE)

@@ -1,10 +1,13 @@
-"""Unlock a door from afar: the resident's own remote unlock, in the web app.
+"""Unlock or lock a door from afar: the resident's own remote unlock and "Lock now".
 
-`GET /homes/{id}/unlock` lists the home's doors with an Unlock button each. Pressing it
-asks the resident to confirm it is them first (a password re-entry on this session in the
-last few minutes, `web.reauth`); then the door unlocks through the entry engine
-(`access.remote`: camera first, verified relock, an email to the resident) and the page
-says how it went. Someone else's home is not found before anything is asked.
+`GET /homes/{id}/unlock` lists the home's doors with an Unlock and a Lock now button each.
+Unlocking asks the resident to confirm it is them first (a password re-entry on this
+session in the last few minutes, `web.reauth`); then the door unlocks through the entry
+engine (`access.remote`: camera first, verified relock, an email to the resident).
+Locking asks nothing more than the signed-in session and its CSRF token (the safe
+direction; `access.router.remote_lock`) and answers once the hub has verified the bolt
+locked and the door shut. Either way the page says how it went. Someone else's home is
+not found before anything is asked.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse, Response
 
 from doorstep.access import remote
-from doorstep.access.router import entry_read, run_write, send_and_wait
+from doorstep.access.router import entry_read, lock_door, run_write, send_and_wait
 from doorstep.deps import RuntimeDep
 from doorstep.errors import DoorstepError, ServiceUnavailable
 from doorstep.homes import service as homes
@@ -34,7 +37,9 @@ OUTCOMES = {
     "unlocked": "Unlocked. It locks again when the door has been opened and closed, or by "
     "itself if nobody opens it; we email you both ways.",
     "refused": "The door refused to unlock",
+    "locked": "Locked. The hub checked that the bolt is thrown and the door is shut.",
 }
+TITLE = "Lock or unlock a door of {name}"
 
 
 @router.get("/homes/{home_id}/unlock")
@@ -43,7 +48,7 @@ def unlock_page(
 ) -> HTMLResponse:
     home = homes.owned_home(session, owner=user.principal, home_id=home_id)
     context = {
-        "title": f"Unlock a door of {home.name}",
+        "title": TITLE.format(name=home.name),
         "user": user.user,
         "csrf_token": session_csrf(web, user),
         "home": home,
@@ -83,7 +88,7 @@ async def unlock_door(
             raise
         outcome = {"ok": False, "state": "refused", "text": str(exc)}
     context = {
-        "title": f"Unlock a door of {home.name}",
+        "title": TITLE.format(name=home.name),
         "user": user.user,
         "csrf_token": csrf_token,
         "home": home,
@@ -91,3 +96,34 @@ async def unlock_door(
         "outcome": outcome,
     }
     return render(request, "remote.html", context, status=200 if outcome["ok"] else 409)
+
+
+@router.post("/homes/{home_id}/doors/{slug}/lock")
+async def lock_door_now(
+    home_id: str, slug: str, request: Request, _form: BriefSessionForm, runtime: RuntimeDep,
+    web: WebDep, user: SignedInBrief,
+) -> Response:  # fmt: skip
+    """Lock now: no password again (locking opens nothing), the CSRF token as for any
+    form; the page answers once the hub has verified the lock, or says why not."""
+    with runtime.sessions() as session:
+        home = homes.owned_home(session, owner=user.principal, home_id=home_id)
+        points = list(homes.access_points(session, home_id=home.id))
+        csrf_token = session_csrf(web, user)
+    status = 200
+    try:
+        await lock_door(runtime, user.principal, home.id, slug)
+        outcome = {"ok": True, "state": "locked", "text": OUTCOMES["locked"]}
+    except DoorstepError as exc:
+        if exc.status == 404:
+            raise
+        status = exc.status
+        outcome = {"ok": False, "state": "not_locked", "text": f"Not locked: {exc}"}
+    context = {
+        "title": TITLE.format(name=home.name),
+        "user": user.user,
+        "csrf_token": csrf_token,
+        "home": home,
+        "points": points,
+        "outcome": outcome,
+    }
+    return render(request, "remote.html", context, status=status)
