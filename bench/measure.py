@@ -227,7 +227,7 @@ def drive(rig: Rig, scenario: Scenario, load: Load, block: seed.Block, seconds: 
     args = [
         ENTRIES_PATH + scenario.query,
         seed.entry_body_format(),
-        rig.token,
+        str(rig.tokens_file),
         str(block.start),
         str(load.threads),
     ]

@@ -19,7 +19,15 @@ from urllib.parse import quote
 
 import httpx
 
-from bench.seed import COURIER_EMAIL, PASSWORD, Block, Seeder, create_accounts, entry_states
+from bench.seed import (
+    COURIER_EMAIL,
+    PASSWORD,
+    Accounts,
+    Block,
+    Seeder,
+    create_accounts,
+    entry_states,
+)
 from doorstep import db
 from doorstep.access import keys as issuer_keys
 from doorstep.broker import Mosquitto
@@ -114,7 +122,7 @@ class Rig:
         self.hubsim_password = self.broker.add_service_user(HUBSIM_USER)
         self.service: Service | None = None
         self.sim: HubSim | None = None
-        self.token = ""
+        self.accounts: Accounts | None = None
         self._next = 1
         settings = Settings(data_dir=self.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -131,7 +139,10 @@ class Rig:
         db.upgrade(self.engine)
         # Created here, read by the service at start and by the hub simulator.
         issuer_keys.load_or_create(self.data_dir / "keys")
-        accounts = create_accounts(self.sessions, now=datetime.now(UTC))
+        accounts = create_accounts(self.engine, self.sessions, now=datetime.now(UTC))
+        self.accounts = accounts
+        self.tokens_file.write_text("\n".join(accounts.tokens) + "\n")
+        self.tokens_file.chmod(0o600)
         self._seeder = Seeder(self.engine, accounts, hub_secret=self.hub_secret)
         # The load generator (wrk) sends one request per entry and holds no phone key, so
         # proof of possession is off here: the measured path is request -> grant -> unlock,
@@ -141,13 +152,11 @@ class Rig:
             env={
                 "DOORSTEP_BROKER_URL": self.broker_url,
                 "DOORSTEP_ENTRY__REQUIRE_PROOF_OF_POSSESSION": "false",
-                # A few simulated couriers send thousands of requests a minute here; the
-                # limits are still checked on every request (the queries run), never hit.
-                "DOORSTEP_ENTRY__COURIER_ATTEMPTS_PER_MINUTE": "100000000",
-                "DOORSTEP_ENTRY__HOME_ATTEMPTS_PER_HOUR": "100000000",
+                # The attempt limits are the defaults: the fleet is large enough that no
+                # courier meets them (bench/seed.py).
             },
         )
-        self.token = self._courier_token()
+        self._check_sign_in()
 
     def start_hubs(self) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -183,7 +192,20 @@ class Rig:
             "hubsim": self.sim.process.pid if self.sim else None,
         }
 
-    def _courier_token(self) -> str:
+    @property
+    def tokens_file(self) -> Path:
+        """The couriers' bearer tokens, one a line, for the wrk script."""
+        return self.workdir / "courier-tokens.txt"
+
+    def token_of(self, n: int) -> str:
+        """The bearer token of the courier who makes request `n`."""
+        if self.accounts is None:
+            raise RigError("the rig is not started")
+        return self.accounts.token_of(n)
+
+    def _check_sign_in(self) -> None:
+        """The first courier signs in through the API, so a broken service fails here
+        with a clear message rather than as a run of 401s."""
         response = httpx.post(
             f"{self.url}/v1/auth/token",
             timeout=30,
@@ -191,7 +213,6 @@ class Rig:
         )
         if response.status_code != 200:
             raise RigError(f"courier sign-in failed: {response.status_code} {response.text}")
-        return str(response.json()["access_token"])
 
     # --- data ------------------------------------------------------------------------
 

@@ -254,7 +254,10 @@ def _sanity(rig: Rig, scenario: Scenario) -> None:
     response = httpx.post(
         f"{rig.url}{measure.ENTRIES_PATH}{scenario.query}",
         timeout=30,
-        headers={"authorization": f"Bearer {rig.token}", "content-type": "application/json"},
+        headers={
+            "authorization": f"Bearer {rig.token_of(block.start)}",
+            "content-type": "application/json",
+        },
         content=entry_body_format() % (block.start, block.start),
     )
     state = response.json().get("state") if response.status_code == 201 else None

@@ -1,5 +1,12 @@
-"""Bench data: one carrier, courier and resident made by the service's own functions, then
-blocks of homes written straight into the database, one per request.
+"""Bench data: one carrier and resident made by the service's own functions, a fleet of
+couriers with their bearer tokens, then blocks of homes written straight into the
+database, one per request.
+
+The fleet is large enough that each courier stays inside the service's default attempt
+limits (10 requests a minute): a real deployment at thousands of requests a second is
+thousands of couriers, each asking a few times an hour, and the per-courier limit checks
+cost what they cost there (each count stops at its limit). Request `n` is made by
+courier `n % COURIERS`, who is the courier its delivery is assigned to.
 
 Every request needs its own home, access point, hub, delivery and package (an access
 point holds one open entry at a time, and a successful unlock leaves the entry open), so
@@ -23,10 +30,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from doorstep import db
+from doorstep import db, security
 from doorstep.access.models import Entry
 from doorstep.accounts import service as accounts
-from doorstep.accounts.models import Role
+from doorstep.accounts.models import AccessToken, PrincipalKind, Role, User
 from doorstep.broker.passwords import hash_password
 from doorstep.deliveries.models import Delivery, DeliveryStatus, Package
 from doorstep.homes.models import AccessPoint, Home, HomeCarrier, Hub
@@ -45,6 +52,11 @@ LATITUDE, LONGITUDE = 51.5007, -0.1246
 COURIER_ACCURACY_M = 8.0
 PASSWORD = secrets.token_urlsafe(16)  # per run; the bench signs in within the run
 COURIER_EMAIL = "courier@bench.doorstep.test"
+COURIER_EMAIL_FORMAT = "courier-%05d@bench.doorstep.test"
+# 16,384 couriers: at 3,000 requests a second each makes about 11 a minute across the
+# scenarios' runs, which are minutes apart, so no run meets the default per-minute limit.
+COURIERS = 16384
+TOKEN_TTL = timedelta(hours=12)
 OWNER_EMAIL = "owner@bench.doorstep.test"
 INSERT_CHUNK = 5000
 
@@ -64,8 +76,16 @@ class Block:
 @dataclass(frozen=True)
 class Accounts:
     carrier_id: str
-    courier_id: str
     owner_id: str
+    courier_ids: tuple[str, ...]
+    # Courier i's bearer token; tokens[n % COURIERS] makes request n.
+    tokens: tuple[str, ...]
+
+    def courier_of(self, n: int) -> str:
+        return self.courier_ids[n % len(self.courier_ids)]
+
+    def token_of(self, n: int) -> str:
+        return self.tokens[n % len(self.tokens)]
 
 
 def entry_body_format() -> str:
@@ -84,8 +104,13 @@ def hub_key(secret: bytes, hub: str) -> Ed25519PrivateKey:
     return Ed25519PrivateKey.from_private_bytes(hashlib.sha256(secret + hub.encode()).digest())
 
 
-def create_accounts(sessions: sessionmaker[Session], *, now: datetime) -> Accounts:
-    """The carrier, its courier and the residents' stand-in, through the services."""
+def create_accounts(
+    engine: Engine, sessions: sessionmaker[Session], *, now: datetime, couriers: int = COURIERS
+) -> Accounts:
+    """The carrier and the residents' stand-in through the services; the first courier
+    through them too, then the rest of the fleet as copies of its row (same password
+    hash: hashing 16,384 passwords with argon2 would take minutes) with a bearer token
+    each, minted as `accounts.issue_token` mints them."""
     with sessions() as session:
         carrier, _client, _secret = accounts.create_carrier(
             session, name="Bench Parcels", now=now, actor="system:bench"
@@ -98,7 +123,7 @@ def create_accounts(sessions: sessionmaker[Session], *, now: datetime) -> Accoun
             role=Role.RESIDENT,
             now=now,
         )
-        courier = accounts.create_user(
+        first = accounts.create_user(
             session,
             email=COURIER_EMAIL,
             name="Bench Courier",
@@ -108,7 +133,31 @@ def create_accounts(sessions: sessionmaker[Session], *, now: datetime) -> Accoun
             now=now,
         )
         session.commit()
-        return Accounts(carrier.id, courier.id, owner.id)
+        template = {column.key: getattr(first, column.key) for column in User.__table__.columns}
+        carrier_id, owner_id, first_id = carrier.id, owner.id, first.id
+    ids = [first_id] + [f"usr-bench{n:011d}" for n in range(1, couriers)]
+    users = [
+        template | {"id": courier_id, "email": COURIER_EMAIL_FORMAT % n, "name": f"Courier {n}"}
+        for n, courier_id in enumerate(ids)
+        if n
+    ]
+    tokens = [security.new_token() for _ in ids]
+    rows = [
+        {
+            "digest": security.token_digest(token),
+            "principal_kind": PrincipalKind.USER,
+            "principal_id": courier_id,
+            "expires_at": now + TOKEN_TTL,
+            "created_at": now,
+        }
+        for courier_id, token in zip(ids, tokens, strict=True)
+    ]
+    with engine.begin() as connection:
+        for start in range(0, len(users), INSERT_CHUNK):
+            connection.execute(User.__table__.insert(), users[start : start + INSERT_CHUNK])
+        for start in range(0, len(rows), INSERT_CHUNK):
+            connection.execute(AccessToken.__table__.insert(), rows[start : start + INSERT_CHUNK])
+    return Accounts(carrier_id, owner_id, tuple(ids), tuple(tokens))
 
 
 class Seeder:
@@ -182,7 +231,7 @@ class Seeder:
                     "carrier_id": self._accounts.carrier_id,
                     "home_id": home,
                     "access_point_id": point,
-                    "courier_id": self._accounts.courier_id,
+                    "courier_id": self._accounts.courier_of(n),
                     "window_start": now - timedelta(hours=1),
                     "window_end": now + timedelta(hours=6),
                     "reference": "bench",

@@ -1,7 +1,8 @@
 -- wrk script for POST /v1/courier/entries: request n of a run uses delivery n and its
--- package (bench/seed.py seeds them; the body format comes from there too). With several
--- wrk threads, thread t sends n = first + t, first + t + threads, ...
--- args: path, body format (printf, takes n twice), token, first, threads
+-- package, and is made by courier n % (number of tokens) with that courier's bearer token
+-- (bench/seed.py seeds them; the body format comes from there too). With several wrk
+-- threads, thread t sends n = first + t, first + t + threads, ...
+-- args: path, body format (printf, takes n twice), tokens file (one a line), first, threads
 
 local thread_count = 0
 
@@ -15,15 +16,19 @@ function init(args)
   body_format = args[2]
   stride = tonumber(args[5])
   n = tonumber(args[4]) + thread_index
+  tokens = {}
+  for line in io.lines(args[3]) do
+    if #line > 0 then tokens[#tokens + 1] = "Bearer " .. line end
+  end
   wrk.method = "POST"
-  wrk.headers["Content-Type"] = "application/json"
-  wrk.headers["Authorization"] = "Bearer " .. args[3]
+  headers = {["Content-Type"] = "application/json"}
 end
 
 function request()
   local body = string.format(body_format, n, n)
+  headers["Authorization"] = tokens[(n % #tokens) + 1]
   n = n + stride
-  return wrk.format(nil, path, nil, body)
+  return wrk.format(nil, path, headers, body)
 end
 
 function done(summary, latency, requests)
