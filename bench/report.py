@@ -440,9 +440,11 @@ METHOD = [
     "under 'Hub simulator'). It does not consume acks or resend.",
     "Every request uses its own home, access point, hub, delivery and package (an access "
     "point holds one open entry). They are bulk-inserted into the service's database after "
-    "the migrations, bypassing the API and the audit chain; the courier, carrier and "
-    "resident accounts are made with the service's own functions, and the courier signs in "
-    "through `POST /v1/auth/token`.",
+    "the migrations, bypassing the API and the audit chain; the carrier, resident and first "
+    "courier accounts are made with the service's own functions (that courier signs in "
+    "through `POST /v1/auth/token` as a check), then 16,384 couriers with bearer tokens; "
+    "request n is made by courier n % 16384 under the default attempt limits "
+    "(10 a minute each).",
     "Each row is a warm-up run, then a measured run; latency percentiles come from wrk's "
     "own histogram (its `done()` callback). After each run the database is checked: every "
     "request must have produced an entry in the expected state, otherwise the row is "
