@@ -82,6 +82,17 @@ def evaluate(report: dict[str, Any]) -> list[dict[str, Any]]:
                 "result": _verdict(ready, lambda v: v <= 2.0, video["valid"]),
             },
         ]
+        service = video.get("playable_at_service") or {}
+        relock = service.get("relock_to_playable_p95_s")
+        if relock is not None:
+            rows.append(
+                {
+                    "target": "video: verified relock to clip playable at the service, p95",
+                    "limit": "<= 2 s",
+                    "measured": f"{relock:g} s",
+                    "result": _verdict(relock, lambda v: v <= 2.0, video["valid"]),
+                }
+            )
     courier = report.get("courier")
     if courier is not None:
         for key, limit, name in (

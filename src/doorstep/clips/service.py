@@ -48,10 +48,10 @@ from doorstep.video.vault import ClipVault, StoredClip
 # The recording window of an entry, as the hub's recorder defines it: armed at the
 # authorization with `RecorderOptions.pre_roll` (3 s) kept before it, plus at most one
 # GOP (stream copy cuts on keyframes); disarmed at the verified relock plus the hub's
-# post-roll (`hub.camera.POST_ROLL_SECONDS`, 5 s). The slack adds the camera's GOP and
+# post-roll (`hub.camera.POST_ROLL_SECONDS`, 1 s). The slack adds the camera's GOP and
 # the hub's clock against the service's.
 PRE_ROLL_SLACK_SECONDS = 3.0 + 2.0 + 2.0
-POST_ROLL_SLACK_SECONDS = 5.0 + 2.0
+POST_ROLL_SLACK_SECONDS = 1.0 + 2.0
 HASH_BLOCK = 1024 * 1024
 MIN_RETENTION_DAYS = 1  # what `VideoSettingsUpdate` allows at least
 REJECTED = "rejected"  # a completion whose checksum did not match (not a row state)

@@ -31,7 +31,10 @@ __all__ = ["EntryCamera", "RecorderCamera", "RecorderOptions"]
 
 log = logging.getLogger(__name__)
 
-POST_ROLL_SECONDS = 5.0
+# Recorded after the verified relock: the bolt thrown with the door shut, on video. One
+# second shows it; more would film an empty home for nothing (private by default), and
+# every second of it delays the clip the resident is waiting for.
+POST_ROLL_SECONDS = 1.0
 
 
 class EntryCamera(Protocol):

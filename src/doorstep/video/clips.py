@@ -8,18 +8,25 @@ pre-roll is at least `pre_roll`, at most one GOP more); the end is cut at the wi
 `stop_at` exactly (`-t`). Durations of closed segments are given to the demuxer
 (`duration` lines), so the joined timeline matches the segment list.
 
-Then a JPEG thumbnail is taken at a moment of the caller's choosing (seeking in the MP4
-decodes at most one GOP), and the clip's duration is read back with ffprobe.
+A JPEG thumbnail is taken near a moment of the caller's choosing, at the same time as
+the join: the first frame (a keyframe) of the segment that holds that moment, so at most
+one GOP before it and a single frame decoded; or from the joined MP4 at that moment when
+it is in the last segment. The clip's duration is read back from the MP4's movie header (`mvhd`),
+without starting ffprobe: every process started here delays the clip the resident is
+waiting for.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from doorstep.video import process
-from doorstep.video.errors import RecorderError
+from doorstep.video.errors import RecorderError, VideoError
 from doorstep.video.segments import Segment
 
 ASSEMBLE_TIMEOUT = 60.0  # seconds, for one ffmpeg job
@@ -63,7 +70,8 @@ class Clip:
 class Assembled:
     video: Path
     thumbnail: Path
-    duration: float
+    duration: float  # as the MP4 says
+    length: float  # as asked: the segments' span up to `stop_at`
 
 
 def assemble(
@@ -73,7 +81,6 @@ def assemble(
     directory: Path,
     thumbnail_at: float,
     ffmpeg: str = "ffmpeg",
-    ffprobe: str = "ffprobe",
 ) -> Assembled:
     """Join `segments` (time order) up to `stop_at` into `directory`/clip.mp4, with a
     thumbnail `thumbnail_at` seconds in (clamped into the clip) as thumbnail.jpg."""
@@ -83,14 +90,101 @@ def assemble(
     listing = directory / "segments.ffconcat"
     listing.write_text(_ffconcat(segments))
     video = directory / "clip.mp4"
-    length = sum(s.duration for s in segments[:-1]) + (stop_at - segments[-1].start)
-    process.run(_concat_argv(ffmpeg, listing, video, length), timeout=ASSEMBLE_TIMEOUT)
-    listing.unlink()
-    duration = process.probe_duration(video, ffprobe=ffprobe)
     thumbnail = directory / "thumbnail.jpg"
-    at = min(max(0.0, thumbnail_at), max(0.0, duration - 0.1))
-    process.run(_thumbnail_argv(ffmpeg, video, thumbnail, at), timeout=ASSEMBLE_TIMEOUT)
-    return Assembled(video, thumbnail, duration)
+    length = sum(s.duration for s in segments[:-1]) + (stop_at - segments[-1].start)
+    at = min(max(0.0, thumbnail_at), max(0.0, length - 0.1))
+    source = _thumbnail_source(segments, at)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clip-thumbnail") as pool:
+        early = None
+        if source is not None:
+            path, offset = source
+            early = pool.submit(
+                process.run, _thumbnail_argv(ffmpeg, path, thumbnail, offset),
+                timeout=ASSEMBLE_TIMEOUT,
+            )  # fmt: skip
+        process.run(_concat_argv(ffmpeg, listing, video, length), timeout=ASSEMBLE_TIMEOUT)
+        if early is not None:
+            early.result()
+    listing.unlink()
+    duration = mp4_duration(video)
+    if source is None or not _nonempty(thumbnail):
+        # (ffmpeg writes nothing, and succeeds, when the segment ends before the offset.)
+        at = min(at, max(0.0, duration - 0.1))
+        process.run(_thumbnail_argv(ffmpeg, video, thumbnail, at), timeout=ASSEMBLE_TIMEOUT)
+    return Assembled(video, thumbnail, duration, length)
+
+
+def _nonempty(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except FileNotFoundError:
+        return False
+
+
+def _thumbnail_source(segments: Sequence[Segment], at: float) -> tuple[Path, float] | None:
+    """The closed segment holding `at` seconds into the joined clip, and where in it to
+    take the thumbnail (its first frame: seeking inside a spool segment by time is not
+    reliable, its timestamps are the camera's); None when that is the last segment (it
+    may still be growing: use the joined MP4)."""
+    offset = 0.0
+    for segment in segments[:-1]:
+        if segment.duration > 0 and offset <= at < offset + segment.duration:
+            return segment.path, 0.0
+        offset += max(0.0, segment.duration)
+    return None
+
+
+def mp4_duration(path: Path) -> float:
+    """The movie's duration in seconds from its `mvhd` box (ISO/IEC 14496-12, 8.2.2):
+    the top-level boxes are walked to `moov`, whose header is its first child in what
+    ffmpeg writes (looked for among all of them anyway)."""
+    with path.open("rb") as file:
+        end = path.stat().st_size
+        moov = _find_box(file, b"moov", 0, end)
+        if moov is None:
+            raise VideoError(f"{path.name} has no moov box")
+        mvhd = _find_box(file, b"mvhd", *moov)
+        if mvhd is None:
+            raise VideoError(f"{path.name} has no mvhd box")
+        file.seek(mvhd[0])
+        header = file.read(32)
+    if len(header) < 20:
+        raise VideoError(f"{path.name} has a truncated mvhd box")
+    if header[0] == 1:  # version 1: 64-bit times and duration
+        if len(header) < 32:
+            raise VideoError(f"{path.name} has a truncated mvhd box")
+        timescale, duration = struct.unpack(">IQ", header[20:32])
+    else:
+        timescale, duration = struct.unpack(">II", header[12:20])
+    if timescale == 0:
+        raise VideoError(f"{path.name} has a zero timescale")
+    return float(duration) / float(timescale)
+
+
+def _find_box(file: Any, kind: bytes, start: int, end: int) -> tuple[int, int] | None:
+    """(payload start, payload end) of the first box of type `kind` among the boxes
+    laid end to end between `start` and `end`."""
+    offset = start
+    while offset + 8 <= end:
+        file.seek(offset)
+        header = file.read(16)
+        if len(header) < 8:
+            return None
+        size, box = struct.unpack(">I4s", header[:8])
+        payload = offset + 8
+        if size == 1:  # a 64-bit size follows the type
+            if len(header) < 16:
+                return None
+            (size,) = struct.unpack(">Q", header[8:16])
+            payload = offset + 16
+        elif size == 0:  # to the end of the enclosing space
+            size = end - offset
+        if size < payload - offset or offset + size > end:
+            return None  # malformed: a box cannot be smaller than its header or overrun
+        if box == kind:
+            return payload, offset + size
+        offset += size
+    return None
 
 
 def _ffconcat(segments: Sequence[Segment]) -> str:

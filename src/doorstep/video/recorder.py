@@ -23,8 +23,10 @@ GOP). `start` deletes whatever an earlier run left in the spool. With
 
 Entries: `arm(entry_id)` (at authorization) opens a window from `pre_roll` seconds before
 now; `disarm(entry_id, post_roll=...)` (at the verified relock) closes it `post_roll`
-seconds later and returns a Future. Once a closed segment reaches the window's end (or
-`close_timeout` seconds after it, if the camera is gone), the clip is assembled
+seconds later and returns a Future. Once a closed segment reaches the window's end, or,
+with the camera live, `EARLY_CUT_MARGIN` after it when the segment still being written
+already holds the window's last frame (no wait for the next keyframe), or
+`close_timeout` seconds after it if the camera is gone, the clip is assembled
 (`clips.assemble`) under `<spool>/clips/<clip_id>/` and the Future resolves to a `Clip`.
 The caller then archives it (`vault.ClipVault.archive`, which encrypts it and removes
 the plaintext). Several entries may be armed at once; each gets its own clip.
@@ -75,6 +77,14 @@ from doorstep.video.segments import (
 log = logging.getLogger(__name__)
 
 TICK = 0.1  # seconds between maintenance passes
+# A live camera's frames reach the open segment's file as they arrive (flush_packets=1),
+# so this long past a window's end the file already holds the window's last frame (at
+# 15 fps one comes every 67 ms): the clip is cut from it rather than waiting up to a GOP
+# for ffmpeg to close the segment at the next keyframe.
+EARLY_CUT_MARGIN = 0.15
+# How far short of the window's end the open segment's last frame may start (about a
+# frame at 15 fps) and still count as reaching it.
+FRAME_TOLERANCE = 0.1
 STOP_TIMEOUT = 1.0  # two SIGTERMs half of it apart, then SIGKILL (see process.stop)
 
 
@@ -185,7 +195,7 @@ class Recorder:
                     window.disarmed_at = window.stop_at = time.time()
             due = self._take(lambda window: True)
         for window in due:
-            self._assembler.submit(self._finish, window)
+            self._assembler.submit(self._finish, window, final=True)
         self._assembler.shutdown(wait=True)
         with self._lock:
             for segment in list(self._segments.values()):
@@ -390,6 +400,7 @@ class Recorder:
             return False
         return (
             window.covered_by(self._segments.values())
+            or (now >= window.stop_at + EARLY_CUT_MARGIN and self._monitor.status().live)
             or now >= window.stop_at + self.options.close_timeout
         )
 
@@ -433,27 +444,43 @@ class Recorder:
 
     # ---- clips --------------------------------------------------------------------
 
-    def _finish(self, window: Window) -> None:
-        """Assemble `window`'s clip, resolve its Future, release its segments."""
+    def _finish(self, window: Window, *, final: bool = False) -> None:
+        """Assemble `window`'s clip, resolve its Future, release its segments (`final`:
+        the recorder is stopping; cut it from what there is)."""
         with self._lock:
             future = self._futures[window.entry_id]
         try:
-            future.set_result(self._cut(window))
+            clip = self._cut(window, final=final)
         except Exception as exc:  # handed to whoever waits on the Future
+            clip = None
             future.set_exception(exc)
-        finally:
-            with self._lock:
-                self._windows.pop(window.entry_id, None)
-                self._futures.pop(window.entry_id, None)
+        with self._lock:
+            if clip is None and not future.done():  # too early: the next pass tries again
                 self._assembling.discard(window.entry_id)
+                return
+            self._windows.pop(window.entry_id, None)
+            self._futures.pop(window.entry_id, None)
+            self._assembling.discard(window.entry_id)
+        if clip is not None:
+            future.set_result(clip)
 
-    def _cut(self, window: Window) -> Clip:
+    def _cut(self, window: Window, *, final: bool = False) -> Clip | None:
+        """The window's clip, or None when it is too early to cut it (the frames have not
+        reached the window's end yet, and `close_timeout` has not passed)."""
         assert window.stop_at is not None and window.disarmed_at is not None
         with self._lock:
+            self._read_list()  # a segment closed since the last pass counts
             covered = window.covered_by(self._segments.values())
             chosen = for_window(self._segments.values(), window)
-            if not covered and (open_segment := self._open_segment()) is not None:
+            live = not final and self._monitor.status().live
+            open_segment = None if covered else self._open_segment(live=live)
+            if open_segment is not None:
                 chosen = for_window([*chosen, open_segment], window)
+                # The segment being written already holds the window's last frame.
+                covered = open_segment.end >= window.stop_at - FRAME_TOLERANCE
+            too_early = time.time() < window.stop_at + self.options.close_timeout
+            if not covered and too_early and not final:
+                return None
         clip_id = uuid.uuid4().hex
         middle = (window.armed_at + window.disarmed_at) / 2
         start = chosen[0].start if chosen else window.start_at
@@ -463,7 +490,6 @@ class Recorder:
             directory=self.clips_dir / clip_id,
             thumbnail_at=middle - start,
             ffmpeg=self.options.ffmpeg,
-            ffprobe=self.options.ffprobe,
         )
         holes = tuple(gaps(chosen))
         return Clip(
@@ -478,12 +504,19 @@ class Recorder:
             disarmed_at=window.disarmed_at,
             stop_at=window.stop_at,
             gaps=holes,
-            complete=covered and not holes and start <= window.start_at,
+            complete=covered
+            and not holes
+            and start <= window.start_at
+            # Cut from a segment still being written, the video must really reach the
+            # window's end (a camera that stalled in the last moments does not).
+            and (open_segment is None or assembled.duration >= assembled.length - FRAME_TOLERANCE),
         )
 
-    def _open_segment(self) -> Segment | None:
+    def _open_segment(self, *, live: bool = False) -> Segment | None:
         """The segment ffmpeg is still writing (under the lock): after a camera loss it
-        holds the last frames received. Its span is read from the file itself."""
+        holds the last frames received, and its span is read from the file itself. With
+        the camera `live`, frames reach the file as they arrive (flush_packets=1), so it
+        spans from the last closed segment's end to now, with no ffprobe to wait for."""
         if self._listing is None:
             return None
         run = self._listing.path.stem
@@ -492,9 +525,13 @@ class Recorder:
             for path in self.segments_dir.glob(f"{run}-*.ts")
             if path.name not in self._listed and path not in self._segments
         )
-        if not unlisted:
+        if len(unlisted) != 1:
+            # None, or a segment closed after the list was read and the next one already
+            # begun: which file starts where is not known until the list says so.
             return None
-        path = unlisted[-1]
+        path = unlisted[0]
+        if live and self._last_end is not None:
+            return Segment(path, self._last_end, time.time())
         length = self._file_duration(path)
         start = self._last_end if self._last_end is not None else time.time() - length
         return Segment(path, start, start + length)
