@@ -41,6 +41,8 @@ from doorstep.protocol.mqtt import BrokerAddress
 from doorstep.ratelimit import Limiter
 from doorstep.settings import Settings
 from doorstep.sql import Writer
+from doorstep.web import twofactor
+from doorstep.web.security import load_or_create_key
 
 
 def create_app(
@@ -74,6 +76,7 @@ def create_app(
         on_hub_enrolled=on_hub_enrolled,
         broker_host=public_host,
         broker_port=public_port,
+        totp_key=load_or_create_key(settings.data_dir / "keys", twofactor.KEY_FILE),
     )
 
     @asynccontextmanager

@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
@@ -106,9 +107,16 @@ def test_two_step_sign_in_replays_lockout_and_recovery_codes(
     client = _signed_in(app, email)
     secret, codes = _turn_on(app, client)
 
-    with _db(app) as db:  # the secret is kept (it must be, to check codes); codes only hashed
+    # The app's key is kept (it must be, to check codes) but sealed under a key file the
+    # database does not hold; recovery codes are only hashed.
+    with _db(app) as db:
         credential = db.scalars(select(TotpCredential)).one()
-        assert credential.secret == secret and credential.confirmed_at is not None
+        assert credential.confirmed_at is not None
+        assert secret not in credential.secret
+        key = (app.settings.data_dir / "keys" / twofactor.KEY_FILE).read_bytes()
+        assert twofactor.unseal(key, credential.user_id, credential.secret) == secret
+        with pytest.raises(twofactor.SealBroken):  # bound to its user
+            twofactor.unseal(key, "usr-someone-else", credential.secret)
         digests = set(db.scalars(select(RecoveryCode.digest)))
     assert digests == {hashlib.sha256(code.replace("-", "").encode()).hexdigest() for code in codes}
 
@@ -173,6 +181,31 @@ def test_two_step_sign_in_replays_lockout_and_recovery_codes(
         assert db.scalars(select(RecoveryCode)).all() == []
     client.post("/signout", {}, csrf_from="/homes")
     client.sign_in(email)  # the password alone again
+
+
+def test_a_key_stored_in_plain_by_an_earlier_version_still_works_and_is_sealed(
+    standalone: Callable[..., Standalone],
+) -> None:
+    app = standalone()
+    email = "legacy@doorstep.test"
+    client = _signed_in(app, email)
+    secret, _codes = _turn_on(app, client)
+    with _db(app) as db:  # as an earlier version stored it
+        credential = db.scalars(select(TotpCredential)).one()
+        credential.secret = secret
+        db.commit()
+
+    client.post("/signout", {}, csrf_from="/account/security")
+    _password_step(client, email)
+    app.clock.set(app.clock.now() + timedelta(seconds=30))
+    signed_in = _code_step(client, totp.totp(secret, app.clock.timestamp()))
+    assert signed_in.status_code == 303 and signed_in.headers["location"] == "/homes"
+
+    with _db(app) as db:
+        user_id, stored = db.execute(select(TotpCredential.user_id, TotpCredential.secret)).one()
+    assert secret not in stored
+    key = (app.settings.data_dir / "keys" / twofactor.KEY_FILE).read_bytes()
+    assert twofactor.unseal(key, user_id, stored) == secret
 
 
 def test_re_authentication_expires_and_is_per_session(

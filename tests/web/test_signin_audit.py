@@ -90,9 +90,10 @@ def test_the_code_step_is_audited(live: Any, web_clients: Callable[[], WebClient
     with live.sessions() as session:
         user = session.get(User, user_id)
         assert user is not None
-        secret = twofactor.start_enrollment(session, user=user, now=now)
+        key = (live.data_dir / "keys" / twofactor.KEY_FILE).read_bytes()
+        secret = twofactor.start_enrollment(session, user=user, now=now, key=key)
         assert twofactor.confirm(session, user=user, code=totp.totp(secret, now.timestamp()),
-                                 now=now)  # fmt: skip
+                                 now=now, key=key)  # fmt: skip
         session.commit()
     right = totp.totp(secret, datetime.now(UTC).timestamp())
     wrong_code = f"{(int(right) + 500_000) % 1_000_000:06d}"

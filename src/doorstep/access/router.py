@@ -365,7 +365,7 @@ def _reauthenticate(runtime: Runtime, resident: Principal, body: RemoteUnlock, c
         if ok and twofactor.is_on(session, user_id=user_id):
             try:
                 ok = body.code is not None and twofactor.verify(
-                    session, user_id=user_id, code=body.code, now=now
+                    session, user_id=user_id, code=body.code, now=now, key=runtime.totp_key
                 )
             except twofactor.CodeLocked:
                 signins.reauth_failed(session, actor=resident.actor, user_id=user_id, via=via,

@@ -242,6 +242,7 @@ def sign_in_with_code(
             user_id=user.id,
             code=form.get("code", ""),
             now=runtime.clock.now(),
+            key=runtime.totp_key,
         )
     except twofactor.CodeLocked:
         _code_failed(request, session, runtime, user, signins.Failure.CODE_LOCKED)

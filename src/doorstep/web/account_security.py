@@ -124,7 +124,9 @@ def start_totp(
     runtime: RuntimeDep,
     web: WebDep,
 ) -> HTMLResponse:
-    secret = twofactor.start_enrollment(session, user=user.user, now=runtime.clock.now())
+    secret = twofactor.start_enrollment(
+        session, user=user.user, now=runtime.clock.now(), key=runtime.totp_key
+    )
     return _setup_page(request, web, user, secret, {})
 
 
@@ -142,12 +144,13 @@ def confirm_totp(
         user=user.user,
         code=form.get("code", ""),
         now=runtime.clock.now(),
+        key=runtime.totp_key,
     )
     if codes is None:
-        pending = twofactor.credential(session, user_id=user.user.id)
+        pending = twofactor.pending_secret(session, user_id=user.user.id, key=runtime.totp_key)
         assert pending is not None  # `confirm` raised otherwise
         errors = {"code": "That code is not right. Type the 6 digits the app shows now."}
-        return _setup_page(request, web, user, pending.secret, errors, 422)
+        return _setup_page(request, web, user, pending, errors, 422)
     context = {
         "title": "Save your recovery codes",
         "user": user.user,

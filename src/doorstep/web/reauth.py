@@ -184,7 +184,11 @@ def reauthenticate(
     if code_asked:
         try:
             good = twofactor.verify(
-                session, user_id=user.user.id, code=form.get("code", ""), now=now
+                session,
+                user_id=user.user.id,
+                code=form.get("code", ""),
+                now=now,
+                key=runtime.totp_key,
             )
         except twofactor.CodeLocked:
             failed(signins.Failure.CODE_LOCKED)

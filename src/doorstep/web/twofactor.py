@@ -7,12 +7,19 @@ recovery codes, shown once and kept only as SHA-256 digests. Once on, sign-in an
 re-authentication ask for a code. Wrong codes count: after `MAX_FAILURES` in a row the
 account takes no code for `LOCK_SECONDS` (whatever the client address), and a code is
 good once: the newest accepted time step is kept and older or equal steps are refused.
+
+The app's key is kept sealed (AES-256-GCM under `<data dir>/keys/totp.key`, bound to the
+user id), so a copy of the database alone cannot make codes. A key stored in plain by an
+earlier version is still read, and sealed at its next accepted code.
 """
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
@@ -24,6 +31,31 @@ from doorstep.web.models import RecoveryCode, TotpCredential
 
 MAX_FAILURES = 5
 LOCK_SECONDS = 300
+KEY_FILE = "totp.key"
+_SEALED = b"\x01"  # version byte of a sealed key
+_SEALED_BYTES = 1 + 12 + totp.SECRET_BYTES + 16
+_AAD = b"doorstep totp key v1 "
+
+
+class SealBroken(Exception):
+    """A stored key that does not open with this deployment's key file."""
+
+
+def seal(key: bytes, user_id: str, secret: bytes) -> bytes:
+    nonce = os.urandom(12)
+    return _SEALED + nonce + AESGCM(key).encrypt(nonce, secret, _AAD + user_id.encode())
+
+
+def unseal(key: bytes, user_id: str, stored: bytes) -> bytes:
+    """The app's key from what is stored (sealed, or in plain from an earlier version)."""
+    if len(stored) == totp.SECRET_BYTES:
+        return stored
+    if len(stored) != _SEALED_BYTES or stored[:1] != _SEALED:
+        raise SealBroken("the stored authenticator key is malformed")
+    try:
+        return AESGCM(key).decrypt(stored[1:13], stored[13:], _AAD + user_id.encode())
+    except InvalidTag as exc:
+        raise SealBroken("the stored authenticator key does not open with totp.key") from exc
 
 
 class CodeLocked(TooManyRequests):
@@ -48,8 +80,9 @@ def recovery_left(session: Session, *, user_id: str) -> int:
     return int(count or 0)
 
 
-def start_enrollment(session: Session, *, user: User, now: datetime) -> bytes:
-    """A new key for the authenticator app (replacing an unconfirmed one)."""
+def start_enrollment(session: Session, *, user: User, now: datetime, key: bytes) -> bytes:
+    """A new key for the authenticator app (replacing an unconfirmed one), stored sealed
+    with `key`; returned in plain to be shown once."""
     found = credential(session, user_id=user.id)
     if found is not None and found.confirmed_at is not None:
         raise Conflict("two-step sign-in is already on; turn it off first to change apps")
@@ -60,7 +93,7 @@ def start_enrollment(session: Session, *, user: User, now: datetime) -> bytes:
     session.add(
         TotpCredential(
             user_id=user.id,
-            secret=secret,
+            secret=seal(key, user.id, secret),
             confirmed_at=None,
             last_step=None,
             failures=0,
@@ -71,13 +104,23 @@ def start_enrollment(session: Session, *, user: User, now: datetime) -> bytes:
     return secret
 
 
-def confirm(session: Session, *, user: User, code: str, now: datetime) -> list[str] | None:
+def pending_secret(session: Session, *, user_id: str, key: bytes) -> bytes | None:
+    """The key of an enrollment waiting for its first code (to show it again)."""
+    found = credential(session, user_id=user_id)
+    if found is None or found.confirmed_at is not None:
+        return None
+    return unseal(key, user_id, found.secret)
+
+
+def confirm(
+    session: Session, *, user: User, code: str, now: datetime, key: bytes
+) -> list[str] | None:
     """Turn TOTP on if `code` comes from the enrolled key; the new recovery codes, or
     None for a wrong code."""
     found = credential(session, user_id=user.id)
     if found is None or found.confirmed_at is not None:
         raise Conflict("start again: there is no authenticator waiting to be confirmed")
-    if not _check_totp(found, code, now):
+    if not _check_totp(found, code, now, key):
         return None
     found.confirmed_at = now
     codes = _replace_recovery_codes(session, user.id, now)
@@ -92,7 +135,7 @@ def confirm(session: Session, *, user: User, code: str, now: datetime) -> list[s
     return codes
 
 
-def verify(session: Session, *, user_id: str, code: str, now: datetime) -> bool:
+def verify(session: Session, *, user_id: str, code: str, now: datetime, key: bytes) -> bool:
     """Check a code from the app, or a recovery code (used up by this), for a user whose
     TOTP is on. Raises `CodeLocked` while locked after too many wrong codes."""
     found = credential(session, user_id=user_id)
@@ -100,7 +143,7 @@ def verify(session: Session, *, user_id: str, code: str, now: datetime) -> bool:
         return True  # nothing to ask for
     if found.locked_until is not None and found.locked_until > now:
         raise CodeLocked("too many wrong codes; wait a few minutes, then try again")
-    if _check_totp(found, code, now) or _use_recovery_code(session, user_id, code, now):
+    if _check_totp(found, code, now, key) or _use_recovery_code(session, user_id, code, now):
         found.failures = 0
         found.locked_until = None
         return True
@@ -124,11 +167,14 @@ def turn_off(session: Session, *, user: User, now: datetime) -> None:
     )
 
 
-def _check_totp(found: TotpCredential, code: str, now: datetime) -> bool:
-    step = totp.matching_step(found.secret, code, now.timestamp())
+def _check_totp(found: TotpCredential, code: str, now: datetime, key: bytes) -> bool:
+    secret = unseal(key, found.user_id, found.secret)
+    step = totp.matching_step(secret, code, now.timestamp())
     if step is None or (found.last_step is not None and step <= found.last_step):
         return False
     found.last_step = step
+    if len(found.secret) == totp.SECRET_BYTES:  # stored in plain by an earlier version
+        found.secret = seal(key, found.user_id, secret)
     return True
 
 
