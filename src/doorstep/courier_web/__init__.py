@@ -34,7 +34,8 @@ from starlette.staticfiles import StaticFiles
 from doorstep import web
 from doorstep.courier_web import api, pages
 from doorstep.courier_web.deps import CourierWebContext
-from doorstep.courier_web.rendering import CourierPageError, make_templates, page_error
+from doorstep.courier_web.rendering import make_templates
+from doorstep.web.phone_pages import PhonePageError, page_error
 
 __all__ = ["STATIC_DIR", "install"]
 
@@ -52,7 +53,7 @@ def install(app: FastAPI) -> None:
     app.include_router(pages.router)
     app.include_router(api.router)
     app.mount("/courier/static", StaticFiles(directory=STATIC_DIR), name="courier-static")
-    app.add_exception_handler(CourierPageError, page_error)
+    app.add_exception_handler(PhonePageError, page_error)
 
 
 def _asset_version() -> str:

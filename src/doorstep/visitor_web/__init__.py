@@ -37,7 +37,8 @@ from starlette.staticfiles import StaticFiles
 from doorstep import courier_web
 from doorstep.visitor_web import api, pages, portal
 from doorstep.visitor_web.deps import VisitorWebContext
-from doorstep.visitor_web.rendering import VisitorPageError, make_templates, page_error
+from doorstep.visitor_web.rendering import make_templates
+from doorstep.web.phone_pages import PhonePageError, page_error
 
 __all__ = ["STATIC_DIR", "install"]
 
@@ -56,7 +57,7 @@ def install(app: FastAPI) -> None:
     app.include_router(portal.router)
     app.include_router(api.router)
     app.mount("/guest/static", StaticFiles(directory=STATIC_DIR), name="guest-static")
-    app.add_exception_handler(VisitorPageError, page_error)
+    app.add_exception_handler(PhonePageError, page_error)
 
 
 def _asset_version() -> str:
