@@ -23,6 +23,7 @@ from doorstep.access.devices import me_router as my_devices_router
 from doorstep.access.devices import router as devices_router
 from doorstep.access.router import ENTRY_ROUTE, entry_openapi
 from doorstep.access.router import router as access_router
+from doorstep.accounts import twofactor
 from doorstep.accounts.router import router as accounts_router
 from doorstep.clock import Clock, SystemClock
 from doorstep.deliveries.router import router as deliveries_router
@@ -41,7 +42,6 @@ from doorstep.protocol.mqtt import BrokerAddress
 from doorstep.ratelimit import Limiter
 from doorstep.settings import Settings
 from doorstep.sql import Writer
-from doorstep.web import twofactor
 from doorstep.web.security import load_or_create_key
 
 

@@ -38,7 +38,7 @@ class Runtime:
     on_hub_enrolled: Callable[[], None]
     broker_host: str
     broker_port: int
-    totp_key: bytes  # seals residents' authenticator keys (`web.twofactor`)
+    totp_key: bytes  # seals residents' authenticator keys (`accounts.twofactor`)
     shadows: ShadowPublisher | None = None  # hubs' desired documents (`grants.shadow`)
 
 

@@ -2,7 +2,14 @@
 
 from doorstep.access.devices import DeviceKey
 from doorstep.access.models import Entry
-from doorstep.accounts.models import AccessToken, ApiClient, Carrier, User
+from doorstep.accounts.models import (
+    AccessToken,
+    ApiClient,
+    Carrier,
+    RecoveryCode,
+    TotpCredential,
+    User,
+)
 from doorstep.audit.models import AuditEvent, AuditHead
 from doorstep.clips.models import ClipRecord, HomeVideo
 from doorstep.db import Base
@@ -18,7 +25,7 @@ from doorstep.grants.models import (
 from doorstep.homes.models import AccessPoint, Home, HomeCarrier, HomeClosure, Hub
 from doorstep.hublink.models import HubEvent, HubStream
 from doorstep.notify.models import OutboxMessage, WebhookEndpoint
-from doorstep.web.models import NotificationChoice, RecoveryCode, TotpCredential, WebSession
+from doorstep.web.models import NotificationChoice, WebSession
 
 metadata = Base.metadata
 

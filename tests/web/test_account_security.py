@@ -19,10 +19,11 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
 from doorstep import demo
+from doorstep.accounts import totp, twofactor
+from doorstep.accounts.models import RecoveryCode, TotpCredential
 from doorstep.notify.models import OutboxMessage
 from doorstep.security import token_digest
-from doorstep.web import totp, twofactor
-from doorstep.web.models import RecoveryCode, TotpCredential, WebSession
+from doorstep.web.models import WebSession
 from doorstep.web.reauth import safe_next
 
 from .conftest import Standalone

@@ -28,8 +28,8 @@ import pytest
 from playwright.sync_api import Page, ViewportSize, expect
 
 from doorstep import demo
+from doorstep.accounts import totp
 from doorstep.homes.models import Home
-from doorstep.web import totp
 
 from .conftest import DESKTOP, PHONE, RunningHub, Watched
 from .support import PASSWORD, new_email

@@ -13,9 +13,9 @@ import httpx
 import orjson
 from sqlalchemy import select
 
+from doorstep.accounts import totp, twofactor
 from doorstep.accounts.models import User
 from doorstep.audit.models import AuditEvent
-from doorstep.web import totp, twofactor
 
 from .support import PASSWORD, WebClient, new_email
 

@@ -27,7 +27,7 @@ from doorstep.access.schemas import (
     EntryRead,
     RemoteUnlock,
 )
-from doorstep.accounts import signins
+from doorstep.accounts import signins, twofactor
 from doorstep.accounts.models import User
 from doorstep.accounts.service import Principal
 from doorstep.deps import CourierBrief, Reader, ResidentBrief, Runtime, RuntimeDep, SessionDep
@@ -35,7 +35,6 @@ from doorstep.errors import InvalidRequest, NotAuthenticated, ServiceUnavailable
 from doorstep.homes.models import AccessPoint
 from doorstep.protocol.codes import advice_for
 from doorstep.sql import Job, Writer
-from doorstep.web import twofactor
 
 T = TypeVar("T")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Boolean, ForeignKey, String
+from sqlalchemy import Boolean, ForeignKey, Integer, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from doorstep.db import Base, UTCDateTime
@@ -64,4 +64,34 @@ class AccessToken(Base):
     principal_kind: Mapped[str] = mapped_column(String(16))
     principal_id: Mapped[str] = mapped_column(String(32), index=True)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class TotpCredential(Base):
+    """One authenticator app per user (RFC 6238, SHA-1, 6 digits, 30 s). Unconfirmed until
+    the user typed a code from it; only a confirmed one is asked for at sign-in."""
+
+    __tablename__ = "totp_credentials"
+
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    # Sealed (`accounts.twofactor.seal`, 49 bytes); the declared length is not enforced
+    # (SQLite BLOB, PostgreSQL bytea), and an older row may still hold the 20 plain bytes.
+    secret: Mapped[bytes] = mapped_column(LargeBinary(32))
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The newest time step accepted: a code is good once (RFC 6238 section 5.2).
+    last_step: Mapped[int | None] = mapped_column(Integer)
+    # Wrong codes in a row, and until when further codes are refused.
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class RecoveryCode(Base):
+    """A single-use code for when the authenticator is lost; only its SHA-256 is kept."""
+
+    __tablename__ = "recovery_codes"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)

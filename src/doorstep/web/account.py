@@ -3,7 +3,7 @@ Account security (two-step sign-in, sessions) is `doorstep.web.account_security`
 
 Sign-up, sign-in and the code step count against the service's sign-in limiter (per
 client address, shared with `POST /v1/auth/token`); wrong codes also count per account
-(`doorstep.web.twofactor`). A failed sign-in says the same whether or not the email has
+(`doorstep.accounts.twofactor`). A failed sign-in says the same whether or not the email has
 an account. With two-step sign-in on, a right password only earns a signed, HttpOnly
 cookie saying who and until when (5 minutes); the session starts after the code.
 """
@@ -19,13 +19,13 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from doorstep.accounts import signins
+from doorstep.accounts import signins, twofactor
 from doorstep.accounts.models import Role, User
 from doorstep.accounts.schemas import ResidentCreate
 from doorstep.accounts.service import create_user
 from doorstep.deps import Runtime, RuntimeDep
 from doorstep.errors import Conflict, NotAuthenticated
-from doorstep.web import sessions, twofactor
+from doorstep.web import sessions
 from doorstep.web.deps import (
     SessionForm,
     UnitOfWork,

@@ -11,8 +11,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from doorstep.accounts import totp, twofactor
 from doorstep.deps import RuntimeDep
-from doorstep.web import sessions, totp, twofactor
+from doorstep.web import sessions
 from doorstep.web.deps import (
     SessionForm,
     SignedInDep,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Integer, LargeBinary, String
+from sqlalchemy import Boolean, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from doorstep.db import Base, UTCDateTime
@@ -28,34 +28,6 @@ class WebSession(Base):
     # Set when the resident re-entered their password (and code) on this session; the
     # sensitive actions ask for it to be recent (`doorstep.web.reauth`).
     reauth_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-
-
-class TotpCredential(Base):
-    """One authenticator app per user (RFC 6238, SHA-1, 6 digits, 30 s). Unconfirmed until
-    the user typed a code from it; only a confirmed one is asked for at sign-in."""
-
-    __tablename__ = "totp_credentials"
-
-    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True)
-    secret: Mapped[bytes] = mapped_column(LargeBinary(32))
-    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    # The newest time step accepted: a code is good once (RFC 6238 section 5.2).
-    last_step: Mapped[int | None] = mapped_column(Integer)
-    # Wrong codes in a row, and until when further codes are refused.
-    failures: Mapped[int] = mapped_column(Integer, default=0)
-    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-
-
-class RecoveryCode(Base):
-    """A single-use code for when the authenticator is lost; only its SHA-256 is kept."""
-
-    __tablename__ = "recovery_codes"
-
-    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
-    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
-    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class NotificationChoice(Base):

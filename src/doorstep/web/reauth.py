@@ -24,10 +24,10 @@ from fastapi import APIRouter, Depends, Request
 from sqlalchemy.orm import Session
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from doorstep.accounts import signins
+from doorstep.accounts import signins, twofactor
 from doorstep.deps import Runtime, RuntimeDep
 from doorstep.errors import Forbidden, NotAuthenticated
-from doorstep.web import sessions, twofactor
+from doorstep.web import sessions
 from doorstep.web.deps import (
     SessionForm,
     SignedInDep,

@@ -1,4 +1,4 @@
-"""The resident's second factor: an authenticator app (TOTP, `doorstep.web.totp`) and
+"""The resident's second factor: an authenticator app (TOTP, `doorstep.accounts.totp`) and
 single-use recovery codes.
 
 Enrolling makes an unconfirmed credential (the key shown once, as an otpauth URI and as a
@@ -23,11 +23,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from doorstep.accounts.models import User
+from doorstep.accounts import totp
+from doorstep.accounts.models import RecoveryCode, TotpCredential, User
 from doorstep.audit import service as audit
 from doorstep.errors import Conflict, TooManyRequests
-from doorstep.web import totp
-from doorstep.web.models import RecoveryCode, TotpCredential
 
 MAX_FAILURES = 5
 LOCK_SECONDS = 300
