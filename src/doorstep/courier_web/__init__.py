@@ -25,7 +25,6 @@ key never leaves WebCrypto; the page only asks it to sign the hub's challenge.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -36,6 +35,7 @@ from doorstep.courier_web import api, pages
 from doorstep.courier_web.deps import CourierWebContext
 from doorstep.courier_web.rendering import make_templates
 from doorstep.web.phone_pages import PhonePageError, page_error
+from doorstep.web.rendering import asset_version
 
 __all__ = ["STATIC_DIR", "install"]
 
@@ -48,16 +48,9 @@ def install(app: FastAPI) -> None:
         return
     web.install(app)
     app.state.courier_web = CourierWebContext(
-        templates=make_templates(), asset_version=_asset_version()
+        templates=make_templates(), asset_version=asset_version(STATIC_DIR)
     )
     app.include_router(pages.router)
     app.include_router(api.router)
     app.mount("/courier/static", StaticFiles(directory=STATIC_DIR), name="courier-static")
     app.add_exception_handler(PhonePageError, page_error)
-
-
-def _asset_version() -> str:
-    digest = hashlib.sha256()
-    for path in sorted(STATIC_DIR.iterdir()):
-        digest.update(path.name.encode() + path.read_bytes())
-    return digest.hexdigest()[:12]

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from doorstep.courier_web import sessions, stops
-from doorstep.courier_web.deps import CourierForm, PageCourier, page_csrf
+from doorstep.courier_web.deps import CourierForm, PageCourier
 from doorstep.courier_web.rendering import CourierPageRoute, render, to_sign_in
 from doorstep.deps import RuntimeDep
 from doorstep.errors import NotAuthenticated
@@ -24,6 +24,7 @@ from doorstep.protocol.codes import COURIER_ADVICE, Reason
 from doorstep.web import sessions as web_sessions
 from doorstep.web.deps import UnitOfWork, VisitorForm, WebContext, WebDep, visitor_csrf
 from doorstep.web.forms import values
+from doorstep.web.phone_session import page_csrf
 from doorstep.web.rendering import NO_STORE
 
 VISITOR_COOKIE_SECONDS = 2 * 3600
@@ -75,7 +76,7 @@ def sign_in(
     except (NotAuthenticated, sessions.NotACourier) as exc:
         message = WRONG if isinstance(exc, NotAuthenticated) else "This app is for couriers."
         return _sign_in_page(request, web, {**shown, "errors": {"form": message}}, 422)
-    cookie = sessions.cookie_name(web.cookies)
+    cookie = sessions.SESSION.cookie_name(web.cookies)
     previous = request.cookies.get(cookie)
     if previous:
         web_sessions.sign_out(session, token=previous)  # one browser, one courier session

@@ -35,7 +35,7 @@ PAGES = PhonePages(
     sign_in_path=SIGN_IN_PATH,
     permissions_policy=PERMISSIONS_POLICY,
     error_template="courier_error.html",
-    cookie_name=sessions.cookie_name,
+    cookie_name=sessions.SESSION.cookie_name,
     defaults=_defaults,
 )
 CourierPageRoute = PAGES.route_class()

@@ -1,7 +1,8 @@
 """Courier sign-in for the courier web app: an access token from
 `accounts.service.issue_token`, kept in its own HttpOnly cookie (`doorstep_courier`, or
-`__Host-doorstep_courier` over https), separate from the resident's session cookie, so a
-courier's browser session never reaches a resident page and the other way round.
+`__Host-doorstep_courier` over https; `doorstep.web.phone_session`), separate from the
+resident's session cookie, so a courier's browser session never reaches a resident page
+and the other way round.
 
 The token is the courier's bearer token as far as the entry service knows: the entry
 request hands it to `access.service.decide`, which authenticates it like any other.
@@ -9,40 +10,21 @@ request hands it to `access.service.decide`, which authenticates it like any oth
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from doorstep.accounts.models import PrincipalKind, Role, User
-from doorstep.accounts.service import (
-    IssuedToken,
-    Principal,
-    authenticate_password,
-    issue_token,
-    resolve_token,
-)
-from doorstep.errors import Forbidden, NotAuthenticated
+from doorstep.accounts.models import PrincipalKind, Role
+from doorstep.accounts.service import IssuedToken, authenticate_password, issue_token
+from doorstep.errors import Forbidden
 from doorstep.permissions import PrincipalRole
-from doorstep.security import token_digest
-from doorstep.web.security import CookiePolicy
+from doorstep.web.phone_session import PhoneSession
+
+SESSION = PhoneSession("doorstep_courier", frozenset({PrincipalRole.COURIER}), "the courier app")
 
 
 class NotACourier(Forbidden):
     code = "not_a_courier"
-
-
-@dataclass(frozen=True, slots=True)
-class CourierSignedIn:
-    principal: Principal
-    name: str
-    token: str  # the session's access token, as the entry service authenticates it
-    digest: str  # its digest; the CSRF token is bound to it
-
-
-def cookie_name(cookies: CookiePolicy) -> str:
-    return "__Host-doorstep_courier" if cookies.secure else "doorstep_courier"
 
 
 def sign_in(
@@ -54,19 +36,3 @@ def sign_in(
     if user.role != Role.COURIER:
         raise NotACourier("this app is for couriers")
     return issue_token(session, kind=PrincipalKind.USER, principal_id=user.id, now=now, ttl=ttl)
-
-
-def resolve(session: Session, *, token: str, now: datetime) -> CourierSignedIn:
-    return resolve_person(session, token=token, now=now, roles={PrincipalRole.COURIER})
-
-
-def resolve_person(
-    session: Session, *, token: str, now: datetime, roles: Collection[PrincipalRole]
-) -> CourierSignedIn:
-    """The user a session token belongs to, if their role is one of `roles` (shared with
-    `doorstep.visitor_web`, whose guests and workers have the same kind of session)."""
-    principal = resolve_token(session, token=token, now=now)
-    user = session.get(User, principal.id) if principal.kind == PrincipalKind.USER else None
-    if user is None or principal.role not in roles:
-        raise NotAuthenticated(f"sign in as a {' or a '.join(sorted(roles))}")
-    return CourierSignedIn(principal, user.name, token, token_digest(token))

@@ -5,9 +5,9 @@ live status to the verified relock, the denial's advice), and the provider porta
 (workers and appointments) for a provider's admins.
 
 `install(app)` mounts, on an app from `doorstep.app.create_app` (after
-`doorstep.courier_web`, whose phone-key script, entry schema, long-poll and session
-resolution it shares, and `doorstep.web`, whose CSRF key, cookie policy and security
-headers it reuses):
+`doorstep.courier_web`, whose phone-key script, entry schema and long-poll it shares,
+and `doorstep.web`, whose CSRF key, cookie policy and security headers it reuses; the
+cookie session is a `doorstep.web.phone_session.PhoneSession` like the courier app's):
 
     GET  /guest/accept, POST       accept an invitation (the token is in the link's
                                    fragment; the page's script posts it), then signed in
@@ -28,7 +28,6 @@ it only ever signs the door's challenge.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -39,6 +38,7 @@ from doorstep.visitor_web import api, pages, portal
 from doorstep.visitor_web.deps import VisitorWebContext
 from doorstep.visitor_web.rendering import make_templates
 from doorstep.web.phone_pages import PhonePageError, page_error
+from doorstep.web.rendering import asset_version
 
 __all__ = ["STATIC_DIR", "install"]
 
@@ -51,17 +51,10 @@ def install(app: FastAPI) -> None:
         return
     courier_web.install(app)
     app.state.visitor_web = VisitorWebContext(
-        templates=make_templates(), asset_version=_asset_version()
+        templates=make_templates(), asset_version=asset_version(STATIC_DIR)
     )
     app.include_router(pages.router)
     app.include_router(portal.router)
     app.include_router(api.router)
     app.mount("/guest/static", StaticFiles(directory=STATIC_DIR), name="guest-static")
     app.add_exception_handler(PhonePageError, page_error)
-
-
-def _asset_version() -> str:
-    digest = hashlib.sha256()
-    for path in sorted(STATIC_DIR.iterdir()):
-        digest.update(path.name.encode() + path.read_bytes())
-    return digest.hexdigest()[:12]

@@ -37,8 +37,8 @@ from doorstep.grants.schemas import VisitCreate
 from doorstep.sql import Tx
 from doorstep.visitor_web import progress
 from doorstep.visitor_web.deps import ApiPerson, WritingPerson
-from doorstep.visitor_web.sessions import SignedIn
 from doorstep.web.deps import UnitOfWork
+from doorstep.web.phone_session import SignedIn
 from doorstep.web.rendering import NO_STORE
 
 router = APIRouter(prefix="/guest/api", include_in_schema=False)

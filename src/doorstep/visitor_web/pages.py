@@ -22,7 +22,6 @@ from sqlalchemy.orm import Session
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from doorstep.accounts.service import IssuedToken
-from doorstep.courier_web.deps import page_csrf
 from doorstep.courier_web.pages import TOO_MANY, VISITOR_COOKIE_SECONDS, WRONG
 from doorstep.deps import Runtime, RuntimeDep
 from doorstep.errors import NotAuthenticated
@@ -32,10 +31,10 @@ from doorstep.grants.schemas import InvitationAccept
 from doorstep.visitor_web import passes, sessions
 from doorstep.visitor_web.deps import PagePerson, PersonForm
 from doorstep.visitor_web.rendering import VisitorPageRoute, render, to_sign_in
-from doorstep.visitor_web.sessions import SignedIn
 from doorstep.web import sessions as web_sessions
 from doorstep.web.deps import UnitOfWork, VisitorForm, WebContext, WebDep, visitor_csrf
 from doorstep.web.forms import field_errors, values
+from doorstep.web.phone_session import SignedIn, page_csrf
 from doorstep.web.rendering import NO_STORE
 
 NOTICES = {"signed-out": "You are signed out."}
@@ -84,7 +83,7 @@ def _signed_in(
 ) -> Response:
     """To the person's access, with the session cookie set (and any previous session of
     this browser's ended: one browser, one guest session)."""
-    cookie = sessions.cookie_name(web.cookies)
+    cookie = sessions.SESSION.cookie_name(web.cookies)
     previous = request.cookies.get(cookie)
     if previous:
         web_sessions.sign_out(session, token=previous)

@@ -37,9 +37,9 @@ from doorstep.homes.models import AccessPoint, Home
 from doorstep.visitor_web.deps import PagePerson, PersonForm
 from doorstep.visitor_web.pages import person_context
 from doorstep.visitor_web.rendering import VisitorPageRoute, render
-from doorstep.visitor_web.sessions import SignedIn
 from doorstep.web.deps import UnitOfWork, WebDep
 from doorstep.web.forms import field_errors, values
+from doorstep.web.phone_session import SignedIn
 from doorstep.web.rendering import NO_STORE
 
 NOTICES = {

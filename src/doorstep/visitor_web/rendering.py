@@ -39,7 +39,7 @@ PAGES = PhonePages(
     sign_in_path=SIGN_IN_PATH,
     permissions_policy=PERMISSIONS_POLICY,
     error_template="visitor_error.html",
-    cookie_name=sessions.cookie_name,
+    cookie_name=sessions.SESSION.cookie_name,
     defaults=_defaults,
 )
 VisitorPageRoute = PAGES.route_class()

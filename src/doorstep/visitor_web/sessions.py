@@ -1,7 +1,8 @@
 """Sign-in for guests and provider workers (admins included): an access token from
 `accounts.service.issue_token` in its own HttpOnly cookie (`doorstep_guest`, or
-`__Host-doorstep_guest` over https), apart from the resident's and the courier's, so one
-browser's guest session never reaches a resident or courier page, nor the other way round.
+`__Host-doorstep_guest` over https; `doorstep.web.phone_session`), apart from the
+resident's and the courier's, so one browser's guest session never reaches a resident or
+courier page, nor the other way round.
 
 The token is the person's bearer token as far as the entry engine knows: a visit hands it
 to `access.visits.decide_visit`, which authenticates it like any other.
@@ -15,22 +16,17 @@ from sqlalchemy.orm import Session
 
 from doorstep.accounts.models import PrincipalKind, Role, User
 from doorstep.accounts.service import IssuedToken, authenticate_password, issue_token
-from doorstep.courier_web.sessions import CourierSignedIn, resolve_person
 from doorstep.errors import Forbidden
 from doorstep.permissions import PrincipalRole
-from doorstep.web.security import CookiePolicy
+from doorstep.web.phone_session import PhoneSession
 
-# The courier app's signed-in person (principal, name, token, digest) is the same shape.
-SignedIn = CourierSignedIn
-ROLES = frozenset({PrincipalRole.GUEST, PrincipalRole.WORKER})
+SESSION = PhoneSession(
+    "doorstep_guest", frozenset({PrincipalRole.GUEST, PrincipalRole.WORKER}), "the guest app"
+)
 
 
 class NotAVisitor(Forbidden):
     code = "not_a_visitor"
-
-
-def cookie_name(cookies: CookiePolicy) -> str:
-    return "__Host-doorstep_guest" if cookies.secure else "doorstep_guest"
 
 
 def sign_in(
@@ -48,7 +44,3 @@ def start(session: Session, *, user: User, now: datetime, ttl: timedelta) -> Iss
     if user.role not in (Role.GUEST, Role.WORKER):
         raise NotAVisitor("this app is for guests and service workers")
     return issue_token(session, kind=PrincipalKind.USER, principal_id=user.id, now=now, ttl=ttl)
-
-
-def resolve(session: Session, *, token: str, now: datetime) -> SignedIn:
-    return resolve_person(session, token=token, now=now, roles=ROLES)

@@ -42,7 +42,6 @@ loaded through `homes.service.owned_home`, so another resident's home is "not fo
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -64,7 +63,7 @@ from doorstep.web import (
     video,
 )
 from doorstep.web.deps import WebContext
-from doorstep.web.rendering import PageError, make_templates, page_error
+from doorstep.web.rendering import PageError, asset_version, make_templates, page_error
 from doorstep.web.security import (
     CookiePolicy,
     SecurityHeaders,
@@ -88,7 +87,7 @@ def install(app: FastAPI) -> None:
         csrf_key=load_or_create_key(settings.data_dir / "keys"),
         cookies=CookiePolicy(secure=https),
         templates=make_templates(),
-        asset_version=_asset_version(),
+        asset_version=asset_version(STATIC_DIR),
         public_url=settings.public_url,
     )
     for router in (
@@ -124,11 +123,3 @@ def _api(app: FastAPI) -> Callable[[str], bool]:
         if path
     }
     return lambda path: path.startswith("/v1/") or path in docs
-
-
-def _asset_version() -> str:
-    """A short hash of the static files, so browsers fetch them again when they change."""
-    digest = hashlib.sha256()
-    for path in sorted(STATIC_DIR.iterdir()):
-        digest.update(path.name.encode() + path.read_bytes())
-    return digest.hexdigest()[:12]

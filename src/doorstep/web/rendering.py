@@ -9,8 +9,10 @@ needs a fresh password (`doorstep.web.reauth`). JSON routes keep the app's JSON 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Coroutine
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -53,6 +55,15 @@ class PageRoute(APIRoute):
                 raise PageError(exc) from exc
 
         return handle_as_page
+
+
+def asset_version(directory: Path) -> str:
+    """A short hash of a folder of static files, put in their URLs so that browsers fetch
+    them again when they change."""
+    digest = hashlib.sha256()
+    for path in sorted(directory.iterdir()):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def make_templates() -> jinja2.Environment:
