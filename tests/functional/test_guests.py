@@ -6,10 +6,9 @@ is told of each visit; revocation denies at once and the hub refuses the unused 
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pytest
@@ -20,12 +19,12 @@ from doorstep.access.models import Entry
 from doorstep.audit.models import AuditEvent
 from doorstep.notify.models import OutboxMessage
 from doorstep.settings import NotifySettings
+from polling import poll
 
 if TYPE_CHECKING:
     from conftest import AuditWait, Mailbox
 
 PASSWORD = "guest-password-1"
-T = TypeVar("T")
 
 
 @pytest.fixture
@@ -71,14 +70,6 @@ def invite_guest(world: demo.World, box: Mailbox, **fields: Any) -> tuple[dict[s
     match = re.search(r"/guest/accept#([A-Za-z0-9_-]+)", text)
     assert match, text
     return created["grant"], match.group(1)
-
-
-def poll(read: Callable[[], T], done: Callable[[T], bool], timeout: float) -> T:
-    """Read (bounded in time) until `done` holds; returns the last reading."""
-    deadline = time.monotonic() + timeout
-    while not done(value := read()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return value
 
 
 def stranger(url: str) -> demo.Api:

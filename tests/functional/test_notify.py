@@ -7,7 +7,6 @@ the in-process hub, and what reached each is asserted, including retries after f
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +21,7 @@ from doorstep.notify import signing
 from doorstep.notify.models import OutboxMessage
 from doorstep.notify.router import check_target
 from doorstep.settings import NotifySettings
+from polling import poll
 
 if TYPE_CHECKING:
     from conftest import Mailbox, Receiver
@@ -71,12 +71,8 @@ def _outbox_when(
     live: Any, channel: str, done: Callable[[list[OutboxMessage]], bool], timeout: float = 30
 ) -> bool:
     """Poll the outbox (bounded) until `done` holds for its rows of `channel`."""
-    deadline = time.monotonic() + timeout
-    while not done(rows := _outbox(live, channel)):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return bool(rows)
+    rows = poll(lambda: _outbox(live, channel), done, timeout, every=0.1)
+    return done(rows) and bool(rows)
 
 
 def _set_webhook(world: demo.World, receiver: Receiver) -> dict[str, Any]:

@@ -47,6 +47,7 @@ from doorstep.protocol.grants import (
 from doorstep.protocol.messages import Command, CommandKind, Event, b64encode
 from doorstep.protocol.mqtt import BrokerAddress
 from doorstep.protocol.shadow import sign_shadow
+from polling import poll
 
 T = 1_800_000_000  # Friday 2027-01-15, 08:00 UTC: 09:00 in Paris
 DOOR = "front"
@@ -249,10 +250,8 @@ class ShadowRig:
         return [event for event in events if kind is None or event.kind == kind]
 
     def wait_for_events(self, kind: str, count: int = 1, timeout: float = TIMEOUT) -> list[Event]:
-        deadline = time.monotonic() + timeout
-        while len(found := self.events(kind)) < count:
-            assert time.monotonic() < deadline, f"expected {count} {kind}, saw {found}"
-            time.sleep(0.01)
+        found = poll(lambda: self.events(kind), lambda seen: len(seen) >= count, timeout, 0.01)
+        assert len(found) >= count, f"expected {count} {kind}, saw {found}"
         return found
 
     def unlock_command(self, token_id: bytes) -> bytes:

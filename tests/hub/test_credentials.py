@@ -34,6 +34,7 @@ from doorstep.protocol.grants import public_key_bytes
 from doorstep.protocol.messages import EventKind, Reply, b64encode
 from doorstep.protocol.shadow import DesiredDocument, sign_shadow
 from doorstep.video.camera import SimulatedCamera, Source
+from polling import wait_until
 
 PIN = "4711"
 GRANT = "grt-cleaner"
@@ -463,10 +464,12 @@ def test_a_keypad_entry_is_recorded_from_before_the_unlock(make_rig) -> None:
     try:
         hub, service = make_rig(camera_url=camera.url)
         recorder = hub.agent.cameras[DOOR]
-        deadline = time.monotonic() + 20
-        while not recorder.liveness().live or recorder.buffered_seconds() < 2:
-            assert time.monotonic() < deadline, "the camera never went live"
-            time.sleep(0.1)
+        wait_until(
+            lambda: recorder.liveness().live and recorder.buffered_seconds() >= 2,
+            20,
+            "the camera to go live with 2 s buffered",
+            every=0.1,
+        )
         service.publish_desired(hub.desired(hub.credential(GRANT, PIN)))
         states(service, 1)
 

@@ -1,30 +1,15 @@
-"""Helpers for the video tests: polling, MP4 box order, ready-made clips."""
+"""Helpers for the video tests: waiting for the recorder's pre-roll, MP4 box order,
+ready-made clips."""
 
 from __future__ import annotations
 
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 from doorstep.video.clips import Clip
 from doorstep.video.recorder import Recorder
 from doorstep.video.scene import SceneRenderer, Walk
-
-T = TypeVar("T")
-
-
-def wait_until(condition: Callable[[], T], timeout: float, what: str, poll: float = 0.05) -> T:
-    """Poll `condition` until it returns something truthy; fail after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(poll)
+from polling import wait_until
 
 
 def wait_for_pre_roll(recorder: Recorder, seconds: float, timeout: float = 15.0) -> None:

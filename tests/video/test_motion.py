@@ -12,8 +12,9 @@ from doorstep.video.camera import SimulatedCamera, Source
 from doorstep.video.motion import MotionOptions, Zone, analyse
 from doorstep.video.recorder import Recorder
 from doorstep.video.scene import OSD, delivery_walk, walk_span
+from polling import wait_until
 
-from .support import render_scene_clip, wait_for_pre_roll, wait_until
+from .support import render_scene_clip, wait_for_pre_roll
 
 # The resident's drop zone: the left part of the hall, door included.
 ZONE = Zone(((0.0, 0.0), (0.45, 0.0), (0.45, 1.0), (0.0, 1.0)))

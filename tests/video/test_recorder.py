@@ -18,8 +18,9 @@ from doorstep.video.liveness import CameraState, Liveness
 from doorstep.video.recorder import Recorder, RecorderOptions
 from doorstep.video.storage import FileClipStore
 from doorstep.video.vault import ClipVault, clips_outside
+from polling import wait_until
 
-from .support import moov_before_mdat, wait_for_pre_roll, wait_until
+from .support import moov_before_mdat, wait_for_pre_roll
 
 PRE_ROLL = 2.0
 GOP = 1.0
