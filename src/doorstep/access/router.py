@@ -130,19 +130,27 @@ async def send_and_wait(
     assert link is not None and writer is not None
     if decision.command is None or decision.hub_id is None:
         return decision.entry
-    command = decision.command
-    waiter = link.expect_reply(command.command_id) if wait else None
+    command, entry_id = decision.command, decision.entry.id
+    # The entry is read in the transaction that stores the hub's reply: by then the hub's
+    # event (published before its reply) is applied, and no writer job of its own is needed.
+    waiter = (
+        link.expect_reply(command.command_id, load=lambda tx: service.load_entry(tx, entry_id))
+        if wait
+        else None
+    )
     link.publish_command(decision.hub_id, command)
     if waiter is None:
         return decision.entry
+    current: service.EntryView | None = None
     try:
-        await asyncio.wait_for(
+        answer = await asyncio.wait_for(
             asyncio.wrap_future(waiter.future), runtime.settings.entry.hub_reply_timeout_seconds
         )
+        current = answer.loaded
     except TimeoutError:
         link.forget(command.command_id)
-    entry_id = decision.entry.id
-    current = await run_write(writer, lambda tx: service.load_entry(tx, entry_id))
+    if current is None:
+        current = await run_write(writer, lambda tx: service.load_entry(tx, entry_id))
     return current or decision.entry
 
 
@@ -430,9 +438,10 @@ async def lock_door(
     link.publish_command(order.hub_id, order.command)
     reply = None
     try:
-        reply = await asyncio.wait_for(
+        answer = await asyncio.wait_for(
             asyncio.wrap_future(waiter.future), runtime.settings.entry.hub_reply_timeout_seconds
         )
+        reply = answer.reply
     except TimeoutError:
         link.forget(order.command.command_id)
     done = runtime.clock.now()

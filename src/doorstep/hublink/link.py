@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 import paho.mqtt.client as paho
@@ -51,13 +52,23 @@ class _Outcome:
     ack: tuple[str, int, int] | None = None  # hub, epoch, through_seq
     replay: tuple[str, int, int] | None = None  # hub, epoch, from_seq
     reply: Reply | None = None
+    loaded: Any = None  # what the reply's waiter read in the reply's transaction
     changed: bool = False
     stale_shadow: str | None = None  # a hub that came online behind its shadow version
 
 
+@dataclass(frozen=True, slots=True)
+class Answer:
+    reply: Reply
+    loaded: Any  # what the waiter's `load` read in the reply's own transaction, or None
+
+
 @dataclass
 class Waiter:
-    future: concurrent.futures.Future[Reply] = field(default_factory=concurrent.futures.Future)
+    # Run inside the transaction that stores the reply, so the request that waits has what
+    # it needs the moment the reply is committed, without a writer job of its own.
+    load: Callable[[Tx], Any] | None = None
+    future: concurrent.futures.Future[Answer] = field(default_factory=concurrent.futures.Future)
 
 
 class HubLink:
@@ -116,8 +127,10 @@ class HubLink:
 
     # --- commands out ------------------------------------------------------------------
 
-    def expect_reply(self, command_id: str) -> Waiter:
-        waiter = Waiter()
+    def expect_reply(self, command_id: str, *, load: Callable[[Tx], Any] | None = None) -> Waiter:
+        """A future for the hub's reply to `command_id`; with `load`, also what `load` reads
+        in the transaction that stores the reply (None if it failed)."""
+        waiter = Waiter(load)
         with self._waiters_lock:
             self._waiters[command_id] = waiter
         return waiter
@@ -196,7 +209,7 @@ class HubLink:
         if leaf == "reply":
             reply = Reply.model_validate_json(payload)
             ingest.ingest_reply(tx, hub_id=hub.id, reply=reply, now=now)
-            return _Outcome(reply=reply, changed=True)
+            return _Outcome(reply=reply, loaded=self._load_for(tx, reply), changed=True)
         if leaf == "status":
             status = Status.model_validate_json(payload)
             ingest.ingest_status(tx, hub=hub, status=status, now=now)
@@ -215,7 +228,7 @@ class HubLink:
         if outcome.replay is not None:
             self._request_replay(*outcome.replay)
         if outcome.reply is not None:
-            self._wake(outcome.reply)
+            self._wake(outcome.reply, outcome.loaded)
         if outcome.stale_shadow is not None and self.on_stale_shadow is not None:
             self.on_stale_shadow(outcome.stale_shadow)
         if outcome.changed:
@@ -227,11 +240,22 @@ class HubLink:
         with self._changed:
             self._changed.wait(timeout)
 
-    def _wake(self, reply: Reply) -> None:
+    def _load_for(self, tx: Tx, reply: Reply) -> Any:
+        with self._waiters_lock:
+            waiter = self._waiters.get(reply.command_id)
+        if waiter is None or waiter.load is None:
+            return None
+        try:
+            return waiter.load(tx)
+        except Exception:  # the reply is stored either way; the waiter reads it itself
+            log.exception("reading for the waiter of %s failed", reply.command_id)
+            return None
+
+    def _wake(self, reply: Reply, loaded: Any) -> None:
         with self._waiters_lock:
             waiter = self._waiters.pop(reply.command_id, None)
         if waiter is not None and not waiter.future.done():
-            waiter.future.set_result(reply)
+            waiter.future.set_result(Answer(reply, loaded))
 
     def _sweep_loop(self) -> None:
         last_sweep = 0.0
