@@ -63,6 +63,10 @@ class Outcome:
             if service_s is not None and self.result.requests
             else None
         )
+        wall_s = self.cpu.get("wall_s")
+        # How many cores the server kept busy: about 1.0 means its one process (one GIL)
+        # is the limit, whatever the machine has left.
+        cores = round(service_s / wall_s, 2) if service_s is not None and wall_s else None
         return {
             "scenario": self.scenario,
             "load": self.load.name,
@@ -70,6 +74,7 @@ class Outcome:
             "connections": self.load.connections,
             **self.result.to_json(),
             "service_cpu_ms_per_request": per_request,
+            "service_cores": cores,
             "cpu": self.cpu,
             "foreign_cores_before": self.foreign_before,
             "seeded_deliveries": self.seeded,

@@ -254,6 +254,7 @@ def _runs(runs: list[dict[str, Any]]) -> str:
                 _ratio(run.get("rps_vs_starlette")),
                 _ratio(run.get("rps_vs_fastapi")),
                 _number(run.get("service_cpu_ms_per_request"), 3),
+                _number(run.get("service_cores"), 2),
                 f"{run['cpu'].get('foreign_cores', 0):.2f}",
                 "yes" if run["valid"] else "**NO**",
             ]
@@ -270,6 +271,7 @@ def _runs(runs: list[dict[str, Any]]) -> str:
             "x Starlette",
             "x FastAPI",
             "server CPU ms/req",
+            "server cores",
             "foreign cores",
             "valid",
         ],
