@@ -20,7 +20,8 @@ import pytest
 from websockets.sync.client import connect
 
 from doorstep.hub.drivers._matter.node import LockNode
-from doorstep.hub.drivers.matter import MatterLock, MatterLockConfig, Weekdays
+from doorstep.hub.drivers.matter import MatterLock, MatterLockConfig
+from doorstep.hub.keypad import DaysMask
 from doorstep.hub.lock import (
     AlarmCode,
     DoorLockAlarm,
@@ -459,7 +460,7 @@ def test_week_day_and_year_day_schedules(
 ) -> None:
     lock, _ = lock_and_events
     lock.set_user(5)
-    weekdays = Weekdays.MONDAY | Weekdays.WEDNESDAY | Weekdays.FRIDAY
+    weekdays = DaysMask.MONDAY | DaysMask.WEDNESDAY | DaysMask.FRIDAY
     lock.set_week_day_schedule(1, 5, weekdays, time(9, 0), time(12, 30))
     assert peer.week_days[(5, 1)]["daysMask"] == 0b0101010
     lock.set_year_day_schedule(1, 5, 1_800_000_000, 1_800_086_400)

@@ -63,9 +63,6 @@ from doorstep.hub.drivers._matter.cluster import (
     CredentialRule,
     DlStatus,
     DoorLockAttribute,
-    UserStatus,
-    UserType,
-    Weekdays,
     clear_pin_payload,
     clear_schedule_payload,
     clear_user_payload,
@@ -77,6 +74,7 @@ from doorstep.hub.drivers._matter.cluster import (
 )
 from doorstep.hub.drivers._matter.config import MatterLockConfig
 from doorstep.hub.drivers._matter.node import LockNode
+from doorstep.hub.keypad import DaysMask, UserStatus, UserType
 from doorstep.hub.lock import (
     LockError,
     LockEvent,
@@ -90,12 +88,12 @@ from doorstep.hub.lock import (
 
 __all__ = [
     "CredentialRule",
+    "DaysMask",
     "MatterLock",
     "MatterLockConfig",
     "PinSet",
     "UserStatus",
     "UserType",
-    "Weekdays",
 ]
 
 log = logging.getLogger(__name__)
@@ -273,7 +271,7 @@ class MatterLock:
         log.info("PIN slot %d cleared on node %d", credential_index, self._config.node_id)
 
     def set_week_day_schedule(
-        self, index: int, user_index: int, days: Weekdays, start: time, end: time
+        self, index: int, user_index: int, days: DaysMask, start: time, end: time
     ) -> None:
         """Let `user_index` in on `days` between `start` and `end` (the lock's local time)."""
         payload = week_day_schedule_payload(index, user_index, days, start, end)

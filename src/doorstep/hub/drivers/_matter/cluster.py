@@ -18,6 +18,9 @@ from datetime import time
 from enum import IntEnum, IntFlag
 from typing import Any
 
+# The hub's lock model is Matter's: its user and schedule enums are the cluster's own.
+from doorstep.hub.keypad import DaysMask, UserStatus, UserType
+
 DOOR_LOCK_CLUSTER = 0x0101
 POWER_SOURCE_CLUSTER = 0x002F
 
@@ -71,29 +74,6 @@ class DataOperation(IntEnum):
     MODIFY = 2
 
 
-class UserStatus(IntEnum):
-    """UserStatusEnum (2 is not used by the spec)."""
-
-    AVAILABLE = 0
-    OCCUPIED_ENABLED = 1
-    OCCUPIED_DISABLED = 3
-
-
-class UserType(IntEnum):
-    """UserTypeEnum."""
-
-    UNRESTRICTED = 0
-    YEAR_DAY_SCHEDULE = 1
-    WEEK_DAY_SCHEDULE = 2
-    PROGRAMMING = 3
-    NON_ACCESS = 4
-    FORCED = 5
-    DISPOSABLE = 6
-    EXPIRING = 7
-    SCHEDULE_RESTRICTED = 8
-    REMOTE_ONLY = 9
-
-
 class CredentialRule(IntEnum):
     """CredentialRuleEnum: how many credentials a user must present."""
 
@@ -120,18 +100,6 @@ class DlStatus(IntEnum):
     INVALID_FIELD = 0x85
     RESOURCE_EXHAUSTED = 0x89
     NOT_FOUND = 0x8B
-
-
-class Weekdays(IntFlag):
-    """DaysMaskMap of a week-day schedule."""
-
-    SUNDAY = 0x01
-    MONDAY = 0x02
-    TUESDAY = 0x04
-    WEDNESDAY = 0x08
-    THURSDAY = 0x10
-    FRIDAY = 0x20
-    SATURDAY = 0x40
 
 
 # Commands the spec marks "timed invoke required": a plain invoke gets
@@ -232,7 +200,7 @@ def pin_credential(credential_index: int) -> dict[str, int]:
 
 
 def week_day_schedule_payload(
-    index: int, user_index: int, days: Weekdays, start: time, end: time
+    index: int, user_index: int, days: DaysMask, start: time, end: time
 ) -> dict[str, Any]:
     """Payload of SetWeekDaySchedule: `days` between `start` and `end`, lock-local time."""
     _check_index("schedule index", index)
