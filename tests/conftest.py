@@ -28,6 +28,7 @@ from doorstep.app import create_app
 from doorstep.broker import Mosquitto
 from doorstep.broker.supervisor import free_port
 from doorstep.clock import SystemClock
+from doorstep.deps import Runtime
 from doorstep.homes.service import broker_credentials
 from doorstep.hub.runner import HubOptions, build
 from doorstep.protocol.mqtt import BrokerAddress
@@ -87,6 +88,7 @@ class Live:
     settings: Settings
     sessions: sessionmaker[Session]
     broker: Mosquitto
+    runtime: Runtime  # the app's own (its hub link exists once the app has started)
 
     @property
     def service(self) -> demo.Service:
@@ -146,7 +148,14 @@ def live(
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     assert server.ready.wait(30), "service did not start"
-    yield Live(f"http://127.0.0.1:{port}", settings.data_dir, settings, holder["sessions"], broker)
+    yield Live(
+        f"http://127.0.0.1:{port}",
+        settings.data_dir,
+        settings,
+        holder["sessions"],
+        broker,
+        app.state.runtime,
+    )
     server.should_exit = True
     thread.join(15)
 
