@@ -15,6 +15,7 @@ from doorstep import db
 from doorstep.app import create_app
 from doorstep.broker import Mosquitto
 from doorstep.broker.supervisor import free_port
+from doorstep.clips.storage import object_store
 from doorstep.homes.service import broker_credentials
 from doorstep.protocol.mqtt import BrokerAddress
 from doorstep.settings import Settings
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 def serve(settings: Settings) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    check_clip_store(settings)
     # uvicorn re-raises SIGTERM after its graceful shutdown; turning it into SystemExit
     # lets the broker and the database be closed on the way out.
     signal.signal(signal.SIGTERM, _exit)
@@ -48,6 +50,19 @@ def serve(settings: Settings) -> None:
             # themselves; on shutdown they are cut after this long, and browsers reconnect.
             timeout_graceful_shutdown=5,
         )
+
+
+def check_clip_store(settings: Settings) -> None:
+    """With clips in an S3 bucket, find out now, not at the first upload, that the bucket
+    is missing or the keys are wrong (`ClipStoreUnavailable`, which says which)."""
+    if settings.clips.store != "s3":
+        return
+    from doorstep.video.s3 import S3ClipStore  # boto3 is imported only when used
+
+    store = object_store(settings.data_dir / "clips" / "objects", settings.clips)
+    assert isinstance(store, S3ClipStore)
+    log.info("clips: checking the bucket %r", store.bucket)
+    store.check()
 
 
 def _exit(_signum: int, _frame: object) -> None:

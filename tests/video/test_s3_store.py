@@ -12,14 +12,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from pydantic import ValidationError
 
+from doorstep.cli.main import cli
 from doorstep.clips.storage import ClipStorage
 from doorstep.settings import ClipSettings, Settings
 from doorstep.video.clips import Clip
 from doorstep.video.crypto import FileKeyStore, HomeKey, ObjectCipher
-from doorstep.video.errors import ClipIntegrityError, ClipKeyDestroyed, ClipNotFound, VideoError
-from doorstep.video.s3 import MIN_PART_SIZE, ClipStoreUnavailable, S3ClipStore
+from doorstep.video.errors import (
+    ClipIntegrityError,
+    ClipKeyDestroyed,
+    ClipNotFound,
+    ClipStoreUnavailable,
+    VideoError,
+)
+from doorstep.video.s3 import MIN_PART_SIZE, S3ClipStore
 from doorstep.video.storage import ClipStore, FileClipStore
 from doorstep.video.vault import VIDEO, ClipVault
 
@@ -289,6 +297,42 @@ def test_errors_name_the_operation_but_never_the_credentials(endpoint: str) -> N
     assert refused.value.status == 503
     for error in (down.value, refused.value):
         assert SECRET_ACCESS_KEY not in f"{error} {error.body()}"
+
+
+def test_the_start_check_says_whether_the_bucket_is_missing_or_out_of_reach(
+    endpoint: str, bucket: str
+) -> None:
+    s3_store(endpoint, bucket).check()  # there, and these keys may use it
+    with pytest.raises(ClipStoreUnavailable) as missing:
+        s3_store(endpoint, "doorstep-no-such-bucket").check()
+    assert str(missing.value) == (
+        f"the clip bucket 'doorstep-no-such-bucket' at {endpoint} does not exist there"
+    )
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        port = closed.getsockname()[1]
+    down = s3_store(f"http://127.0.0.1:{port}", bucket, max_attempts=1, connect_timeout=1)
+    with pytest.raises(ClipStoreUnavailable, match=r"cannot be reached \(EndpointConnectionError"):
+        down.check()
+
+
+def test_serve_stops_before_starting_anything_when_the_bucket_is_missing(
+    endpoint: str, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    environment = {
+        "DOORSTEP_CLIPS__STORE": "s3",
+        "DOORSTEP_CLIPS__S3_ENDPOINT_URL": endpoint,
+        "DOORSTEP_CLIPS__S3_REGION": REGION,
+        "DOORSTEP_CLIPS__S3_BUCKET": "doorstep-not-created",
+        "DOORSTEP_CLIPS__S3_ACCESS_KEY_ID": ACCESS_KEY_ID,
+        "DOORSTEP_CLIPS__S3_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
+    }
+    result = CliRunner().invoke(cli, ["serve", "--data-dir", str(data_dir)], env=environment)
+    assert result.exit_code == 1
+    assert "the clip bucket 'doorstep-not-created'" in result.output
+    assert "does not exist there" in result.output
+    assert SECRET_ACCESS_KEY not in result.output and "Traceback" not in result.output
+    assert not (data_dir / "broker").exists() and not list(data_dir.glob("*.db"))
 
 
 def test_part_size_below_the_s3_minimum_is_refused(endpoint: str) -> None:

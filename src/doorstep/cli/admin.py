@@ -9,7 +9,7 @@ import click
 from sqlalchemy.orm import Session, sessionmaker
 
 from doorstep import db
-from doorstep.settings import load_settings
+from doorstep.cli.config import load_settings
 
 
 def _sessions(data_dir: Path | None, database_url: str | None) -> sessionmaker[Session]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from doorstep import db
-from doorstep.settings import load_settings
+from doorstep.cli.config import load_settings
 
 _data_dir = click.option("--data-dir", type=click.Path(path_type=Path))
 _database = click.option("--database-url")

@@ -11,10 +11,10 @@ import click
 from doorstep import __version__
 from doorstep.cli.admin import audit, users
 from doorstep.cli.clips import clips
+from doorstep.cli.config import load_settings
 from doorstep.cli.demo import demo
 from doorstep.hub.agent import RelockPolicy
 from doorstep.hub.credentials import KeypadDefaults
-from doorstep.settings import load_settings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -55,16 +55,19 @@ def serve(
     stopping it on exit. The database schema is migrated on start.
     """
     from doorstep.server import serve as run
+    from doorstep.video.errors import ClipStoreUnavailable
 
-    run(
-        load_settings(
-            data_dir=data_dir,
-            http_host=host,
-            http_port=port,
-            broker_url=broker_url,
-            database_url=database_url,
-        )
+    settings = load_settings(
+        data_dir=data_dir,
+        http_host=host,
+        http_port=port,
+        broker_url=broker_url,
+        database_url=database_url,
     )
+    try:
+        run(settings)
+    except ClipStoreUnavailable as exc:  # checked before anything starts
+        raise click.ClickException(str(exc)) from None
 
 
 @cli.command()

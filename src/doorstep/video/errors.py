@@ -38,3 +38,11 @@ class ClipIntegrityError(DoorstepError):
 
     code = "clip_integrity"
     status = 500
+
+
+class ClipStoreUnavailable(VideoError):
+    """The object store refused or failed a request (after retries), or, checked at
+    start, its bucket is missing or refuses the keys."""
+
+    code = "clip_store_unavailable"
+    status = 503

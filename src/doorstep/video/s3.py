@@ -39,7 +39,7 @@ import boto3  # type: ignore[import-untyped]
 from botocore.config import Config  # type: ignore[import-untyped]
 from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
 
-from doorstep.video.errors import ClipNotFound, VideoError
+from doorstep.video.errors import ClipNotFound, ClipStoreUnavailable, VideoError
 from doorstep.video.storage import NAME_PART
 
 log = logging.getLogger(__name__)
@@ -49,13 +49,6 @@ DEFAULT_PART_SIZE = 8 * 1024 * 1024
 MAX_PARTS = 10_000  # S3's limit: with 8 MiB parts, objects up to ~78 GiB
 _MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
 _PAST_END = frozenset({"416", "InvalidRange"})
-
-
-class ClipStoreUnavailable(VideoError):
-    """The object store refused or failed a request (after retries)."""
-
-    code = "clip_store_unavailable"
-    status = 503
 
 
 class S3ClipStore:
@@ -102,6 +95,24 @@ class S3ClipStore:
 
     def __repr__(self) -> str:  # never the credentials
         return f"S3ClipStore(bucket={self.bucket!r}, prefix={self.prefix!r})"
+
+    def check(self) -> None:
+        """The bucket exists and these credentials may use it (HeadBucket), or
+        `ClipStoreUnavailable` saying which of the two it is."""
+        try:
+            self._client.head_bucket(Bucket=self.bucket)
+        except (ClientError, BotoCoreError) as exc:
+            code = _error_code(exc) or type(exc).__name__
+            if code in _MISSING or code == "NoSuchBucket":
+                problem = "does not exist there"
+            elif code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+                problem = f"refuses these credentials ({code})"
+            else:
+                problem = f"cannot be reached ({code})"
+            endpoint = self._client.meta.endpoint_url
+            raise ClipStoreUnavailable(
+                f"the clip bucket {self.bucket!r} at {endpoint} {problem}"
+            ) from exc
 
     def put(self, name: str, chunks: Iterable[bytes]) -> int:
         key = self._key(name)

@@ -1,0 +1,37 @@
+"""The commands' settings: `load_settings`, with a configuration mistake said as one line
+per problem (which setting, which environment variable, what is wrong) instead of a
+traceback. A value is never echoed: it may be a password in a database URL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from pydantic import ValidationError
+
+from doorstep import settings
+
+ENV_PREFIX = "DOORSTEP_"
+
+
+def load_settings(**overrides: Any) -> settings.Settings:
+    """`doorstep.settings.load_settings`, or a `click.ClickException` listing what is
+    wrong (the command exits 1 with it, and nothing has started)."""
+    try:
+        return settings.load_settings(**overrides)
+    except ValidationError as exc:
+        problems = "\n".join(f"  {problem}" for problem in describe(exc))
+        raise click.ClickException(f"the configuration is not valid:\n{problems}") from None
+
+
+def describe(error: ValidationError) -> list[str]:
+    lines = []
+    for problem in error.errors(include_url=False, include_input=False):
+        path = [str(part) for part in problem["loc"]]
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        if not path:
+            lines.append(message)
+            continue
+        variable = ENV_PREFIX + "__".join(path).upper()
+        lines.append(f"{'.'.join(path)} ({variable}): {message}")
+    return lines
