@@ -245,11 +245,17 @@ class HubLink:
             waiter = self._waiters.get(reply.command_id)
         if waiter is None or waiter.load is None:
             return None
+        # In a savepoint of its own: a failed statement must not take the reply's
+        # transaction down with it (PostgreSQL refuses everything after one until rollback).
+        tx.savepoint("waiter_load")
         try:
-            return waiter.load(tx)
+            loaded = waiter.load(tx)
         except Exception:  # the reply is stored either way; the waiter reads it itself
             log.exception("reading for the waiter of %s failed", reply.command_id)
+            tx.rollback_to("waiter_load")
             return None
+        tx.release("waiter_load")
+        return loaded
 
     def _wake(self, reply: Reply, loaded: Any) -> None:
         with self._waiters_lock:
