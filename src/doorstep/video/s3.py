@@ -98,7 +98,8 @@ class S3ClipStore:
 
     def check(self) -> None:
         """The bucket exists and these credentials may use it (HeadBucket), or
-        `ClipStoreUnavailable` saying which of the two it is."""
+        `ClipStoreUnavailable` saying what is wrong: no such bucket, keys refused, or the
+        endpoint out of reach."""
         try:
             self._client.head_bucket(Bucket=self.bucket)
         except (ClientError, BotoCoreError) as exc:
