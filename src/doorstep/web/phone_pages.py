@@ -12,7 +12,7 @@ status. The resident app keeps its own rendering (`doorstep.web.rendering`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,7 @@ from fastapi.routing import APIRoute
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from doorstep.errors import DoorstepError, NotAuthenticated
-from doorstep.web.rendering import NO_STORE
+from doorstep.web.rendering import NO_STORE, page_route
 from doorstep.web.security import CookiePolicy
 
 _TITLES = {403: "Not allowed", 404: "Not found", 409: "That did not work", 429: "Slow down"}
@@ -46,21 +46,7 @@ class PhonePages:
     defaults: Callable[[Any], dict[str, Any]]  # app.state -> what every template gets
 
     def route_class(self) -> type[APIRoute]:
-        pages = self
-
-        class PageRoute(APIRoute):
-            def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-                handle = super().get_route_handler()
-
-                async def handle_as_page(request: Request) -> Response:
-                    try:
-                        return await handle(request)
-                    except DoorstepError as exc:
-                        raise PhonePageError(exc, pages) from exc
-
-                return handle_as_page
-
-        return PageRoute
+        return page_route(lambda error: PhonePageError(error, self))
 
     def render(
         self, request: Request, template: str, context: dict[str, Any], *, status: int = 200

@@ -44,17 +44,26 @@ class PageError(Exception):
         self.error = error
 
 
-class PageRoute(APIRoute):
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handle = super().get_route_handler()
+def page_route(as_page_error: Callable[[DoorstepError], Exception]) -> type[APIRoute]:
+    """A route class whose service errors are raised again as `as_page_error(error)`, for
+    the app's exception handler to show as a page (this app's, or a phone app's)."""
 
-        async def handle_as_page(request: Request) -> Response:
-            try:
-                return await handle(request)
-            except DoorstepError as exc:
-                raise PageError(exc) from exc
+    class PageRoute(APIRoute):
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            handle = super().get_route_handler()
 
-        return handle_as_page
+            async def handle_as_page(request: Request) -> Response:
+                try:
+                    return await handle(request)
+                except DoorstepError as exc:
+                    raise as_page_error(exc) from exc
+
+            return handle_as_page
+
+    return PageRoute
+
+
+PageRoute = page_route(PageError)
 
 
 def asset_version(directory: Path) -> str:
