@@ -14,6 +14,9 @@ import pytest
 from sqlalchemy import select
 
 from doorstep import demo
+from doorstep.access import remote
+from doorstep.accounts.service import Principal, PrincipalKind, PrincipalRole
+from doorstep.audit.models import AuditEvent
 from doorstep.homes.models import Home
 from doorstep.hublink.models import HubEvent
 from doorstep.protocol.messages import EventKind
@@ -56,6 +59,14 @@ def _lock_status_text(live: Live, home: demo.Home) -> str:
     return items["lock:front"]
 
 
+def _outcomes(live: Live, command_id: str) -> list[tuple[str, str]]:
+    """(action, actor) of every audit record of a lock command's outcome."""
+    actions = ["door:locked", "door:lock_refused", "door:lock_unanswered"]
+    with live.sessions() as session:
+        rows = session.scalars(select(AuditEvent).where(AuditEvent.action.in_(actions))).all()
+    return [(row.action, row.actor) for row in rows if row.data.get("command_id") == command_id]
+
+
 def _lock_commands_seen(live: Live, home: demo.Home) -> list[str]:
     """Kinds of the hub's journalled answers to any lock command, as the service stored
     them (events are kept after the hub forgets them)."""
@@ -90,6 +101,8 @@ def test_lock_after_a_remote_unlock_while_the_door_is_closed(
     assert requested["data"]["command_id"] == command_id
     done = wait_audit(home.resident, home.id, "door:locked", door_id, command_id=command_id)
     assert done["data"]["door"] == "front" and done["data"]["seqs"]
+    # Recorded once, from the hub's journalled `lock.command` event, not by the request.
+    assert _outcomes(live, command_id) == [("door:locked", f"hub:{home.hub_id}")]
     assert _lock_status_text(live, home) == "Locked"
     # The lock ended the resident's own entry the way a relock does: nobody went in.
     ended = demo.wait_entry(home.resident, entry["id"], "aborted")
@@ -114,6 +127,42 @@ def test_an_open_door_is_refused_and_the_bolt_does_not_move(
     assert _lock(world).lock_calls == 0
     refused = wait_audit(home.resident, home.id, "door:lock_refused", _front_door_id(home))
     assert refused["data"]["reason"] == "door_open"
+    command_id = refused["data"]["command_id"]
+    assert _outcomes(live, command_id) == [("door:lock_refused", f"hub:{home.hub_id}")]
+
+
+@pytest.mark.parametrize("door_open", [False, True], ids=["locked", "refused"])
+def test_the_outcome_is_audited_when_nobody_waits_for_the_reply(
+    live: Live, world: demo.World, wait_audit: AuditWait, door_open: bool
+) -> None:
+    """The request that asked is gone (the service restarted mid-wait, or the reply came
+    after its timeout): the hub's journalled answer still puts the outcome in the audit
+    log, from the event alone."""
+    home = world.homes[0]
+    home.door("manual_unlock")
+    if door_open:
+        home.door("open_door")
+    runtime = live.runtime
+    assert runtime.link is not None and runtime.writer is not None
+    resident = Principal(PrincipalKind.USER, _owner_id(live, home), PrincipalRole.RESIDENT)
+    order = runtime.writer.submit(
+        lambda tx: remote.remote_lock(
+            tx, resident=resident, home_id=home.id, slug="front", now=runtime.clock.now(),
+            settings=runtime.settings.entry, signer=runtime.keys.signer,
+        )
+    ).result(10)  # fmt: skip
+    # Published as the request publishes it, with no waiter: nobody records anything
+    # when the reply comes.
+    runtime.link.publish_command(order.hub_id, order.command)
+
+    command_id = order.command.command_id
+    action = "door:lock_refused" if door_open else "door:locked"
+    record = wait_audit(home.resident, home.id, action, _front_door_id(home), command_id=command_id)
+
+    assert record["actor"] == f"hub:{home.hub_id}"
+    assert record["data"]["reason"] == ("door_open" if door_open else None)
+    assert _lock(world).status().secure is not door_open
+    assert _outcomes(live, command_id) == [(action, f"hub:{home.hub_id}")]
 
 
 def test_a_courier_entry_in_progress_is_not_locked_mid_delivery(
@@ -174,3 +223,41 @@ def test_an_offline_hub_is_refused_and_nothing_is_sent(live: Live, world: demo.W
     error = answer.json()["error"]
     assert error["details"]["reason"] == "hub_offline"
     assert "offline" in error["message"] and "nothing was sent" in error["message"]
+
+
+def test_a_hub_that_answers_too_late_is_unanswered_then_locked(
+    live: Live, world: demo.World, wait_audit: AuditWait, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The resident is told the door did not answer (504), and the audit log says so;
+    when the hub's answer does come, its outcome is recorded as well."""
+    home = world.homes[0]
+    home.door("manual_unlock")
+    link = live.runtime.link
+    assert link is not None
+    held: list[tuple[str, Any]] = []
+    monkeypatch.setattr(
+        link, "publish_command", lambda hub_id, command: held.append((hub_id, command))
+    )
+    monkeypatch.setattr(live.runtime.settings.entry, "hub_reply_timeout_seconds", 0.5)
+
+    answer = home.resident.http.post(f"/v1/homes/{home.id}/doors/front/lock")
+
+    assert answer.status_code == 504, answer.text
+    assert answer.json()["error"]["code"] == "hub_timeout"
+    [(hub_id, command)] = held
+    door_id = _front_door_id(home)
+    unanswered = wait_audit(
+        home.resident, home.id, "door:lock_unanswered", door_id, command_id=command.command_id
+    )
+    assert unanswered["actor"] == f"resident:{_owner_id(live, home)}"
+    assert _lock(world).lock_calls == 0
+
+    monkeypatch.undo()  # the command reaches the hub after all, late
+    link.publish_command(hub_id, command)
+
+    wait_audit(home.resident, home.id, "door:locked", door_id, command_id=command.command_id)
+    assert _lock(world).status().secure
+    assert _outcomes(live, command.command_id) == [
+        ("door:lock_unanswered", f"resident:{_owner_id(live, home)}"),
+        ("door:locked", f"hub:{home.hub_id}"),
+    ]

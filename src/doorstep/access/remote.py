@@ -14,8 +14,12 @@ did not make is noticed.
 `remote_lock` is the other direction, "Lock now": no password again (locking makes
 nobody's home less safe), but the same ownership and hub checks, a grant of its own
 (scope "lock", valid for the command's short life, a fresh token id the hub spends), and
-an audit record of the request; `finish_lock` records how it went once the hub has
-answered (or not). Another entry in progress at the door refuses it
+an audit record of the request. How it went is recorded from the hub's journalled
+event (`record_lock_outcome`, at ingest: `lock.command`, or `command.refused` for a lock
+command), so the outcome reaches the audit log exactly once even when the request that
+asked is gone (the service restarted mid-wait, the reply came too late); the request
+itself records only the hub's silence (`lock_unanswered`). Another entry in progress at
+the door refuses it
 (`entry_in_progress`); the resident's own remote unlock does not: the lock ends it, as
 the relock would (see `HubAgent._lock` for why the hub draws the same line).
 """
@@ -27,7 +31,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from doorstep.access import service
-from doorstep.access.errors import HubTimeout, LockRefused
+from doorstep.access.errors import LockRefused
 from doorstep.access.models import OPEN_STATES
 from doorstep.accounts.service import Principal
 from doorstep.audit.service import append_tx
@@ -35,7 +39,7 @@ from doorstep.db import new_id
 from doorstep.errors import Conflict, NotFound
 from doorstep.protocol import PROTOCOL_VERSION, Reason
 from doorstep.protocol.grants import GrantClaims, GrantSigner, audience_for, new_token_id
-from doorstep.protocol.messages import Command, CommandKind, Reply, b64encode
+from doorstep.protocol.messages import Command, CommandKind, Event, EventKind, Reply, b64encode
 from doorstep.settings import EntrySettings
 from doorstep.sql import Tx
 
@@ -178,28 +182,48 @@ LOCK_ADVICE: dict[str, str] = {
 }
 
 
-def finish_lock(
-    tx: Tx, *, resident: Principal, order: LockOrder, reply: Reply | None, now: datetime
-) -> LockRefused | HubTimeout | None:
-    """Record the hub's answer (`door:locked`, `door:lock_refused` with its reason) or its
-    silence (`door:lock_unanswered`); return the error for the caller to raise unless the
-    door is verified locked (returned, not raised: a raising job's records roll back).
-    The hub's own record of the outcome is its journalled `lock.command` event (`seqs`)."""
-    reason: str | None
-    if reply is None:
-        action, reason = "door:lock_unanswered", Reason.HUB_TIMEOUT
-    elif reply.result == "ok":
-        action, reason = "door:locked", None
+def record_lock_outcome(tx: Tx, *, hub_id: str, event: Event, now: datetime) -> None:
+    """At ingest (the first time only): a remote lock's outcome as the hub journalled it,
+    `door:locked` or `door:lock_refused` with the reason, under the door it names."""
+    data = event.data
+    if event.kind == EventKind.LOCK_COMMAND:
+        locked = data.get("result") == "locked"
+    elif event.kind == EventKind.COMMAND_REFUSED and data.get("kind") == CommandKind.LOCK:
+        locked = False
     else:
-        action, reason = "door:lock_refused", reply.reason or "hub_error"
+        return
+    slug = data.get("access_point")
+    row = tx.one(
+        "SELECT ap.id, ap.home_id FROM access_points ap WHERE ap.hub_id = ? AND ap.slug = ?",
+        (hub_id, slug if isinstance(slug, str) else ""),
+    )
+    if row is None:  # a door the service no longer has: the hub event itself is kept
+        return
+    point_id, home_id = row
+    reason = None if locked else str(data.get("reason") or "hub_error")
     append_tx(
-        tx, at=now, actor=resident.actor, action=action, subject=order.access_point_id,
-        home_id=order.home_id, data={"door": order.slug, "command_id": order.command.command_id,
-                                     "reason": reason, "seqs": reply.seqs if reply else []},
+        tx, at=now, actor=f"hub:{hub_id}", action="door:locked" if locked else "door:lock_refused",
+        subject=point_id, home_id=home_id,
+        data={"door": slug, "command_id": data.get("command_id"), "reason": reason,
+              "epoch": event.epoch, "seqs": [event.seq]},
     )  # fmt: skip
-    if reply is None:
-        return HubTimeout("the door did not answer in time; check its state before you leave")
-    if reason is None:
+
+
+def record_unanswered(tx: Tx, *, resident: Principal, order: LockOrder, now: datetime) -> None:
+    """The hub did not answer in time (`door:lock_unanswered`); should its answer come
+    later, its event still records the outcome."""
+    append_tx(
+        tx, at=now, actor=resident.actor, action="door:lock_unanswered",
+        subject=order.access_point_id, home_id=order.home_id,
+        data={"door": order.slug, "command_id": order.command.command_id,
+              "reason": Reason.HUB_TIMEOUT},
+    )  # fmt: skip
+
+
+def lock_problem(reply: Reply) -> LockRefused | None:
+    """The error to answer the resident with, unless the hub verified the door locked."""
+    if reply.result == "ok":
         return None
+    reason = reply.reason or "hub_error"
     advice = LOCK_ADVICE.get(reason, "check the door.")
     return LockRefused(f"the door did not lock ({reason}): {advice}", reason=reason)

@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from doorstep import security
 from doorstep.access import remote, service
+from doorstep.access.errors import HubTimeout
 from doorstep.access.models import PROGRESS, Entry, EntryState
 from doorstep.access.schemas import (
     ApprovalAnswer,
@@ -436,19 +437,23 @@ async def lock_door(
     )  # fmt: skip
     waiter = link.expect_reply(order.command.command_id)
     link.publish_command(order.hub_id, order.command)
-    reply = None
     try:
         answer = await asyncio.wait_for(
             asyncio.wrap_future(waiter.future), runtime.settings.entry.hub_reply_timeout_seconds
         )
-        reply = answer.reply
     except TimeoutError:
         link.forget(order.command.command_id)
-    done = runtime.clock.now()
-    problem = await run_write(
-        writer,
-        lambda tx: remote.finish_lock(tx, resident=resident, order=order, reply=reply, now=done),
-    )
+        done = runtime.clock.now()
+        await run_write(
+            writer,
+            lambda tx: remote.record_unanswered(tx, resident=resident, order=order, now=done),
+        )
+        raise HubTimeout(
+            "the door did not answer in time; check its state before you leave"
+        ) from None
+    # The outcome's audit record was written when the hub's event was ingested, before
+    # this reply (the hub journals and publishes the event first).
+    problem = remote.lock_problem(answer.reply)
     if problem is not None:
         raise problem
     return order

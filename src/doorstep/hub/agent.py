@@ -561,14 +561,17 @@ class HubAgent:
 
     def _refuse(self, command: Command, reason: Reason, detail: str) -> Reply:
         log.info("refused command %s: %s", command.command_id, detail)
-        event = self.record(
-            EventKind.COMMAND_REFUSED,
-            {
-                "command_id": command.command_id,
-                "entry_id": command.entry_id,
-                "reason": reason,
-            },
-        )
+        # The kind and the door let the service record a refused remote lock from this
+        # journalled event alone, whether or not anyone still waits for the reply.
+        data: dict[str, Any] = {
+            "command_id": command.command_id,
+            "kind": command.kind,
+            "entry_id": command.entry_id,
+            "reason": reason,
+        }
+        if command.access_point is not None:
+            data["access_point"] = command.access_point
+        event = self.record(EventKind.COMMAND_REFUSED, data)
         return self._reply(
             Reply(command_id=command.command_id, result="refused", reason=reason, seqs=[event.seq])
         )

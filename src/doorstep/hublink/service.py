@@ -13,6 +13,7 @@ from datetime import datetime
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from doorstep.access import remote
 from doorstep.access import service as access
 from doorstep.audit.service import append_tx
 from doorstep.protocol.messages import Event, Reply, Status, b64decode
@@ -94,6 +95,7 @@ def ingest_event(tx: Tx, *, hub: HubInfo, event: Event, now: datetime) -> Ingest
             ),
         )
         access.apply_hub_event(tx, hub_id=hub.id, event=event, now=now)
+        remote.record_lock_outcome(tx, hub_id=hub.id, event=event, now=now)
         stored = True
     max_seq = max(max_seq, event.seq)
     through = _advance(tx, hub.id, event.epoch, through, max_seq)

@@ -38,6 +38,8 @@ class CommandKind(StrEnum):
 
 class EventKind(StrEnum):
     HUB_STARTED = "hub.started"
+    # A command the hub would not carry out: data.reason, and for a command it could
+    # read, command_id, kind, entry_id and access_point (the door the command names).
     COMMAND_REFUSED = "command.refused"
     LOCK_UNLOCKED = "lock.unlocked"
     LOCK_LOCKED = "lock.locked"
