@@ -7,7 +7,6 @@ PostgreSQL tests need DOORSTEP_TEST_PG_URL (scripts/test starts a throwaway clus
 
 from __future__ import annotations
 
-import os
 import secrets
 import threading
 from collections.abc import Callable, Iterator
@@ -18,7 +17,6 @@ from typing import Any
 import pytest
 import uvicorn
 from fastapi import FastAPI
-from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from doorstep import demo
@@ -33,8 +31,7 @@ from doorstep.homes.service import broker_credentials
 from doorstep.hub.runner import HubOptions, build
 from doorstep.protocol.mqtt import BrokerAddress
 from doorstep.settings import EntrySettings, NotifySettings, Settings
-
-PG_URL = os.environ.get("DOORSTEP_TEST_PG_URL", "")
+from postgres import postgres_database
 
 
 @pytest.fixture(scope="session")
@@ -50,25 +47,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'doorstep.db'}"
         return
-    if not PG_URL:
-        if os.environ.get("DOORSTEP_REQUIRE_PG"):
-            pytest.fail("DOORSTEP_TEST_PG_URL is not set but PostgreSQL tests are required")
-        pytest.skip("DOORSTEP_TEST_PG_URL is not set (scripts/test sets it)")
-    name = f"test_{secrets.token_hex(6)}"
-    admin = create_engine(
-        PG_URL.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT"
-    )
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-        yield PG_URL.rsplit("/", 1)[0] + f"/{name}"
-        # FORCE ends the test's leftover connections (all the test role's own; the
-        # throwaway cluster runs without autovacuum, whose workers only a superuser may
-        # end: see scripts/pg-test-cluster).
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
+    with postgres_database() as url:
+        yield url
 
 
 class _Server(uvicorn.Server):

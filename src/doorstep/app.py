@@ -81,7 +81,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        db.upgrade(engine)
+        db.migrate(engine, settings.database_owner_url)
         writer = runtime.writer = Writer(engine)
         writer.start()
         if broker is not None:

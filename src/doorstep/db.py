@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, create_engine, event
+from sqlalchemy import Connection, DateTime, Engine, create_engine, event, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -102,6 +102,70 @@ def _run_after_commit(session: Session) -> None:
 
 def _drop_after_commit(session: Session) -> None:
     session.info.pop("after_commit", None)
+
+
+class RoleSetupError(Exception):
+    """The PostgreSQL roles cannot be set up as `database_owner_url` asks (the message
+    says why and what to do)."""
+
+
+def migrate(engine: Engine, owner_url: str | None) -> None:
+    """Bring the schema to the newest migration: as the engine's own role, or with
+    `owner_url` (`Settings.database_owner_url`) as the schema's owner, after which the
+    engine's role is given only what the service needs (`grant_service_role`)."""
+    if owner_url is None:
+        upgrade(engine)
+        return
+    role = engine.url.username
+    if role is None:
+        raise RoleSetupError("database_url names no role to log in as")
+    owner = make_engine(owner_url)
+    try:
+        with owner.begin() as connection:
+            _check_service_role(connection, role)
+        upgrade(owner)
+        with owner.begin() as connection:
+            grant_service_role(connection, role)
+    finally:
+        owner.dispose()
+
+
+def _check_service_role(connection: Connection, role: str) -> None:
+    """The service's role exists and owns no part of the schema (checked before the
+    migrations, which could not even read a schema another role owns)."""
+    owner_of_audit, role_exists = connection.execute(
+        text(
+            "SELECT (SELECT tableowner FROM pg_tables"
+            "  WHERE schemaname = current_schema() AND tablename = 'audit_events'),"
+            " EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :role)"
+        ),
+        {"role": role},
+    ).one()
+    if not role_exists:
+        raise RoleSetupError(f"the role {role!r} of database_url does not exist")
+    if owner_of_audit == role:
+        raise RoleSetupError(
+            f"the schema belongs to {role!r}, the role of database_url, which could then"
+            " drop the audit log's triggers; hand it to the owner role first (as a"
+            f" superuser: REASSIGN OWNED BY {role} TO <owner role>)"
+        )
+
+
+def grant_service_role(connection: Connection, role: str) -> None:
+    """As the schema's owner: let `role` read and write every table, but not change or
+    delete the audit log, nor touch the migrations' own table. Owning nothing, it cannot
+    alter a table or drop the audit log's triggers either (DESIGN principle 5)."""
+    schema = connection.execute(text("SELECT current_schema()")).scalar_one()
+    quote = connection.dialect.identifier_preparer.quote
+    who, where = quote(role), quote(schema)
+    for statement in (
+        f"GRANT USAGE ON SCHEMA {where} TO {who}",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {where} TO {who}",
+        f"GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA {where} TO {who}",
+        f"REVOKE UPDATE, DELETE, TRUNCATE ON audit_events FROM {who}",
+        f"REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON alembic_version FROM {who}",
+    ):
+        connection.exec_driver_sql(statement)
 
 
 def upgrade(engine: Engine) -> None:

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 def serve(settings: Settings) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     check_clip_store(settings)
+    migrate(settings)
     # uvicorn re-raises SIGTERM after its graceful shutdown; turning it into SystemExit
     # lets the broker and the database be closed on the way out.
     signal.signal(signal.SIGTERM, _exit)
@@ -65,6 +66,19 @@ def check_clip_store(settings: Settings) -> None:
     store.check()
 
 
+def migrate(settings: Settings) -> None:
+    """Bring the schema up to date before anything starts (`db.migrate`: with
+    `database_owner_url`, as the owner, granting the service's role its share); a role
+    setup that cannot work stops here (`db.RoleSetupError`)."""
+    engine = db.make_engine(
+        settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous
+    )
+    try:
+        db.migrate(engine, settings.database_owner_url)
+    finally:
+        engine.dispose()
+
+
 def _exit(_signum: int, _frame: object) -> None:
     raise SystemExit(0)
 
@@ -76,7 +90,6 @@ def _broker(settings: Settings, stack: ExitStack) -> tuple[BrokerAddress, Callab
     engine = db.make_engine(
         settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous
     )
-    db.upgrade(engine)
     sessions = db.make_session_factory(engine)
 
     def credentials() -> dict[str, str]:

@@ -107,6 +107,10 @@ class Settings(BaseSettings):
     environment: Literal["development", "production"] = "development"
     data_dir: Path = Path("var")
     database_url: str | None = None
+    # PostgreSQL only: the role that owns the schema and runs the migrations. With it,
+    # `database_url`'s role owns nothing and may not change or delete the audit log
+    # (`doorstep.db.migrate`); without it, that one role does both.
+    database_owner_url: str | None = None
     # mqtt://user:password@host:port. Empty: `serve` starts and supervises its own Mosquitto.
     broker_url: str | None = None
     # MQTT client id of this service process; give each `serve` process its own.
@@ -129,6 +133,26 @@ class Settings(BaseSettings):
     def _production_needs_explicit_storage(self) -> Settings:
         if self.environment == "production" and not self.database_url:
             raise ValueError("production needs DOORSTEP_DATABASE_URL set explicitly")
+        return self
+
+    @model_validator(mode="after")
+    def _owner_is_another_postgres_role(self) -> Settings:
+        if self.database_owner_url is None:
+            return self
+        from sqlalchemy.engine import make_url
+
+        url = self.resolved_database_url
+        if not (url.startswith("postgresql") and self.database_owner_url.startswith("postgresql")):
+            raise ValueError("database_owner_url is for PostgreSQL: set both URLs to postgresql://")
+        service, owner = make_url(url), make_url(self.database_owner_url)
+        if (service.host, service.port, service.database) != (
+            owner.host,
+            owner.port,
+            owner.database,
+        ):
+            raise ValueError("database_owner_url must name the same server and database")
+        if service.username == owner.username:
+            raise ValueError("database_owner_url must log in as another role than database_url")
         return self
 
     @property

@@ -15,10 +15,12 @@ from sqlalchemy import select
 
 from doorstep import demo
 from doorstep.access import remote
-from doorstep.accounts.service import Principal, PrincipalKind, PrincipalRole
+from doorstep.accounts.models import PrincipalKind
+from doorstep.accounts.service import Principal
 from doorstep.audit.models import AuditEvent
 from doorstep.homes.models import Home
 from doorstep.hublink.models import HubEvent
+from doorstep.permissions import PrincipalRole
 from doorstep.protocol.messages import EventKind
 from doorstep.web.status import home_status
 

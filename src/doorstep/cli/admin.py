@@ -9,14 +9,12 @@ import click
 from sqlalchemy.orm import Session, sessionmaker
 
 from doorstep import db
-from doorstep.cli.config import load_settings
+from doorstep.cli.config import load_settings, open_database
 
 
 def _sessions(data_dir: Path | None, database_url: str | None) -> sessionmaker[Session]:
     settings = load_settings(data_dir=data_dir, database_url=database_url)
-    engine = db.make_engine(settings.resolved_database_url)
-    db.upgrade(engine)
-    return db.make_session_factory(engine)
+    return db.make_session_factory(open_database(settings))
 
 
 _data_dir = click.option("--data-dir", type=click.Path(path_type=Path))

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from doorstep import db
-from doorstep.cli.config import load_settings
+from doorstep.cli.config import load_settings, open_database
 
 _data_dir = click.option("--data-dir", type=click.Path(path_type=Path))
 _database = click.option("--database-url")
@@ -30,8 +30,7 @@ def expire(data_dir: Path | None, database_url: str | None) -> None:
     from doorstep.clock import SystemClock
 
     settings = load_settings(data_dir=data_dir, database_url=database_url)
-    engine = db.make_engine(settings.resolved_database_url)
-    db.upgrade(engine)
+    engine = open_database(settings)
     storage = ClipStorage.under(settings.data_dir, settings.clips)
     expired, abandoned = run_once(
         db.make_session_factory(engine), storage, settings.clips, SystemClock()
@@ -51,8 +50,7 @@ def scan(data_dir: Path | None, database_url: str | None) -> None:
     from doorstep.clock import SystemClock
 
     settings = load_settings(data_dir=data_dir, database_url=database_url)
-    engine = db.make_engine(settings.resolved_database_url)
-    db.upgrade(engine)
+    engine = open_database(settings)
     storage = ClipStorage.under(settings.data_dir, settings.clips)
     with db.make_session_factory(engine)() as session:
         findings = scan_store(session, storage, now=SystemClock().now())

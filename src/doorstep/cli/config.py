@@ -8,8 +8,9 @@ from typing import Any
 
 import click
 from pydantic import ValidationError
+from sqlalchemy import Engine
 
-from doorstep import settings
+from doorstep import db, settings
 
 ENV_PREFIX = "DOORSTEP_"
 
@@ -22,6 +23,18 @@ def load_settings(**overrides: Any) -> settings.Settings:
     except ValidationError as exc:
         problems = "\n".join(f"  {problem}" for problem in describe(exc))
         raise click.ClickException(f"the configuration is not valid:\n{problems}") from None
+
+
+def open_database(config: settings.Settings) -> Engine:
+    """The service's database engine, its schema migrated (`db.migrate`); a role setup
+    that cannot work is a `click.ClickException` saying why."""
+    engine = db.make_engine(config.resolved_database_url)
+    try:
+        db.migrate(engine, config.database_owner_url)
+    except db.RoleSetupError as exc:
+        engine.dispose()
+        raise click.ClickException(str(exc)) from None
+    return engine
 
 
 def describe(error: ValidationError) -> list[str]:

@@ -54,6 +54,7 @@ def serve(
     access, one password and ACL per hub) and runs Mosquitto as a supervised child,
     stopping it on exit. The database schema is migrated on start.
     """
+    from doorstep.db import RoleSetupError
     from doorstep.server import serve as run
     from doorstep.video.errors import ClipStoreUnavailable
 
@@ -66,7 +67,7 @@ def serve(
     )
     try:
         run(settings)
-    except ClipStoreUnavailable as exc:  # checked before anything starts
+    except (ClipStoreUnavailable, RoleSetupError) as exc:  # checked before anything starts
         raise click.ClickException(str(exc)) from None
 
 
