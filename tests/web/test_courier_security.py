@@ -9,10 +9,13 @@ from collections.abc import Callable
 from http.cookies import SimpleCookie
 from typing import Any
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from doorstep import demo
+from doorstep.accounts.service import resolve_token
 from doorstep.protocol import pop
+from doorstep.web import phone_session
 from doorstep.web.security import CONTENT_SECURITY_POLICY
 
 from .support import PASSWORD, WebClient, new_email, session_token, snapshot
@@ -113,7 +116,10 @@ def test_json_writes_need_the_sessions_csrf_header_and_change_nothing_without(
 
 
 def test_sign_out_ends_the_courier_session(
-    live: Any, world: demo.World, web_clients: Callable[[], WebClient]
+    live: Any,
+    world: demo.World,
+    web_clients: Callable[[], WebClient],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     courier = web_clients()
     _sign_in(courier, COURIER)
@@ -122,7 +128,18 @@ def test_sign_out_ends_the_courier_session(
     assert forged.status_code == 403
     assert courier.get("/courier").status_code == 200
     token = courier.http.cookies["doorstep_courier"]
-    response = courier.http.post("/courier/signout", data={"csrf_token": app_csrf(courier)})
+    csrf = app_csrf(courier)
+    lookups: list[str] = []
+
+    def counted(session: Any, *, token: str, now: Any) -> Any:
+        lookups.append(token)
+        return resolve_token(session, token=token, now=now)
+
+    monkeypatch.setattr(phone_session, "resolve_token", counted)
+    response = courier.http.post("/courier/signout", data={"csrf_token": csrf})
+    # The form's CSRF check and the route's courier are one session lookup, not two.
+    assert lookups == [token]
+    monkeypatch.undo()
     assert response.status_code == 303
     assert response.headers["location"] == "/courier/signin?notice=signed-out"
     again = courier_client(web_clients, token)  # the old cookie, kept by someone

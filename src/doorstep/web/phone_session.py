@@ -82,12 +82,22 @@ class PhoneSession:
     def page_person(
         self, request: Request, runtime: RuntimeDep, web: WebDep, session: UnitOfWork
     ) -> SignedIn:
-        return self.resolve(session, token=self._token(request, web), now=runtime.clock.now())
+        known = _resolved(request)
+        if known is not None:
+            return known
+        person = self.resolve(session, token=self._token(request, web), now=runtime.clock.now())
+        request.state.phone_person = person
+        return person
 
     def api_person(self, request: Request, runtime: RuntimeDep, web: WebDep) -> SignedIn:
+        known = _resolved(request)
+        if known is not None:
+            return known
         token = self._token(request, web)
         with runtime.sessions() as session:
-            return self.resolve(session, token=token, now=runtime.clock.now())
+            person = self.resolve(session, token=token, now=runtime.clock.now())
+        request.state.phone_person = person
+        return person
 
     def writing_person(self, request: Request, runtime: RuntimeDep, web: WebDep) -> SignedIn:
         person = self.api_person(request, runtime, web)
@@ -104,6 +114,14 @@ class PhoneSession:
         if not csrf_valid(web.csrf_key, session_binding(person.digest), form.get(CSRF_FIELD)):
             raise CsrfRejected("this form has expired; go back, reload the page and try again")
         return form
+
+
+def _resolved(request: Request) -> SignedIn | None:
+    """The person this request's session was already resolved to: `form` and
+    `writing_person` resolve it themselves, and a route that also names the plain
+    dependency gets the same answer without a second lookup."""
+    person: SignedIn | None = getattr(request.state, "phone_person", None)
+    return person
 
 
 def page_csrf(web: WebContext, person: SignedIn) -> str:
