@@ -6,15 +6,16 @@ password, a code, or an email that is no account."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import orjson
 from sqlalchemy import select
 
-from doorstep.accounts import totp, twofactor
-from doorstep.accounts.models import User
+from doorstep.accounts import signins, totp, twofactor
+from doorstep.accounts.models import Role, User
+from doorstep.accounts.service import create_user
 from doorstep.audit.models import AuditEvent
 
 from .support import PASSWORD, WebClient, new_email
@@ -140,3 +141,108 @@ def test_api_token_and_remote_unlock_password_are_audited(live: Any) -> None:
     ]
     assert records[1]["actor"] == f"resident:{user_id}"
     _no_secrets(records, WRONG, PASSWORD, token.json()["access_token"])
+
+
+def test_many_wrong_passwords_pause_the_account_and_the_answer_says_nothing(live: Any) -> None:
+    """Guessing spread over many addresses meets the account's own limit: after
+    `PAUSE_AFTER` wrong passwords the right one is refused too, answered exactly as an
+    unknown email is, and recorded as `paused`; the pause ends with its window."""
+    email, stranger = new_email("guessed"), new_email("nobody")
+    with httpx.Client(base_url=live.url, timeout=30) as http:
+        created = http.post(
+            "/v1/residents", json={"email": email, "name": "G", "password": PASSWORD}
+        )
+        user_id = created.json()["id"]
+        form = {"grant_type": "password", "username": email}
+        token = http.post("/v1/auth/token", data={**form, "password": PASSWORD}).json()
+        bearer = {"authorization": f"Bearer {token['access_token']}"}
+        wrong = [
+            http.post("/v1/auth/token", data={**form, "password": f"{WRONG}-{n}"}).status_code
+            for n in range(signins.PAUSE_AFTER)
+        ]
+        paused = http.post("/v1/auth/token", data={**form, "password": PASSWORD})
+        nobody = http.post(
+            "/v1/auth/token",
+            data={"grant_type": "password", "username": stranger, "password": PASSWORD},
+        )
+        # The signed-in owner's password, sent to unlock a door, is not checked either.
+        unlock = http.post(
+            "/v1/homes/hom-none/doors/front/unlock", json={"password": PASSWORD}, headers=bearer
+        )
+
+    assert wrong == [401] * signins.PAUSE_AFTER
+    assert (paused.status_code, paused.json()) == (nobody.status_code, nobody.json())
+    assert unlock.status_code == 401
+    reasons = [
+        (r["action"], r["data"].get("reason")) for r in _records(live) if r["subject"] == user_id
+    ]
+    assert reasons == [
+        ("account:signin", None),
+        *[("account:signin_failed", "wrong_credentials")] * signins.PAUSE_AFTER,
+        ("account:signin_failed", "paused"),
+        ("account:reauth_failed", "paused"),
+    ]
+    with live.sessions() as session:
+        now = datetime.now(UTC)
+        assert signins.paused(session, user_id=user_id, now=now)
+        # The paused attempts do not prolong it: once the wrong ones are older than the
+        # window, the password is checked again.
+        later = now + signins.PAUSE_WINDOW + timedelta(seconds=1)
+        assert not signins.paused(session, user_id=user_id, now=later)
+
+
+def test_a_successful_sign_in_starts_the_count_again(live: Any) -> None:
+    email = new_email("typo")
+    with httpx.Client(base_url=live.url, timeout=30) as http:
+        user_id = http.post(
+            "/v1/residents", json={"email": email, "name": "T", "password": PASSWORD}
+        ).json()["id"]
+        form = {"grant_type": "password", "username": email}
+        answers = []
+        for _ in range(2):  # typos, then the right one, twice: never PAUSE_AFTER in a row
+            for n in range(signins.PAUSE_AFTER - 1):
+                answers.append(
+                    http.post("/v1/auth/token", data={**form, "password": f"{WRONG}{n}"})
+                )
+            answers.append(http.post("/v1/auth/token", data={**form, "password": PASSWORD}))
+    assert [a.status_code for a in answers] == ([401] * (signins.PAUSE_AFTER - 1) + [200]) * 2
+    with live.sessions() as session:
+        assert not signins.paused(session, user_id=user_id, now=datetime.now(UTC))
+
+
+def test_the_phone_apps_sign_ins_are_audited(
+    live: Any, web_clients: Callable[[], WebClient]
+) -> None:
+    email = new_email("courier")
+    with live.sessions() as session:
+        user_id = create_user(
+            session, email=email, name="C", password=PASSWORD, role=Role.COURIER,
+            now=datetime.now(UTC),
+        ).id  # fmt: skip
+        session.commit()
+    courier, resident = web_clients(), web_clients()
+    resident_email = new_email("resident")
+    resident.sign_up(resident_email)
+
+    wrong = courier.post(
+        "/courier/signin", {"email": email, "password": WRONG}, csrf_from="/courier/signin"
+    )
+    right = courier.post(
+        "/courier/signin", {"email": email, "password": PASSWORD}, csrf_from="/courier/signin"
+    )
+    elsewhere = resident.post(
+        "/guest/signin", {"email": resident_email, "password": PASSWORD}, csrf_from="/guest/signin"
+    )
+
+    assert (wrong.status_code, right.status_code, elsewhere.status_code) == (422, 303, 422)
+    records = [
+        (r["action"], r["actor"], r["data"]["via"], r["data"].get("reason"))
+        for r in _records(live)
+        if r["data"].get("via") in ("courier_web", "visitor_web")
+    ]
+    assert records == [
+        ("account:signin_failed", "anonymous", "courier_web", "wrong_credentials"),
+        ("account:signin", f"courier:{user_id}", "courier_web", None),
+        ("account:signin_failed", "anonymous", "visitor_web", "not_a_visitor"),
+    ]
+    _no_secrets(_records(live), WRONG, PASSWORD)

@@ -367,8 +367,13 @@ def _reauthenticate(runtime: Runtime, resident: Principal, body: RemoteUnlock, c
     now = runtime.clock.now()
     with runtime.sessions() as session:
         user = session.get(User, user_id)
-        ok = security.verify_password(user.password_hash if user else None, body.password)
-        failure = None if ok else signins.Failure.WRONG_CREDENTIALS
+        failure: signins.Failure | None
+        if signins.paused(session, user_id=user_id, now=now):  # too many wrong lately
+            security.verify_password(None, body.password)  # the same work, not checked
+            ok, failure = False, signins.Failure.PAUSED
+        else:
+            ok = security.verify_password(user.password_hash if user else None, body.password)
+            failure = None if ok else signins.Failure.WRONG_CREDENTIALS
         via = signins.Via.REMOTE_UNLOCK
         if ok and twofactor.is_on(session, user_id=user_id):
             try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from urllib.parse import parse_qsl
 
 import orjson
@@ -51,11 +51,11 @@ async def token(request: Request, runtime: RuntimeDep) -> object:
     now = runtime.clock.now()
     with runtime.sessions() as session:
         try:
-            kind, principal_id = _authenticate(session, form)
-        except NotAuthenticated:
+            kind, principal_id = _authenticate(session, form, now)
+        except NotAuthenticated as exc:
             signins.sign_in_failed(
                 session, subject=_claimed_account(session, form), via=signins.Via.API,
-                client=key, reason=signins.Failure.WRONG_CREDENTIALS, now=now,
+                client=key, reason=signins.failure_of(exc), now=now,
             )  # fmt: skip
             session.commit()
             raise
@@ -68,11 +68,13 @@ async def token(request: Request, runtime: RuntimeDep) -> object:
     return TokenRead(access_token=issued.access_token, expires_in=int(ttl.total_seconds()))
 
 
-def _authenticate(session: Session, form: dict[str, str]) -> tuple[PrincipalKind, str]:
+def _authenticate(
+    session: Session, form: dict[str, str], now: datetime
+) -> tuple[PrincipalKind, str]:
     grant = form.get("grant_type")
     if grant == "password":
         user = service.authenticate_password(
-            session, email=_field(form, "username"), password=_field(form, "password")
+            session, email=_field(form, "username"), password=_field(form, "password"), now=now
         )
         return PrincipalKind.USER, user.id
     if grant == "client_credentials":

@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from doorstep import security
+from doorstep.accounts import signins
 from doorstep.accounts.models import AccessToken, ApiClient, Carrier, PrincipalKind, Role, User
 from doorstep.audit import service as audit
 from doorstep.db import new_id
@@ -36,6 +37,7 @@ class Principal:
 class IssuedToken:
     access_token: str
     expires_at: datetime
+    principal_id: str  # whose token it is
 
 
 def create_user(
@@ -92,8 +94,18 @@ def create_carrier(
     return carrier, client, secret
 
 
-def authenticate_password(session: Session, *, email: str, password: str) -> User:
+class SignInPaused(NotAuthenticated):
+    """Too many wrong passwords for this account lately (`signins.paused`); answered as
+    a wrong password is, so that it says nothing about the account."""
+
+
+def authenticate_password(session: Session, *, email: str, password: str, now: datetime) -> User:
+    """The active account with this email and password. An unknown email, a wrong
+    password and a paused account fail alike, after the same argon2 work."""
     user = session.scalar(select(User).where(User.email == email.strip().lower()))
+    if user is not None and signins.paused(session, user_id=user.id, now=now):
+        security.verify_password(None, password)
+        raise SignInPaused("wrong email or password")
     ok = security.verify_password(user.password_hash if user else None, password)
     if user is None or not ok or not user.active:
         raise NotAuthenticated("wrong email or password")
@@ -122,7 +134,7 @@ def issue_token(
             created_at=now,
         )
     )
-    return IssuedToken(token, expires_at)
+    return IssuedToken(token, expires_at, principal_id)
 
 
 def resolve_token(session: Session, *, token: str, now: datetime) -> Principal:

@@ -12,11 +12,21 @@ A failed attempt names the account it was for only when the email (or client id)
 an email that is no account is not stored at all, since people type passwords into the
 email field. The record is added to the caller's unit of work, which commits it, also on
 a failure (the caller answers the failure after committing).
+
+These records are also the account's guard against guessing spread over many addresses
+(the per-address limit cannot see that): after `PAUSE_AFTER` wrong passwords for one
+account within `PAUSE_WINDOW`, with no successful sign-in since, its password is not
+checked at all until the window has passed (`paused`, enforced by
+`accounts.service.authenticate_password`). A paused attempt is answered exactly as a
+wrong password is, so the pause says nothing about whether the account exists, and is
+recorded with reason `paused`, which does not count: a guesser gets at most `PAUSE_AFTER`
+tries per window, and the owner can sign in again once it has passed. Counted from the
+audit log, the pause holds across restarts and across service processes.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from sqlalchemy import select
@@ -24,12 +34,21 @@ from sqlalchemy.orm import Session
 
 from doorstep.accounts.models import User
 from doorstep.audit import service as audit
+from doorstep.audit.models import AuditEvent
+from doorstep.errors import NotAuthenticated
 
 UNKNOWN = "unknown"
 
 
+PAUSE_AFTER = 10
+PAUSE_WINDOW = timedelta(minutes=15)
+_LOOK_BACK = 100  # records of the account read at most, newest first
+
+
 class Via(StrEnum):
     WEB = "web"  # the resident web app's sign-in form
+    COURIER_WEB = "courier_web"  # the courier app's sign-in form
+    VISITOR_WEB = "visitor_web"  # the guest and provider app's sign-in form
     WEB_CODE = "web_code"  # its second step, a code from the app or a recovery code
     API = "api"  # POST /v1/auth/token
     REMOTE_UNLOCK = "remote_unlock"  # the password sent with POST .../unlock
@@ -40,6 +59,45 @@ class Failure(StrEnum):
     NOT_A_RESIDENT = "not_a_resident"
     WRONG_CODE = "wrong_code"
     CODE_LOCKED = "code_locked"
+    PAUSED = "paused"  # too many wrong passwords lately: the password was not checked
+    NOT_A_COURIER = "not_a_courier"
+    NOT_A_VISITOR = "not_a_visitor"
+
+
+def paused(session: Session, *, user_id: str, now: datetime) -> bool:
+    """Whether this account's password sign-in is paused: `PAUSE_AFTER` wrong passwords
+    within `PAUSE_WINDOW` and no successful sign-in or re-authentication since."""
+    rows = session.execute(
+        select(AuditEvent.action, AuditEvent.data)
+        .where(
+            AuditEvent.subject == user_id,
+            AuditEvent.action.in_(_ATTEMPTS),
+            AuditEvent.ts > now - PAUSE_WINDOW,
+        )
+        .order_by(AuditEvent.seq.desc())
+        .limit(_LOOK_BACK)
+    ).all()
+    wrong = 0
+    for action, data in rows:
+        if action in _SUCCESSES:
+            break
+        if (data or {}).get("reason") == Failure.WRONG_CREDENTIALS:
+            wrong += 1
+    return wrong >= PAUSE_AFTER
+
+
+def failure_of(error: Exception, *, otherwise: Failure = Failure.WRONG_CREDENTIALS) -> Failure:
+    """How a refused password check is recorded: `paused` when the password was not
+    checked at all (`accounts.service.SignInPaused`), else `otherwise`."""
+    from doorstep.accounts.service import SignInPaused  # that module builds on this one
+
+    if isinstance(error, SignInPaused):
+        return Failure.PAUSED
+    return Failure.WRONG_CREDENTIALS if isinstance(error, NotAuthenticated) else otherwise
+
+
+_SUCCESSES = ("account:signin", "account:reauth")
+_ATTEMPTS = (*_SUCCESSES, "account:signin_failed", "account:reauth_failed")
 
 
 def user_id_for(session: Session, email: str) -> str | None:

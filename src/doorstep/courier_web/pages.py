@@ -15,11 +15,13 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from doorstep.accounts import signins
 from doorstep.courier_web import sessions, stops
 from doorstep.courier_web.deps import CourierForm, PageCourier
 from doorstep.courier_web.rendering import CourierPageRoute, render, to_sign_in
 from doorstep.deps import RuntimeDep
 from doorstep.errors import NotAuthenticated
+from doorstep.permissions import PrincipalRole
 from doorstep.protocol.codes import COURIER_ADVICE, Reason
 from doorstep.web import sessions as web_sessions
 from doorstep.web.deps import UnitOfWork, VisitorForm, WebContext, WebDep, visitor_csrf
@@ -65,17 +67,22 @@ def sign_in(
     if not runtime.login_limiter.allow(client, runtime.clock.timestamp()):
         return _sign_in_page(request, web, {**shown, "errors": {"form": TOO_MANY}}, 429)
     ttl = timedelta(seconds=runtime.settings.auth.token_ttl_seconds)
+    now, email = runtime.clock.now(), form.get("email", "")
     try:
         issued = sessions.sign_in(
-            session,
-            email=form.get("email", ""),
-            password=form.get("password", ""),
-            now=runtime.clock.now(),
-            ttl=ttl,
+            session, email=email, password=form.get("password", ""), now=now, ttl=ttl
         )
     except (NotAuthenticated, sessions.NotACourier) as exc:
+        signins.sign_in_failed(
+            session, subject=signins.user_id_for(session, email), via=signins.Via.COURIER_WEB,
+            client=client, now=now,
+            reason=signins.failure_of(exc, otherwise=signins.Failure.NOT_A_COURIER),
+        )  # fmt: skip
         message = WRONG if isinstance(exc, NotAuthenticated) else "This app is for couriers."
         return _sign_in_page(request, web, {**shown, "errors": {"form": message}}, 422)
+    signins.signed_in(session, actor=f"{PrincipalRole.COURIER}:{issued.principal_id}",
+                      subject=issued.principal_id, via=signins.Via.COURIER_WEB, client=client,
+                      now=now)  # fmt: skip
     cookie = sessions.SESSION.cookie_name(web.cookies)
     previous = request.cookies.get(cookie)
     if previous:

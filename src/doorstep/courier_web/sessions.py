@@ -32,7 +32,7 @@ def sign_in(
 ) -> IssuedToken:
     """Check the password and issue a session token. Wrong email and wrong password fail
     alike; a suspended courier cannot sign in (`authenticate_password`)."""
-    user = authenticate_password(session, email=email, password=password)
+    user = authenticate_password(session, email=email, password=password, now=now)
     if user.role != Role.COURIER:
         raise NotACourier("this app is for couriers")
     return issue_token(session, kind=PrincipalKind.USER, principal_id=user.id, now=now, ttl=ttl)

@@ -21,6 +21,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from doorstep.accounts import signins
+from doorstep.accounts.models import User
 from doorstep.accounts.service import IssuedToken
 from doorstep.courier_web.pages import TOO_MANY, VISITOR_COOKIE_SECONDS, WRONG
 from doorstep.deps import Runtime, RuntimeDep
@@ -153,15 +155,23 @@ def sign_in(
     if not runtime.login_limiter.allow(_client(request), runtime.clock.timestamp()):
         return _anonymous_page(request, web, "visitor_signin.html",
                                {**shown, "errors": {"form": TOO_MANY}}, 429)  # fmt: skip
+    now, email, client = runtime.clock.now(), form.get("email", ""), _client(request)
     try:
         issued = sessions.sign_in(
-            session, email=form.get("email", ""), password=form.get("password", ""),
-            now=runtime.clock.now(), ttl=_ttl(runtime),
+            session, email=email, password=form.get("password", ""), now=now, ttl=_ttl(runtime),
         )  # fmt: skip
     except (NotAuthenticated, sessions.NotAVisitor) as exc:
+        signins.sign_in_failed(
+            session, subject=signins.user_id_for(session, email), via=signins.Via.VISITOR_WEB,
+            client=client, now=now,
+            reason=signins.failure_of(exc, otherwise=signins.Failure.NOT_A_VISITOR),
+        )  # fmt: skip
         message = WRONG if isinstance(exc, NotAuthenticated) else f"{exc.message.capitalize()}."
         return _anonymous_page(request, web, "visitor_signin.html",
                                {**shown, "errors": {"form": message}}, 422)  # fmt: skip
+    role = session.scalar(select(User.role).where(User.id == issued.principal_id))
+    signins.signed_in(session, actor=f"{role}:{issued.principal_id}", subject=issued.principal_id,
+                      via=signins.Via.VISITOR_WEB, client=client, now=now)  # fmt: skip
     return _signed_in(request, session, web, issued, _ttl(runtime))
 
 

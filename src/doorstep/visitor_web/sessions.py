@@ -34,7 +34,7 @@ def sign_in(
 ) -> IssuedToken:
     """Check the password and issue a session token. Wrong email and wrong password fail
     alike (`authenticate_password`); residents and couriers have apps of their own."""
-    user = authenticate_password(session, email=email, password=password)
+    user = authenticate_password(session, email=email, password=password, now=now)
     return start(session, user=user, now=now, ttl=ttl)
 
 

@@ -155,14 +155,15 @@ def sign_in(
         )
     try:
         user = sessions.check_password(
-            session, email=form.get("email", ""), password=form.get("password", "")
-        )
+            session, email=form.get("email", ""), password=form.get("password", ""),
+            now=runtime.clock.now(),
+        )  # fmt: skip
     except (NotAuthenticated, sessions.NotAResident) as exc:
         wrong = isinstance(exc, NotAuthenticated)
         signins.sign_in_failed(
             session, subject=signins.user_id_for(session, form.get("email", "")),
             via=signins.Via.WEB, client=_client(request), now=runtime.clock.now(),
-            reason=signins.Failure.WRONG_CREDENTIALS if wrong else signins.Failure.NOT_A_RESIDENT,
+            reason=signins.failure_of(exc, otherwise=signins.Failure.NOT_A_RESIDENT),
         )  # fmt: skip
         message = WRONG if wrong else "This web app is for residents."
         return _visitor_page(

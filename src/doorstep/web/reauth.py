@@ -177,9 +177,11 @@ def reauthenticate(
                               now=now)  # fmt: skip
 
     try:
-        sessions.check_password(session, email=user.user.email, password=form.get("password", ""))
-    except NotAuthenticated:
-        failed(signins.Failure.WRONG_CREDENTIALS)
+        sessions.check_password(
+            session, email=user.user.email, password=form.get("password", ""), now=now
+        )
+    except NotAuthenticated as exc:
+        failed(signins.failure_of(exc))
         return again({"password": "That is not your password."}, 422)
     if code_asked:
         try:

@@ -60,10 +60,10 @@ class ActiveSession:
     current: bool
 
 
-def check_password(session: Session, *, email: str, password: str) -> User:
+def check_password(session: Session, *, email: str, password: str, now: datetime) -> User:
     """The resident with this email and password. Wrong email and wrong password fail
     alike (same message, same argon2 work)."""
-    user = authenticate_password(session, email=email, password=password)
+    user = authenticate_password(session, email=email, password=password, now=now)
     if user.role != Role.RESIDENT:
         raise NotAResident("this web app is for residents; couriers use the courier app")
     return user
@@ -98,7 +98,7 @@ def sign_in(
     session: Session, *, email: str, password: str, now: datetime, ttl: timedelta
 ) -> IssuedToken:
     """Check the password and issue a session token (no second factor asked)."""
-    user = check_password(session, email=email, password=password)
+    user = check_password(session, email=email, password=password, now=now)
     return start(session, user=user, user_agent="", now=now, ttl=ttl)
 
 
