@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import orjson
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from doorstep.accounts import signins, totp, twofactor
 from doorstep.accounts.models import Role, User
@@ -183,6 +183,11 @@ def test_many_wrong_passwords_pause_the_account_and_the_answer_says_nothing(live
         ("account:reauth_failed", "paused"),
     ]
     with live.sessions() as session:
+        # The owner is told once that the pause began, not at every attempt after.
+        mails = session.execute(
+            text("SELECT target, payload FROM outbox WHERE event_type = 'account.signin_paused'")
+        ).all()
+        assert [target for target, _payload in mails] == [email]
         now = datetime.now(UTC)
         assert signins.paused(session, user_id=user_id, now=now)
         # The paused attempts do not prolong it: once the wrong ones are older than the

@@ -20,8 +20,10 @@ checked at all until the window has passed (`paused`, enforced by
 `accounts.service.authenticate_password`). A paused attempt is answered exactly as a
 wrong password is, so the pause says nothing about whether the account exists, and is
 recorded with reason `paused`, which does not count: a guesser gets at most `PAUSE_AFTER`
-tries per window, and the owner can sign in again once it has passed. Counted from the
-audit log, the pause holds across restarts and across service processes.
+tries per window, and the owner can sign in again once it has passed. The owner is
+emailed when a pause begins (at most once per window), so a pause they did not cause is
+news, not a mystery. Counted from the audit log, the pause holds across restarts and
+across service processes.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from doorstep.accounts.models import User
 from doorstep.audit import service as audit
 from doorstep.audit.models import AuditEvent
 from doorstep.errors import NotAuthenticated
+from doorstep.notify import outbox
+from doorstep.sql import Tx
 
 UNKNOWN = "unknown"
 
@@ -124,6 +128,8 @@ def sign_in_failed(
     audit.append(session, at=now, actor="anonymous", action="account:signin_failed",
                  subject=subject or UNKNOWN,
                  data={"via": via, "client": client, "reason": reason})  # fmt: skip
+    if subject is not None and reason == Failure.WRONG_CREDENTIALS:
+        _tell_if_paused(session, user_id=subject, now=now)
 
 
 def reauthenticated(
@@ -145,3 +151,29 @@ def reauth_failed(
 ) -> None:
     audit.append(session, at=now, actor=actor, action="account:reauth_failed", subject=user_id,
                  data={"via": via, "client": client, "reason": reason})  # fmt: skip
+    if reason == Failure.WRONG_CREDENTIALS:
+        _tell_if_paused(session, user_id=user_id, now=now)
+
+
+PAUSED_MAIL = {
+    "subject": "Sign-in to your Doorstep account is paused for 15 minutes",
+    "text": "Someone entered a wrong password for your account 10 times in a few minutes, "
+    "so we stopped checking passwords for it for 15 minutes. If that was you, wait and try "
+    "again. If it was not, someone may be guessing your password: change it to a longer "
+    "one, and turn on two-step sign-in where your app offers it. Where you are already "
+    "signed in, you stay signed in.",
+}
+
+
+def _tell_if_paused(session: Session, *, user_id: str, now: datetime) -> None:
+    """The wrong password just recorded may have started a pause: email the account's
+    owner, at most once per `PAUSE_WINDOW`-long slot of time (the event id names it)."""
+    email = session.scalar(select(User.email).where(User.id == user_id))
+    if email is None or not paused(session, user_id=user_id, now=now):
+        return
+    slot = int(now.timestamp() // PAUSE_WINDOW.total_seconds())
+    event_id = f"{user_id}.signin_paused.{slot}"
+    tx = Tx.of_session(session)
+    if tx.one("SELECT 1 FROM outbox WHERE event_id = ?", (event_id,)) is None:
+        outbox.queue_mail(tx, event_id=event_id, event_type="account.signin_paused", to=email,
+                          message=dict(PAUSED_MAIL), at=now)  # fmt: skip
