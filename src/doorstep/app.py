@@ -13,11 +13,12 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from doorstep import __version__, clips, courier_web, db, visitor_web, web
+from doorstep import __version__, clips, courier_web, db, metrics, visitor_web, web
 from doorstep.access import keys as issuer_keys
 from doorstep.access.devices import me_router as my_devices_router
 from doorstep.access.devices import router as devices_router
@@ -28,7 +29,7 @@ from doorstep.accounts.router import router as accounts_router
 from doorstep.clock import Clock, SystemClock
 from doorstep.deliveries.router import router as deliveries_router
 from doorstep.deps import Runtime
-from doorstep.errors import DoorstepError, InvalidRequest, PayloadTooLarge
+from doorstep.errors import DoorstepError, InvalidRequest, NotAuthenticated, PayloadTooLarge
 from doorstep.grants.providers import router as providers_router
 from doorstep.grants.router import router as grants_router
 from doorstep.grants.shadow import ShadowPublisher
@@ -36,6 +37,7 @@ from doorstep.homes.preferences import router as preferences_router
 from doorstep.homes.router import router as homes_router
 from doorstep.hublink.link import HubLink
 from doorstep.live import router as live_router
+from doorstep.metrics import Metrics
 from doorstep.notify.dispatcher import Dispatcher
 from doorstep.notify.router import router as notify_router
 from doorstep.protocol.mqtt import BrokerAddress
@@ -77,12 +79,13 @@ def create_app(
         broker_host=public_host,
         broker_port=public_port,
         totp_key=load_or_create_key(settings.data_dir / "keys", twofactor.KEY_FILE),
+        metrics=Metrics(sessions, clock),
     )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         db.migrate(engine, settings.database_owner_url)
-        writer = runtime.writer = Writer(engine)
+        writer = runtime.writer = Writer(engine, on_batch=runtime.metrics.writer_batch)
         writer.start()
         if broker is not None:
             runtime.link = HubLink(
@@ -91,6 +94,7 @@ def create_app(
                 clock=clock,
                 command_expiry_seconds=settings.entry.command_expiry_seconds,
                 client_id=settings.broker_client_id,
+                on_message=runtime.metrics.hub_message,
             )
             runtime.shadows = ShadowPublisher(
                 writer, runtime.keys.signer, clock, runtime.link.publish_desired
@@ -132,6 +136,7 @@ def create_app(
         app.include_router(router)
     _install_error_handlers(app)
     app.add_api_route("/healthz", _health, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/metrics", _metrics, methods=["GET"], include_in_schema=False)
     clips.install(app)  # entry clips: upload, playback, live view (doorstep.clips)
     web.install(app)  # the resident's pages (doorstep.web)
     courier_web.install(app)  # the courier's app (doorstep.courier_web)
@@ -157,6 +162,21 @@ def _document_entry_route(app: FastAPI) -> None:
 
 async def _health() -> dict[str, str]:
     return {"status": "ok", "version": __version__}
+
+
+def _metrics(request: Request) -> Response:
+    """The operator's Prometheus scrape (`doorstep.metrics`); it exists only with
+    `metrics_token` set, and answers only that bearer token."""
+    runtime: Runtime = request.app.state.runtime
+    configured = runtime.settings.metrics_token
+    if configured is None:
+        raise HTTPException(404, "Not Found")
+    if not metrics.token_matches(
+        configured.get_secret_value(), request.headers.get("authorization", "")
+    ):
+        raise NotAuthenticated("the metrics token is required")
+    body = generate_latest(runtime.metrics.registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST, headers={"cache-control": "no-store"})
 
 
 def _install_error_handlers(app: FastAPI) -> None:

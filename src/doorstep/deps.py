@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from doorstep.access.keys import IssuerKeys
     from doorstep.grants.shadow import ShadowPublisher
     from doorstep.hublink.link import HubLink
+    from doorstep.metrics import Metrics
     from doorstep.sql import Writer
 
 
@@ -39,6 +40,7 @@ class Runtime:
     broker_host: str
     broker_port: int
     totp_key: bytes  # seals residents' authenticator keys (`accounts.twofactor`)
+    metrics: Metrics  # this process's counters and the scrape (`doorstep.metrics`)
     shadows: ShadowPublisher | None = None  # hubs' desired documents (`grants.shadow`)
 
 

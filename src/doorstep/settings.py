@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -124,6 +124,8 @@ class Settings(BaseSettings):
     public_url: str | None = None
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "NORMAL"
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    # `GET /metrics` answers only `Authorization: Bearer <this>`; unset, it does not exist.
+    metrics_token: SecretStr | None = None
     entry: EntrySettings = EntrySettings()
     auth: AuthSettings = AuthSettings()
     notify: NotifySettings = NotifySettings()
@@ -154,6 +156,13 @@ class Settings(BaseSettings):
         if service.username == owner.username:
             raise ValueError("database_owner_url must log in as another role than database_url")
         return self
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _metrics_token_is_long(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("metrics_token must be at least 32 characters (a random token)")
+        return value
 
     @property
     def resolved_database_url(self) -> str:

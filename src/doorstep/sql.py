@@ -149,8 +149,16 @@ def _translate(sql: str, postgres: bool) -> str:
 class Writer:
     """One thread, one connection, many jobs per transaction."""
 
-    def __init__(self, engine: Engine, *, name: str = "db-writer") -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        name: str = "db-writer",
+        on_batch: Callable[[int, float], None] | None = None,
+    ) -> None:
         self._engine = engine
+        # Told each committed batch's job count and seconds from BEGIN to COMMIT.
+        self._on_batch = on_batch
         self._jobs: queue.SimpleQueue[_Pending[Any] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
@@ -210,6 +218,7 @@ class Writer:
 
     def _execute(self, connection: Any, tx: Tx, batch: list[_Pending[Any]]) -> None:
         outcomes: list[tuple[_Pending[Any], Any, BaseException | None]] = []
+        started = time.perf_counter()
         try:
             tx.begin()
             for pending in batch:
@@ -222,6 +231,8 @@ class Writer:
             for pending in batch:
                 pending.settle(None, exc)
             raise _BatchFailed from exc
+        if self._on_batch is not None:
+            self._on_batch(len(batch), time.perf_counter() - started)
         tx._run_after_commit()
         for pending, result, error in outcomes:
             pending.settle(result, error)

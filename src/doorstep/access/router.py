@@ -113,6 +113,7 @@ async def request_entry(request: Request) -> Response:
             signer=runtime.keys.signer,
         ),
     )
+    runtime.metrics.decided("delivery", decision.entry.state, decision.entry.reason)
     # With a phone key the hub answers with a challenge (there is nothing to unlock until
     # the phone signs it), so both waits end there.
     entry = await send_and_wait(runtime, decision, wait != "none")

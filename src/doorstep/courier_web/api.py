@@ -110,6 +110,7 @@ async def request_entry(
             signer=runtime.keys.signer,
         ),
     )
+    runtime.metrics.decided("delivery", decision.entry.state, decision.entry.reason)
     return progress.read(await send_and_wait(runtime, decision, True))
 
 

@@ -160,6 +160,7 @@ async def request_visit(
         ),
     )  # fmt: skip
     del visitor  # authenticated and authorized above; decide_visit checks the token again
+    runtime.metrics.decided("visit", decision.entry.state, decision.entry.reason)
     return entry_read(await send_and_wait(runtime, decision, wait != "none"))
 
 

@@ -80,8 +80,10 @@ class HubLink:
         clock: Clock,
         command_expiry_seconds: int,
         client_id: str = "doorstep-service",
+        on_message: Callable[[str], None] = lambda _kind: None,
     ) -> None:
         self._address = address
+        self._count = on_message  # told each received message's kind (`doorstep.metrics`)
         self._writer = writer
         self._clock = clock
         self._expiry = command_expiry_seconds
@@ -179,6 +181,7 @@ class HubLink:
         if parsed is None or len(payload) > MAX_MESSAGE_BYTES:
             return
         hub_id, leaf = parsed
+        self._count(leaf)
         if leaf == "camera":  # heartbeats: kept in memory, their silence is what counts
             self._note_beat(hub_id, payload)
             return

@@ -75,6 +75,7 @@ async def request_visit(
             signer=runtime.keys.signer,
         ),
     )  # fmt: skip
+    runtime.metrics.decided("visit", decision.entry.state, decision.entry.reason)
     return progress.read(await send_and_wait(runtime, decision, True))
 
 
