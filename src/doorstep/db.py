@@ -75,6 +75,12 @@ def _configure_sqlite(engine: Engine, synchronous: str) -> None:
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
+        # The writer runs each job in a savepoint (`doorstep.sql`); SQLite keeps the pages
+        # a savepoint may have to restore in a sub-journal, by default a temporary file.
+        # In memory it costs a copy instead of file writes: a tenth of the decision's
+        # writer time (bench/README.md). What else goes there (sorts, temporary indexes)
+        # is bounded by the queries, which page their results.
+        cursor.execute("PRAGMA temp_store=MEMORY")
         cursor.close()
 
     @event.listens_for(engine, "begin")

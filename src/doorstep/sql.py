@@ -38,7 +38,6 @@ Job = Callable[["Tx"], T]
 BATCH_LIMIT = 256
 JOB_TIMEOUT_SECONDS = 30.0
 RETRY_SECONDS = 1.0
-_SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
 
 
 class Tx:
@@ -91,7 +90,9 @@ class Tx:
     def time(self, value: datetime | None) -> Any:
         if value is None or self.postgres:
             return value
-        return value.astimezone(UTC).strftime(_SQLITE_TIME)
+        # What SQLAlchemy writes ("%Y-%m-%d %H:%M:%S.%f", naive UTC), through isoformat:
+        # half the cost of strftime, called about ten times per entry decision.
+        return value.astimezone(UTC).isoformat(" ", "microseconds")[:26]
 
     def day(self, value: date) -> Any:
         """A calendar date as the dialect stores it (SQLite: ISO text)."""

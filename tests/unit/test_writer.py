@@ -105,3 +105,33 @@ def test_after_commit_actions_run_only_for_jobs_that_committed(
     with pytest.raises(ValueError, match="fails"):
         bad.result(10)
     assert ran == [("kept", ["kept"])]  # run once committed, and never for the failed job
+
+
+def test_hand_written_timestamps_match_what_the_orm_stores(database_url: str) -> None:
+    # The hot paths write and compare timestamps as `Tx.time` renders them, next to rows
+    # the ORM wrote: both must store the same value, or "created_at > ?" silently lies.
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from sqlalchemy import Column, MetaData, String, Table, select
+
+    engine = db.make_engine(database_url)
+    table = Table("stamps", MetaData(), Column("name", String(20)), Column("at", db.UTCDateTime))
+    table.metadata.create_all(engine)
+    moments = [
+        datetime(2026, 11, 24, 3, 4, 5, tzinfo=UTC),  # no microseconds: still six digits
+        datetime(2026, 11, 24, 5, 4, 5, 7, tzinfo=timezone(timedelta(hours=2))),
+        datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    ]
+    with engine.begin() as connection:
+        for number, moment in enumerate(moments):
+            connection.execute(table.insert().values(name=f"orm{number}", at=moment))
+        tx = Tx(connection.connection.driver_connection, connection.dialect.name)
+        for number, moment in enumerate(moments):
+            tx.run("INSERT INTO stamps (name, at) VALUES (?, ?)", (f"tx{number}", tx.time(moment)))
+            same = tx.all("SELECT name FROM stamps WHERE at = ? ORDER BY name", (tx.time(moment),))
+            assert same == [(f"orm{number}",), (f"tx{number}",)]
+        rows = connection.execute(select(table.c.name, table.c.at).order_by(table.c.name))
+        read = {name: at for name, at in rows}
+    for number, moment in enumerate(moments):
+        assert read[f"tx{number}"] == read[f"orm{number}"] == moment.astimezone(UTC)
+    engine.dispose()
