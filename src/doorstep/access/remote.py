@@ -26,7 +26,6 @@ the relock would (see `HubAgent._lock` for why the hub draws the same line).
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -35,7 +34,7 @@ from doorstep.access.errors import LockRefused
 from doorstep.access.models import OPEN_STATES
 from doorstep.accounts.service import Principal
 from doorstep.audit.service import append_tx
-from doorstep.db import new_id
+from doorstep.db import new_id, ordered_hex
 from doorstep.errors import Conflict, NotFound
 from doorstep.protocol import PROTOCOL_VERSION, Reason
 from doorstep.protocol.grants import GrantClaims, GrantSigner, audience_for, new_token_id
@@ -164,7 +163,7 @@ def _lock_command(
     )
     return Command(
         v=PROTOCOL_VERSION,
-        command_id=secrets.token_hex(12),
+        command_id=ordered_hex(),
         kind=CommandKind.LOCK,
         not_after=expires,
         entry_id=grant_entry,

@@ -16,7 +16,6 @@ are the hot path.
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -29,7 +28,7 @@ from doorstep.access.models import OPEN_STATES, PROGRESS, Entry, EntryState
 from doorstep.accounts.models import PrincipalKind, Role
 from doorstep.accounts.service import Principal
 from doorstep.audit.service import append_tx
-from doorstep.db import new_id
+from doorstep.db import ordered_hex, ordered_id
 from doorstep.deliveries.models import Delivery, DeliveryStatus
 from doorstep.errors import Conflict, Forbidden, NotAuthenticated, NotFound
 from doorstep.homes.models import ApprovalMode, ClosureKind, Home
@@ -400,7 +399,7 @@ def _authorize(
     issued = int(now.timestamp())
     expires = issued + settings.grant_ttl_seconds
     entry = EntryView(
-        entry_id or new_id("ent"),
+        entry_id or ordered_id("ent"),
         EntryState.AUTHORIZED,
         None,
         target.delivery_id,
@@ -408,7 +407,7 @@ def _authorize(
         target.hub_id,
         now,
     )
-    command_id = secrets.token_hex(12)
+    command_id = ordered_hex()
     grant_expires = tx.time(datetime.fromtimestamp(expires, now.tzinfo))
     claims = GrantClaims(
         audience=audience_for(target.hub_id, target.slug),
@@ -507,7 +506,7 @@ def _await_approval(tx: Tx, courier: Principal, target: _Target, now: datetime) 
     """Every check passed and the resident asks to approve each entry: record the entry
     as awaiting approval (it holds the door, so no second entry can start) and ask."""
     entry = EntryView(
-        new_id("ent"),
+        ordered_id("ent"),
         EntryState.AWAITING_APPROVAL,
         None,
         target.delivery_id,
@@ -654,7 +653,7 @@ def _deny(
     tx: Tx, courier: Principal, request: EntryRequest, denial: Denied, now: datetime
 ) -> EntryView:
     entry = EntryView(
-        new_id("ent"),
+        ordered_id("ent"),
         EntryState.DENIED,
         denial.reason,
         denial.delivery_id,
@@ -740,7 +739,7 @@ def unlock_with_proof(
         raise Conflict(f"this entry is not waiting for a proof ({state})")
     if challenge is None:
         raise Conflict("the door has not sent its challenge yet; wait for it")
-    command_id = secrets.token_hex(12)
+    command_id = ordered_hex()
     tx.run(
         "UPDATE entries SET command_id = ?, challenge = NULL, updated_at = ? WHERE id = ?",
         (command_id, tx.time(now), entry_id),

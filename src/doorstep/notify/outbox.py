@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from doorstep.db import new_id
+from doorstep.db import ordered_id
 from doorstep.notify.models import Channel
 from doorstep.sql import Tx
 
@@ -243,7 +243,7 @@ def _queue(
     tx.run(
         _INSERT,
         (
-            new_id("msg"),
+            ordered_id("msg"),
             event_id,
             event_type,
             channel,
