@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
 import threading
 from collections.abc import Callable, Iterator
 
@@ -105,6 +107,48 @@ def test_after_commit_actions_run_only_for_jobs_that_committed(
     with pytest.raises(ValueError, match="fails"):
         bad.result(10)
     assert ran == [("kept", ["kept"])]  # run once committed, and never for the failed job
+
+
+def test_awaited_jobs_of_one_batch_each_get_their_own_answer(
+    writer: Writer, database_url: str
+) -> None:
+    gate = threading.Event()
+    blocker = writer.submit(lambda tx: gate.wait(10))
+
+    async def main() -> list[object]:
+        runs = [writer.run(_insert(name)) for name in ("e", "e", "f")]
+        tasks = [asyncio.ensure_future(run) for run in runs]
+        await asyncio.sleep(0)  # all three queued behind the blocker: one batch
+        gate.set()
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    first, duplicate, other = asyncio.run(main())
+    assert blocker.result(10) is True
+    assert (first, other) == ("e", "f")
+    assert isinstance(duplicate, Exception)
+    assert re.search(r"(?i)unique|duplicate", str(duplicate))
+    assert _names(database_url) == ["e", "f"]
+
+
+def test_an_awaited_job_that_has_not_started_when_its_caller_gives_up_never_runs(
+    writer: Writer, database_url: str
+) -> None:
+    gate = threading.Event()
+    writer.submit(lambda tx: gate.wait(10))
+
+    async def main() -> None:
+        with pytest.raises(TimeoutError):
+            await writer.run(_insert("late"), timeout=0.05)
+        cancelled = asyncio.ensure_future(writer.run(_insert("abandoned")))
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+
+    asyncio.run(main())
+    gate.set()
+    assert writer.submit(_insert("g")).result(10) == "g"  # queued after both
+    assert _names(database_url) == ["g"]
 
 
 def test_hand_written_timestamps_match_what_the_orm_stores(database_url: str) -> None:
