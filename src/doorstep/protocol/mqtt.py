@@ -98,9 +98,25 @@ def connect(client: paho.Client, address: BrokerAddress, *, timeout: float = 10.
 
 
 def expiring(seconds: int) -> Properties:
-    properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    """PUBLISH properties with a message expiry, for every command the service sends."""
+    properties = _Packed(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
     properties.MessageExpiryInterval = seconds
-    return properties
+    return properties.freeze()
+
+
+class _Packed(Properties):
+    """Properties that never change once built, packed once: paho packs a message's
+    properties at every publish by walking every property name it knows (about forty
+    attribute checks), on the courier's hot path."""
+
+    def freeze(self) -> _Packed:
+        packed = super().pack()  # type: ignore[no-untyped-call]
+        object.__setattr__(self, "_packed", packed)  # paho's __setattr__ refuses this name
+        return self
+
+    def pack(self) -> bytes:
+        packed: bytes = self.__dict__["_packed"]
+        return packed
 
 
 def close(client: paho.Client) -> None:
