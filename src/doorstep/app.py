@@ -101,7 +101,7 @@ def create_app(
                 writer, runtime.keys.signer, clock, runtime.link.publish_desired
             )
             runtime.link.on_stale_shadow = runtime.shadows.publish
-            runtime.link.start()
+            await runtime.link.start()
         dispatcher = Dispatcher(writer=writer, clock=clock, settings=settings.notify)
         dispatcher.start()
         clips.start(_app)

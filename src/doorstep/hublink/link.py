@@ -1,9 +1,10 @@
 """The service's MQTT connection to every hub.
 
-One paho client (its own network thread) publishes commands and receives replies, events
-and status. Each received message becomes a job on the writer thread (`doorstep.sql`),
-which stores it in a batched transaction; only after that commit are the cumulative acks
-published, waiting requests woken and replays requested.
+One paho client, driven by the app's event loop (`doorstep.protocol.mqtt_asyncio`),
+publishes commands and receives replies, events and status. Each received message becomes
+a job on the writer thread (`doorstep.sql`), which stores it in a batched transaction; only
+after that commit are the cumulative acks published, waiting requests woken and replays
+requested.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from doorstep.protocol.messages import (
     Reply,
     Status,
 )
-from doorstep.protocol.mqtt import BrokerAddress, close, connect, expiring, make_client
+from doorstep.protocol.mqtt import BrokerAddress, expiring, make_client
+from doorstep.protocol.mqtt_asyncio import LoopDriver
 from doorstep.sql import Tx, Writer
 
 log = logging.getLogger(__name__)
@@ -92,6 +94,7 @@ class HubLink:
         self._client = make_client(client_id, address)
         self._client.on_message = self._on_message
         self._client.on_connect = self._on_connect
+        self._mqtt = LoopDriver(self._client, address)
         self._waiters: dict[str, Waiter] = {}
         self._waiters_lock = threading.Lock()
         self._hubs: dict[str, ingest.HubInfo] = {}  # touched only on the writer thread
@@ -106,13 +109,15 @@ class HubLink:
 
     # --- lifecycle -------------------------------------------------------------------
 
-    def start(self) -> None:
-        connect(self._client, self._address)
+    async def start(self) -> None:
+        """Connect on the running event loop (ConnectionError if the broker refuses)."""
+        await self._mqtt.start()
         self._sweeper.start()
 
     def stop(self) -> None:
+        """Disconnect (on the loop that started the link)."""
         self._stopping.set()
-        close(self._client)
+        self._mqtt.stop()
         self._sweeper.join(timeout=10)
 
     def _on_connect(
@@ -144,7 +149,7 @@ class HubLink:
     def publish_command(self, hub_id: str, command: Command) -> None:
         # Message expiry keeps a stale command from reaching a hub that reconnects late;
         # the signed `not_after` and grant `exp` are what the hub actually enforces.
-        self._client.publish(
+        self._mqtt.publish(
             topics.Topics(hub_id).cmd,
             command.model_dump_json(exclude_none=True).encode(),
             qos=1,
@@ -154,7 +159,7 @@ class HubLink:
     def publish_desired(self, hub_id: str, payload: bytes) -> None:
         """A hub's signed desired document, retained: a hub that is offline now gets the
         newest one when it connects."""
-        self._client.publish(topics.Topics(hub_id).desired, payload, qos=1, retain=True)
+        self._mqtt.publish(topics.Topics(hub_id).desired, payload, qos=1, retain=True)
 
     def _request_replay(self, hub_id: str, epoch: int, from_seq: int) -> None:
         now = self._clock.timestamp()
@@ -227,7 +232,7 @@ class HubLink:
         if outcome.ack is not None:
             hub_id, epoch, through = outcome.ack
             body = Ack(epoch=epoch, through_seq=through).model_dump_json().encode()
-            self._client.publish(topics.Topics(hub_id).ack, body, qos=1, retain=True)
+            self._mqtt.publish(topics.Topics(hub_id).ack, body, qos=1, retain=True)
         if outcome.replay is not None:
             self._request_replay(*outcome.replay)
         if outcome.reply is not None:

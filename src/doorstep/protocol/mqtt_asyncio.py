@@ -1,0 +1,223 @@
+"""A paho client driven by an asyncio event loop instead of paho's own network thread.
+
+The service publishes one command per courier request, from the event loop. With paho's
+thread, each publish woke that thread (a socket-pair write, its select returning) and
+handed the GIL over and back; here a publish made on the loop goes to the socket at once.
+Reads, keep-alive pings and reconnects run on the loop too. Two things do not:
+
+- A publish from another thread (the writer thread's acknowledgements) is handed to the
+  loop, so only the loop ever drives the client's socket.
+- Before each (re)connect, a worker thread first checks that the broker accepts a TCP
+  connection at all (that connect blocks when the broker is across a network, or down),
+  so a broker outage does not stall the loop's HTTP requests. paho's own connect then
+  runs on the loop: the client is only ever touched from one thread.
+
+Reconnecting waits 1 s, doubling to 5 s, as `make_client` configures paho's own loop.
+The session is persistent (`connect` in `doorstep.protocol.mqtt`), so QoS 1 messages
+published while disconnected are sent after the reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import socket
+import threading
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from doorstep.protocol.mqtt import SESSION_EXPIRY_SECONDS, BrokerAddress
+
+log = logging.getLogger(__name__)
+
+KEEPALIVE_SECONDS = 15
+TICK_SECONDS = 1.0
+RECONNECT_FIRST_SECONDS = 1.0
+RECONNECT_MAX_SECONDS = 5.0
+
+
+class LoopDriver:
+    """Runs `client`'s network I/O on the running event loop (see the module's text).
+    `start` and `stop` are called on that loop; `publish` from any thread."""
+
+    def __init__(self, client: paho.Client, address: BrokerAddress) -> None:
+        self._client = client
+        self._address = address
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._socket: Any = None  # the socket registered with the loop, if any
+        self._writing = False
+        self._stopping = False
+        self._tick: asyncio.TimerHandle | None = None
+        self._reconnecting: asyncio.Task[None] | None = None
+        self._connack: asyncio.Future[Any] | None = None
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def start(self, timeout: float = 10.0) -> None:
+        """Connect (persistent session) and wait for the broker's CONNACK; raise
+        ConnectionError if it refuses or does not answer within `timeout`."""
+        loop = self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        client = self._client
+        client.on_socket_close = self._socket_closed
+        client.on_disconnect = self._disconnected
+        previous = client.on_connect
+        self._connack = loop.create_future()
+
+        def on_connect(c: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+            if self._connack is not None and not self._connack.done():
+                self._connack.set_result(reason)
+            if previous is not None:
+                previous(c, userdata, flags, reason, props)  # type: ignore[call-arg]
+
+        client.on_connect = on_connect
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = SESSION_EXPIRY_SECONDS
+        client.connect_async(
+            self._address.host,
+            self._address.port,
+            keepalive=KEEPALIVE_SECONDS,
+            clean_start=False,
+            properties=properties,
+        )
+        where = f"{self._address.host}:{self._address.port}"
+        try:
+            await self._connect()
+            reason = await asyncio.wait_for(asyncio.shield(self._connack), timeout)
+        except (OSError, TimeoutError) as exc:
+            self.stop()
+            raise ConnectionError(f"MQTT connect to {where} failed: {exc or 'timeout'}") from exc
+        if reason.is_failure:
+            self.stop()
+            raise ConnectionError(f"MQTT connect to {where} failed: {reason}")
+        self._tick = loop.call_later(TICK_SECONDS, self._on_tick)
+
+    def stop(self) -> None:
+        """Disconnect and release the socket (on the loop)."""
+        self._stopping = True
+        if self._tick is not None:
+            self._tick.cancel()
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
+        self._client.disconnect()  # written at once; paho closes the socket after it
+        self._client.reinitialise()  # whatever is left open, closed
+
+    # --- publishing ----------------------------------------------------------------------
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int,
+        retain: bool = False,
+        properties: Properties | None = None,
+    ) -> None:
+        """Publish from any thread: at once on the loop, otherwise handed to it. QoS 1
+        messages published while disconnected are sent once the session resumes."""
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("the MQTT driver is not started")
+        if threading.get_ident() != self._loop_thread:
+            send = functools.partial(
+                self.publish, topic, payload, qos=qos, retain=retain, properties=properties
+            )
+            try:
+                loop.call_soon_threadsafe(send)
+            except RuntimeError:  # the loop has closed: the service is stopping
+                log.debug("dropped a publish to %s: the event loop has closed", topic)
+            return
+        self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+        self._flush()
+
+    # --- the socket on the loop --------------------------------------------------------
+
+    def _register(self) -> None:
+        assert self._loop is not None
+        sock = self._client.socket()
+        if sock is None or sock is self._socket:
+            return
+        self._socket = sock
+        self._writing = False
+        self._loop.add_reader(sock, self._on_readable)
+        self._flush()
+
+    def _on_readable(self) -> None:
+        self._client.loop_read()  # a lost connection ends in `_disconnected`
+        self._flush()
+
+    def _flush(self) -> None:
+        """Write what paho has queued; if the socket is full, finish when it drains."""
+        client = self._client
+        if not client.want_write() or self._socket is None:
+            return
+        client.loop_write()
+        if client.want_write() and self._socket is not None and not self._writing:
+            assert self._loop is not None
+            self._writing = True
+            self._loop.add_writer(self._socket, self._on_writable)
+
+    def _on_writable(self) -> None:
+        self._client.loop_write()
+        if not self._client.want_write() and self._socket is not None:
+            assert self._loop is not None
+            self._loop.remove_writer(self._socket)
+            self._writing = False
+
+    def _socket_closed(self, _client: paho.Client, _userdata: Any, sock: Any) -> None:
+        # paho calls this on the loop, just before it closes `sock`.
+        if sock is not self._socket or self._loop is None:
+            return
+        self._socket = None
+        self._loop.remove_reader(sock)
+        if self._writing:
+            self._loop.remove_writer(sock)
+            self._writing = False
+
+    def _on_tick(self) -> None:
+        assert self._loop is not None
+        self._client.loop_misc()  # keep-alive ping, or a lost connection noticed
+        self._flush()
+        if not self._stopping:
+            self._tick = self._loop.call_later(TICK_SECONDS, self._on_tick)
+
+    # --- reconnecting --------------------------------------------------------------------
+
+    def _disconnected(self, *_args: Any) -> None:
+        loop = self._loop
+        if self._stopping or loop is None:
+            return
+        if self._reconnecting is None or self._reconnecting.done():
+            log.warning("lost the broker connection; reconnecting")
+            self._reconnecting = loop.create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        assert self._loop is not None
+        delay = RECONNECT_FIRST_SECONDS
+        while not self._stopping:
+            await asyncio.sleep(delay)
+            try:
+                await self._connect()
+            except OSError as exc:
+                delay = min(delay * 2, RECONNECT_MAX_SECONDS)
+                log.warning("broker unreachable (%s); next try in %.0f s", exc, delay)
+                continue
+            return
+
+    async def _connect(self) -> None:
+        """Open the connection and send CONNECT; the CONNACK arrives on the loop."""
+        assert self._loop is not None
+        address = (self._address.host, self._address.port)
+        await self._loop.run_in_executor(None, _probe, address, self._client.connect_timeout)
+        self._client.reconnect()  # quick: the broker has just accepted a connection
+        self._register()
+
+
+def _probe(address: tuple[str, int], timeout: float) -> None:
+    """Raise OSError unless the broker accepts a TCP connection (in a worker thread)."""
+    socket.create_connection(address, timeout=timeout).close()

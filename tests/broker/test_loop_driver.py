@@ -1,0 +1,135 @@
+"""The service's MQTT client on the event loop (`LoopDriver`), against the real Mosquitto:
+publishing from the loop and from other threads, receiving, and surviving a broker
+restart without losing what was published while the broker was down."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+
+from doorstep.broker import Mosquitto
+from doorstep.broker.supervisor import free_port
+from doorstep.protocol import mqtt, topics
+from doorstep.protocol.mqtt_asyncio import LoopDriver
+
+TIMEOUT = 10.0
+
+
+def _address(broker: Mosquitto, password: str | None = None) -> mqtt.BrokerAddress:
+    return mqtt.BrokerAddress(
+        broker.host, broker.port, broker.service_user, password or broker.service_password
+    )
+
+
+@asynccontextmanager
+async def _driver(
+    broker: Mosquitto, on_client: Callable[[paho.Client], None] = lambda _c: None
+) -> AsyncIterator[LoopDriver]:
+    client = mqtt.make_client("doorstep-service", _address(broker))
+    on_client(client)
+    driver = LoopDriver(client, _address(broker))
+    await driver.start()
+    try:
+        yield driver
+    finally:
+        driver.stop()
+
+
+def test_publishes_from_the_loop_and_from_other_threads_arrive(
+    broker: Mosquitto, hub_a: Any, hub_passwords: dict[str, str]
+) -> None:
+    own = topics.Topics(next(iter(hub_passwords)))
+    hub_a.subscribe(own.cmd)
+
+    async def main() -> list[bytes]:
+        async with _driver(broker) as driver:
+            driver.publish(own.cmd, b"from the loop", qos=1)
+            other = threading.Thread(target=driver.publish, args=(own.cmd, b"from a thread"),
+                                     kwargs={"qos": 1})  # fmt: skip
+            other.start()
+            other.join()
+            first = await asyncio.to_thread(hub_a.next_message)
+            second = await asyncio.to_thread(hub_a.next_message)
+            return sorted([first.payload, second.payload])
+
+    assert asyncio.run(main()) == [b"from a thread", b"from the loop"]
+
+
+def test_messages_arrive_on_the_loop(
+    broker: Mosquitto, hub_a: Any, hub_passwords: dict[str, str]
+) -> None:
+    own = topics.Topics(next(iter(hub_passwords)))
+
+    async def main() -> tuple[bytes, bool]:
+        loop = asyncio.get_running_loop()
+        received: asyncio.Queue[tuple[bytes, bool]] = asyncio.Queue()
+        subscribed = loop.create_future()
+
+        def on_client(client: paho.Client) -> None:
+            client.on_connect = lambda c, *_: c.subscribe(own.events, qos=1)
+            client.on_subscribe = lambda *_: subscribed.set_result(True)
+            client.on_message = lambda _c, _u, message: received.put_nowait(
+                (message.payload, threading.current_thread() is threading.main_thread())
+            )
+
+        async with _driver(broker, on_client):
+            await asyncio.wait_for(subscribed, TIMEOUT)
+            hub_a.publish(own.events, b"an event")
+            return await asyncio.wait_for(received.get(), TIMEOUT)
+
+    assert asyncio.run(main()) == (b"an event", True)  # handled on the loop's thread
+
+
+def test_a_broker_restart_loses_nothing_published_while_it_was_down(
+    broker: Mosquitto,
+    hub_hashes: dict[str, str],
+    hub_passwords: dict[str, str],
+    connect: Callable[..., Any],
+) -> None:
+    hub_id = next(iter(hub_hashes))
+    ack_topic = topics.Topics(hub_id).ack
+
+    async def main() -> None:
+        connects: asyncio.Queue[str] = asyncio.Queue()
+        acknowledged: asyncio.Queue[int] = asyncio.Queue()
+
+        def on_client(client: paho.Client) -> None:
+            client.on_connect = lambda _c, _u, _f, reason, _p: connects.put_nowait(str(reason))
+            client.on_publish = lambda _c, _u, mid, *_: acknowledged.put_nowait(mid)
+
+        async with _driver(broker, on_client) as driver:
+            assert await asyncio.wait_for(connects.get(), TIMEOUT) == "Success"
+            # Stopped and started on this thread, not in a worker: the broker is set to
+            # die with the thread that started it.
+            broker.stop()
+            # Published while the broker is down: held by the client, sent on reconnect.
+            driver.publish(ack_topic, b'{"epoch": 1, "through_seq": 7}', qos=1, retain=True)
+            broker.start(hub_hashes)
+            assert await asyncio.wait_for(connects.get(), TIMEOUT) == "Success"
+            await asyncio.wait_for(acknowledged.get(), TIMEOUT)  # the broker has it
+
+    asyncio.run(main())
+    # Retained, so the hub gets it whenever it subscribes.
+    hub = connect(hub_id, hub_passwords[hub_id], hub_id)
+    hub.subscribe(ack_topic)
+    assert hub.next_message().payload == b'{"epoch": 1, "through_seq": 7}'
+
+
+def test_a_refused_or_unreachable_broker_fails_start_with_a_clear_error(
+    broker: Mosquitto,
+) -> None:
+    async def start(address: mqtt.BrokerAddress) -> None:
+        driver = LoopDriver(mqtt.make_client("doorstep-service", address), address)
+        await driver.start(timeout=5)
+
+    with pytest.raises(ConnectionError, match=r"Not authorized|Bad user name or password"):
+        asyncio.run(start(_address(broker, password="wrong")))
+    nobody = mqtt.BrokerAddress(broker.host, free_port(), "doorstep-service", "x")
+    with pytest.raises(ConnectionError, match="refused"):
+        asyncio.run(start(nobody))
