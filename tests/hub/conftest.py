@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from doorstep.db import ordered_id
 from doorstep.hub.agent import HubAgent
 from doorstep.hub.drivers.simulated import ManualScheduler, SimulatedLock
 from doorstep.hub.journal import Journal
@@ -34,7 +35,7 @@ from doorstep.protocol.messages import Command, CommandKind, Event, Reply, b64en
 T = 1_800_000_000
 HUB_ID = "hub-0123456789abcdef"
 DOOR = "front"
-ENTRY = "ent-0123456789abcdef"
+ENTRY = ordered_id("ent")  # production length: it rides in the grant
 
 
 @dataclass

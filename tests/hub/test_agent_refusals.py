@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from doorstep.db import ordered_id
 from doorstep.hub.drivers.simulated import ManualScheduler
 from doorstep.hub.lock import LockState, OperationSource
 from doorstep.protocol import Reason
@@ -28,7 +29,7 @@ from doorstep.protocol.messages import MAX_MESSAGE_BYTES, CommandKind, EventKind
 if TYPE_CHECKING:
     from conftest import Hub
 
-OTHER_ENTRY = "ent-bbbbbbbbbbbbbbbb"
+OTHER_ENTRY = ordered_id("ent")  # as long as ENTRY, so one can stand in for the other
 
 
 def _sign1(protected: dict[int, Any], payload: bytes, sign: Callable[[bytes], bytes]) -> bytes:

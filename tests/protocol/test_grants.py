@@ -25,6 +25,7 @@ from pycose.keys.ec2 import EC2Key
 from pycose.messages.cosemessage import CoseMessage
 from pycose.messages.sign1message import Sign1Message
 
+from doorstep.db import ordered_id
 from doorstep.protocol import Reason
 from doorstep.protocol.grants import (
     ALG_EDDSA,
@@ -121,9 +122,9 @@ def test_rfc8392_a3_with_flipped_signature_fails_with_pycose() -> None:
 
 T = 1_800_000_000
 HUB = "hub-0123456789abcdef"
-ENTRY = "ent-0123456789abcdef"
+ENTRY = ordered_id("ent")  # as the service makes them: "ent-" + 17 base-32 digits
 TOKEN_ID = bytes(range(16))
-MAX_GRANT_BYTES = 256  # measured: 199 bytes with ids of production length
+MAX_GRANT_BYTES = 256  # measured: 200 bytes with ids of production length
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +216,7 @@ def test_wire_format_is_what_the_module_docstring_says(signer: GrantSigner) -> N
 
 
 def test_grant_fits_in_256_bytes(signer: GrantSigner) -> None:
-    # Production ids: "hub-" / "ent-" + 16 hex digits; the slug of a typical door.
+    # Production ids (`new_id` for the hub, `ordered_id` for the entry); a typical slug.
     token = signer.sign(_claims())
 
     assert len(token) <= MAX_GRANT_BYTES, len(token)

@@ -23,7 +23,7 @@ def test_ordered_ids_sort_by_creation_and_never_repeat(monkeypatch: pytest.Monke
     later = [ordered_id("ent") for _ in range(2000)]
     assert max(earlier) < min(later)
     assert len(set(earlier + later)) == 4000
-    assert all(len(entry_id) == len("ent-") + 24 for entry_id in earlier)
+    assert all(len(entry_id) == len("ent-") + 17 for entry_id in earlier)
 
 
 def test_ordered_ids_fit_every_id_column() -> None:
