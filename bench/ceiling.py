@@ -8,8 +8,9 @@ the service is what doorstep itself costs. uvicorn runs exactly as `doorstep ser
 it (`doorstep.server.serve`): one process, `log_level="warning"`, `access_log=False`.
 
 `fastapi-sync` is the same FastAPI endpoint declared with `def` instead of `async def`:
-FastAPI then runs it in the thread pool, as it runs doorstep's entry route. It is shown
-for information (it is not the ceiling).
+FastAPI then runs it in the thread pool. It is shown for information (it is not the
+ceiling; doorstep's entry route is an `async` endpoint that hands its work to the writer
+thread).
 """
 
 from __future__ import annotations

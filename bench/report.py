@@ -434,7 +434,8 @@ METHOD = [
     'endpoint, under `uvicorn.run(app, host, port, log_level="warning", access_log=False)` '
     "in one process, as `doorstep serve` runs. wrk sends it the same request as an entry "
     "(method, headers, body size). `fastapi-sync` is the same endpoint as a `def`, run in "
-    "FastAPI's thread pool like doorstep's entry route; it is information, not the ceiling.",
+    "FastAPI's thread pool; it is information, not the ceiling (doorstep's entry route is an "
+    "`async` Starlette endpoint that hands its work to the writer thread).",
     "Decision: `POST /v1/courier/entries` (wait=none) on `doorstep serve` started as a "
     "subprocess with default settings (SQLite in WAL mode, synchronous=NORMAL) and "
     "`DOORSTEP_BROKER_URL` set to a Mosquitto 2.0 started by `doorstep.broker.Mosquitto`. "
