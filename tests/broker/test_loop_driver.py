@@ -5,6 +5,7 @@ restart without losing what was published while the broker was down."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -133,3 +134,16 @@ def test_a_refused_or_unreachable_broker_fails_start_with_a_clear_error(
     nobody = mqtt.BrokerAddress(broker.host, free_port(), "doorstep-service", "x")
     with pytest.raises(ConnectionError, match="refused"):
         asyncio.run(start(nobody))
+
+
+def test_a_broker_that_never_answers_fails_start_within_the_timeout() -> None:
+    silent = socket.socket()  # accepts connections (the backlog) and never says a word
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    try:
+        address = mqtt.BrokerAddress("127.0.0.1", silent.getsockname()[1], "doorstep", "x")
+        driver = LoopDriver(mqtt.make_client("doorstep-service", address), address)
+        with pytest.raises(ConnectionError, match="no answer from the broker"):
+            asyncio.run(driver.start(timeout=0.5))
+    finally:
+        silent.close()

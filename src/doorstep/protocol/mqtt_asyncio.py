@@ -91,7 +91,8 @@ class LoopDriver:
             reason = await asyncio.wait_for(asyncio.shield(self._connack), timeout)
         except (OSError, TimeoutError) as exc:
             self.stop()
-            raise ConnectionError(f"MQTT connect to {where} failed: {exc or 'timeout'}") from exc
+            problem = str(exc) or "no answer from the broker"
+            raise ConnectionError(f"MQTT connect to {where} failed: {problem}") from exc
         if reason.is_failure:
             self.stop()
             raise ConnectionError(f"MQTT connect to {where} failed: {reason}")
