@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
@@ -100,6 +101,14 @@ def _broker(settings: Settings, stack: ExitStack) -> tuple[BrokerAddress, Callab
     mosquitto = Mosquitto(directory, port=_stable_port(settings, directory))
     mosquitto.start(credentials())
     stack.callback(mosquitto.stop)
+    stopping = threading.Event()
+    watch = threading.Thread(
+        target=_watch, args=(mosquitto, credentials, stopping), name="broker-watch", daemon=True
+    )
+    watch.start()
+    # Run last in, first out: no revival once stopping has begun.
+    stack.callback(watch.join, 10)
+    stack.callback(stopping.set)
     log.info(
         "broker: mosquitto pid %s on %s:%s (supervised)",
         mosquitto.pid,
@@ -110,6 +119,31 @@ def _broker(settings: Settings, stack: ExitStack) -> tuple[BrokerAddress, Callab
         mosquitto.host, mosquitto.port, mosquitto.service_user, mosquitto.service_password
     )
     return address, lambda: mosquitto.update_hubs(credentials())
+
+
+BROKER_WATCH_SECONDS = 1.0
+
+
+def _watch(
+    mosquitto: Mosquitto, credentials: Callable[[], dict[str, str]], stopping: threading.Event
+) -> None:
+    """Start the supervised broker again whenever it dies (crashed, killed, out of
+    memory): hubs and the service reconnect by themselves, and what they publish in the
+    meantime waits in their clients and the hubs' journals. A failed start is tried again
+    at the next look. A revived broker is started on this thread, which lives as long as
+    `serve` does: the broker is set to die with the thread that started it."""
+    while not stopping.wait(BROKER_WATCH_SECONDS):
+        try:
+            status = mosquitto.revive(credentials)
+        except Exception:  # the process edge: log it and look again in a second
+            log.exception("broker: mosquitto died and could not be started again")
+            continue
+        if status is not None:
+            log.error(
+                "broker: mosquitto exited (status %s); started again, pid %s",
+                status,
+                mosquitto.pid,
+            )
 
 
 def _redact(url: str) -> str:

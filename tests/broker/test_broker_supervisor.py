@@ -8,6 +8,7 @@ shown with a sentinel published after the forbidden message (see conftest).
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import stat
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 
 from doorstep.broker import BrokerError, Mosquitto, hash_password, new_password
 from doorstep.protocol.topics import HUB_READS, HUB_WRITES, Topics
+from polling import wait_until
 
 ALL_LEAVES = HUB_READS + HUB_WRITES
 
@@ -280,3 +282,19 @@ def test_start_leaves_an_unrelated_process_named_in_the_pid_file_alone(tmp_path:
 
     with Mosquitto(tmp_path) as broker:
         assert broker.running
+
+
+def test_revive_starts_a_dead_broker_again_and_leaves_others_alone(
+    broker, hub_hashes, hub_passwords, connack
+) -> None:
+    assert broker.revive(lambda: hub_hashes) is None  # running: nothing to do
+    killed = broker.pid
+    os.kill(killed, signal.SIGKILL)
+    wait_until(lambda: not broker.running, 5, "the broker to die")
+    assert broker.revive(lambda: hub_hashes) == -signal.SIGKILL
+    assert broker.running and broker.pid != killed
+    hub = next(iter(hub_passwords))
+    assert connack(hub, hub_passwords[hub]) == "Success"  # same port, same hubs
+    broker.stop()
+    assert broker.revive(lambda: hub_hashes) is None  # stopped on purpose: stays stopped
+    assert not broker.running

@@ -4,6 +4,7 @@ door's socket, and signals."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from doorstep import demo
+from polling import wait_until
 
 
 @pytest.fixture
@@ -23,9 +25,30 @@ def world(tmp_path: Path) -> Iterator[demo.World]:
 
 
 def test_delivery_end_to_end(world: demo.World) -> None:
+    _deliver(world, "E2E-1")
+    verified = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "doorstep",
+            "audit",
+            "verify",
+            "--data-dir",
+            str(world.service.data_dir),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert verified.returncode == 0, verified.stderr
+    assert "intact" in verified.stdout
+
+
+def _deliver(world: demo.World, barcode: str) -> None:
+    """Book, enter, open, close: the entry is done and audited step by step."""
     home, (_courier_id, courier) = world.homes[0], world.couriers[0]
-    delivery = demo.book(world, home, ["E2E-1"])
-    entry = demo.request_entry(courier, delivery["id"], "E2E-1", home.latitude, home.longitude)
+    delivery = demo.book(world, home, [barcode])
+    entry = demo.request_entry(courier, delivery["id"], barcode, home.latitude, home.longitude)
     assert entry["state"] == "unlocked"
     home.door("open_door")
     assert demo.wait_entry(courier, entry["id"], "opened")["state"] == "opened"
@@ -48,22 +71,33 @@ def test_delivery_end_to_end(world: demo.World) -> None:
         "entry:done",
         "delivery:delivered",
     ]
-    verified = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "doorstep",
-            "audit",
-            "verify",
-            "--data-dir",
-            str(world.service.data_dir),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert verified.returncode == 0, verified.stderr
-    assert "intact" in verified.stdout
+
+
+@pytest.mark.slow
+def test_a_killed_broker_is_started_again_and_deliveries_go_on(world: demo.World) -> None:
+    """SIGKILL the Mosquitto that `serve` supervises: `serve` starts it again on the same
+    port, the service and the hub reconnect by themselves, and a delivery runs through."""
+    broker_dir = world.service.data_dir / "broker"
+    pid_file, log_file = broker_dir / "mosquitto.pid", broker_dir / "mosquitto.log"
+    killed = int(pid_file.read_text())
+    log_before = log_file.stat().st_size
+    os.kill(killed, signal.SIGKILL)
+
+    def revived() -> int | None:
+        pid = int(pid_file.read_text()) if pid_file.exists() else None
+        return pid if pid not in (None, killed) else None
+
+    wait_until(revived, 15, "serve to start the broker again")
+    hub_id = world.homes[0].hub_id
+
+    def reconnected() -> bool:
+        with log_file.open("rb") as log:
+            log.seek(log_before)
+            text = log.read().decode(errors="replace")
+        return f"as {hub_id} " in text and "as doorstep-service " in text
+
+    wait_until(reconnected, 20, "the hub and the service to reconnect")
+    _deliver(world, "E2E-AFTER-CRASH")
 
 
 def _service_events(database: Path, hub_id: str) -> dict[int, list[int]]:

@@ -27,7 +27,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -161,6 +161,23 @@ class Mosquitto:
             log_offset = _size(self.log_file)
             self._process.send_signal(signal.SIGHUP)
             self._wait_for_log(RELOAD_LINE, log_offset, time.monotonic() + timeout)
+
+    def revive(self, hubs: Callable[[], Mapping[str, str]]) -> int | None:
+        """If the broker has died, start it again (same port, same persistence) with the
+        hubs `hubs()` gives now, and return the exit status it died with; None if it is
+        running, or was stopped on purpose. Holds the reload lock, so an `update_hubs`
+        that comes meanwhile waits and then applies to the new process."""
+        with self._reload_lock:
+            process = self._process
+            if process is None or process.poll() is None:
+                return None
+            self._process = None
+            try:
+                self.start(hubs())
+            except BaseException:
+                self._process = process  # still dead: the next call tries again
+                raise
+            return process.returncode
 
     def stop(self, timeout: float = 5) -> None:
         """End the broker (SIGTERM, then SIGKILL after `timeout`); safe to call twice."""
