@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -21,6 +22,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 SESSION_EXPIRY_SECONDS = 24 * 3600
+KEEPALIVE_SECONDS = 15
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,21 +74,13 @@ def connect(client: paho.Client, address: BrokerAddress, *, timeout: float = 10.
     """Connect (persistent session) and start the network thread; raise if refused."""
     connected = threading.Event()
     failure: list[str] = []
-    previous = client.on_connect
 
-    def on_connect(c: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+    def on_connack(reason: Any) -> None:
         if reason.is_failure:
             failure.append(str(reason))
         connected.set()
-        if previous is not None:
-            previous(c, userdata, flags, reason, props)  # type: ignore[call-arg]
 
-    client.on_connect = on_connect
-    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-    properties.SessionExpiryInterval = SESSION_EXPIRY_SECONDS
-    client.connect_async(
-        address.host, address.port, keepalive=15, clean_start=False, properties=properties
-    )
+    previous = prepare_session(client, address, on_connack)
     client.loop_start()
     if not connected.wait(timeout) or failure:
         client.loop_stop()
@@ -95,6 +89,32 @@ def connect(client: paho.Client, address: BrokerAddress, *, timeout: float = 10.
             f"{failure[0] if failure else 'timeout'}"
         )
     client.on_connect = previous
+
+
+def prepare_session(
+    client: paho.Client, address: BrokerAddress, on_connack: Callable[[Any], None]
+) -> Any:
+    """Set `client` up to connect to `address` with a persistent session (clean start
+    off, the session expiry, the keep-alive), and to tell `on_connack` each CONNACK's
+    reason before its own `on_connect` runs. Returns that previous `on_connect`."""
+    previous = client.on_connect
+
+    def on_connect(c: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        on_connack(reason)
+        if previous is not None:
+            previous(c, userdata, flags, reason, props)  # type: ignore[call-arg]
+
+    client.on_connect = on_connect
+    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    properties.SessionExpiryInterval = SESSION_EXPIRY_SECONDS
+    client.connect_async(
+        address.host,
+        address.port,
+        keepalive=KEEPALIVE_SECONDS,
+        clean_start=False,
+        properties=properties,
+    )
+    return previous
 
 
 def expiring(seconds: int) -> Properties:

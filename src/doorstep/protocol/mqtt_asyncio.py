@@ -13,8 +13,8 @@ Reads, keep-alive pings and reconnects run on the loop too. Two things do not:
   runs on the loop: the client is only ever touched from one thread.
 
 Reconnecting waits 1 s, doubling to 5 s, as `make_client` configures paho's own loop.
-The session is persistent (`connect` in `doorstep.protocol.mqtt`), so QoS 1 messages
-published while disconnected are sent after the reconnect.
+The session is persistent (`prepare_session` in `doorstep.protocol.mqtt`), so QoS 1
+messages published while disconnected are sent after the reconnect.
 """
 
 from __future__ import annotations
@@ -27,14 +27,12 @@ import threading
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from doorstep.protocol.mqtt import SESSION_EXPIRY_SECONDS, BrokerAddress
+from doorstep.protocol.mqtt import BrokerAddress, prepare_session
 
 log = logging.getLogger(__name__)
 
-KEEPALIVE_SECONDS = 15
 TICK_SECONDS = 1.0
 RECONNECT_FIRST_SECONDS = 1.0
 RECONNECT_MAX_SECONDS = 5.0
@@ -54,7 +52,6 @@ class LoopDriver:
         self._stopping = False
         self._tick: asyncio.TimerHandle | None = None
         self._reconnecting: asyncio.Task[None] | None = None
-        self._connack: asyncio.Future[Any] | None = None
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -66,29 +63,17 @@ class LoopDriver:
         client = self._client
         client.on_socket_close = self._socket_closed
         client.on_disconnect = self._disconnected
-        previous = client.on_connect
-        self._connack = loop.create_future()
+        connack: asyncio.Future[Any] = loop.create_future()
 
-        def on_connect(c: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-            if self._connack is not None and not self._connack.done():
-                self._connack.set_result(reason)
-            if previous is not None:
-                previous(c, userdata, flags, reason, props)  # type: ignore[call-arg]
+        def on_connack(reason: Any) -> None:
+            if not connack.done():
+                connack.set_result(reason)
 
-        client.on_connect = on_connect
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        properties.SessionExpiryInterval = SESSION_EXPIRY_SECONDS
-        client.connect_async(
-            self._address.host,
-            self._address.port,
-            keepalive=KEEPALIVE_SECONDS,
-            clean_start=False,
-            properties=properties,
-        )
+        prepare_session(client, self._address, on_connack)
         where = f"{self._address.host}:{self._address.port}"
         try:
             await self._connect()
-            reason = await asyncio.wait_for(asyncio.shield(self._connack), timeout)
+            reason = await asyncio.wait_for(asyncio.shield(connack), timeout)
         except (OSError, TimeoutError) as exc:
             self.stop()
             problem = str(exc) or "no answer from the broker"
