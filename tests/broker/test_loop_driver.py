@@ -147,3 +147,22 @@ def test_a_broker_that_never_answers_fails_start_within_the_timeout() -> None:
             asyncio.run(driver.start(timeout=0.5))
     finally:
         silent.close()
+
+
+def test_a_connection_lost_without_notice_is_made_again(broker: Mosquitto) -> None:
+    # paho can drop its socket without calling on_disconnect (here: closed under it, as
+    # a reconnect whose socket dies while it is made would leave it); the driver's
+    # once-a-second look must notice and connect again.
+    async def main() -> list[str]:
+        connects: asyncio.Queue[str] = asyncio.Queue()
+
+        def on_client(client: paho.Client) -> None:
+            client.on_connect = lambda _c, _u, _f, reason, _p: connects.put_nowait(str(reason))
+
+        async with _driver(broker, on_client) as driver:
+            first = await asyncio.wait_for(connects.get(), TIMEOUT)
+            driver._client._sock_close()  # no on_disconnect: nobody was told
+            second = await asyncio.wait_for(connects.get(), TIMEOUT)
+            return [first, second]
+
+    assert asyncio.run(main()) == ["Success", "Success"]

@@ -169,6 +169,10 @@ class LoopDriver:
         assert self._loop is not None
         self._client.loop_misc()  # keep-alive ping, or a lost connection noticed
         self._flush()
+        if self._socket is None:
+            # Whatever way the connection went (even one paho closed without telling,
+            # or a reconnect whose socket died as it was made), keep trying.
+            self._disconnected()
         if not self._stopping:
             self._tick = self._loop.call_later(TICK_SECONDS, self._on_tick)
 
@@ -193,7 +197,12 @@ class LoopDriver:
                 delay = min(delay * 2, RECONNECT_MAX_SECONDS)
                 log.warning("broker unreachable (%s); next try in %.0f s", exc, delay)
                 continue
-            return
+            except Exception:  # the process edge: never stop trying to reach the broker
+                delay = min(delay * 2, RECONNECT_MAX_SECONDS)
+                log.exception("reconnecting to the broker failed; next try in %.0f s", delay)
+                continue
+            if self._socket is not None:
+                return
 
     async def _connect(self) -> None:
         """Open the connection and send CONNECT; the CONNACK arrives on the loop."""
