@@ -2,11 +2,13 @@
 
 The courier's entry decision and the hub ingest run thousands of times a second; through
 the ORM each costs milliseconds on these machines. Here they are a few plain statements
-on the DBAPI connection, run by one `Writer` thread per process that takes queued jobs,
-runs a batch of them in one transaction (each in its own savepoint, so one failing job
-rolls back alone), commits once, and only then resolves each job's future. Nothing is
-answered before it is durable, and SQLite never has two writers in this process to
-arbitrate with its sleeping busy handler.
+on the DBAPI connection, run by one `Writer` per process that takes queued jobs, runs a
+batch of them in one transaction (each in its own savepoint, so one failing job rolls
+back alone), commits once, and only then resolves each job's future. Nothing is answered
+before it is durable. A `Writer` runs on its own thread, or on its caller's
+(`Writer.run_batch`, in the hot paths' writer process, `doorstep.hotwriter`). On SQLite
+the writers of every process take turns through a file lock (`batch_lock_path`) rather
+than SQLite's sleeping busy handler.
 
 `Tx` hides the two dialects' differences: placeholders (`?` is rewritten to `%s` for
 psycopg; `?j` marks a JSON value), and how timestamps are stored (SQLite keeps the text
@@ -17,19 +19,25 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import fcntl
 import logging
+import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import cache
-from typing import Any, Generic, TypeVar
+from pathlib import Path
+from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
+
+from doorstep.db import in_memory
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +155,12 @@ def _translate(sql: str, postgres: bool) -> str:
     return sql.replace("?j", "%s::json").replace("?", "%s")
 
 
+class Submits(Protocol):
+    """Takes writer jobs from any thread: a `Writer`, or `hotwriter.Jobs`."""
+
+    def submit(self, job: Job[T]) -> concurrent.futures.Future[T]: ...
+
+
 class Writer:
     """One thread, one connection, many jobs per transaction."""
 
@@ -158,6 +172,14 @@ class Writer:
         on_batch: Callable[[int, float], None] | None = None,
     ) -> None:
         self._engine = engine
+        # SQLite: a file lock that every writer of the database, in any process, holds while
+        # its batch transaction is open (`batch_lock_path`). A writer that finds the
+        # lock taken sleeps in the kernel and wakes the moment it is released; without
+        # it, SQLite's busy handler polls, sleeping 1, 2, 5, 10... ms between tries, and
+        # two processes writing at rate lose most of their time to those sleeps.
+        self._batch_lock = batch_lock_path(engine)
+        self._lock_fd: int | None = None
+        self._here: tuple[Any, Tx] | None = None  # `run_batch`'s connection
         # Told each committed batch's job count and seconds from BEGIN to COMMIT.
         self._on_batch = on_batch
         self._jobs: queue.SimpleQueue[_Pending[Any] | None] = queue.SimpleQueue()
@@ -169,6 +191,9 @@ class Writer:
     def stop(self) -> None:
         self._jobs.put(None)
         self._thread.join(timeout=10)
+        if self._lock_fd is not None and not self._thread.is_alive():
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def submit(
         self, job: Job[T], *, then: Callable[[T], None] | None = None
@@ -198,6 +223,37 @@ class Writer:
             raise
         finally:
             expiry.cancel()
+
+    def run_batch(self, jobs: Sequence[Job[Any]]) -> list[concurrent.futures.Future[Any]]:
+        """Run `jobs` as one batch on the calling thread, for a writer whose thread is
+        not started (the child of `doorstep.hotwriter`, which reads its requests and runs
+        them in the same thread). Returns their futures, settled: each job's result, or its own
+        error, or the batch's when the batch failed as a whole (the connection is then
+        replaced at the next batch)."""
+        batch: list[_Pending[Any]] = [
+            _Pending(job, concurrent.futures.Future(), None) for job in jobs
+        ]
+        try:
+            if self._here is None:
+                connection = self._engine.connect()
+                tx = Tx(connection.connection.driver_connection, connection.dialect.name)
+                self._here = (connection, tx)
+            self._execute(self._here[0], self._here[1], batch)
+        except _BatchFailed:
+            self.close_batches()
+        except Exception as exc:  # connecting failed: the next batch tries again
+            log.exception("writer cannot reach the database")
+            _settle_all([(pending, None, exc) for pending in batch])
+        return [pending.future for pending in batch]
+
+    def close_batches(self) -> None:
+        """Close the connection `run_batch` opened, and the batch lock."""
+        if self._here is not None:
+            self._here[0].close()
+            self._here = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def _run(self) -> None:
         # A batch that fails as a whole (the connection broke, the database restarted)
@@ -236,21 +292,49 @@ class Writer:
     def _execute(self, connection: Any, tx: Tx, batch: list[_Pending[Any]]) -> None:
         outcomes: list[tuple[_Pending[Any], Any, BaseException | None]] = []
         started = time.perf_counter()
-        try:
-            tx.begin()
-            for pending in batch:
-                outcomes.append(_attempt(tx, pending))
-            tx.commit()
-        except Exception as exc:  # the commit itself failed: every job in it failed
-            log.exception("write batch failed")
-            tx._after_commit.clear()
-            tx.rollback_quietly()
-            _settle_all([(pending, None, exc) for pending in batch])
-            raise _BatchFailed from exc
+        with self._locked():
+            try:
+                tx.begin()
+                for pending in batch:
+                    outcomes.append(_attempt(tx, pending))
+                tx.commit()
+            except Exception as exc:  # the commit itself failed: every job in it failed
+                log.exception("write batch failed")
+                tx._after_commit.clear()
+                tx.rollback_quietly()
+                failure: Exception | None = exc
+            else:
+                failure = None
+        if failure is not None:
+            _settle_all([(pending, None, failure) for pending in batch])
+            raise _BatchFailed from failure
         if self._on_batch is not None:
             self._on_batch(len(batch), time.perf_counter() - started)
         tx._run_after_commit()
         _settle_all(outcomes)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        if self._batch_lock is None:
+            yield
+            return
+        if self._lock_fd is None:
+            self._lock_fd = os.open(self._batch_lock, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)  # releases the GIL while it waits
+        try:
+            yield
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+
+def batch_lock_path(engine: Engine) -> Path | None:
+    """Where the writers of `engine`'s database take turns (`Writer`): beside a SQLite
+    file; none for PostgreSQL (its row locks order concurrent writers) or an in-memory
+    database (one connection, one process)."""
+    if engine.dialect.name != "sqlite" or in_memory(engine):
+        return None
+    database = Path(str(engine.url.database))
+    return database.with_name(database.name + "-writer.lock")
 
 
 def _attempt(tx: Tx, pending: _Pending[Any]) -> tuple[_Pending[Any], Any, BaseException | None]:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import fcntl
+import os
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -11,7 +14,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 
 from doorstep import db
-from doorstep.sql import Tx, Writer
+from doorstep.sql import Tx, Writer, batch_lock_path
 
 
 @pytest.fixture
@@ -179,3 +182,50 @@ def test_hand_written_timestamps_match_what_the_orm_stores(database_url: str) ->
     for number, moment in enumerate(moments):
         assert read[f"tx{number}"] == read[f"orm{number}"] == moment.astimezone(UTC)
     engine.dispose()
+
+
+def test_a_batch_waits_for_the_batch_lock_another_process_holds(
+    writer: Writer, engine: Engine, database_url: str
+) -> None:
+    """SQLite's writers, in any process, take turns through the batch lock beside the
+    database file: while another holder has it, no batch of this writer begins."""
+    path = batch_lock_path(engine)
+    if not database_url.startswith("sqlite"):
+        assert path is None  # PostgreSQL orders concurrent writers by its row locks
+        return
+    assert path is not None
+    holder = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        waiting = writer.submit(_insert("held"))
+        with pytest.raises(concurrent.futures.TimeoutError):
+            waiting.result(0.5)
+        assert _names(database_url) == []
+        fcntl.flock(holder, fcntl.LOCK_UN)
+        assert waiting.result(10) == "held"
+    finally:
+        os.close(holder)
+    assert _names(database_url) == ["held"]
+
+
+def test_run_batch_runs_jobs_on_the_calling_thread_each_isolated(
+    engine: Engine, database_url: str
+) -> None:
+    writer = Writer(engine)  # its thread is never started
+    ran_on: list[str] = []
+
+    def where(tx: Tx) -> None:
+        ran_on.append(threading.current_thread().name)
+
+    first = writer.run_batch([_insert("a"), _insert("a"), where, _insert("b")])
+    try:
+        assert first[0].result(0) == "a"
+        assert isinstance(first[1].exception(0), Exception)  # the duplicate, alone
+        assert first[3].result(0) == "b"
+        assert ran_on == [threading.current_thread().name]
+        assert _names(database_url) == ["a", "b"]
+        second = writer.run_batch([_insert("c")])  # the same connection, again
+        assert second[0].result(0) == "c"
+    finally:
+        writer.close_batches()
+    assert _names(database_url) == ["a", "b", "c"]
