@@ -37,6 +37,12 @@ DELIVERY_EVENTS = [
 
 
 @pytest.fixture
+def writer_process() -> bool:
+    """As `serve` runs: the hot paths through the writer process (`doorstep.hotwriter`)."""
+    return True
+
+
+@pytest.fixture
 def notify_settings(mailbox: tuple[Mailbox, int]) -> NotifySettings:
     return NotifySettings(
         smtp_host="127.0.0.1",
@@ -179,3 +185,25 @@ def test_signature_verification_refuses_tampering_replay_and_wrong_secrets() -> 
     for key, given, content, at in refusals:
         with pytest.raises(signing.SignatureError):
             signing.verify(key, given, content, now=at)
+
+
+@pytest.mark.parametrize(
+    "notify_settings", [NotifySettings(poll_seconds=0.1, allow_private_targets=True)]
+)
+def test_without_an_smtp_server_emails_are_set_aside_and_webhooks_still_go(
+    live: Any, world: demo.World, receiver: Receiver
+) -> None:
+    """No `smtp_host`: every resident email of the delivery is marked `skipped` with the
+    reason, none is retried or audited as failed, and the carrier's webhooks are sent."""
+    _set_webhook(world, receiver)
+    _deliver(world)
+    assert sorted(receiver.wait_types(DELIVERY_EVENTS)) == sorted(DELIVERY_EVENTS)
+    assert _outbox_when(live, "email", lambda rows: all(r.state == "skipped" for r in rows))
+    emails = _outbox(live, "email")
+    assert {(row.state, row.last_error) for row in emails} == {
+        ("skipped", "no SMTP server is configured (notify.smtp_host)")
+    }
+    assert all(row.attempts == 1 for row in emails)  # claimed once, never retried
+    with live.sessions() as session:
+        actions = session.scalars(select(AuditEvent.action)).all()
+    assert not [action for action in actions if action.startswith("notify:")]

@@ -5,7 +5,9 @@ One thread per service process. Each round it claims the due messages in a write
 later rather than never), sends them, and records each outcome in another writer job:
 sent; or retried after an exponential backoff with jitter; or, after `max_attempts`,
 failed, with an audit record. A receiver may therefore see an event twice (a crash
-after sending but before recording); the stable event id lets it notice.
+after sending but before recording); the stable event id lets it notice. Messages for a
+channel switched off here (no SMTP server) are not sent; the round sets them all aside
+as `skipped` in one job.
 
 Webhook targets must be public addresses: a carrier cannot point the service at its own
 loopback or private network (`allow_private_targets` lifts this, for tests and
@@ -14,6 +16,7 @@ development). Redirects are not followed.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import random
@@ -35,7 +38,7 @@ from doorstep.clock import Clock
 from doorstep.notify import signing
 from doorstep.notify.models import Channel
 from doorstep.settings import NotifySettings
-from doorstep.sql import Tx, Writer
+from doorstep.sql import Submits, Tx
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +82,7 @@ class Claimed:
 
 
 class Dispatcher:
-    def __init__(self, *, writer: Writer, clock: Clock, settings: NotifySettings) -> None:
+    def __init__(self, *, writer: Submits, clock: Clock, settings: NotifySettings) -> None:
         self._writer = writer
         self._clock = clock
         self._settings = settings
@@ -115,14 +118,23 @@ class Dispatcher:
     def run_once(self) -> int:
         """Claim and send one round of due messages; returns how many were claimed."""
         now = self._clock.now()
-        claimed = self._writer.submit(lambda tx: _claim(tx, now)).result(timeout=60)
+        claimed = self._writer.submit(functools.partial(_claim, now=now)).result(timeout=60)
+        skipped: list[tuple[Claimed, str]] = []
         for message in claimed:
             if self._stopping.is_set():
                 break
-            self._deliver(message)
+            reason = self._deliver(message)
+            if reason is not None:
+                skipped.append((message, reason))
+        if skipped:
+            # Set aside together: nothing was sent for them, so there is nothing a crash
+            # before this write could make happen twice (they would only be skipped again).
+            self._writer.submit(_mark_skipped(skipped)).result(timeout=60)
         return len(claimed)
 
-    def _deliver(self, message: Claimed) -> None:
+    def _deliver(self, message: Claimed) -> str | None:
+        """Send `message` and record the outcome; or, when its channel is switched off
+        here, say why (the round sets such messages aside together)."""
         try:
             if message.channel == Channel.WEBHOOK:
                 self._post(message)
@@ -131,12 +143,12 @@ class Dispatcher:
             else:
                 raise PermanentError(f"unknown channel {message.channel!r}")
         except NotConfigured as exc:
-            self._writer.submit(_mark_skipped(message, str(exc))).result(timeout=60)
-            return
+            return str(exc)
         except DeliveryError as exc:
             self._record(message, error=str(exc), permanent=isinstance(exc, PermanentError))
-            return
+            return None
         self._record(message, error=None, permanent=False)
+        return None
 
     def _post(self, message: Claimed) -> None:
         if not message.endpoint_active or message.url is None or message.secret is None:
@@ -234,52 +246,61 @@ def _claim(tx: Tx, now: datetime) -> list[Claimed]:
     return claimed
 
 
+# Writer jobs are partials of module-level functions, so that they can run in the hot
+# paths' writer process (`doorstep.hotwriter.Jobs`) as well as on this process's writer.
+
+
 def _mark_sent(message: Claimed, now: datetime) -> Callable[[Tx], None]:
-    def job(tx: Tx) -> None:
-        tx.run(
-            "UPDATE outbox SET state = 'sent', sent_at = ?, last_error = NULL WHERE id = ?",
-            (tx.time(now), message.id),
-        )
-
-    return job
+    return functools.partial(_sent, message=message, now=now)
 
 
-def _mark_skipped(message: Claimed, reason: str) -> Callable[[Tx], None]:
-    def job(tx: Tx) -> None:
+def _sent(tx: Tx, *, message: Claimed, now: datetime) -> None:
+    tx.run(
+        "UPDATE outbox SET state = 'sent', sent_at = ?, last_error = NULL WHERE id = ?",
+        (tx.time(now), message.id),
+    )
+
+
+def _mark_skipped(skipped: list[tuple[Claimed, str]]) -> Callable[[Tx], None]:
+    return functools.partial(_skip, skipped=skipped)
+
+
+def _skip(tx: Tx, *, skipped: list[tuple[Claimed, str]]) -> None:
+    for message, reason in skipped:
         tx.run(
             "UPDATE outbox SET state = 'skipped', last_error = ? WHERE id = ?",
             (reason, message.id),
         )
 
-    return job
-
 
 def _mark_retry(message: Claimed, due: datetime, error: str) -> Callable[[Tx], None]:
-    def job(tx: Tx) -> None:
-        tx.run(
-            "UPDATE outbox SET next_attempt_at = ?, last_error = ? WHERE id = ?",
-            (tx.time(due), error[:500], message.id),
-        )
+    return functools.partial(_retry, message=message, due=due, error=error)
 
-    return job
+
+def _retry(tx: Tx, *, message: Claimed, due: datetime, error: str) -> None:
+    tx.run(
+        "UPDATE outbox SET next_attempt_at = ?, last_error = ? WHERE id = ?",
+        (tx.time(due), error[:500], message.id),
+    )
 
 
 def _mark_failed(message: Claimed, now: datetime, error: str) -> Callable[[Tx], None]:
-    def job(tx: Tx) -> None:
-        tx.run(
-            "UPDATE outbox SET state = 'failed', last_error = ? WHERE id = ?",
-            (error[:500], message.id),
-        )
-        append_tx(
-            tx,
-            at=now,
-            actor="system",
-            action=f"notify:{message.channel}_failed",
-            subject=message.event_id,
-            data={"attempts": message.attempt, "error": error[:200]},
-        )
+    return functools.partial(_failed, message=message, now=now, error=error)
 
-    return job
+
+def _failed(tx: Tx, *, message: Claimed, now: datetime, error: str) -> None:
+    tx.run(
+        "UPDATE outbox SET state = 'failed', last_error = ? WHERE id = ?",
+        (error[:500], message.id),
+    )
+    append_tx(
+        tx,
+        at=now,
+        actor="system",
+        action=f"notify:{message.channel}_failed",
+        subject=message.event_id,
+        data={"attempts": message.attempt, "error": error[:200]},
+    )
 
 
 def _backoff(attempt: int, settings: NotifySettings) -> float:
