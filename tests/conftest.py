@@ -89,6 +89,16 @@ def entry_settings() -> EntrySettings:
 
 
 @pytest.fixture
+def writer_process() -> bool:
+    """Whether the service stores its hot paths from a writer process of its own
+    (`doorstep.hotwriter`, which `serve` starts by default). Off here: starting that
+    process costs about a second per test. The modules whose paths it changes (the
+    courier's entry, reply waiters, live streams, notifications, the process itself)
+    switch it on, and every test of real `serve` processes (tests/e2e) runs with it."""
+    return False
+
+
+@pytest.fixture
 def extend_app() -> Callable[[FastAPI], None]:
     """Called with the live service's app before it serves; a test package overrides this
     fixture to mount more on it (tests/web mounts the web pages)."""
@@ -102,6 +112,7 @@ def live(
     broker: Mosquitto,
     notify_settings: NotifySettings,
     entry_settings: EntrySettings,
+    writer_process: bool,
     extend_app: Callable[[FastAPI], None],
 ) -> Iterator[Live]:
     settings = Settings(
@@ -110,6 +121,7 @@ def live(
         broker_client_id=f"svc-{secrets.token_hex(4)}",
         notify=notify_settings,
         entry=entry_settings,
+        writer_process=writer_process,
     )
     address = BrokerAddress(broker.host, broker.port, broker.service_user, broker.service_password)
     holder: dict[str, sessionmaker[Session]] = {}

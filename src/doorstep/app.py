@@ -7,6 +7,7 @@ URL is configured; tests start their own).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -36,6 +37,7 @@ from doorstep.grants.router import router as grants_router
 from doorstep.grants.shadow import ShadowPublisher
 from doorstep.homes.preferences import router as preferences_router
 from doorstep.homes.router import router as homes_router
+from doorstep.hotwriter import HotWriter, Jobs
 from doorstep.hublink.link import HubLink
 from doorstep.live import router as live_router
 from doorstep.metrics import Metrics
@@ -88,6 +90,7 @@ def create_app(
         db.migrate(engine, settings.database_owner_url)
         writer = runtime.writer = Writer(engine, on_batch=runtime.metrics.writer_batch)
         writer.start()
+        jobs = Jobs(writer)
         if broker is not None:
             runtime.link = HubLink(
                 address=broker,
@@ -102,14 +105,25 @@ def create_app(
             )
             runtime.link.on_stale_shadow = runtime.shadows.publish
             await runtime.link.start()
-        dispatcher = Dispatcher(writer=writer, clock=clock, settings=settings.notify)
+            # A database in memory exists in this process only: write here then.
+            if settings.writer_process and not db.in_memory(engine):
+                runtime.hot = HotWriter(
+                    settings, kid=runtime.keys.signer.kid, on_batch=runtime.metrics.writer_batch
+                )
+                await runtime.hot.start()
+                runtime.link.hot = jobs.hot = runtime.hot
+        dispatcher = Dispatcher(writer=jobs, clock=clock, settings=settings.notify)
         dispatcher.start()
         clips.start(_app)
         try:
             yield
         finally:
             clips.stop(_app)
-            dispatcher.stop()
+            # Off the loop: the dispatcher may be waiting for a job of the writer process,
+            # whose answer comes through this loop.
+            await asyncio.to_thread(dispatcher.stop)
+            if runtime.hot is not None:
+                await runtime.hot.stop()
             if runtime.link is not None:
                 runtime.link.stop()
             writer.stop()

@@ -19,6 +19,7 @@ from doorstep.settings import Settings
 if TYPE_CHECKING:
     from doorstep.access.keys import IssuerKeys
     from doorstep.grants.shadow import ShadowPublisher
+    from doorstep.hotwriter import HotWriter
     from doorstep.hublink.link import HubLink
     from doorstep.metrics import Metrics
     from doorstep.sql import Writer
@@ -42,6 +43,7 @@ class Runtime:
     totp_key: bytes  # seals residents' authenticator keys (`accounts.twofactor`)
     metrics: Metrics  # this process's counters and the scrape (`doorstep.metrics`)
     shadows: ShadowPublisher | None = None  # hubs' desired documents (`grants.shadow`)
+    hot: HotWriter | None = None  # the hot paths' writer process (`doorstep.hotwriter`)
 
 
 async def get_runtime(request: Request) -> Runtime:

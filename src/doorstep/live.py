@@ -8,8 +8,9 @@ read back from the audit log, so nothing is lost to a dropped connection. A comm
 every 15 s keeps proxies from closing an idle stream.
 
 Records reach subscribers in this process after their transaction commits (`Tx.on_commit`);
-with several service processes, each stream sees the records its own process wrote, and
-the replay on reconnect fills the rest.
+those the hot paths' writer process commits are handed back to this process after its
+commit (`doorstep.hotwriter`). With several service processes, each stream sees the
+records its own process wrote, and the replay on reconnect fills the rest.
 """
 
 from __future__ import annotations

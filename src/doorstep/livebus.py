@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +20,12 @@ class Bus:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._subscribers: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Queue[Any]]]] = {}
+        self._forward: Callable[[str, dict[str, Any]], None] | None = None
+
+    def forward(self, to: Callable[[str, dict[str, Any]], None]) -> None:
+        """In a process without streams of its own (the child of `doorstep.hotwriter`): hand each
+        published record to `to`, which passes it to the process that has them."""
+        self._forward = to
 
     def subscribe(self, home_id: str) -> asyncio.Queue[dict[str, Any] | None]:
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(QUEUE_LIMIT)
@@ -34,6 +41,9 @@ class Bus:
                 self._subscribers.pop(home_id, None)
 
     def publish(self, home_id: str, record: dict[str, Any]) -> None:
+        if self._forward is not None:
+            self._forward(home_id, record)
+            return
         with self._lock:
             subscribers = list(self._subscribers.get(home_id, ()))
         for loop, queue in subscribers:

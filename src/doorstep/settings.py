@@ -122,6 +122,10 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     public_url: str | None = None
+    # The entry decisions and what hubs send are stored by a child process of the service
+    # (`doorstep.hotwriter`), so they do not share the service's one GIL with the HTTP
+    # loop and the MQTT client. Off: the service's own writer thread does it.
+    writer_process: bool = True
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "NORMAL"
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     # `GET /metrics` answers only `Authorization: Bearer <this>`; unset, it does not exist.

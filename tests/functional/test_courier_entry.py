@@ -17,6 +17,12 @@ from doorstep.audit.service import verify
 FAR_AWAY = (48.8584, 2.2945)  # another city
 
 
+@pytest.fixture
+def writer_process() -> bool:
+    """As `serve` runs: the hot paths through the writer process (`doorstep.hotwriter`)."""
+    return True
+
+
 def _home(world: demo.World) -> demo.Home:
     return world.homes[0]
 

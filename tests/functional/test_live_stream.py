@@ -9,8 +9,15 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 
 from doorstep import demo
+
+
+@pytest.fixture
+def writer_process() -> bool:
+    """As `serve` runs: the hot paths through the writer process (`doorstep.hotwriter`)."""
+    return True
 
 
 class Listener(threading.Thread):

@@ -1,12 +1,14 @@
 """A request that waits for its hub (`wait=challenge`, `wait=unlocked`) gets, with the
-hub's reply, the entry as the transaction that stores the reply sees it: the hub's event,
-published before its reply, is already applied, and no further writer job is needed.
-A read that fails costs only itself: the waiter is still woken, with the reply, and the
+hub's reply, its entry as the transaction that stores the reply left it: the hub's event,
+published before its reply, is already applied, and no further writer job is needed. A
+read that fails costs only itself: the waiter is still woken, with the reply, and the
 reply's transaction (PostgreSQL aborts one after a failed statement) still commits.
 
 Driven through the running service's own hub link and a real hub (in-process, real
 Mosquitto), with a command the hub refuses at once (it has expired): the hub journals a
-`command.refused` event naming the entry, then replies.
+`command.refused` event naming the entry, then replies. The reply is stored by the hot
+paths' writer process (the default) or, in the test that breaks the read, by the service's
+own writer thread, where the read can be broken.
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
 from doorstep import demo
+from doorstep.access import service as access_service
+from doorstep.access.models import Entry, EntryState
 from doorstep.db import new_id
 from doorstep.hublink.link import HubLink
 from doorstep.hublink.models import HubEvent
@@ -30,10 +35,16 @@ from doorstep.sql import Tx
 REPLY_TIMEOUT = 15.0
 
 
-def _expired_unlock(entry_id: str) -> Command:
+@pytest.fixture
+def writer_process() -> bool:
+    """As `serve` runs: the hot paths through the writer process (`doorstep.hotwriter`)."""
+    return True
+
+
+def _expired_unlock(entry_id: str, command_id: str) -> Command:
     return Command(
         v=PROTOCOL_VERSION,
-        command_id=secrets.token_hex(12),
+        command_id=command_id,
         kind=CommandKind.UNLOCK,
         not_after=int(time.time()) - 60,
         entry_id=entry_id,
@@ -48,41 +59,65 @@ def _link(live: Any) -> HubLink:
     return link
 
 
-def test_the_waiter_reads_in_the_transaction_that_stores_the_reply(
+def _authorized_entry(live: Any, world: demo.World, command_id: str) -> str:
+    """An entry waiting for its hub, as a decision leaves it (the hub has not seen it)."""
+    entry_id, now = new_id("ent"), datetime.now(UTC)
+    with live.sessions() as session:
+        session.add(
+            Entry(
+                id=entry_id,
+                courier_id=world.couriers[0][0],
+                home_id=world.homes[0].id,
+                hub_id=world.homes[0].hub_id,
+                state=EntryState.AUTHORIZED,
+                command_id=command_id,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        session.commit()
+    return entry_id
+
+
+def test_the_waiter_gets_the_entry_as_the_replys_transaction_left_it(
     live: Any, world: demo.World
 ) -> None:
-    hub_id, entry_id = world.homes[0].hub_id, new_id("ent")
-    command = _expired_unlock(entry_id)
+    assert live.runtime.hot is not None and live.runtime.hot.ready
+    command_id = secrets.token_hex(12)
+    entry_id = _authorized_entry(live, world, command_id)
+    command = _expired_unlock(entry_id, command_id)
 
-    def refusal_event(tx: Tx) -> tuple[Any, ...] | None:
-        return tx.one(
-            "SELECT kind FROM hub_events WHERE hub_id = ? AND entry_id = ?", (hub_id, entry_id)
-        )
-
-    waiter = _link(live).expect_reply(command.command_id, load=refusal_event)
-    _link(live).publish_command(hub_id, command)
+    waiter = _link(live).expect_reply(command.command_id)
+    _link(live).publish_command(world.homes[0].hub_id, command)
 
     answer = waiter.future.result(timeout=REPLY_TIMEOUT)
     assert (answer.reply.result, answer.reply.reason) == ("refused", "command_expired")
-    assert answer.loaded == ("command.refused",)  # the event came first, and is applied
+    assert answer.loaded is not None
+    assert (answer.loaded.id, answer.loaded.state) == (entry_id, EntryState.REFUSED)
+    assert answer.loaded.reason == "command_expired"
 
 
+@pytest.mark.parametrize("writer_process", [False])
 def test_a_read_that_fails_still_wakes_the_waiter_with_the_reply(
-    live: Any, world: demo.World, caplog: pytest.LogCaptureFixture
+    live: Any, world: demo.World, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    hub_id, entry_id = world.homes[0].hub_id, new_id("ent")
-    command = _expired_unlock(entry_id)
+    command_id = secrets.token_hex(12)
+    entry_id = _authorized_entry(live, world, command_id)
+    command = _expired_unlock(entry_id, command_id)
 
-    def broken(tx: Tx) -> None:
+    def broken(tx: Tx, _entry_id: str) -> None:
         tx.one("SELECT nothing FROM no_such_table")  # fails in the database itself
 
-    waiter = _link(live).expect_reply(command.command_id, load=broken)
+    monkeypatch.setattr(access_service, "load_entry", broken)
+    waiter = _link(live).expect_reply(command.command_id)
     with caplog.at_level(logging.ERROR, logger="doorstep.hublink.link"):
-        _link(live).publish_command(hub_id, command)
+        _link(live).publish_command(world.homes[0].hub_id, command)
         answer = waiter.future.result(timeout=REPLY_TIMEOUT)
 
     assert (answer.reply.result, answer.loaded) == ("refused", None)
-    assert f"reading for the waiter of {command.command_id} failed" in caplog.text
+    assert f"reading entry {entry_id} for its reply failed" in caplog.text
     with live.sessions() as session:
         kinds = session.scalars(select(HubEvent.kind).where(HubEvent.entry_id == entry_id)).all()
-    assert kinds == ["command.refused"]
+        assert kinds == ["command.refused"]
+        refused = session.get(Entry, entry_id)
+        assert refused is not None and refused.state == EntryState.REFUSED  # committed

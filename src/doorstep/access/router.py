@@ -8,6 +8,7 @@ committed, and (with `wait=unlocked`) awaits the hub's reply without holding a t
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Query, Request
@@ -102,17 +103,7 @@ async def request_entry(request: Request) -> Response:
         body.nobody_answered,
         body.device_key_id,
     )
-    decision = await run_write(
-        writer,
-        lambda tx: service.decide(
-            tx,
-            token=token,
-            request=entry_request,
-            now=now,
-            settings=runtime.settings.entry,
-            signer=runtime.keys.signer,
-        ),
-    )
+    decision = await decide_entry(runtime, token, entry_request, now)
     runtime.metrics.decided("delivery", decision.entry.state, decision.entry.reason)
     # With a phone key the hub answers with a challenge (there is nothing to unlock until
     # the phone signs it), so both waits end there.
@@ -121,6 +112,34 @@ async def request_entry(request: Request) -> Response:
 
 
 WAITS = ("none", "challenge", "unlocked")
+
+
+async def decide_entry(
+    runtime: Runtime, token: str, request: service.EntryRequest, now: datetime
+) -> service.EntryDecision:
+    """`service.decide`, committed: in the hot paths' writer process when it runs, else
+    as a job on the service's writer thread."""
+    if runtime.hot is not None and runtime.hot.ready:
+        try:
+            return await runtime.hot.decide(token=token, request=request, now=now)
+        except TimeoutError as exc:
+            raise ServiceUnavailable(
+                "the database did not answer in time; no door was opened"
+            ) from exc
+    writer = runtime.writer
+    if writer is None:
+        raise ServiceUnavailable("the hub link is not running")
+    return await run_write(
+        writer,
+        lambda tx: service.decide(
+            tx,
+            token=token,
+            request=request,
+            now=now,
+            settings=runtime.settings.entry,
+            signer=runtime.keys.signer,
+        ),
+    )
 
 
 async def send_and_wait(
@@ -135,11 +154,7 @@ async def send_and_wait(
     command, entry_id = decision.command, decision.entry.id
     # The entry is read in the transaction that stores the hub's reply: by then the hub's
     # event (published before its reply) is applied, and no writer job of its own is needed.
-    waiter = (
-        link.expect_reply(command.command_id, load=lambda tx: service.load_entry(tx, entry_id))
-        if wait
-        else None
-    )
+    waiter = link.expect_reply(command.command_id) if wait else None
     link.publish_command(decision.hub_id, command)
     if waiter is None:
         return decision.entry

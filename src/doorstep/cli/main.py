@@ -52,7 +52,9 @@ def serve(
 
     With no broker URL it writes a Mosquitto configuration (loopback only, no anonymous
     access, one password and ACL per hub) and runs Mosquitto as a supervised child,
-    stopping it on exit. The database schema is migrated on start.
+    stopping it on exit. The database schema is migrated on start. Entry decisions and
+    what hubs send are written by a second process of its own, so the service can use
+    two cores (DOORSTEP_WRITER_PROCESS=false keeps it to one).
     """
     from doorstep.db import RoleSetupError
     from doorstep.server import serve as run

@@ -29,8 +29,8 @@ from starlette.concurrency import run_in_threadpool
 from doorstep.access import service
 from doorstep.access.devices import DeviceKey, DeviceKeyCreate
 from doorstep.access.devices import register as register_device_key
+from doorstep.access.router import decide_entry, send_and_wait
 from doorstep.access.router import run_write as write
-from doorstep.access.router import send_and_wait
 from doorstep.access.schemas import EntryAbort, EntryCreate, EntryProof
 from doorstep.accounts.service import Principal
 from doorstep.courier_web import progress
@@ -86,9 +86,10 @@ def register_phone(
 async def request_entry(
     body: EntryCreate, runtime: RuntimeDep, courier: WritingCourier
 ) -> CourierEntryRead:
-    """As `POST /v1/courier/entries?wait=challenge`: every check on the writer thread,
-    the command published after commit, the answer once the hub has answered."""
-    writer = hub_writer(runtime)
+    """As `POST /v1/courier/entries?wait=challenge`: every check in one writer job (in the
+    hot paths' writer process), the command published after commit, the answer once the
+    hub has answered."""
+    hub_writer(runtime)
     request = service.EntryRequest(
         body.delivery_id,
         body.barcode,
@@ -99,17 +100,7 @@ async def request_entry(
         body.device_key_id,
     )
     now = runtime.clock.now()
-    decision = await write(
-        writer,
-        lambda tx: service.decide(
-            tx,
-            token=courier.token,
-            request=request,
-            now=now,
-            settings=runtime.settings.entry,
-            signer=runtime.keys.signer,
-        ),
-    )
+    decision = await decide_entry(runtime, courier.token, request, now)
     runtime.metrics.decided("delivery", decision.entry.state, decision.entry.reason)
     return progress.read(await send_and_wait(runtime, decision, True))
 

@@ -9,13 +9,16 @@ requested.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import functools
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import paho.mqtt.client as paho
@@ -23,6 +26,7 @@ from pydantic import ValidationError
 
 from doorstep.access import service as access
 from doorstep.clock import Clock
+from doorstep.errors import ServiceUnavailable
 from doorstep.grants import shadow
 from doorstep.hublink import service as ingest
 from doorstep.protocol import PROTOCOL_VERSION, topics
@@ -40,6 +44,9 @@ from doorstep.protocol.mqtt import BrokerAddress, expiring, make_client
 from doorstep.protocol.mqtt_asyncio import LoopDriver
 from doorstep.sql import Tx, Writer
 
+if TYPE_CHECKING:
+    from doorstep.hotwriter import HotWriter
+
 log = logging.getLogger(__name__)
 
 SWEEP_SECONDS = 5.0
@@ -54,7 +61,7 @@ class _Outcome:
     ack: tuple[str, int, int] | None = None  # hub, epoch, through_seq
     replay: tuple[str, int, int] | None = None  # hub, epoch, from_seq
     reply: Reply | None = None
-    loaded: Any = None  # what the reply's waiter read in the reply's transaction
+    loaded: access.EntryView | None = None  # the reply's entry, read in its transaction
     changed: bool = False
     stale_shadow: str | None = None  # a hub that came online behind its shadow version
 
@@ -62,15 +69,74 @@ class _Outcome:
 @dataclass(frozen=True, slots=True)
 class Answer:
     reply: Reply
-    loaded: Any  # what the waiter's `load` read in the reply's own transaction, or None
+    # The reply's entry as its own transaction left it (None if the reply has no entry):
+    # the request that waits has it the moment the reply is committed, without a writer
+    # job of its own.
+    loaded: access.EntryView | None
 
 
 @dataclass
 class Waiter:
-    # Run inside the transaction that stores the reply, so the request that waits has what
-    # it needs the moment the reply is committed, without a writer job of its own.
-    load: Callable[[Tx], Any] | None = None
     future: concurrent.futures.Future[Answer] = field(default_factory=concurrent.futures.Future)
+
+
+class Ingestor:
+    """Store one message from a hub (a writer job) and say what must follow its commit.
+    Keeps each hub's identity and key once read; used by one thread at a time."""
+
+    def __init__(self) -> None:
+        self._hubs: dict[str, ingest.HubInfo] = {}
+
+    def store(self, tx: Tx, hub_id: str, leaf: str, payload: bytes, now: datetime) -> _Outcome:
+        hub = self._hubs.get(hub_id) or ingest.hub_info(tx, hub_id)
+        if hub is None:
+            return _Outcome()
+        self._hubs[hub_id] = hub
+        try:
+            return self._dispatch(tx, hub, leaf, payload, now)
+        except (ValidationError, orjson.JSONDecodeError, ingest.RejectedEvent) as exc:
+            log.warning("dropped a message from %s on %s: %s", hub_id, leaf, exc)
+            return _Outcome()
+
+    def _dispatch(
+        self, tx: Tx, hub: ingest.HubInfo, leaf: str, payload: bytes, now: datetime
+    ) -> _Outcome:
+        if leaf == "events":
+            event = Event.model_validate_json(payload)
+            if event.hub != hub.id:
+                raise ingest.RejectedEvent("event names another hub")
+            result = ingest.ingest_event(tx, hub=hub, event=event, now=now)
+            replay = (hub.id, event.epoch, result.gap_from) if result.gap_from else None
+            ack = (hub.id, event.epoch, result.through_seq)
+            return _Outcome(ack=ack, replay=replay, changed=result.stored)
+        if leaf == "reply":
+            reply = Reply.model_validate_json(payload)
+            entry_id = ingest.ingest_reply(tx, hub_id=hub.id, reply=reply, now=now)
+            loaded = _load_entry(tx, entry_id) if entry_id is not None else None
+            return _Outcome(reply=reply, loaded=loaded, changed=True)
+        if leaf == "status":
+            status = Status.model_validate_json(payload)
+            ingest.ingest_status(tx, hub=hub, status=status, now=now)
+            stale = status.state == "online" and shadow.needs_publish(tx, hub.id)
+            return _Outcome(changed=True, stale_shadow=hub.id if stale else None)
+        if leaf == "reported":
+            return _Outcome(changed=shadow.apply_reported(tx, hub_id=hub.id, payload=payload,
+                                                          now=now))  # fmt: skip
+        return _Outcome()
+
+
+def _load_entry(tx: Tx, entry_id: str) -> access.EntryView | None:
+    # In a savepoint of its own: a failed statement must not take the reply's transaction
+    # down with it (PostgreSQL refuses everything after one until rollback).
+    tx.savepoint("reply_entry")
+    try:
+        loaded = access.load_entry(tx, entry_id)
+    except Exception:  # the reply is stored either way; a waiter reads the entry itself
+        log.exception("reading entry %s for its reply failed", entry_id)
+        tx.rollback_to("reply_entry")
+        return None
+    tx.release("reply_entry")
+    return loaded
 
 
 class HubLink:
@@ -97,7 +163,10 @@ class HubLink:
         self._mqtt = LoopDriver(self._client, address)
         self._waiters: dict[str, Waiter] = {}
         self._waiters_lock = threading.Lock()
-        self._hubs: dict[str, ingest.HubInfo] = {}  # touched only on the writer thread
+        self._ingestor = Ingestor()  # used on the writer thread only
+        # Set by the app: the hot paths' writer process (`doorstep.hotwriter`), which
+        # stores what hubs send while it runs; else this process's writer thread does.
+        self.hot: HotWriter | None = None
         self._last_replay: dict[str, float] = {}
         self._changed = threading.Condition()
         self._stopping = threading.Event()
@@ -134,10 +203,10 @@ class HubLink:
 
     # --- commands out ------------------------------------------------------------------
 
-    def expect_reply(self, command_id: str, *, load: Callable[[Tx], Any] | None = None) -> Waiter:
-        """A future for the hub's reply to `command_id`; with `load`, also what `load` reads
-        in the transaction that stores the reply (None if it failed)."""
-        waiter = Waiter(load)
+    def expect_reply(self, command_id: str) -> Waiter:
+        """A future for the hub's reply to `command_id`, with the reply's entry as the
+        reply's transaction left it (`Answer.loaded`)."""
+        waiter = Waiter()
         with self._waiters_lock:
             self._waiters[command_id] = waiter
         return waiter
@@ -190,43 +259,36 @@ class HubLink:
         if leaf == "camera":  # heartbeats: kept in memory, their silence is what counts
             self._note_beat(hub_id, payload)
             return
+        now = self._clock.now()
+        hot = self.hot
+        if hot is not None and hot.ready:
+            hot.ingest(hub_id, leaf, payload, now).add_done_callback(
+                lambda done: self._ingested(done, hub_id, leaf, payload, now)
+            )
+            return
         self._writer.submit(
-            lambda tx: self._ingest(tx, hub_id, leaf, payload), then=self._after_commit
+            lambda tx: self._ingestor.store(tx, hub_id, leaf, payload, now),
+            then=self._after_commit,
         )
 
-    def _ingest(self, tx: Tx, hub_id: str, leaf: str, payload: bytes) -> _Outcome:
-        hub = self._hubs.get(hub_id) or ingest.hub_info(tx, hub_id)
-        if hub is None:
-            return _Outcome()
-        self._hubs[hub_id] = hub
-        try:
-            return self._dispatch(tx, hub, leaf, payload)
-        except (ValidationError, orjson.JSONDecodeError, ingest.RejectedEvent) as exc:
-            log.warning("dropped a message from %s on %s: %s", hub_id, leaf, exc)
-            return _Outcome()
-
-    def _dispatch(self, tx: Tx, hub: ingest.HubInfo, leaf: str, payload: bytes) -> _Outcome:
-        now = self._clock.now()
-        if leaf == "events":
-            event = Event.model_validate_json(payload)
-            if event.hub != hub.id:
-                raise ingest.RejectedEvent("event names another hub")
-            result = ingest.ingest_event(tx, hub=hub, event=event, now=now)
-            replay = (hub.id, event.epoch, result.gap_from) if result.gap_from else None
-            return _Outcome((hub.id, event.epoch, result.through_seq), replay, None, result.stored)
-        if leaf == "reply":
-            reply = Reply.model_validate_json(payload)
-            ingest.ingest_reply(tx, hub_id=hub.id, reply=reply, now=now)
-            return _Outcome(reply=reply, loaded=self._load_for(tx, reply), changed=True)
-        if leaf == "status":
-            status = Status.model_validate_json(payload)
-            ingest.ingest_status(tx, hub=hub, status=status, now=now)
-            stale = status.state == "online" and shadow.needs_publish(tx, hub.id)
-            return _Outcome(changed=True, stale_shadow=hub.id if stale else None)
-        if leaf == "reported":
-            return _Outcome(changed=shadow.apply_reported(tx, hub_id=hub.id, payload=payload,
-                                                          now=now))  # fmt: skip
-        return _Outcome()
+    def _ingested(
+        self, done: asyncio.Future[_Outcome], hub_id: str, leaf: str, payload: bytes, now: datetime
+    ) -> None:
+        """The writer process's answer, on the loop. If it died with the message in hand,
+        the message is stored here instead: ingest is idempotent, so whether or not the
+        dead process had committed it, it is stored once."""
+        if done.cancelled():
+            return
+        error = done.exception()
+        if error is None:
+            self._after_commit(done.result())
+        elif isinstance(error, ServiceUnavailable):
+            self._writer.submit(
+                lambda tx: self._ingestor.store(tx, hub_id, leaf, payload, now),
+                then=self._after_commit,
+            )
+        else:
+            log.error("storing a message from %s on %s failed: %s", hub_id, leaf, error)
 
     def _after_commit(self, outcome: _Outcome) -> None:
         if outcome.ack is not None:
@@ -248,24 +310,7 @@ class HubLink:
         with self._changed:
             self._changed.wait(timeout)
 
-    def _load_for(self, tx: Tx, reply: Reply) -> Any:
-        with self._waiters_lock:
-            waiter = self._waiters.get(reply.command_id)
-        if waiter is None or waiter.load is None:
-            return None
-        # In a savepoint of its own: a failed statement must not take the reply's
-        # transaction down with it (PostgreSQL refuses everything after one until rollback).
-        tx.savepoint("waiter_load")
-        try:
-            loaded = waiter.load(tx)
-        except Exception:  # the reply is stored either way; the waiter reads it itself
-            log.exception("reading for the waiter of %s failed", reply.command_id)
-            tx.rollback_to("waiter_load")
-            return None
-        tx.release("waiter_load")
-        return loaded
-
-    def _wake(self, reply: Reply, loaded: Any) -> None:
+    def _wake(self, reply: Reply, loaded: access.EntryView | None) -> None:
         with self._waiters_lock:
             waiter = self._waiters.pop(reply.command_id, None)
         if waiter is not None and not waiter.future.done():
@@ -277,7 +322,7 @@ class HubLink:
             self._check_beats()
             if time.monotonic() - last_sweep >= SWEEP_SECONDS:
                 last_sweep = time.monotonic()
-                self._writer.submit(lambda tx: access.expire_stale(tx, now=self._clock.now()))
+                self._background(functools.partial(access.expire_stale, now=self._clock.now()))
 
     # --- camera heartbeats ---------------------------------------------------------------
 
@@ -300,13 +345,21 @@ class HubLink:
             for key, _age in silent:
                 del self._beats[key]
         for (hub_id, entry_id), age in silent:
-            self._writer.submit(self._silence_job(hub_id, entry_id, age))
-
-    def _silence_job(self, hub_id: str, entry_id: str, age: float) -> Callable[[Tx], bool]:
-        def job(tx: Tx) -> bool:
-            now = self._clock.now()
-            return access.camera_silent(
-                tx, hub_id=hub_id, entry_id=entry_id, silent_for=age, now=now
+            self._background(
+                functools.partial(
+                    access.camera_silent,
+                    hub_id=hub_id,
+                    entry_id=entry_id,
+                    silent_for=age,
+                    now=self._clock.now(),
+                )
             )
 
-        return job
+    def _background(self, job: Callable[[Tx], Any]) -> None:
+        """A writer job of the link's own threads: to the writer process while it runs
+        (`hotwriter.Jobs`), else to this process's writer thread."""
+        hot = self.hot
+        if hot is not None and hot.ready:
+            hot.submit(job)
+        else:
+            self._writer.submit(job)
