@@ -1,5 +1,6 @@
 """Where the service spends its time under load: py-spy samples the running `serve`
-process (every thread, on-CPU only) while wrk drives one scenario.
+process and its writer process (`doorstep.hotwriter`; every thread, on-CPU only) while
+wrk drives one scenario.
 
 py-spy is optional and not part of the project's lock: `.venv/bin/pip install py-spy`.
 The profiled run is separate from the measured ones (sampling slows the service a little).
@@ -57,6 +58,7 @@ def start(pid: int, seconds: float, output: Path, *, rate: int = 200) -> subproc
             "raw",
             "--function",
             "--threads",
+            "--subprocesses",  # the writer process (`doorstep.hotwriter`) too
             "--nonblocking",
             "--output",
             str(output),

@@ -1,9 +1,10 @@
 """CPU time from /proc, for our processes and for the whole machine.
 
 The machine is shared (2 cores): other work running during a measurement slows it down.
-`Meter` reads the CPU time of the processes we started plus the machine's totals before
-and after a run, so the report can say how much CPU the service used per request and how
-much went to processes that are not part of the benchmark ("foreign").
+`Meter` reads the CPU time of the processes we started (with their children) plus the
+machine's totals before and after a run, so the report can say how much CPU the service
+used per request and how much went to processes that are not part of the benchmark
+("foreign").
 """
 
 from __future__ import annotations
@@ -26,6 +27,27 @@ def process_cpu_seconds(pid: int) -> float:
         return 0.0
     # After "pid (comm)": state is field 0, utime 11, stime 12 (man 5 proc, fields 14-15).
     return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """`process_cpu_seconds` of a process and of its live descendants: the service with
+    its writer process (`doorstep.hotwriter`) is one server."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                parent = int(stat.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(parent, []).append(int(entry))
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        total += process_cpu_seconds(current)
+        todo.extend(children.get(current, ()))
+    return total
 
 
 def own_cpu_seconds() -> float:
@@ -66,7 +88,7 @@ class Meter:
         self._pids = pids
 
     def snapshot(self) -> Snapshot:
-        processes = {name: process_cpu_seconds(pid) for name, pid in self._pids().items() if pid}
+        processes = {name: tree_cpu_seconds(pid) for name, pid in self._pids().items() if pid}
         return Snapshot(time.monotonic(), processes, own_cpu_seconds(), MachineTimes.read())
 
     @staticmethod

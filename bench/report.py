@@ -397,7 +397,8 @@ def _profile(name: str, profile: dict[str, Any]) -> str:
     own = [[f"`{row['frame']}`", f"{row['pct']}%"] for row in profile["self"][:15]]
     return (
         f"## Profile: {name}\n\n"
-        f"py-spy, {profile['samples']:,} samples of the service process under "
+        f"py-spy, {profile['samples']:,} samples of the service's processes (`serve` and "
+        f"its writer process) under "
         f"{profile['load']}, on-CPU threads only (raw stacks: `{profile['raw']}`).\n\n"
         f"By thread: {threads}\n\n"
         "Doorstep functions and the main SQLAlchemy session calls, inclusive (share of "
