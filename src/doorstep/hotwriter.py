@@ -216,7 +216,9 @@ class HotWriter:
                     except Exception:  # one message's trouble, not the link's
                         log.exception("handling the writer process's %s failed", message[0])
         except (asyncio.IncompleteReadError, OSError):
-            pass
+            pass  # the child has gone
+        except Exception:  # a frame that makes no sense: this child cannot be trusted
+            log.exception("the hot paths' writer process sent something unreadable")
         finally:
             self._ready = False
             if self._writer is not None:
@@ -224,6 +226,8 @@ class HotWriter:
             self._fail_waiting()
         if not self._stopping:
             log.error("the hot paths' writer process stopped; starting another")
+            if self._process is not None:
+                self._process.kill()  # if it has not gone by itself
             await self._respawn()
 
     async def _respawn(self) -> None:
