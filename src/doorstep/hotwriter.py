@@ -41,6 +41,7 @@ import concurrent.futures
 import itertools
 import logging
 import pickle
+import signal
 import socket
 import struct
 import subprocess
@@ -469,6 +470,12 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(
         level=logging.WARNING, format="hot-writer %(levelname)s %(name)s: %(message)s"
     )
+    # Ctrl-C in a terminal, or a service manager stopping the whole group, signals this
+    # process too. It ends with the service instead: when the service's end of the
+    # socket closes, after its last answer is read (the service closes it on its way out,
+    # and the kernel does if it dies).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     connection = socket.socket(fileno=int(argv[0]))
     try:
         _Child(connection).serve()
