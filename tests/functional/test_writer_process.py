@@ -29,19 +29,6 @@ def writer_process() -> bool:
     return True
 
 
-def _body(courier: demo.Api, delivery: dict[str, Any], home: demo.Home, barcode: str) -> Any:
-    assert courier.phone is not None
-    return {
-        "device_key_id": courier.phone.key_id,
-        "delivery_id": delivery["id"],
-        "barcode": barcode,
-        "latitude": home.latitude,
-        "longitude": home.longitude,
-        "accuracy_m": 8.0,
-        "nobody_answered": True,
-    }
-
-
 def _kill_hot_writer(live: Any) -> int:
     hot = live.runtime.hot
     assert hot is not None and hot.ready and hot.pid is not None
@@ -92,9 +79,7 @@ def test_without_the_process_the_writer_thread_decides_the_same(
     assert live.runtime.hot is None
     home, courier = world.homes[0], world.couriers[0][1]
     delivery = demo.book(world, home, ["PKG-1"])
-    wrong = courier.call(
-        "POST", "/v1/courier/entries", 201, json=_body(courier, delivery, home, "X")
-    )
+    wrong = demo.request_entry(courier, delivery["id"], "X", home.latitude, home.longitude)
     assert (wrong["state"], wrong["reason"]) == ("denied", "package_unknown")
     entry = demo.request_entry(courier, delivery["id"], "PKG-1", home.latitude, home.longitude)
     assert entry["state"] == "unlocked"
