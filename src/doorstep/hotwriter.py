@@ -51,7 +51,7 @@ from concurrent.futures import Future
 from datetime import datetime
 from typing import Any, TypeVar
 
-from doorstep import db, livebus
+from doorstep import db, heap, livebus
 from doorstep.access import keys as issuer_keys
 from doorstep.access import service
 from doorstep.errors import ServiceUnavailable
@@ -477,6 +477,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     connection = socket.socket(fileno=int(argv[0]))
+    heap.freeze_startup()
     try:
         _Child(connection).serve()
     except (BrokenPipeError, ConnectionResetError):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import uvicorn
 
-from doorstep import db
+from doorstep import db, heap
 from doorstep.app import create_app
 from doorstep.broker import Mosquitto
 from doorstep.broker.supervisor import free_port
@@ -42,6 +42,7 @@ def serve(settings: Settings) -> None:
         )
         log.info("database: %s", _redact(settings.resolved_database_url))
         log.info("web: %s", settings.resolved_public_url)
+        heap.freeze_startup()
         uvicorn.run(
             app,
             host=settings.http_host,
