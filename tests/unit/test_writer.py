@@ -7,14 +7,17 @@ import concurrent.futures
 import fcntl
 import os
 import re
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
 from doorstep import db
-from doorstep.sql import Tx, Writer, batch_lock_path
+from doorstep.sql import Checkpointer, Tx, Writer, batch_lock_path
+from polling import poll
 
 
 @pytest.fixture
@@ -229,3 +232,86 @@ def test_run_batch_runs_jobs_on_the_calling_thread_each_isolated(
     finally:
         writer.close_batches()
     assert _names(database_url) == ["a", "b", "c"]
+
+
+def test_the_write_ahead_log_is_copied_back_and_reused_beside_the_batches(
+    writer: Writer, engine: Engine, database_url: str
+) -> None:
+    """The writer's commits leave SQLite's checkpoint to a thread of their own: what they
+    wrote reaches the database file with no other connection's help, and the write-ahead
+    log is reused rather than growing with everything written, even when the next batch
+    begins before the copy of the last one is complete."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL has no write-ahead log file to copy back")
+    database = Path(database_url.removeprefix("sqlite:///"))
+    wal = database.with_name(database.name + "-wal")
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE pages (id INTEGER PRIMARY KEY, body TEXT)"))
+    batch_bytes = 1_000_000  # 250 pages: under SQLite's own automatic checkpoint (1,000)
+    row = "x" * 3_000
+
+    def fill(tx: Tx) -> None:
+        for _ in range(batch_bytes // len(row)):
+            tx.run("INSERT INTO pages (body) VALUES (?)", (row,))
+
+    start = database.stat().st_size
+    batches = 16
+    for number in range(1, batches + 1):
+        writer.submit(fill).result(10)
+        copied = poll(
+            lambda: database.stat().st_size - start,
+            lambda size, number=number: size >= 0.9 * number * batch_bytes,  # type: ignore[misc]
+            timeout=10,
+        )
+        assert copied >= 0.9 * number * batch_bytes, f"batch {number} not copied back"
+    assert wal.stat().st_size < batches * batch_bytes / 2
+    writer.stop()
+    assert not [t for t in threading.enumerate() if t.name == "db-checkpoint"]
+
+
+def test_a_log_copied_back_while_a_batch_was_open_is_reused_by_the_next_batch(
+    engine: Engine, database_url: str
+) -> None:
+    """Under a steady stream of batches one is nearly always open when a copy of the log
+    completes, and SQLite then appends to the log instead of reusing it. Once the log is
+    long, the checkpoint thread finishes its round under the batch lock, so the next
+    batch begins with all of it copied and starts the log over."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL has no write-ahead log file to copy back")
+    database = Path(database_url.removeprefix("sqlite:///"))
+    lock_path = batch_lock_path(engine)
+    assert lock_path is not None
+    # Another process's writer: its own connection, no automatic checkpoint of its own.
+    other = sqlite3.connect(database, isolation_level=None)
+    other.execute("PRAGMA journal_mode=WAL")
+    other.execute("PRAGMA wal_autocheckpoint=0")
+    other.execute("CREATE TABLE pages (id INTEGER PRIMARY KEY, body TEXT)")
+    other.execute("BEGIN IMMEDIATE")
+    for _ in range(1_100):  # a page each: past RESTART_FRAMES
+        other.execute("INSERT INTO pages (body) VALUES (?)", ("x" * 3_000,))
+    other.execute("COMMIT")
+    held = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    checkpointer = Checkpointer(engine, lock_path)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)  # a batch is open while the copy runs
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("INSERT INTO pages (body) VALUES ('open')")
+        start = database.stat().st_size
+        checkpointer.start()
+        checkpointer.written()
+        copied = poll(
+            lambda: database.stat().st_size - start, lambda size: size >= 1_000 * 3_000, 10
+        )
+        assert copied >= 1_000 * 3_000  # the first copy has run, beside the open batch
+        other.execute("COMMIT")
+        fcntl.flock(held, fcntl.LOCK_UN)
+        assert poll(lambda: checkpointer.rounds, lambda rounds: rounds >= 1, 10) >= 1
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("INSERT INTO pages (body) VALUES ('next')")
+        other.execute("COMMIT")
+        _busy, logged, _copied = other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert logged < 10, f"the log was not started over: {logged} pages in it"
+    finally:
+        checkpointer.stop()
+        os.close(held)
+        other.close()
