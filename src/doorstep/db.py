@@ -5,18 +5,24 @@ models and the same Alembic migrations. Services only add and flush; the caller 
 the unit of work (a request, an ingest batch, a CLI command) commits. Work that must follow
 a commit (publishing a command to a hub) is queued with `after_commit` so it never runs
 for a transaction that rolled back.
+
+On SQLite every transaction the ORM begins is `BEGIN IMMEDIATE` (the write lock up front),
+taken in turn with the hot paths' writers through the batch lock (`TurnTakingConnection`).
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import secrets
+import sqlite3
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, DateTime, Engine, create_engine, event, text
+from sqlalchemy import Connection, DateTime, Engine, create_engine, event, exc, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -78,9 +84,19 @@ def ordered_hex(random_bytes: int = 6) -> str:
     return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(random_bytes)}"
 
 
+BUSY_SECONDS = 30.0  # how long a SQLite transaction waits for another writer's turn
+
+
 def make_engine(url: str, *, sqlite_synchronous: str = "NORMAL") -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(
+            url,
+            connect_args={
+                "check_same_thread": False,
+                "timeout": BUSY_SECONDS,
+                "factory": TurnTakingConnection,
+            },
+        )
         _configure_sqlite(engine, sqlite_synchronous)
         return engine
     if url.startswith("postgresql://"):
@@ -88,12 +104,93 @@ def make_engine(url: str, *, sqlite_synchronous: str = "NORMAL") -> Engine:
     return create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
 
 
+class TurnTakingConnection(sqlite3.Connection):
+    """A SQLite connection whose transactions begun by SQLAlchemy (sessions,
+    `engine.begin()`) first take the database's batch lock (`batch_lock_path`): the file
+    lock the hot paths' writers hold while a batch is open (`doorstep.sql.Writer`, in
+    this process or the writer process). A writer that finds a session's transaction open
+    then sleeps in the kernel until it ends, instead of in SQLite's busy handler, whose
+    sleeps grow to 100 ms between tries: a resident's page read stalled the entry
+    decisions queued behind it by up to a third of a second. The turn ends with the
+    transaction (commit, rollback, or the connection closed).
+
+    Taking a turn waits at most `timeout` seconds, then fails as SQLite's own busy
+    timeout does ("database is locked"), so a transaction kept open while its code waits
+    for a writer job ends in an error rather than a deadlock."""
+
+    turn_fd: int | None = None
+    in_turn = False
+
+    def take_turn(self, timeout: float) -> None:
+        if self.turn_fd is None or self.in_turn:
+            return
+        deadline = time.monotonic() + timeout
+        pause = 0.0002
+        while True:
+            try:
+                fcntl.flock(self.turn_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise sqlite3.OperationalError(
+                        "database is locked: another writer's turn did not end"
+                    ) from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.005)
+        self.in_turn = True
+
+    def end_turn(self) -> None:
+        if self.in_turn and self.turn_fd is not None:
+            fcntl.flock(self.turn_fd, fcntl.LOCK_UN)
+            self.in_turn = False
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            self.end_turn()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            self.end_turn()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._close_turn_fd()
+
+    def __del__(self) -> None:
+        self._close_turn_fd()  # a connection dropped unclosed still ends its turn
+
+    def _close_turn_fd(self) -> None:
+        fd, self.turn_fd = self.turn_fd, None
+        self.in_turn = False
+        if fd is not None:
+            os.close(fd)  # releases the lock with it
+
+
+def batch_lock_path(engine: Engine) -> Path | None:
+    """Where the writers of `engine`'s database take turns (`doorstep.sql.Writer`,
+    `TurnTakingConnection`): beside a SQLite file; none for PostgreSQL (its row locks
+    order concurrent writers) or an in-memory database (one connection, one process)."""
+    if engine.dialect.name != "sqlite" or in_memory(engine):
+        return None
+    database = Path(str(engine.url.database))
+    return database.with_name(database.name + "-writer.lock")
+
+
 def _configure_sqlite(engine: Engine, synchronous: str) -> None:
     if synchronous not in {"FULL", "NORMAL"}:
         raise ValueError("sqlite synchronous must be FULL or NORMAL")
+    lock_path = batch_lock_path(engine)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        if lock_path is not None and isinstance(dbapi_connection, TurnTakingConnection):
+            dbapi_connection.turn_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         # pysqlite's own transaction handling is switched off so that SQLAlchemy's BEGIN
         # is the one that runs; BEGIN IMMEDIATE takes the write lock up front, which keeps
         # the audit chain's read-then-append from racing another writer.
@@ -113,7 +210,18 @@ def _configure_sqlite(engine: Engine, synchronous: str) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        dbapi_connection = connection.connection.driver_connection
+        if isinstance(dbapi_connection, TurnTakingConnection):
+            try:
+                dbapi_connection.take_turn(BUSY_SECONDS)
+            except sqlite3.OperationalError as error:  # as SQLAlchemy wraps SQLite's own
+                raise exc.OperationalError("BEGIN IMMEDIATE", None, error) from error
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            if isinstance(dbapi_connection, TurnTakingConnection):
+                dbapi_connection.end_turn()
+            raise
 
 
 def in_memory(engine: Engine) -> bool:

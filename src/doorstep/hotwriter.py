@@ -19,8 +19,9 @@ What does not change:
 - Nothing is answered before it is durable: the child answers after its commit.
 - A decision whose caller stopped waiting before its job started never runs (`cancel`).
 - Messages from hubs are stored in the order they came.
-- SQLite has one writer at a time: the child and the service's writer thread take turns
-  through the batch lock (`sql.batch_lock_path`), handing over without sleeping.
+- SQLite has one writer at a time: the child, the service's writer thread and its ORM
+  transactions take turns through the batch lock (`db.batch_lock_path`), so the child
+  waits for them without sleeping.
 - The audit records the child commits reach the service's live streams
   (`livebus.BUS`), and its batches the service's metrics.
 

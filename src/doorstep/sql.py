@@ -7,9 +7,10 @@ batch of them in one transaction (each in its own savepoint, so one failing job 
 back alone), commits once, and only then resolves each job's future. Nothing is answered
 before it is durable. A `Writer` runs on its own thread, or on its caller's
 (`Writer.run_batch`, in the hot paths' writer process, `doorstep.hotwriter`). On SQLite
-the writers of every process take turns through a file lock (`batch_lock_path`) rather
-than SQLite's sleeping busy handler, and a writer's commits leave copying the
-write-ahead log back into the database to a thread of its own (`Checkpointer`).
+the writers of every process, and the ORM's transactions (`db.TurnTakingConnection`),
+take turns through a file lock (`batch_lock_path`) rather than SQLite's sleeping busy
+handler, and a writer's commits leave copying the write-ahead log back into the
+database to a thread of its own (`Checkpointer`).
 
 `Tx` hides the two dialects' differences: placeholders (`?` is rewritten to `%s` for
 psycopg; `?j` marks a JSON value), and how timestamps are stored (SQLite keeps the text
@@ -38,7 +39,7 @@ import orjson
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from doorstep.db import in_memory
+from doorstep.db import batch_lock_path
 
 log = logging.getLogger(__name__)
 
@@ -434,16 +435,6 @@ class Checkpointer:
                 driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             finally:
                 fcntl.flock(lock_fd, fcntl.LOCK_UN)
-
-
-def batch_lock_path(engine: Engine) -> Path | None:
-    """Where the writers of `engine`'s database take turns (`Writer`): beside a SQLite
-    file; none for PostgreSQL (its row locks order concurrent writers) or an in-memory
-    database (one connection, one process)."""
-    if engine.dialect.name != "sqlite" or in_memory(engine):
-        return None
-    database = Path(str(engine.url.database))
-    return database.with_name(database.name + "-writer.lock")
 
 
 def _attempt(tx: Tx, pending: _Pending[Any]) -> tuple[_Pending[Any], Any, BaseException | None]:

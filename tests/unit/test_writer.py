@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.exc import OperationalError
 
 from doorstep import db
 from doorstep.sql import Checkpointer, Tx, Writer, batch_lock_path
@@ -35,6 +36,21 @@ def writer(engine: Engine) -> Iterator[Writer]:
     writer.start()
     yield writer
     writer.stop()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """For what only SQLite has: a write-ahead log file, writers taking turns."""
+    return f"sqlite:///{tmp_path / 'doorstep.db'}"
+
+
+@pytest.fixture
+def sqlite_engine(sqlite_url: str) -> Iterator[Engine]:
+    engine = db.make_engine(sqlite_url)
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE items (name VARCHAR(20) PRIMARY KEY)"))
+    yield engine
+    engine.dispose()
 
 
 def _names(database_url: str) -> list[str]:
@@ -234,51 +250,36 @@ def test_run_batch_runs_jobs_on_the_calling_thread_each_isolated(
     assert _names(database_url) == ["a", "b", "c"]
 
 
-def test_the_write_ahead_log_is_copied_back_and_reused_beside_the_batches(
-    writer: Writer, engine: Engine, database_url: str
+def test_what_a_writer_commits_is_copied_back_into_the_database_file_beside_it(
+    sqlite_engine: Engine, sqlite_url: str
 ) -> None:
-    """The writer's commits leave SQLite's checkpoint to a thread of their own: what they
-    wrote reaches the database file with no other connection's help, and the write-ahead
-    log is reused rather than growing with everything written, even when the next batch
-    begins before the copy of the last one is complete."""
-    if not database_url.startswith("sqlite"):
-        pytest.skip("PostgreSQL has no write-ahead log file to copy back")
-    database = Path(database_url.removeprefix("sqlite:///"))
-    wal = database.with_name(database.name + "-wal")
-    with engine.begin() as connection:
-        connection.execute(text("CREATE TABLE pages (id INTEGER PRIMARY KEY, body TEXT)"))
-    batch_bytes = 1_000_000  # 250 pages: under SQLite's own automatic checkpoint (1,000)
-    row = "x" * 3_000
-
-    def fill(tx: Tx) -> None:
-        for _ in range(batch_bytes // len(row)):
-            tx.run("INSERT INTO pages (body) VALUES (?)", (row,))
-
-    start = database.stat().st_size
-    batches = 16
-    for number in range(1, batches + 1):
-        writer.submit(fill).result(10)
-        copied = poll(
-            lambda: database.stat().st_size - start,
-            lambda size, number=number: size >= 0.9 * number * batch_bytes,  # type: ignore[misc]
-            timeout=10,
-        )
-        assert copied >= 0.9 * number * batch_bytes, f"batch {number} not copied back"
-    assert wal.stat().st_size < batches * batch_bytes / 2
-    writer.stop()
+    """The writer's connection no longer copies the write-ahead log back itself (SQLite's
+    automatic checkpoint, which held the committing batch); its checkpoint thread does,
+    after the commit and with no other connection's help. In WAL mode nothing else
+    writes to the database file, so a row's bytes appearing there show the copy."""
+    database = Path(sqlite_url.removeprefix("sqlite:///"))
+    marker = f"copied-back-{os.getpid()}-{threading.get_ident()}"
+    writer = Writer(sqlite_engine)
+    writer.start()
+    try:
+        assert marker.encode() not in database.read_bytes()
+        writer.submit(_insert(marker[:20])).result(10)
+        found = poll(lambda: marker[:20].encode() in database.read_bytes(), bool, timeout=10)
+        assert found, "the committed row never reached the database file"
+    finally:
+        writer.stop()
     assert not [t for t in threading.enumerate() if t.name == "db-checkpoint"]
 
 
 def test_a_log_copied_back_while_a_batch_was_open_is_reused_by_the_next_batch(
-    engine: Engine, database_url: str
+    sqlite_engine: Engine, sqlite_url: str
 ) -> None:
     """Under a steady stream of batches one is nearly always open when a copy of the log
     completes, and SQLite then appends to the log instead of reusing it. Once the log is
     long, the checkpoint thread finishes its round under the batch lock, so the next
     batch begins with all of it copied and starts the log over."""
-    if not database_url.startswith("sqlite"):
-        pytest.skip("PostgreSQL has no write-ahead log file to copy back")
-    database = Path(database_url.removeprefix("sqlite:///"))
+    engine = sqlite_engine
+    database = Path(sqlite_url.removeprefix("sqlite:///"))
     lock_path = batch_lock_path(engine)
     assert lock_path is not None
     # Another process's writer: its own connection, no automatic checkpoint of its own.
@@ -315,3 +316,61 @@ def test_a_log_copied_back_while_a_batch_was_open_is_reused_by_the_next_batch(
         checkpointer.stop()
         os.close(held)
         other.close()
+
+
+def _held_elsewhere(path: Path) -> bool:
+    """Whether someone holds the batch lock, seen from an open file of our own."""
+    probe = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(probe)  # releases it if taken
+    return False
+
+
+def test_a_session_transaction_takes_the_writers_turn_until_it_ends(
+    sqlite_engine: Engine, sqlite_url: str
+) -> None:
+    """A session's transaction (SQLite: BEGIN IMMEDIATE, the write lock) holds the batch
+    lock for as long as it is open, so a hot writer waits for it in the kernel and starts
+    the moment it ends, whether it commits, rolls back or its connection is closed."""
+    path = batch_lock_path(sqlite_engine)
+    assert path is not None
+    sessions = db.make_session_factory(sqlite_engine)
+    for end in ("commit", "rollback", "close"):
+        session = sessions()
+        assert not _held_elsewhere(path)
+        session.execute(text("INSERT INTO items (name) VALUES (:name)"), {"name": end})
+        assert _held_elsewhere(path), f"no turn taken before {end}"
+        if end == "close":
+            session.connection().invalidate()  # the connection is dropped mid-transaction
+        else:
+            getattr(session, end)()
+        assert not _held_elsewhere(path), f"the turn outlived the {end}"
+        session.close()
+    assert _names(sqlite_url) == ["commit"]
+
+
+def test_a_session_that_cannot_get_its_turn_fails_as_a_busy_database_would(
+    sqlite_engine: Engine, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bounded like SQLite's busy timeout: a transaction kept waiting past it fails with
+    "database is locked" and changes nothing; once the turn is free it goes through."""
+    path = batch_lock_path(sqlite_engine)
+    assert path is not None
+    monkeypatch.setattr(db, "BUSY_SECONDS", 0.3)
+    sessions = db.make_session_factory(sqlite_engine)
+    holder = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        with sessions() as session, pytest.raises(OperationalError, match="database is locked"):
+            session.execute(text("INSERT INTO items (name) VALUES ('waited')"))
+        fcntl.flock(holder, fcntl.LOCK_UN)
+        with sessions() as session:
+            session.execute(text("INSERT INTO items (name) VALUES ('later')"))
+            session.commit()
+    finally:
+        os.close(holder)
+    assert _names(sqlite_url) == ["later"]
