@@ -210,6 +210,9 @@ def _configure_sqlite(engine: Engine, synchronous: str) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
+        if connection.get_execution_options().get(_READ_ONLY):
+            connection.exec_driver_sql("BEGIN")  # deferred: a reader's snapshot, no lock
+            return
         dbapi_connection = connection.connection.driver_connection
         if isinstance(dbapi_connection, TurnTakingConnection):
             try:
@@ -222,6 +225,19 @@ def _configure_sqlite(engine: Engine, synchronous: str) -> None:
             if isinstance(dbapi_connection, TurnTakingConnection):
                 dbapi_connection.end_turn()
             raise
+
+
+_READ_ONLY = "doorstep_read_only"
+
+
+def read_only(session: Session) -> None:
+    """Make the transaction `session` is about to begin a reader's (the next one only);
+    call it before that transaction's first statement. On SQLite that is a deferred
+    BEGIN: it reads one snapshot throughout, never takes the writers' turn nor the write
+    lock, and so never holds up a writer however long it reads (a write in it fails).
+    For scans an operator runs beside the live service, such as `doorstep audit verify`.
+    PostgreSQL's readers never block writers anyway."""
+    session.connection(execution_options={_READ_ONLY: True})
 
 
 def in_memory(engine: Engine) -> bool:

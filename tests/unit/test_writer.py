@@ -374,3 +374,27 @@ def test_a_session_that_cannot_get_its_turn_fails_as_a_busy_database_would(
     finally:
         os.close(holder)
     assert _names(sqlite_url) == ["later"]
+
+
+def test_a_read_only_session_reads_one_snapshot_without_holding_up_the_writer(
+    sqlite_engine: Engine, sqlite_url: str
+) -> None:
+    """What `doorstep audit verify` uses beside the live service: its transaction takes
+    neither the writers' turn nor SQLite's write lock, so a writer commits while it is
+    open, and it goes on reading the snapshot it began with."""
+    path = batch_lock_path(sqlite_engine)
+    assert path is not None
+    writer = Writer(sqlite_engine)
+    writer.start()
+    session = db.make_session_factory(sqlite_engine)()
+    try:
+        db.read_only(session)
+        assert session.execute(text("SELECT COUNT(*) FROM items")).scalar_one() == 0
+        assert not _held_elsewhere(path)
+        assert writer.submit(_insert("during")).result(10) == "during"
+        assert session.execute(text("SELECT COUNT(*) FROM items")).scalar_one() == 0
+        session.commit()
+        assert session.execute(text("SELECT COUNT(*) FROM items")).scalar_one() == 1
+    finally:
+        session.close()
+        writer.stop()

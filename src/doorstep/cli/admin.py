@@ -34,6 +34,8 @@ def verify(data_dir: Path | None, database_url: str | None) -> None:
     from doorstep.audit.service import verify as verify_chain
 
     with _sessions(data_dir, database_url)() as session:
+        # One snapshot, read beside the running service without holding up its writers.
+        db.read_only(session)
         report = verify_chain(session)
     if report.ok:
         click.echo(f"audit chain intact: {report.records} records")
