@@ -12,6 +12,7 @@ taken in turn with the hot paths' writers through the batch lock (`TurnTakingCon
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import secrets
@@ -163,7 +164,10 @@ class TurnTakingConnection(sqlite3.Connection):
             self._close_turn_fd()
 
     def __del__(self) -> None:
-        self._close_turn_fd()  # a connection dropped unclosed still ends its turn
+        # A connection dropped unclosed still ends its turn. At interpreter exit the
+        # modules this needs may already be gone; the process's end releases the lock.
+        with contextlib.suppress(Exception):
+            self._close_turn_fd()
 
     def _close_turn_fd(self) -> None:
         fd, self.turn_fd = self.turn_fd, None
