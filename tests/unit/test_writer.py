@@ -21,13 +21,17 @@ from doorstep.sql import Checkpointer, Tx, Writer, batch_lock_path
 from polling import poll
 
 
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = db.make_engine(database_url)
+def _engine_with_items(url: str) -> Iterator[Engine]:
+    engine = db.make_engine(url)
     with engine.begin() as connection:
         connection.execute(text("CREATE TABLE items (name VARCHAR(20) PRIMARY KEY)"))
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    yield from _engine_with_items(database_url)
 
 
 @pytest.fixture
@@ -46,11 +50,7 @@ def sqlite_url(tmp_path: Path) -> str:
 
 @pytest.fixture
 def sqlite_engine(sqlite_url: str) -> Iterator[Engine]:
-    engine = db.make_engine(sqlite_url)
-    with engine.begin() as connection:
-        connection.execute(text("CREATE TABLE items (name VARCHAR(20) PRIMARY KEY)"))
-    yield engine
-    engine.dispose()
+    yield from _engine_with_items(sqlite_url)
 
 
 def _names(database_url: str) -> list[str]:
