@@ -111,9 +111,10 @@ class TurnTakingConnection(sqlite3.Connection):
     lock the hot paths' writers hold while a batch is open (`doorstep.sql.Writer`, in
     this process or the writer process). A writer that finds a session's transaction open
     then sleeps in the kernel until it ends, instead of in SQLite's busy handler, whose
-    sleeps grow to 100 ms between tries: a resident's page read stalled the entry
-    decisions queued behind it by up to a third of a second. The turn ends with the
-    transaction (commit, rollback, or the connection closed).
+    sleeps grow to 100 ms between tries: an ORM read (the bench's own entry counts, and
+    so a resident's page or a metrics scrape) stalled the entry decisions queued behind
+    it by up to a third of a second. The turn ends with the transaction (commit,
+    rollback, or the connection closed).
 
     Taking a turn waits at most `timeout` seconds, then fails as SQLite's own busy
     timeout does ("database is locked"), so a transaction kept open while its code waits
