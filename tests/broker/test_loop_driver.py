@@ -166,3 +166,51 @@ def test_a_connection_lost_without_notice_is_made_again(broker: Mosquitto) -> No
             return [first, second]
 
     assert asyncio.run(main()) == ["Success", "Success"]
+
+
+def test_a_burst_larger_than_the_socket_arrives_whole_and_in_order(
+    broker: Mosquitto, hub_a: Any, hub_passwords: dict[str, str]
+) -> None:
+    # Published in one pass of the loop, the burst is written together; at 12 MB it
+    # overfills the socket, so the rest must go out as the socket drains.
+    own = topics.Topics(next(iter(hub_passwords)))
+    hub_a.subscribe(own.cmd)
+    count, size = 1500, 8192
+    bodies = [n.to_bytes(4, "big") * (size // 4) for n in range(count)]
+
+    async def main() -> list[bytes]:
+        async with _driver(broker) as driver:
+            driver.publish(own.cmd, bodies[0], qos=1)
+            assert driver._client.want_write()  # not written yet: it waits for the rest
+            for body in bodies[1:]:
+                driver.publish(own.cmd, body, qos=1)
+            return await asyncio.to_thread(lambda: [hub_a.next_message().payload for _ in bodies])
+
+    assert asyncio.run(main()) == bodies
+
+
+def test_stopping_says_goodbye_so_the_broker_sends_no_last_will(
+    broker: Mosquitto, hub_a: Any, hub_passwords: dict[str, str]
+) -> None:
+    # The DISCONNECT must be written before the socket closes; without it the broker
+    # would take the stop for a lost connection and publish the will.
+    own = topics.Topics(next(iter(hub_passwords)))
+    hub_a.subscribe(own.cmd)
+
+    async def main() -> None:
+        client = mqtt.make_client("doorstep-service", _address(broker), will=(own.cmd, b"lost"))
+        driver = LoopDriver(client, _address(broker))
+        await driver.start()
+        driver.stop()
+
+    asyncio.run(main())
+    # A sentinel from another connection, published after the stop: the will would be
+    # delivered before it.
+    other = mqtt.make_client("doorstep-other", _address(broker))
+    mqtt.connect(other, _address(broker))
+    try:
+        other.publish(own.cmd, b"sentinel", qos=1).wait_for_publish(TIMEOUT)
+    finally:
+        other.disconnect()
+        other.loop_stop()
+    assert hub_a.next_message().payload == b"sentinel"

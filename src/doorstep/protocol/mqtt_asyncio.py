@@ -2,8 +2,12 @@
 
 The service publishes one command per courier request, from the event loop. With paho's
 thread, each publish woke that thread (a socket-pair write, its select returning) and
-handed the GIL over and back; here a publish made on the loop goes to the socket at once.
-Reads, keep-alive pings and reconnects run on the loop too. Two things do not:
+handed the GIL over and back; here a publish made on the loop goes to the socket in the
+same pass of the loop. Everything paho queues in one pass (commands, the acknowledgements
+of what was read, acks to hubs) is written together, corked into as few TCP segments as
+fit: on loopback each segment sent costs the sender and the broker a pass through the
+network stack, and under load a pass of the loop queues many packets. Reads, keep-alive
+pings and reconnects run on the loop too. Two things do not:
 
 - A publish from another thread (the writer thread's acknowledgements) is handed to the
   loop, so only the loop ever drives the client's socket.
@@ -48,7 +52,8 @@ class LoopDriver:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self._socket: Any = None  # the socket registered with the loop, if any
-        self._writing = False
+        self._writing = False  # waiting for a full socket to drain
+        self._flush_due = False  # a write of what paho has queued is scheduled
         self._stopping = False
         self._tick: asyncio.TimerHandle | None = None
         self._reconnecting: asyncio.Task[None] | None = None
@@ -63,6 +68,9 @@ class LoopDriver:
         client = self._client
         client.on_socket_close = self._socket_closed
         client.on_disconnect = self._disconnected
+        # With this callback set, paho no longer writes each packet as it is queued: it
+        # says once that it has something to write, and the loop writes it all.
+        client.on_socket_register_write = self._write_soon
         connack: asyncio.Future[Any] = loop.create_future()
 
         def on_connack(reason: Any) -> None:
@@ -90,7 +98,8 @@ class LoopDriver:
             self._tick.cancel()
         if self._reconnecting is not None:
             self._reconnecting.cancel()
-        self._client.disconnect()  # written at once; paho closes the socket after it
+        self._client.disconnect()
+        self._flush()  # the DISCONNECT, written now; paho closes the socket after it
         self._client.reinitialise()  # whatever is left open, closed
 
     # --- publishing ----------------------------------------------------------------------
@@ -119,7 +128,6 @@ class LoopDriver:
                 log.debug("dropped a publish to %s: the event loop has closed", topic)
             return
         self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
-        self._flush()
 
     # --- the socket on the loop --------------------------------------------------------
 
@@ -135,25 +143,45 @@ class LoopDriver:
 
     def _on_readable(self) -> None:
         self._client.loop_read()  # a lost connection ends in `_disconnected`
-        self._flush()
+
+    def _write_soon(self, _client: paho.Client, _userdata: Any, _sock: Any) -> None:
+        # paho's word that it has queued something: write it later in this pass of the
+        # loop, with whatever else is queued by then. A full socket is drained by
+        # `_on_writable` instead.
+        if self._flush_due or self._writing or self._loop is None:
+            return
+        self._flush_due = True
+        self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         """Write what paho has queued; if the socket is full, finish when it drains."""
+        self._flush_due = False
         client = self._client
-        if not client.want_write() or self._socket is None:
+        if not client.want_write() or self._socket is None or self._writing:
             return
-        client.loop_write()
+        self._write()
         if client.want_write() and self._socket is not None and not self._writing:
             assert self._loop is not None
             self._writing = True
             self._loop.add_writer(self._socket, self._on_writable)
 
     def _on_writable(self) -> None:
-        self._client.loop_write()
+        self._write()
         if not self._client.want_write() and self._socket is not None:
             assert self._loop is not None
             self._loop.remove_writer(self._socket)
             self._writing = False
+
+    def _write(self) -> None:
+        # paho sends each queued packet with a send() of its own; corked, the kernel
+        # holds them and sends them as one segment (or as few as fit) when uncorked.
+        sock = self._socket
+        corked = _cork(sock, True)
+        try:
+            self._client.loop_write()
+        finally:
+            if corked and sock is not None:
+                _cork(sock, False)
 
     def _socket_closed(self, _client: paho.Client, _userdata: Any, sock: Any) -> None:
         # paho calls this on the loop, just before it closes `sock`.
@@ -211,6 +239,19 @@ class LoopDriver:
         await self._loop.run_in_executor(None, _probe, address, self._client.connect_timeout)
         self._client.reconnect()  # quick: the broker has just accepted a connection
         self._register()
+
+
+def _cork(sock: Any, on: bool) -> bool:
+    """Set TCP_CORK (Linux) on `sock`; False where it cannot be (another system, a
+    socket that is not TCP, one already closed)."""
+    option = getattr(socket, "TCP_CORK", None)
+    if option is None or sock is None:
+        return False
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, option, int(on))
+    except OSError:
+        return False
+    return True
 
 
 def _probe(address: tuple[str, int], timeout: float) -> None:
