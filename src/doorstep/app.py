@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.exc import OperationalError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -31,7 +32,13 @@ from doorstep.accounts.router import router as accounts_router
 from doorstep.clock import Clock, SystemClock
 from doorstep.deliveries.router import router as deliveries_router
 from doorstep.deps import Runtime
-from doorstep.errors import DoorstepError, InvalidRequest, NotAuthenticated, PayloadTooLarge
+from doorstep.errors import (
+    DoorstepError,
+    InvalidRequest,
+    NotAuthenticated,
+    PayloadTooLarge,
+    ServiceUnavailable,
+)
 from doorstep.grants.providers import router as providers_router
 from doorstep.grants.router import router as grants_router
 from doorstep.grants.shadow import ShadowPublisher
@@ -241,6 +248,16 @@ def _install_error_handlers(app: FastAPI) -> None:
         first = details[0] if details else {"where": "body", "problem": "invalid"}
         error = InvalidRequest(f"{first['where']}: {first['problem']}", details=details)
         return JSONResponse(error.body(), status_code=error.status)
+
+    @app.exception_handler(OperationalError)
+    async def _busy(_r: Request, exc: OperationalError) -> JSONResponse:
+        # The request's transaction could not have its turn at the database within the
+        # busy timeout (SQLite: another writer held it): it was rolled back, so nothing
+        # changed, and the same request can simply be sent again.
+        if "database is locked" not in str(exc.orig):
+            raise exc
+        error = ServiceUnavailable("the database is busy; nothing was changed, try again")
+        return JSONResponse(error.body(), status_code=error.status, headers={"retry-after": "1"})
 
     @app.exception_handler(HTTPException)
     async def _http(_r: Request, exc: HTTPException) -> JSONResponse:

@@ -102,7 +102,14 @@ def make_engine(url: str, *, sqlite_synchronous: str = "NORMAL") -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
+    engine = create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
+    event.listen(engine, "begin", _begin_postgresql)
+    return engine
+
+
+def _begin_postgresql(connection: Any) -> None:
+    if connection.get_execution_options().get(_READ_ONLY):
+        connection.exec_driver_sql("SET TRANSACTION READ ONLY")
 
 
 class TurnTakingConnection(sqlite3.Connection):
@@ -122,6 +129,13 @@ class TurnTakingConnection(sqlite3.Connection):
 
     turn_fd: int | None = None
     in_turn = False
+    reading = False  # in a read-only transaction (`read_only`): writes refused
+
+    def begin_reading(self) -> None:
+        """A deferred transaction that may not write: one snapshot, no lock, no turn."""
+        self.execute("PRAGMA query_only = ON")
+        self.reading = True
+        self.execute("BEGIN")
 
     def take_turn(self, timeout: float) -> None:
         if self.turn_fd is None or self.in_turn:
@@ -151,12 +165,19 @@ class TurnTakingConnection(sqlite3.Connection):
             super().commit()
         finally:
             self.end_turn()
+            self._end_reading()
 
     def rollback(self) -> None:
         try:
             super().rollback()
         finally:
             self.end_turn()
+            self._end_reading()
+
+    def _end_reading(self) -> None:
+        if self.reading:
+            self.reading = False
+            self.execute("PRAGMA query_only = OFF")
 
     def close(self) -> None:
         try:
@@ -215,10 +236,13 @@ def _configure_sqlite(engine: Engine, synchronous: str) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        if connection.get_execution_options().get(_READ_ONLY):
-            connection.exec_driver_sql("BEGIN")  # deferred: a reader's snapshot, no lock
-            return
         dbapi_connection = connection.connection.driver_connection
+        if connection.get_execution_options().get(_READ_ONLY):
+            if isinstance(dbapi_connection, TurnTakingConnection):
+                dbapi_connection.begin_reading()
+            else:
+                connection.exec_driver_sql("BEGIN")  # deferred: a reader's snapshot
+            return
         if isinstance(dbapi_connection, TurnTakingConnection):
             try:
                 dbapi_connection.take_turn(BUSY_SECONDS)
@@ -238,10 +262,12 @@ _READ_ONLY = "doorstep_read_only"
 def read_only(session: Session) -> None:
     """Make the transaction `session` is about to begin a reader's (the next one only);
     call it before that transaction's first statement. On SQLite that is a deferred
-    BEGIN: it reads one snapshot throughout, never takes the writers' turn nor the write
-    lock, and so never holds up a writer however long it reads (a write in it fails).
-    For scans an operator runs beside the live service, such as `doorstep audit verify`.
-    PostgreSQL's readers never block writers anyway."""
+    BEGIN under `PRAGMA query_only`: it reads one snapshot throughout, never takes the
+    writers' turn nor the write lock, and so never holds up a writer however long it
+    reads. On PostgreSQL it is a READ ONLY transaction (its readers never block writers
+    anyway). On both, a write in it fails at once, with the database's own error.
+    For every GET request (`doorstep.deps.get_session`) and for scans an operator runs
+    beside the live service, such as `doorstep audit verify`."""
     session.connection(execution_options={_READ_ONLY: True})
 
 

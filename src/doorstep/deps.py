@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session, sessionmaker
 
+from doorstep import db
 from doorstep.accounts.service import Principal, resolve_token
 from doorstep.clock import Clock
 from doorstep.errors import Forbidden, NotAuthenticated
@@ -54,9 +55,27 @@ async def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_session(runtime: RuntimeDep) -> Iterator[Session]:
-    """The request's unit of work: committed when the route returns, else rolled back."""
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def get_session(request: Request, runtime: RuntimeDep) -> Iterator[Session]:
+    """The API request's unit of work: committed when the route returns, else rolled
+    back. A GET (HEAD, OPTIONS) only reads: its transaction is read-only
+    (`db.read_only`), so a resident's app never waits for the entry decisions' turn nor
+    holds one up, and a route that tried to write on a GET would fail at once."""
+    yield from _unit_of_work(runtime, reading=request.method in READ_METHODS)
+
+
+def get_writing_session(runtime: RuntimeDep) -> Iterator[Session]:
+    """A unit of work that may write whatever the method: the web app's, whose signed-in
+    pages slide their session's expiry on every view, and `WritingSessionDep`'s."""
+    yield from _unit_of_work(runtime, reading=False)
+
+
+def _unit_of_work(runtime: Runtime, *, reading: bool) -> Iterator[Session]:
     with runtime.sessions() as session:
+        if reading:
+            db.read_only(session)
         try:
             yield session
             session.commit()
@@ -69,6 +88,9 @@ def get_session(runtime: RuntimeDep) -> Iterator[Session]:
 # sees a 201 for data that is not stored yet (FastAPI's default for yield dependencies
 # runs their exit after the response).
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+# For the few GET routes that write: one that audits a view, one that makes a row on
+# first use.
+WritingSessionDep = Annotated[Session, Depends(get_writing_session, scope="function")]
 
 
 def get_principal(request: Request, runtime: RuntimeDep, session: SessionDep) -> Principal:
@@ -120,6 +142,7 @@ def require_briefly(permission: Permission) -> Callable[[Request, Runtime], Prin
 
     def check(request: Request, runtime: RuntimeDep) -> Principal:
         with runtime.sessions() as session:
+            db.read_only(session)
             principal = get_principal(request, runtime, session)
         if not principal.can(permission):
             raise Forbidden(f"this account may not {permission}")

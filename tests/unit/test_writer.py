@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from doorstep import db
 from doorstep.sql import Checkpointer, Tx, Writer, batch_lock_path
@@ -398,3 +398,22 @@ def test_a_read_only_session_reads_one_snapshot_without_holding_up_the_writer(
     finally:
         session.close()
         writer.stop()
+
+
+def test_a_read_only_session_refuses_to_write_and_leaves_its_connection_writable(
+    engine: Engine, database_url: str
+) -> None:
+    """A GET's session (`deps.get_session`): a write in it fails at once with the
+    database's own error and stores nothing; the pooled connection it used writes again
+    in the next, ordinary, transaction."""
+    sessions = db.make_session_factory(engine)
+    with sessions() as session:
+        db.read_only(session)
+        assert session.execute(text("SELECT COUNT(*) FROM items")).scalar_one() == 0
+        with pytest.raises(DBAPIError, match=r"read-?only"):
+            session.execute(text("INSERT INTO items (name) VALUES ('on a get')"))
+        session.rollback()
+    with sessions() as session:
+        session.execute(text("INSERT INTO items (name) VALUES ('on a post')"))
+        session.commit()
+    assert _names(database_url) == ["on a post"]

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 from starlette.routing import Route
 
-from doorstep import security
+from doorstep import db, security
 from doorstep.access import remote, service
 from doorstep.access.errors import HubTimeout
 from doorstep.access.models import PROGRESS, Entry, EntryState
@@ -328,6 +328,7 @@ def get_entry(
             if remaining <= 0:
                 break
             session.commit()  # end the read transaction so the next read sees new data
+            db.read_only(session)  # and the next is a reader's too (`deps.get_session`)
             runtime.link.wait_for_change(min(remaining, 1.0))
             session.refresh(entry)
     read = entry_read(entry)

@@ -33,6 +33,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, StreamingResponse
 
+from doorstep import db
 from doorstep.access.models import Entry
 from doorstep.accounts.models import PrincipalKind, User
 from doorstep.accounts.service import Principal
@@ -51,7 +52,7 @@ from doorstep.clips.schemas import (
     VideoSettingsRead,
     VideoSettingsUpdate,
 )
-from doorstep.deps import Resident, RuntimeDep, SessionDep
+from doorstep.deps import Resident, RuntimeDep, SessionDep, WritingSessionDep
 from doorstep.errors import InvalidRequest, NotFound
 from doorstep.homes.models import Home, Hub
 from doorstep.homes.service import owned_home
@@ -107,6 +108,7 @@ async def signed_hub(request: Request, runtime: RuntimeDep) -> SignedHub:
 
 def _hub_key(runtime: Any, hub_id: str) -> tuple[bytes, str] | None:
     with runtime.sessions() as session:
+        db.read_only(session)
         hub = session.get(Hub, hub_id)
         if hub is None or hub.public_key is None or hub.claimed_at is None:
             return None
@@ -232,7 +234,7 @@ def clip_video(
     clip_id: str,
     request: Request,
     principal: Resident,
-    session: SessionDep,
+    session: WritingSessionDep,
     runtime: RuntimeDep,
     clips: ClipsDep,
 ) -> StreamingResponse:
@@ -285,7 +287,11 @@ def parse_range(header: str | None) -> tuple[int, int | None] | None:
 
 @router.get("/v1/clips/{clip_id}/thumbnail")
 def clip_thumbnail(
-    clip_id: str, principal: Resident, session: SessionDep, runtime: RuntimeDep, clips: ClipsDep
+    clip_id: str,
+    principal: Resident,
+    session: WritingSessionDep,
+    runtime: RuntimeDep,
+    clips: ClipsDep,
 ) -> Response:
     image = service.thumbnail(
         session, clips.storage, viewer=principal, clip_id=clip_id, now=runtime.clock.now()
@@ -305,7 +311,11 @@ def delete_clip(
 
 @router.get("/v1/homes/{home_id}/video-settings", response_model=VideoSettingsRead)
 def get_video_settings(
-    home_id: str, principal: Resident, session: SessionDep, runtime: RuntimeDep, clips: ClipsDep
+    home_id: str,
+    principal: Resident,
+    session: WritingSessionDep,
+    runtime: RuntimeDep,
+    clips: ClipsDep,
 ) -> VideoSettingsRead:
     row = service.video_settings(
         session, clips.storage, owner=principal, home_id=home_id, now=runtime.clock.now()

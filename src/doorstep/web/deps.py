@@ -11,7 +11,7 @@ import jinja2
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
-from doorstep.deps import RuntimeDep, get_session
+from doorstep.deps import RuntimeDep, get_writing_session
 from doorstep.errors import Forbidden, InvalidRequest, NotAuthenticated
 from doorstep.web import sessions
 from doorstep.web.security import (
@@ -50,7 +50,7 @@ WebDep = Annotated[WebContext, Depends(get_web)]
 
 # The request's unit of work, committed before the response is sent (scope "function"),
 # so a browser never holds a cookie for a session that is not yet stored.
-UnitOfWork = Annotated[Session, Depends(get_session, scope="function")]
+UnitOfWork = Annotated[Session, Depends(get_writing_session, scope="function")]
 
 
 def get_signed_in(

@@ -1,0 +1,62 @@
+"""A resident's reads do not wait for the writers: every API GET runs in a read-only
+transaction (`deps.get_session`). On SQLite it is answered while the writers' turn is
+held (a long batch of entry decisions), where a write waits for the turn and, past the
+busy timeout, is refused with a 503 that changed nothing; on PostgreSQL it is answered
+while a writer holds the row it reads."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from doorstep import db, demo
+
+
+@contextmanager
+def _writer_busy(live: Any, home_id: str) -> Iterator[None]:
+    """A writer in the middle of its work, for as long as the block runs."""
+    with live.sessions() as session:
+        engine = session.get_bind().engine
+        path = db.batch_lock_path(engine)
+        if path is None:  # PostgreSQL: a transaction holding the home's row
+            session.execute(text("SELECT id FROM homes WHERE id = :id FOR UPDATE"),
+                            {"id": home_id})  # fmt: skip
+            yield
+            session.rollback()
+            return
+    holder = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)  # a writers' batch, open as long as we like
+        yield
+    finally:
+        os.close(holder)  # the turn ends with the lock's file
+
+
+def test_a_get_is_answered_while_a_writer_is_busy(
+    live: Any, world: demo.World, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = world.homes[0]
+    monkeypatch.setattr(db, "BUSY_SECONDS", 2.0)  # how long a write waits for the turn
+    preferences = home.resident.call("GET", f"/v1/homes/{home.id}/preferences")
+    changed = {**preferences, "pet_notes": "the cat hides under the stairs"}
+    with _writer_busy(live, home.id):
+        for _ in range(3):
+            assert home.resident.call("GET", f"/v1/homes/{home.id}/preferences") == preferences
+            assert home.resident.call("GET", f"/v1/homes/{home.id}")["id"] == home.id
+        if database_url.startswith("sqlite"):
+            # A write does wait for the turn. Past the busy timeout it is refused with
+            # a clear 503, changing nothing, and may be sent again.
+            refused = home.resident.http.put(f"/v1/homes/{home.id}/preferences", json=changed)
+            assert refused.status_code == 503
+            assert refused.headers["retry-after"] == "1"
+            assert refused.json()["error"]["code"] == "unavailable"
+            assert "nothing was changed" in refused.json()["error"]["message"]
+            assert home.resident.call("GET", f"/v1/homes/{home.id}/preferences") == preferences
+    assert home.resident.call("PUT", f"/v1/homes/{home.id}/preferences", json=changed) == changed
+    assert home.resident.call("GET", f"/v1/homes/{home.id}/preferences") == changed
