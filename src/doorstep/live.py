@@ -24,6 +24,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
+from doorstep import db
 from doorstep.audit.models import AuditEvent
 from doorstep.deps import ResidentBrief, RuntimeDep
 from doorstep.homes.service import owned_home
@@ -41,6 +42,7 @@ async def events(
 ) -> StreamingResponse:
     """The home's audit records as Server-Sent Events, live (see the module docstring)."""
     with runtime.sessions() as session:
+        db.read_only(session)
         owned_home(session, owner=resident, home_id=home_id)
     last = request.headers.get("last-event-id", "")
     after = int(last) if last.isdigit() else None
@@ -55,6 +57,7 @@ async def events(
 
 def _replay(runtime: Any, home_id: str, after: int) -> list[dict[str, Any]]:
     with runtime.sessions() as session:
+        db.read_only(session)
         rows = session.scalars(
             select(AuditEvent)
             .where(AuditEvent.home_id == home_id, AuditEvent.seq > after)

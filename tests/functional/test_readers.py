@@ -2,7 +2,9 @@
 transaction (`deps.get_session`). On SQLite it is answered while the writers' turn is
 held (a long batch of entry decisions), where a write waits for the turn and, past the
 busy timeout, is refused with a 503 that changed nothing; on PostgreSQL it is answered
-while a writer holds the row it reads."""
+while a writer holds the row it reads. The async routes' own short reads (the live
+stream's check, the courier's and the visitor's follow) are read-only too: on SQLite a
+turn taken there would be waited for on the event loop, holding up every request."""
 
 from __future__ import annotations
 
@@ -60,3 +62,16 @@ def test_a_get_is_answered_while_a_writer_is_busy(
             assert home.resident.call("GET", f"/v1/homes/{home.id}/preferences") == preferences
     assert home.resident.call("PUT", f"/v1/homes/{home.id}/preferences", json=changed) == changed
     assert home.resident.call("GET", f"/v1/homes/{home.id}/preferences") == changed
+
+
+def test_the_live_stream_opens_while_a_writer_is_busy(
+    live: Any, world: demo.World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = world.homes[0]
+    monkeypatch.setattr(db, "BUSY_SECONDS", 2.0)
+    with (
+        _writer_busy(live, home.id),
+        home.resident.http.stream("GET", f"/v1/homes/{home.id}/events", timeout=5) as response,
+    ):
+        assert response.status_code == 200
+        assert next(response.iter_lines()) == "retry: 2000"

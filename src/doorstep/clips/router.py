@@ -417,6 +417,7 @@ async def _while_open(
 
 def _still_open(runtime: Any, entry_id: str) -> bool:
     with runtime.sessions() as session:
+        db.read_only(session)
         entry = session.get(Entry, entry_id)
         return entry is not None and entry.state in service.LIVE_STATES
 

@@ -26,6 +26,7 @@ from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
+from doorstep import db
 from doorstep.access import service
 from doorstep.access.devices import DeviceKey, DeviceKeyCreate
 from doorstep.access.devices import register as register_device_key
@@ -181,6 +182,7 @@ def _load(runtime: Runtime, courier: Principal, entry_id: str) -> CourierEntryRe
     """The courier's entry (`service.get_entry` decides who may read it) on a short
     session of its own, closed before any wait."""
     with runtime.sessions() as session:
+        db.read_only(session)
         entry = service.get_entry(session, principal=courier, entry_id=entry_id)
         aborting = entry.abort_reason is not None
         view = service.load_entry(Tx.of_session(session), entry_id)

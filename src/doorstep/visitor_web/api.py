@@ -22,6 +22,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from doorstep import db
 from doorstep.access import service, visits
 from doorstep.access.devices import DeviceKeyCreate
 from doorstep.access.router import run_write as write
@@ -83,6 +84,7 @@ def _own_grant(runtime: Runtime, person: SignedIn, grant_id: str) -> None:
     """Another person's grant is "not found". One of theirs that is revoked, or whose
     provider let them go, goes on to the engine, which says why it is refused."""
     with runtime.sessions() as session:
+        db.read_only(session)
         grant = session.get(AccessGrant, grant_id)
     if grant is None or grant.grantee_id != person.principal.id:
         raise NotFound("no such access")
@@ -129,6 +131,7 @@ def _load(runtime: Runtime, person: SignedIn, entry_id: str) -> CourierEntryRead
     """The person's entry (`service.get_entry` decides who may read it) on a short session
     of its own, closed before any wait."""
     with runtime.sessions() as session:
+        db.read_only(session)
         service.get_entry(session, principal=person.principal, entry_id=entry_id)
         view = service.load_entry(Tx.of_session(session), entry_id)
     assert view is not None  # it was just read

@@ -15,6 +15,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse, Response
 
+from doorstep import db
 from doorstep.access import remote
 from doorstep.access.router import entry_read, lock_door, run_write, send_and_wait
 from doorstep.deps import RuntimeDep
@@ -64,6 +65,7 @@ async def unlock_door(
     web: WebDep, user: SignedInBrief,
 ) -> Response:  # fmt: skip
     with runtime.sessions() as session:
+        db.read_only(session)
         home = homes.owned_home(session, owner=user.principal, home_id=home_id)
         points = list(homes.access_points(session, home_id=home.id))
         csrf_token = session_csrf(web, user)
@@ -106,6 +108,7 @@ async def lock_door_now(
     """Lock now: no password again (locking opens nothing), the CSRF token as for any
     form; the page answers once the hub has verified the lock, or says why not."""
     with runtime.sessions() as session:
+        db.read_only(session)
         home = homes.owned_home(session, owner=user.principal, home_id=home_id)
         points = list(homes.access_points(session, home_id=home.id))
         csrf_token = session_csrf(web, user)
