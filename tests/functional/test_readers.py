@@ -4,20 +4,26 @@ held (a long batch of entry decisions), where a write waits for the turn and, pa
 busy timeout, is refused with a 503 that changed nothing; on PostgreSQL it is answered
 while a writer holds the row it reads. The async routes' own short reads (the live
 stream's check, the courier's and the visitor's follow) are read-only too: on SQLite a
-turn taken there would be waited for on the event loop, holding up every request."""
+turn taken there would be waited for on the event loop, holding up every request. So
+would a sign-in's password check, which runs in a worker thread."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import fcntl
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import text
 
 from doorstep import db, demo
+from doorstep.accounts import service as accounts_service
+from doorstep.demo import PASSWORD
 
 
 @contextmanager
@@ -75,3 +81,33 @@ def test_the_live_stream_opens_while_a_writer_is_busy(
     ):
         assert response.status_code == 200
         assert next(response.iter_lines()) == "retry: 2000"
+
+
+def test_a_sign_in_does_not_hold_up_other_requests(
+    live: Any, world: demo.World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The password check (argon2, deliberately slow) runs off the event loop: while a
+    sign-in is still checking, the service goes on answering."""
+    checking, release = threading.Event(), threading.Event()
+    real = accounts_service.authenticate_password
+
+    def slow_check(*args: Any, **kwargs: Any) -> Any:
+        checking.set()
+        release.wait(10)  # bounded: the test releases it as soon as it has its answer
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(accounts_service, "authenticate_password", slow_check)
+    form = {"grant_type": "password", "username": "casey@parcelly.test", "password": PASSWORD}
+    with (
+        httpx.Client(base_url=live.url, timeout=30) as http,
+        concurrent.futures.ThreadPoolExecutor(1) as pool,
+    ):
+        signing_in = pool.submit(http.post, "/v1/auth/token", data=form)
+        try:
+            assert checking.wait(10)
+            health = httpx.get(f"{live.url}/healthz", timeout=2)
+            assert health.status_code == 200
+            assert not signing_in.done()  # answered while the sign-in was still checking
+        finally:
+            release.set()
+        assert signing_in.result(10).status_code == 200

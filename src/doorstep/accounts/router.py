@@ -8,6 +8,7 @@ from urllib.parse import parse_qsl
 import orjson
 from fastapi import APIRouter, Request
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from doorstep.accounts import service, signins
 from doorstep.accounts.models import ApiClient, PrincipalKind, Role, User
@@ -19,7 +20,14 @@ from doorstep.accounts.schemas import (
     TokenRead,
     UserRead,
 )
-from doorstep.deps import CarrierClient, CourierManager, Operator, RuntimeDep, SessionDep
+from doorstep.deps import (
+    CarrierClient,
+    CourierManager,
+    Operator,
+    Runtime,
+    RuntimeDep,
+    SessionDep,
+)
 from doorstep.errors import InvalidRequest, NotAuthenticated, TooManyRequests
 from doorstep.permissions import PrincipalRole
 
@@ -47,6 +55,13 @@ async def token(request: Request, runtime: RuntimeDep) -> object:
     key = f"{request.client.host if request.client else '-'}"
     if not runtime.login_limiter.allow(key, runtime.clock.timestamp()):
         raise TooManyRequests("too many sign-in attempts; wait a minute")
+    # In a worker thread: argon2's deliberate tens of milliseconds, and the write's wait
+    # for its turn at the database, must not hold up the event loop (every other
+    # request, the hubs' messages) while they run.
+    return await run_in_threadpool(_sign_in, runtime, form, key)
+
+
+def _sign_in(runtime: Runtime, form: dict[str, str], key: str) -> TokenRead:
     ttl = timedelta(seconds=runtime.settings.auth.token_ttl_seconds)
     now = runtime.clock.now()
     with runtime.sessions() as session:
