@@ -24,6 +24,7 @@ from fastapi import APIRouter, Depends, Request
 from sqlalchemy.orm import Session
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from doorstep import db
 from doorstep.accounts import signins, twofactor
 from doorstep.deps import Runtime, RuntimeDep
 from doorstep.errors import Forbidden, NotAuthenticated
@@ -104,8 +105,10 @@ def require_recent_auth_briefly(
     runtime: RuntimeDep,
     user: Annotated[sessions.SignedIn, Depends(get_signed_in_briefly)],
 ) -> sessions.SignedIn:
-    """`require_recent_auth` on a session of its own, closed before the route runs."""
+    """`require_recent_auth` on a session of its own, closed before the route runs (and
+    read-only: async routes call it on the event loop)."""
     with runtime.sessions() as session:
+        db.read_only(session)
         return _check_recent(session, request, runtime, user)
 
 
