@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import secrets
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -27,6 +29,8 @@ from sqlalchemy import Connection, DateTime, Engine, create_engine, event, exc, 
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -123,11 +127,14 @@ class TurnTakingConnection(sqlite3.Connection):
     it by up to a third of a second. The turn ends with the transaction (commit,
     rollback, or the connection closed).
 
-    Taking a turn waits at most `timeout` seconds, then fails as SQLite's own busy
-    timeout does ("database is locked"), so a transaction kept open while its code waits
-    for a writer job ends in an error rather than a deadlock."""
+    Taking a turn waits in the kernel too (`_wait_for_lock`), at most `timeout` seconds,
+    then fails as SQLite's own busy timeout does ("database is locked"), so a
+    transaction kept open while its code waits for a writer job ends in an error rather
+    than a deadlock. Read-only transactions (`read_only`) take no turn."""
 
-    turn_fd: int | None = None
+    turn_path: Path | None = None  # the batch lock's file
+    turn_fd: int | None = None  # this connection's own opening of it
+    waited_fd: int | None = None  # an opening that was waited on, holding the turn
     in_turn = False
     reading = False  # in a read-only transaction (`read_only`): writes refused
 
@@ -138,27 +145,23 @@ class TurnTakingConnection(sqlite3.Connection):
         self.execute("BEGIN")
 
     def take_turn(self, timeout: float) -> None:
-        if self.turn_fd is None or self.in_turn:
+        if self.turn_fd is None or self.turn_path is None or self.in_turn:
             return
-        deadline = time.monotonic() + timeout
-        pause = 0.0002
-        while True:
-            try:
-                fcntl.flock(self.turn_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise sqlite3.OperationalError(
-                        "database is locked: another writer's turn did not end"
-                    ) from None
-                time.sleep(pause)
-                pause = min(pause * 2, 0.005)
+        try:
+            fcntl.flock(self.turn_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.waited_fd = _wait_for_lock(self.turn_path, timeout)
         self.in_turn = True
 
     def end_turn(self) -> None:
-        if self.in_turn and self.turn_fd is not None:
+        if not self.in_turn:
+            return
+        self.in_turn = False
+        waited, self.waited_fd = self.waited_fd, None
+        if waited is not None:
+            os.close(waited)  # releases the lock with it
+        elif self.turn_fd is not None:
             fcntl.flock(self.turn_fd, fcntl.LOCK_UN)
-            self.in_turn = False
 
     def commit(self) -> None:
         try:
@@ -192,10 +195,49 @@ class TurnTakingConnection(sqlite3.Connection):
             self._close_turn_fd()
 
     def _close_turn_fd(self) -> None:
+        self.end_turn()
         fd, self.turn_fd = self.turn_fd, None
-        self.in_turn = False
         if fd is not None:
             os.close(fd)  # releases the lock with it
+
+
+def _wait_for_lock(path: Path, timeout: float) -> int:
+    """Take the exclusive `flock` on the file at `path` within `timeout` seconds; the
+    open file descriptor that holds it (closing it ends the turn).
+
+    Python's `flock` has no timeout, and retrying a non-blocking one with pauses loses
+    the race for the gaps between the hot writers' batches, which wait in the kernel
+    and are woken the moment the lock is free: under a busy writer a resident's write
+    waited tens of milliseconds, up to 150, that way. So a helper thread waits in the
+    kernel, on an opening of the file of its own; if it is given up on, it closes that
+    opening, and so lets the lock go again, as soon as it gets it."""
+    waiter = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    granted = threading.Event()
+    decided = threading.Lock()
+    abandoned = False
+
+    def wait() -> None:
+        try:
+            fcntl.flock(waiter, fcntl.LOCK_EX)
+        except OSError:
+            log.exception("waiting for the database's batch lock failed")
+            os.close(waiter)
+            return
+        with decided:
+            if abandoned:
+                os.close(waiter)
+            else:
+                granted.set()
+
+    threading.Thread(target=wait, name="turn-waiter", daemon=True).start()
+    if not granted.wait(timeout):
+        with decided:
+            if not granted.is_set():
+                abandoned = True
+                raise sqlite3.OperationalError(
+                    "database is locked: another writer's turn did not end"
+                )
+    return waiter
 
 
 def batch_lock_path(engine: Engine) -> Path | None:
@@ -216,6 +258,7 @@ def _configure_sqlite(engine: Engine, synchronous: str) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         if lock_path is not None and isinstance(dbapi_connection, TurnTakingConnection):
+            dbapi_connection.turn_path = lock_path
             dbapi_connection.turn_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         # pysqlite's own transaction handling is switched off so that SQLAlchemy's BEGIN
         # is the one that runs; BEGIN IMMEDIATE takes the write lock up front, which keeps

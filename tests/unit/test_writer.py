@@ -376,6 +376,47 @@ def test_a_session_that_cannot_get_its_turn_fails_as_a_busy_database_would(
     assert _names(sqlite_url) == ["later"]
 
 
+def test_a_waiting_session_starts_when_the_turn_is_free_and_a_given_up_wait_lets_go(
+    sqlite_engine: Engine, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session that finds the turn taken waits for it in the kernel (as the hot
+    writers do, so it does not lose the race for the gap between their batches) and
+    starts once the holder lets go. A wait given up past the busy timeout does not keep
+    the turn when it comes free later: it lets it go at once."""
+    path = batch_lock_path(sqlite_engine)
+    assert path is not None
+    sessions = db.make_session_factory(sqlite_engine)
+    before = {t.ident for t in threading.enumerate() if t.name == "turn-waiter"}
+
+    def waiting() -> int:
+        return sum(t.name == "turn-waiter" and t.ident not in before for t in threading.enumerate())
+
+    def patient() -> None:
+        with sessions() as session:
+            session.execute(text("INSERT INTO items (name) VALUES ('patient')"))
+            session.commit()
+
+    holder = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        monkeypatch.setattr(db, "BUSY_SECONDS", 0.2)
+        with sessions() as session, pytest.raises(OperationalError, match="database is locked"):
+            session.execute(text("INSERT INTO items (name) VALUES ('gave up')"))
+        monkeypatch.setattr(db, "BUSY_SECONDS", 10.0)
+        waiter = threading.Thread(target=patient)
+        waiter.start()
+        assert poll(waiting, lambda count: count >= 2, 5) == 2  # both wait in the kernel
+        assert _names(sqlite_url) == []
+        fcntl.flock(holder, fcntl.LOCK_UN)
+        waiter.join(10)
+        assert not waiter.is_alive()
+    finally:
+        os.close(holder)
+    assert _names(sqlite_url) == ["patient"]
+    assert poll(lambda: _held_elsewhere(path), lambda held: not held, 5) is False
+    assert poll(waiting, lambda count: count == 0, 5) == 0
+
+
 def test_a_read_only_session_reads_one_snapshot_without_holding_up_the_writer(
     sqlite_engine: Engine, sqlite_url: str
 ) -> None:
