@@ -8,6 +8,9 @@ URL is configured; tests start their own).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -23,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from doorstep import __version__, clips, courier_web, db, metrics, visitor_web, web
 from doorstep.access import keys as issuer_keys
+from doorstep.access import service as access
 from doorstep.access.devices import me_router as my_devices_router
 from doorstep.access.devices import router as devices_router
 from doorstep.access.router import ENTRY_ROUTE, entry_openapi
@@ -55,6 +59,8 @@ from doorstep.ratelimit import Limiter
 from doorstep.settings import Settings
 from doorstep.sql import Writer
 from doorstep.web.security import load_or_create_key
+
+log = logging.getLogger(__name__)
 
 
 def create_app(
@@ -115,7 +121,10 @@ def create_app(
             # A database in memory exists in this process only: write here then.
             if settings.writer_process and not db.in_memory(engine):
                 runtime.hot = HotWriter(
-                    settings, kid=runtime.keys.signer.kid, on_batch=runtime.metrics.writer_batch
+                    settings,
+                    kid=runtime.keys.signer.kid,
+                    on_batch=runtime.metrics.writer_batch,
+                    on_lost=functools.partial(_end_lost_entries, writer, clock),
                 )
                 await runtime.hot.start()
                 runtime.link.hot = jobs.hot = runtime.hot
@@ -200,6 +209,18 @@ def _entry_app(runtime: Runtime, settings: Settings) -> ASGIApp:
     )
     entry.state.runtime = runtime
     return BodyLimit(entry, max_bytes=settings.max_body_bytes)
+
+
+def _end_lost_entries(writer: Writer, clock: Clock, entry_ids: list[str]) -> None:
+    """The writer process died deciding these entries: end them, on the writer thread
+    (`access.service.end_unsent`), so that none holds its door until its grant expires."""
+    job = functools.partial(access.end_unsent, entry_ids=entry_ids, now=clock.now())
+    writer.submit(job).add_done_callback(_log_if_failed)
+
+
+def _log_if_failed(done: concurrent.futures.Future[int]) -> None:
+    if not done.cancelled() and (error := done.exception()) is not None:
+        log.error("ending the entries the writer process lost failed: %s", error)
 
 
 async def _doorstep_error(_r: Request, exc: DoorstepError) -> JSONResponse:

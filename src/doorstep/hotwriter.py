@@ -28,7 +28,10 @@ What does not change:
 While the child is not running, the service's own writer thread does the work. When the
 child dies, the decisions it had in hand fail with 503 (their commands were never
 published, so no door was opened), the hubs' messages it had in hand are stored by the
-service, and another child is started.
+service, and another child is started. The service names each decision's new entry
+(`decide`'s `entry_id`), so once the dead child has gone it can end those it may have
+committed (`on_lost`): an authorized entry would otherwise hold its door until its
+grant expired.
 
 The two processes speak over a private socket pair: frames of a 4-byte length and a
 pickled list of messages. Pickle is safe here because both ends are this program and the
@@ -55,6 +58,7 @@ from typing import Any, TypeVar
 from doorstep import db, heap, livebus
 from doorstep.access import keys as issuer_keys
 from doorstep.access import service
+from doorstep.db import ordered_id
 from doorstep.errors import ServiceUnavailable
 from doorstep.hublink.link import Ingestor
 from doorstep.settings import Settings
@@ -83,10 +87,15 @@ class HotWriter:
         *,
         kid: str,
         on_batch: Callable[[int, float], None] = lambda _jobs, _seconds: None,
+        on_lost: Callable[[list[str]], object] = lambda _entry_ids: None,
     ) -> None:
         self._settings = settings
         self._kid = kid  # the child must sign with the service's own issuer key
         self._on_batch = on_batch  # told each of the child's batches, as `Writer` tells
+        # Told, once a dead child has gone, the ids of the entries it was deciding when it
+        # died: it may have committed them, and their commands were never published.
+        self._on_lost = on_lost
+        self._lost: list[str] = []
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._outgoing: list[tuple[Any, ...]] = []
@@ -115,14 +124,19 @@ class HotWriter:
         self, *, token: str, request: service.EntryRequest, now: datetime
     ) -> service.EntryDecision:
         """`service.decide` in the child, committed; what it raises is raised here.
-        ServiceUnavailable if the child is not running or dies with it in hand;
+        ServiceUnavailable if the child is not running or dies with it in hand (then the
+        entry, if the child committed it, is ended once the child has gone: `on_lost`);
         TimeoutError if the database does not answer in time."""
         loop = asyncio.get_running_loop()
-        request_id, answer = self._ask(("decide", token, request, now))
+        entry_id = ordered_id("ent")  # made here, so that a lost answer leaves it named
+        request_id, answer = self._ask(("decide", token, request, now, entry_id))
         expiry = loop.call_later(JOB_TIMEOUT_SECONDS, _expire, answer)
         try:
             decision: service.EntryDecision = await answer
             return decision
+        except ServiceUnavailable:
+            self._lost.append(entry_id)
+            raise
         except (asyncio.CancelledError, TimeoutError):
             self._send(("cancel", request_id))  # no effect once the job has started
             raise
@@ -237,11 +251,20 @@ class HotWriter:
             await asyncio.sleep(RESTART_SECONDS)
             if self._process is not None:
                 await asyncio.to_thread(self._process.wait)
+            self._hand_over_lost()  # the dead child can commit nothing more now
             try:
                 await self._spawn()
                 return
             except (HotWriterFailed, OSError):
                 log.exception("starting the hot paths' writer process failed; retrying")
+
+    def _hand_over_lost(self) -> None:
+        lost, self._lost = self._lost, []
+        if lost:
+            try:
+                self._on_lost(lost)
+            except Exception:  # their grants expire in any case
+                log.exception("ending %d entries the writer process lost failed", len(lost))
 
     def _receive(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
@@ -446,10 +469,11 @@ class _Child:
 
 
 def _decision(message: tuple[Any, ...], settings: Settings, signer: Any) -> Job[Any]:
-    _, _, token, request, now = message
+    _, _, token, request, now, entry_id = message
     return lambda tx: service.decide(
-        tx, token=token, request=request, now=now, settings=settings.entry, signer=signer
-    )
+        tx, token=token, request=request, now=now, settings=settings.entry, signer=signer,
+        entry_id=entry_id,
+    )  # fmt: skip
 
 
 def _answer(request_id: int, done: Future[Any]) -> tuple[Any, ...]:

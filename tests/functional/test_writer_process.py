@@ -5,6 +5,7 @@ writer thread decides the same way."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 import signal
@@ -18,8 +19,10 @@ from sqlalchemy import func, select
 from doorstep import demo, hotwriter
 from doorstep.access.models import Entry
 from doorstep.access.service import EntryRequest, decide, expire_stale
-from doorstep.errors import NotAuthenticated
+from doorstep.audit.models import AuditEvent
+from doorstep.errors import NotAuthenticated, ServiceUnavailable
 from doorstep.settings import EntrySettings
+from doorstep.sql import Tx
 from polling import wait_until
 
 
@@ -108,3 +111,57 @@ def test_background_jobs_run_in_the_writer_process_from_any_thread(live: Any) ->
             signer=None,  # never reached: the token is checked first
         )
         hot.submit(nobody).result(10)
+
+
+def test_an_entry_decided_as_the_writer_process_dies_does_not_hold_the_door(
+    live: Any, world: demo.World
+) -> None:
+    """The writer process commits a courier's authorized entry and dies before its answer
+    goes out (here: killed by an after-commit action of a job in the same batch). The
+    courier is told 503 and no unlock is sent. Once that process has gone the entry ends
+    (`service_restarted`), so the courier's next try is not refused as an entry in
+    progress at the door: it goes through."""
+    home, courier = world.homes[0], world.couriers[0][1]
+    delivery = demo.book(world, home, ["PKG-1"])
+    hot = live.runtime.hot
+    assert hot is not None and hot.ready and hot.pid is not None and courier.phone is not None
+    doomed = hot.pid
+    token = courier.http.headers["authorization"].split()[1]
+    request = EntryRequest(
+        delivery["id"], "PKG-1", home.latitude, home.longitude, 8.0,
+        device_key_id=courier.phone.key_id,
+    )  # fmt: skip
+    die = functools.partial(Tx.on_commit, action=functools.partial(os.kill, doomed, signal.SIGKILL))
+
+    async def decide_then_die() -> Any:
+        # Both in one frame, so in one batch: the decision, then the job whose
+        # after-commit action kills the process before any answer is sent.
+        decision = asyncio.ensure_future(
+            hot.decide(token=token, request=request, now=datetime.now(UTC))
+        )
+        asyncio.get_running_loop().call_soon(hot._ask, ("job", die))
+        return await decision
+
+    loop = live.runtime.link._mqtt._loop
+    with pytest.raises(ServiceUnavailable):
+        asyncio.run_coroutine_threadsafe(decide_then_die(), loop).result(30)
+    with live.sessions() as session:
+        lost = session.scalars(select(Entry).where(Entry.delivery_id == delivery["id"])).one()
+    assert lost.command_id is not None  # it was committed, authorized
+
+    def ended() -> Any:
+        with live.sessions() as session:
+            entry = session.get(Entry, lost.id)
+            return entry if entry is not None and entry.state != "authorized" else None
+
+    entry = wait_until(ended, 30, "the lost entry to end")
+    assert (entry.state, entry.reason) == ("expired", "service_restarted")
+    with live.sessions() as session:
+        actions = session.scalars(
+            select(AuditEvent.action).where(AuditEvent.subject == lost.id).order_by(AuditEvent.seq)
+        ).all()
+    assert actions == ["entry:authorized", "entry:expired"]
+    retry = demo.request_entry(courier, delivery["id"], "PKG-1", home.latitude, home.longitude)
+    assert retry["state"] == "unlocked"
+    hub = home.hub_process
+    assert hub is not None and hub.lock.unlock_calls == 1  # type: ignore[attr-defined]

@@ -53,7 +53,7 @@ def _answers(connection: socket.socket) -> list[Any]:
 def test_an_error_crosses_back_as_the_same_exception(rig: Any) -> None:
     child, ours, writer, settings, signer = rig
     now = datetime.now(UTC)
-    child._run([("decide", 7, "not-a-token", REQUEST, now)], writer, settings, signer)
+    child._run([("decide", 7, "not-a-token", REQUEST, now, None)], writer, settings, signer)
     [(kind, request_id, error)] = _answers(ours)
     assert (kind, request_id) == ("failed", 7)
     assert isinstance(error, NotAuthenticated)
@@ -64,13 +64,13 @@ def test_a_request_cancelled_before_it_ran_is_neither_run_nor_answered(rig: Any)
     child, ours, writer, settings, signer = rig
     now = datetime.now(UTC)
     child._run(
-        [("decide", 1, "not-a-token", REQUEST, now), ("cancel", 1)], writer, settings, signer
+        [("decide", 1, "not-a-token", REQUEST, now, None), ("cancel", 1)], writer, settings, signer
     )
     ours.setblocking(False)
     with pytest.raises(BlockingIOError):
         ours.recv(1)
     # The next request is answered as usual: nothing of the cancelled one comes with it.
-    child._run([("decide", 2, "not-a-token", REQUEST, now)], writer, settings, signer)
+    child._run([("decide", 2, "not-a-token", REQUEST, now, None)], writer, settings, signer)
     assert [answer[:2] for answer in _answers(ours)] == [("failed", 2)]
 
 
@@ -79,9 +79,9 @@ def test_answers_come_back_in_the_order_the_work_came(rig: Any) -> None:
     now = datetime.now(UTC)
     child._run(
         [
-            ("decide", 1, "not-a-token", REQUEST, now),
+            ("decide", 1, "not-a-token", REQUEST, now, None),
             ("ingest", 2, "hub-unknown", "events", b"{}", now),
-            ("decide", 3, "not-a-token", REQUEST, now),
+            ("decide", 3, "not-a-token", REQUEST, now, None),
         ],
         writer,
         settings,
@@ -96,7 +96,7 @@ def test_an_outcome_that_cannot_be_sent_back_fails_that_job_alone(rig: Any) -> N
     child, ours, writer, settings, signer = rig
     now = datetime.now(UTC)
     child._run(
-        [("job", 1, _holds_a_lock), ("decide", 2, "not-a-token", REQUEST, now)],
+        [("job", 1, _holds_a_lock), ("decide", 2, "not-a-token", REQUEST, now, None)],
         writer,
         settings,
         signer,

@@ -173,8 +173,12 @@ def decide(
     now: datetime,
     settings: EntrySettings,
     signer: GrantSigner,
+    entry_id: str | None = None,
 ) -> EntryDecision:
-    """Authenticate the courier, check everything, record the outcome (a writer job)."""
+    """Authenticate the courier, check everything, record the outcome (a writer job).
+    `entry_id` is the id the new entry gets, made by a caller that must be able to name
+    the entry even if this job's answer is lost (`doorstep.hotwriter`)."""
+    new_id = entry_id or ordered_id("ent")
     courier, active = _courier(tx, token, now)
     try:
         if not active:
@@ -188,11 +192,11 @@ def decide(
                 Reason.SOMEONE_ANSWERED, delivery_id=target.delivery_id, home_id=target.home_id
             )
     except Denied as denial:
-        return EntryDecision(_deny(tx, courier, request, denial, now), None)
+        return EntryDecision(_deny(tx, courier, request, denial, now, new_id=new_id), None)
     target = replace(target, device_key_id=request.device_key_id, pop_key=pop_key)
     if target.approval_mode == ApprovalMode.ASK:
-        return EntryDecision(_await_approval(tx, courier, target, now), None)
-    return _authorize(tx, courier, target, now, settings, signer)
+        return EntryDecision(_await_approval(tx, courier, target, now, new_id=new_id), None)
+    return _authorize(tx, courier, target, now, settings, signer, new_id=new_id)
 
 
 def _device_key(
@@ -391,15 +395,16 @@ def _authorize(
     signer: GrantSigner,
     *,
     entry_id: str | None = None,
+    new_id: str | None = None,
 ) -> EntryDecision:
     """Sign a grant for this entry and return the unlock command to publish. With
     `entry_id`, an entry that was awaiting the resident's approval is authorized;
-    otherwise a new entry is made."""
+    otherwise a new entry is made (with `new_id`, if given)."""
     token_id = new_token_id()
     issued = int(now.timestamp())
     expires = issued + settings.grant_ttl_seconds
     entry = EntryView(
-        entry_id or ordered_id("ent"),
+        entry_id or new_id or ordered_id("ent"),
         EntryState.AUTHORIZED,
         None,
         target.delivery_id,
@@ -502,11 +507,13 @@ def _insert_entry(
     )
 
 
-def _await_approval(tx: Tx, courier: Principal, target: _Target, now: datetime) -> EntryView:
+def _await_approval(
+    tx: Tx, courier: Principal, target: _Target, now: datetime, *, new_id: str | None = None
+) -> EntryView:
     """Every check passed and the resident asks to approve each entry: record the entry
     as awaiting approval (it holds the door, so no second entry can start) and ask."""
     entry = EntryView(
-        ordered_id("ent"),
+        new_id or ordered_id("ent"),
         EntryState.AWAITING_APPROVAL,
         None,
         target.delivery_id,
@@ -650,10 +657,16 @@ def _decline(
 
 
 def _deny(
-    tx: Tx, courier: Principal, request: EntryRequest, denial: Denied, now: datetime
+    tx: Tx,
+    courier: Principal,
+    request: EntryRequest,
+    denial: Denied,
+    now: datetime,
+    *,
+    new_id: str | None = None,
 ) -> EntryView:
     entry = EntryView(
-        ordered_id("ent"),
+        new_id or ordered_id("ent"),
         EntryState.DENIED,
         denial.reason,
         denial.delivery_id,
@@ -1066,6 +1079,39 @@ def expire_stale(tx: Tx, *, now: datetime) -> int:
     for entry_id, home_id in waiting:
         _decline(tx, entry_id, home_id, Reason.APPROVAL_TIMEOUT, now, actor="system")
     return len(rows) + len(waiting)
+
+
+def end_unsent(tx: Tx, *, entry_ids: list[str], now: datetime) -> int:
+    """Entries decided in the writer process that died before its answer came back (the
+    courier was told 503). Their unlock was never sent, as only the answer's receiver
+    publishes it; but an authorized entry would hold its door until its grant expired,
+    refusing the courier's next try as `entry_in_progress`, and one awaiting approval
+    would ask the resident about a request nobody is waiting on. Both end now; an entry
+    the dead process had not committed does not exist. Returns how many ended."""
+    ended = 0
+    for entry_id in entry_ids:
+        row = tx.one("SELECT state, home_id FROM entries WHERE id = ?", (entry_id,))
+        if row is None:
+            continue
+        state, home_id = row
+        if state == EntryState.AWAITING_APPROVAL:
+            _decline(tx, entry_id, home_id, Reason.SERVICE_RESTARTED, now, actor="system")
+        elif state == EntryState.AUTHORIZED:
+            tx.run(
+                "UPDATE entries SET state = ?, reason = ?, updated_at = ? WHERE id = ?",
+                (EntryState.EXPIRED, Reason.SERVICE_RESTARTED, tx.time(now), entry_id),
+            )
+            append_tx(
+                tx, at=now, actor="system", action="entry:expired", subject=entry_id,
+                home_id=home_id, data={"reason": Reason.SERVICE_RESTARTED},
+            )  # fmt: skip
+            outbox.entry_changed(
+                tx, entry_id=entry_id, state=EntryState.EXPIRED, at=now, home_id=home_id
+            )
+        else:
+            continue
+        ended += 1
+    return ended
 
 
 # --- reading (cold paths, through the ORM) ------------------------------------------

@@ -33,6 +33,9 @@ class Reason(StrEnum):
     RESIDENT_DECLINED = "resident_declined"
     APPROVAL_TIMEOUT = "approval_timeout"
     HUB_TIMEOUT = "hub_timeout"
+    # Decided in the writer process, which died before its answer came back: the unlock
+    # was never sent. The entry ends so that it does not hold the door.
+    SERVICE_RESTARTED = "service_restarted"
     DOOR_NEVER_OPENED = "door_never_opened"
 
     # Guest and provider visits on an access grant (`doorstep.access.visits`).
