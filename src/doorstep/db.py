@@ -167,17 +167,17 @@ class TurnTakingConnection(sqlite3.Connection):
         try:
             super().commit()
         finally:
-            self.end_turn()
-            self._end_reading()
+            self._ended()
 
     def rollback(self) -> None:
         try:
             super().rollback()
         finally:
-            self.end_turn()
-            self._end_reading()
+            self._ended()
 
-    def _end_reading(self) -> None:
+    def _ended(self) -> None:
+        """The transaction is over: give the turn back, or let the connection write again."""
+        self.end_turn()
         if self.reading:
             self.reading = False
             self.execute("PRAGMA query_only = OFF")
