@@ -5,7 +5,9 @@ restart without losing what was published while the broker was down."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import socket
+import termios
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -13,6 +15,7 @@ from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
+from polling import poll
 
 from doorstep.broker import Mosquitto
 from doorstep.broker.supervisor import free_port
@@ -85,6 +88,53 @@ def test_messages_arrive_on_the_loop(
             return await asyncio.wait_for(received.get(), TIMEOUT)
 
     assert asyncio.run(main()) == (b"an event", True)  # handled on the loop's thread
+
+
+def test_messages_that_arrived_together_are_all_handled_in_one_pass(
+    broker: Mosquitto, hub_a: Any, hub_passwords: dict[str, str]
+) -> None:
+    # A hub's event and its reply, read in one pass, are stored in one transaction. Read
+    # one packet per pass (paho's own way), the loop would run other work between them.
+    own = topics.Topics(next(iter(hub_passwords)))
+    payloads = [b"event", b"reply", b"status"]
+    # Each as Mosquitto sends it to an MQTT 5 subscriber at QoS 1: fixed header (2),
+    # topic, packet id, properties length (0), payload.
+    expected = sum(2 + 2 + len(own.events) + 2 + 1 + len(payload) for payload in payloads)
+
+    async def main() -> list[object]:
+        loop = asyncio.get_running_loop()
+        seen: list[object] = []
+        subscribed = loop.create_future()
+
+        def on_message(_c: Any, _u: Any, message: paho.MQTTMessage) -> None:
+            if not seen:
+                loop.call_soon(seen.append, "the next pass")
+            seen.append(message.payload)
+
+        def on_client(client: paho.Client) -> None:
+            client.on_connect = lambda c, *_: c.subscribe(own.events, qos=1)
+            client.on_subscribe = lambda *_: subscribed.set_result(True)
+            client.on_message = on_message
+
+        async with _driver(broker, on_client) as driver:
+            await asyncio.wait_for(subscribed, TIMEOUT)
+            for payload in payloads:
+                hub_a.publish(own.events, payload)
+            assert driver._socket is not None
+            fd = driver._socket.fileno()
+            # The loop is held here until all three have arrived at its socket.
+            waiting = poll(lambda: _unread_bytes(fd), lambda n: n >= expected, TIMEOUT)
+            assert waiting == expected
+            while len(seen) < len(payloads) + 1:
+                await asyncio.sleep(0)
+            return seen
+
+    assert asyncio.run(main()) == [*payloads, "the next pass"]
+
+
+def _unread_bytes(fd: int) -> int:
+    buffer = fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0")
+    return int.from_bytes(buffer, "little")
 
 
 def test_a_broker_restart_loses_nothing_published_while_it_was_down(

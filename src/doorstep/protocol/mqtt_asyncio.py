@@ -6,8 +6,13 @@ handed the GIL over and back; here a publish made on the loop goes to the socket
 same pass of the loop. Everything paho queues in one pass (commands, the acknowledgements
 of what was read, acks to hubs) is written together, corked into as few TCP segments as
 fit: on loopback each segment sent costs the sender and the broker a pass through the
-network stack, and under load a pass of the loop queues many packets. Reads, keep-alive
-pings and reconnects run on the loop too. Two things do not:
+network stack, and under load a pass of the loop queues many packets. Reads are read
+ahead the same way: paho takes each packet from the socket in three or more reads (its
+type, each byte of its length, its body), each a system call, and one packet per wake-up;
+here a wake-up reads what has arrived at once and hands paho every packet in it, so a
+hub's event and its reply that arrive together are handled in one pass (and stored in
+one transaction). Reads, keep-alive pings and reconnects run on the loop too. Two
+things do not:
 
 - A publish from another thread (the writer thread's acknowledgements) is handed to the
   loop, so only the loop ever drives the client's socket.
@@ -38,6 +43,10 @@ from doorstep.protocol.mqtt import BrokerAddress, prepare_session
 log = logging.getLogger(__name__)
 
 TICK_SECONDS = 1.0
+READ_AHEAD_BYTES = 1 << 16
+# Packets handled in one pass of the loop before it turns to its other work (HTTP
+# requests); the rest follow in the next pass.
+PACKETS_PER_PASS = 256
 RECONNECT_FIRST_SECONDS = 1.0
 RECONNECT_MAX_SECONDS = 5.0
 
@@ -51,7 +60,7 @@ class LoopDriver:
         self._address = address
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
-        self._socket: Any = None  # the socket registered with the loop, if any
+        self._socket: _ReadAhead | None = None  # the socket registered with the loop, if any
         self._writing = False  # waiting for a full socket to drain
         self._flush_due = False  # a write of what paho has queued is scheduled
         self._stopping = False
@@ -136,13 +145,27 @@ class LoopDriver:
         sock = self._client.socket()
         if sock is None or sock is self._socket:
             return
-        self._socket = sock
+        wrapped = _ReadAhead(sock)
+        # paho reads and writes through its `_sock` only (paho-mqtt 2.2, pinned): give it
+        # the reading-ahead one, so that closing it and its callbacks name that one too.
+        self._client._sock = wrapped
+        self._socket = wrapped
         self._writing = False
-        self._loop.add_reader(sock, self._on_readable)
+        self._loop.add_reader(wrapped, self._on_readable)
         self._flush()
 
     def _on_readable(self) -> None:
-        self._client.loop_read()  # a lost connection ends in `_disconnected`
+        # Every packet that has arrived; the socket is read again only when what was read
+        # ahead is used up. A lost connection ends in `_disconnected`.
+        for _ in range(PACKETS_PER_PASS):
+            self._client.loop_read()
+            sock = self._socket
+            if sock is None or not sock.buffered:
+                return
+        assert self._loop is not None
+        # The socket may not be readable again for what is still read ahead: go on in the
+        # next pass.
+        self._loop.call_soon(self._on_readable)
 
     def _write_soon(self, _client: paho.Client, _userdata: Any, _sock: Any) -> None:
         # paho's word that it has queued something: write it later in this pass of the
@@ -185,7 +208,7 @@ class LoopDriver:
 
     def _socket_closed(self, _client: paho.Client, _userdata: Any, sock: Any) -> None:
         # paho calls this on the loop, just before it closes `sock`.
-        if sock is not self._socket or self._loop is None:
+        if self._socket is None or sock is not self._socket or self._loop is None:
             return
         self._socket = None
         self._loop.remove_reader(sock)
@@ -239,6 +262,37 @@ class LoopDriver:
         await self._loop.run_in_executor(None, _probe, address, self._client.connect_timeout)
         self._client.reconnect()  # quick: the broker has just accepted a connection
         self._register()
+
+
+class _ReadAhead:
+    """A client socket read `READ_AHEAD_BYTES` at a time; paho's small reads are served
+    from what was read. Everything else is the socket's own."""
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._data = b""
+        self._start = 0
+
+    @property
+    def buffered(self) -> int:
+        return len(self._data) - self._start
+
+    def fileno(self) -> int:
+        fileno: int = self._sock.fileno()
+        return fileno
+
+    def recv(self, size: int) -> bytes:
+        if self._start >= len(self._data):
+            data: bytes = self._sock.recv(READ_AHEAD_BYTES)  # BlockingIOError as paho expects
+            if not data:
+                return data  # the connection has ended
+            self._data, self._start = data, 0
+        start = self._start
+        self._start = min(start + size, len(self._data))
+        return self._data[start : self._start]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
 
 
 def _cork(sock: Any, on: bool) -> bool:
