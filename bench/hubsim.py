@@ -4,7 +4,11 @@ through the real hub code.
     python -m bench.hubsim --data-dir DIR --broker-url mqtt://user:pw@host:port \
         --hub-secret HEX
 
-One paho client subscribes to `doorstep/hubs/+/cmd`. Each command goes to the `HubAgent`
+One paho client subscribes to `doorstep/hubs/+/cmd`, driven by an asyncio loop as the
+service drives its own (`doorstep.protocol.mqtt_asyncio.LoopDriver`: what a pass of the
+loop publishes is written together, corked), not by paho's network thread, whose wake-ups
+for every publish cost this one process, standing in for thousands of hubs, more than
+the hub code itself. Each command goes to the `HubAgent`
 of its hub (`doorstep.hub.agent`, unchanged): it verifies the grant against the issuer
 keys pinned from `<data dir>/keys/` (`GrantVerifier`), records the token as used in its
 `Journal`, unlocks its `SimulatedLock` (motor time 0), journals and signs the
@@ -30,11 +34,13 @@ Control is line-based on stdin/stdout: `prepare START COUNT` answers `ready N SE
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,19 +53,37 @@ from doorstep.access import keys as issuer_keys
 from doorstep.hub.agent import HubAgent
 from doorstep.hub.drivers.simulated import SimulatedLock
 from doorstep.hub.journal import Journal
+from doorstep.hub.scheduling import Cancellable, Scheduler
 from doorstep.protocol import topics
 from doorstep.protocol.grants import GrantVerifier
 from doorstep.protocol.messages import b64decode
-from doorstep.protocol.mqtt import BrokerAddress, connect, make_client
+from doorstep.protocol.mqtt import BrokerAddress, make_client
+from doorstep.protocol.mqtt_asyncio import LoopDriver
 
 log = logging.getLogger("bench.hubsim")
 IN_MEMORY = Path(":memory:")
 
 
+class LoopScheduler:
+    """The agents' and locks' timers (door watch, relock deadline) on the event loop, where
+    their callbacks may publish: the hub's own `ThreadScheduler` starts an OS thread per
+    timer, two for every unlock here, and a publish from those threads would reach the
+    client off its loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def call_later(self, delay: float, fn: Callable[[], None]) -> Cancellable:
+        return self._loop.call_later(delay, fn)
+
+
 class Fleet:
-    def __init__(self, *, issuer: dict[str, bytes], hub_secret: bytes) -> None:
+    def __init__(
+        self, *, issuer: dict[str, bytes], hub_secret: bytes, scheduler: Scheduler
+    ) -> None:
         self._issuer = issuer
         self._secret = hub_secret
+        self._scheduler = scheduler
         self._agents: dict[str, HubAgent] = {}
         self._client: paho.Client | None = None
         self._stats: Counter[str] = Counter()
@@ -91,9 +115,10 @@ class Fleet:
         agent = HubAgent(
             hub_id=hub,
             journal=journal,
-            locks={ACCESS_POINT_SLUG: SimulatedLock(motor_seconds=0.0)},
+            locks={ACCESS_POINT_SLUG: SimulatedLock(motor_seconds=0.0, scheduler=self._scheduler)},
             verifier=verifier,
             clock=time.time,
+            scheduler=self._scheduler,
         )
         agent._client = self._client  # publish through the shared connection
         return agent
@@ -149,14 +174,15 @@ def _spread(values: list[int]) -> dict[str, int] | None:
     return {"min": min(values), "max": max(values), "count": len(values)}
 
 
-def _control(fleet: Fleet) -> None:
-    for line in sys.stdin:
+async def _control(fleet: Fleet) -> None:
+    while line := await asyncio.to_thread(sys.stdin.readline):
         words = line.split()
         if not words:
             continue
         if words[0] == "prepare" and len(words) == 3:
             started = time.perf_counter()
-            built = fleet.prepare(int(words[1]), int(words[2]))
+            # Off the loop, which goes on answering commands meanwhile.
+            built = await asyncio.to_thread(fleet.prepare, int(words[1]), int(words[2]))
             # The agents live until the end: keep them out of every later collection, as
             # a real hub's one agent would be (a full collection walking thousands of
             # journals and verifiers paused every hub here for up to 0.2 s).
@@ -189,24 +215,33 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     issuer = issuer_keys.load_or_create(args.data_dir / "keys").public
-    fleet = Fleet(issuer=issuer, hub_secret=bytes.fromhex(args.hub_secret))
-    address = BrokerAddress.from_url(args.broker_url)
-    client = make_client(args.client_id, address)
+    secret = bytes.fromhex(args.hub_secret)
+    asyncio.run(_serve(issuer, secret, BrokerAddress.from_url(args.broker_url), args.client_id))
+    return 0
+
+
+async def _serve(
+    issuer: dict[str, bytes], secret: bytes, address: BrokerAddress, client_id: str
+) -> None:
+    scheduler = LoopScheduler(asyncio.get_running_loop())
+    fleet = Fleet(issuer=issuer, hub_secret=secret, scheduler=scheduler)
+    client = make_client(client_id, address)
     client.on_message = fleet.on_message
-    subscribed = threading.Event()
+    subscribed = asyncio.Event()
     client.on_connect = lambda c, *_: c.subscribe(f"{topics.ROOT}/+/cmd", qos=1)
     client.on_subscribe = lambda *_: subscribed.set()
     fleet.attach(client)
-    connect(client, address)
-    if not subscribed.wait(10):
-        raise SystemExit("the broker did not confirm the subscription")
-    _answer("connected")
+    driver = LoopDriver(client, address)
+    await driver.start()
     try:
-        _control(fleet)
+        try:
+            await asyncio.wait_for(subscribed.wait(), 10)
+        except TimeoutError:
+            raise SystemExit("the broker did not confirm the subscription") from None
+        _answer("connected")
+        await _control(fleet)
     finally:
-        client.disconnect()
-        client.loop_stop()
-    return 0
+        driver.stop()
 
 
 if __name__ == "__main__":
