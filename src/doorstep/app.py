@@ -54,6 +54,7 @@ from doorstep.live import router as live_router
 from doorstep.metrics import Metrics
 from doorstep.notify.dispatcher import Dispatcher
 from doorstep.notify.router import router as notify_router
+from doorstep.protocol.codes import Reason
 from doorstep.protocol.mqtt import BrokerAddress
 from doorstep.ratelimit import Limiter
 from doorstep.settings import Settings
@@ -211,10 +212,12 @@ def _entry_app(runtime: Runtime, settings: Settings) -> ASGIApp:
     return BodyLimit(entry, max_bytes=settings.max_body_bytes)
 
 
-def _end_lost_entries(writer: Writer, clock: Clock, entry_ids: list[str]) -> None:
-    """The writer process died deciding these entries: end them, on the writer thread
-    (`access.service.end_unsent`), so that none holds its door until its grant expires."""
-    job = functools.partial(access.end_unsent, entry_ids=entry_ids, now=clock.now())
+def _end_lost_entries(writer: Writer, clock: Clock, entry_ids: list[str], reason: Reason) -> None:
+    """Entries the writer process may have committed without their commands being
+    published (it died deciding them, or their caller had stopped waiting): end them, on
+    the writer thread (`access.service.end_unsent`), so that none holds its door until
+    its grant expires."""
+    job = functools.partial(access.end_unsent, entry_ids=entry_ids, now=clock.now(), reason=reason)
     writer.submit(job).add_done_callback(_log_if_failed)
 
 

@@ -31,7 +31,9 @@ published, so no door was opened), the hubs' messages it had in hand are stored 
 service, and another child is started. The service names each decision's new entry
 (`decide`'s `entry_id`), so once the dead child has gone it can end those it may have
 committed (`on_lost`): an authorized entry would otherwise hold its door until its
-grant expired.
+grant expired. A decision whose caller stopped waiting after its job had started (the
+job timeout, a cancelled request) is ended the same way once its answer comes back
+committed.
 
 The two processes speak over a private socket pair: frames of a 4-byte length and a
 pickled list of messages. Pickle is safe here because both ends are this program and the
@@ -61,6 +63,7 @@ from doorstep.access import service
 from doorstep.db import ordered_id
 from doorstep.errors import ServiceUnavailable
 from doorstep.hublink.link import Ingestor
+from doorstep.protocol.codes import Reason
 from doorstep.settings import Settings
 from doorstep.sql import BATCH_LIMIT, JOB_TIMEOUT_SECONDS, Job, Writer
 
@@ -87,15 +90,17 @@ class HotWriter:
         *,
         kid: str,
         on_batch: Callable[[int, float], None] = lambda _jobs, _seconds: None,
-        on_lost: Callable[[list[str]], object] = lambda _entry_ids: None,
+        on_lost: Callable[[list[str], Reason], object] = lambda _entry_ids, _reason: None,
     ) -> None:
         self._settings = settings
         self._kid = kid  # the child must sign with the service's own issuer key
         self._on_batch = on_batch  # told each of the child's batches, as `Writer` tells
-        # Told, once a dead child has gone, the ids of the entries it was deciding when it
-        # died: it may have committed them, and their commands were never published.
+        # Told the ids of entries that may have been committed while their commands were
+        # never published, and why: those a dead child was deciding (once it has gone),
+        # and those committed after their caller stopped waiting.
         self._on_lost = on_lost
-        self._lost: list[str] = []
+        self._lost: dict[str, Reason] = {}
+        self._abandoned: dict[int, str] = {}  # request id -> entry id, its caller gone
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._outgoing: list[tuple[Any, ...]] = []
@@ -126,7 +131,8 @@ class HotWriter:
         """`service.decide` in the child, committed; what it raises is raised here.
         ServiceUnavailable if the child is not running or dies with it in hand (then the
         entry, if the child committed it, is ended once the child has gone: `on_lost`);
-        TimeoutError if the database does not answer in time."""
+        TimeoutError if the database does not answer in time (then, if the child commits
+        it after all, it is ended too)."""
         loop = asyncio.get_running_loop()
         entry_id = ordered_id("ent")  # made here, so that a lost answer leaves it named
         request_id, answer = self._ask(("decide", token, request, now, entry_id))
@@ -135,10 +141,13 @@ class HotWriter:
             decision: service.EntryDecision = await answer
             return decision
         except ServiceUnavailable:
-            self._lost.append(entry_id)
+            self._lost[entry_id] = Reason.SERVICE_RESTARTED
             raise
         except (asyncio.CancelledError, TimeoutError):
-            self._send(("cancel", request_id))  # no effect once the job has started
+            # The child drops the job if it has not started, and says so; else its answer
+            # comes back to `_receive`, which ends the entry if it was committed.
+            self._abandoned[request_id] = entry_id
+            self._send(("cancel", request_id))
             raise
         finally:
             expiry.cancel()
@@ -259,12 +268,15 @@ class HotWriter:
                 log.exception("starting the hot paths' writer process failed; retrying")
 
     def _hand_over_lost(self) -> None:
-        lost, self._lost = self._lost, []
-        if lost:
-            try:
-                self._on_lost(lost)
-            except Exception:  # their grants expire in any case
-                log.exception("ending %d entries the writer process lost failed", len(lost))
+        lost, self._lost = self._lost, {}
+        for reason in dict.fromkeys(lost.values()):
+            self._end([entry_id for entry_id, why in lost.items() if why == reason], reason)
+
+    def _end(self, entry_ids: list[str], reason: Reason) -> None:
+        try:
+            self._on_lost(entry_ids, reason)
+        except Exception:  # their grants expire in any case
+            log.exception("ending %d entries (%s) failed", len(entry_ids), reason)
 
     def _receive(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
@@ -273,6 +285,13 @@ class HotWriter:
             return
         if kind == "batch":  # jobs and seconds of one of the child's transactions
             self._on_batch(message[1], message[2])
+            return
+        if (entry_id := self._abandoned.pop(message[1], None)) is not None:
+            # A decision whose caller stopped waiting: committed ("done") with a command
+            # nobody will publish, it must not hold the door. Failed or dropped, nothing
+            # was committed.
+            if kind == "done" and message[2].command is not None:
+                self._end([entry_id], Reason.REQUEST_ABANDONED)
             return
         answer = self._waiting.get(message[1])
         if answer is None or answer.done():  # its caller gave up
@@ -286,6 +305,10 @@ class HotWriter:
         for answer in list(self._waiting.values()):
             if not answer.done():
                 answer.set_exception(ServiceUnavailable(UNAVAILABLE))
+        # No answer will come for these: the dead child may have committed them.
+        for entry_id in self._abandoned.values():
+            self._lost[entry_id] = Reason.REQUEST_ABANDONED
+        self._abandoned.clear()
 
     # --- sending: every message of one loop iteration in one frame ---------------------
 
@@ -425,7 +448,8 @@ class _Child:
         for message in messages:
             kind, request_id = message[0], message[1]
             if kind == "cancel":  # its caller gave up before the job ran
-                work.pop(request_id, None)
+                if work.pop(request_id, None) is not None:
+                    self._outgoing.append(("cancelled", request_id))
             elif kind == "decide":
                 work[request_id] = _decision(message, settings, signer)
             elif kind == "ingest":

@@ -23,6 +23,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import queue
@@ -213,9 +214,17 @@ class Writer:
         self._jobs.put(pending)
         return pending.future
 
-    async def run(self, job: Job[T], *, timeout: float = JOB_TIMEOUT_SECONDS) -> T:
+    async def run(
+        self,
+        job: Job[T],
+        *,
+        timeout: float = JOB_TIMEOUT_SECONDS,
+        abandoned: Callable[[T], object] | None = None,
+    ) -> T:
         """Run `job` and await its committed result; TimeoutError if the database stalls.
-        A job that has not started when its caller stops waiting never runs.
+        A job that has not started when its caller stops waiting never runs; one that
+        has goes on, and if it commits, its result goes to `abandoned` (on the writer
+        thread), for what the caller would have done with it and now cannot.
 
         The answer is an asyncio future that the writer resolves together with the rest
         of its batch, in one hop onto the event loop (`_deliver`): cheaper than a wrapped
@@ -228,7 +237,8 @@ class Writer:
         try:
             return await answer
         except (asyncio.CancelledError, TimeoutError):
-            pending.future.cancel()  # no effect once the job has started
+            if not pending.future.cancel() and abandoned is not None:  # it has started
+                pending.future.add_done_callback(functools.partial(_committed, abandoned))
             raise
         finally:
             expiry.cancel()
@@ -435,6 +445,15 @@ class Checkpointer:
                 driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             finally:
                 fcntl.flock(lock_fd, fcntl.LOCK_UN)
+
+
+def _committed(then: Callable[[T], object], done: concurrent.futures.Future[T]) -> None:
+    if done.cancelled() or done.exception() is not None:
+        return  # nothing was committed
+    try:
+        then(done.result())
+    except Exception:  # the writer thread's edge
+        log.exception("handling a result committed after its caller gave up failed")
 
 
 def _attempt(tx: Tx, pending: _Pending[Any]) -> tuple[_Pending[Any], Any, BaseException | None]:

@@ -6,18 +6,24 @@ writer thread decides the same way."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import functools
 import os
 import signal
+import termios
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
-from doorstep import demo, hotwriter
+from doorstep import db, demo, hotwriter
 from doorstep.access.models import Entry
+from doorstep.access.router import decide_entry, run_decision
 from doorstep.access.service import EntryRequest, decide, expire_stale
 from doorstep.audit.models import AuditEvent
 from doorstep.errors import NotAuthenticated, ServiceUnavailable
@@ -165,3 +171,162 @@ def test_an_entry_decided_as_the_writer_process_dies_does_not_hold_the_door(
     assert retry["state"] == "unlocked"
     hub = home.hub_process
     assert hub is not None and hub.lock.unlock_calls == 1  # type: ignore[attr-defined]
+
+
+@contextmanager
+def _decisions_held(live: Any) -> Iterator[Callable[[], bool]]:
+    """The writer process's transactions stall for as long as the block runs: on SQLite
+    the writers' turn is held, on PostgreSQL the audit chain's head row (every decision
+    appends to the chain). Yields a check that the process has read every request sent
+    to it and is waiting there: a decision asked for before is then in that stalled
+    transaction."""
+    hot = live.runtime.hot
+    assert hot is not None and hot.pid is not None
+
+    def all_read() -> bool:  # nothing the service sent is left unread by the child
+        sock = hot._writer.get_extra_info("socket")
+        unread = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+        return int.from_bytes(unread, "little") == 0
+
+    with live.sessions() as session:
+        path = db.batch_lock_path(session.get_bind().engine)
+        if path is None:
+            session.execute(text("SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE"))
+
+            def waiting_on_row() -> bool:
+                with live.sessions() as other:
+                    count = other.scalar(text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                        " AND query LIKE 'UPDATE audit_head%'"
+                    ))  # fmt: skip
+                return bool(count) and all_read()
+
+            yield waiting_on_row
+            session.rollback()
+            return
+    holder = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+
+        def waiting_for_turn() -> bool:  # the child's wait, as /proc/locks shows it
+            locks = Path("/proc/locks").read_text().splitlines()
+            return any("->" in line and f" {hot.pid} " in line for line in locks) and all_read()
+
+        yield waiting_for_turn
+    finally:
+        os.close(holder)
+
+
+def test_a_decision_committed_after_its_request_gave_up_does_not_hold_the_door(
+    live: Any, world: demo.World
+) -> None:
+    """The courier's request stops waiting (cancelled; the job timeout acts the same way)
+    while the writer process is in the middle of the decision, which then commits. Its
+    answer comes back to nobody and no unlock is sent; the entry ends
+    (`request_abandoned`) instead of holding the door, and the courier's next try goes
+    through."""
+    home, courier = world.homes[0], world.couriers[0][1]
+    delivery = demo.book(world, home, ["PKG-1"])
+    runtime = live.runtime
+    token = courier.http.headers["authorization"].split()[1]
+    assert courier.phone is not None
+    request = EntryRequest(
+        delivery["id"], "PKG-1", home.latitude, home.longitude, 8.0,
+        device_key_id=courier.phone.key_id,
+    )  # fmt: skip
+
+    with _decisions_held(live) as stalled:
+
+        async def give_up_once_stalled() -> None:
+            hot = runtime.hot
+            task = asyncio.ensure_future(decide_entry(runtime, token, request, datetime.now(UTC)))
+            for _ in range(100):  # passes of the loop until the request has been written
+                if hot._waiting and not hot._outgoing:
+                    break
+                await asyncio.sleep(0)
+            await asyncio.to_thread(wait_until, stalled, 30, "the decision to stall")
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        loop = runtime.link._mqtt._loop
+        asyncio.run_coroutine_threadsafe(give_up_once_stalled(), loop).result(40)
+    # The turn is free: the decision commits, and its answer finds nobody waiting.
+    entry = _ended_entry(live, delivery["id"])
+    assert (entry.state, entry.reason) == ("expired", "request_abandoned")
+    assert _actions(live, entry.id) == ["entry:authorized", "entry:expired"]
+    hub = home.hub_process
+    assert hub is not None and hub.lock.unlock_calls == 0  # type: ignore[attr-defined]
+    retry = demo.request_entry(courier, delivery["id"], "PKG-1", home.latitude, home.longitude)
+    assert retry["state"] == "unlocked"
+    assert hub.lock.unlock_calls == 1  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("writer_process", [False])
+def test_on_the_writer_thread_too_a_decision_committed_after_its_request_gave_up_ends(
+    live: Any, world: demo.World
+) -> None:
+    """The same, with the decision on the service's own writer thread
+    (`writer_process = false`, and whenever the writer process is down): here the
+    decision's job itself is held, after it has decided, until the request has given
+    up."""
+    home, courier = world.homes[0], world.couriers[0][1]
+    delivery = demo.book(world, home, ["PKG-1"])
+    runtime = live.runtime
+    assert runtime.hot is None
+    token = courier.http.headers["authorization"].split()[1]
+    assert courier.phone is not None
+    request = EntryRequest(
+        delivery["id"], "PKG-1", home.latitude, home.longitude, 8.0,
+        device_key_id=courier.phone.key_id,
+    )  # fmt: skip
+    decided, given_up = threading.Event(), threading.Event()
+
+    def decide_and_hold(tx: Tx) -> Any:
+        decision = decide(
+            tx, token=token, request=request, now=datetime.now(UTC),
+            settings=runtime.settings.entry, signer=runtime.keys.signer,
+        )  # fmt: skip
+        decided.set()
+        assert given_up.wait(30)
+        return decision
+
+    async def give_up_once_decided() -> None:
+        task = asyncio.ensure_future(run_decision(runtime, decide_and_hold))
+        assert await asyncio.to_thread(decided.wait, 30)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        given_up.set()
+
+    loop = runtime.link._mqtt._loop
+    asyncio.run_coroutine_threadsafe(give_up_once_decided(), loop).result(40)
+    entry = _ended_entry(live, delivery["id"])
+    assert (entry.state, entry.reason) == ("expired", "request_abandoned")
+    assert _actions(live, entry.id) == ["entry:authorized", "entry:expired"]
+    retry = demo.request_entry(courier, delivery["id"], "PKG-1", home.latitude, home.longitude)
+    assert retry["state"] == "unlocked"
+    hub = home.hub_process
+    assert hub is not None and hub.lock.unlock_calls == 1  # type: ignore[attr-defined]
+
+
+def _ended_entry(live: Any, delivery_id: str) -> Entry:
+    def ended() -> Entry | None:
+        with live.sessions() as session:
+            query = select(Entry).where(Entry.delivery_id == delivery_id)
+            entry = session.scalars(query).one_or_none()  # committed a moment later
+            return entry if entry is not None and entry.state != "authorized" else None
+
+    ended_entry: Entry = wait_until(ended, 30, "the entry to end")
+    return ended_entry
+
+
+def _actions(live: Any, entry_id: str) -> list[str]:
+    with live.sessions() as session:
+        return list(
+            session.scalars(
+                select(AuditEvent.action)
+                .where(AuditEvent.subject == entry_id)
+                .order_by(AuditEvent.seq)
+            ).all()
+        )

@@ -1,5 +1,6 @@
 """The hot paths' writer process's own loop (`hotwriter._Child`), on a real SQLite database:
-what crosses back to the service, and a request cancelled before it ran."""
+what crosses back to the service, and a request cancelled before it ran; and what the
+service does with answers that come back to nobody."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -18,7 +20,8 @@ from doorstep import db
 from doorstep.access import keys as issuer_keys
 from doorstep.access.service import EntryRequest
 from doorstep.errors import NotAuthenticated
-from doorstep.hotwriter import _Child
+from doorstep.hotwriter import HotWriter, _Child
+from doorstep.protocol.codes import Reason
 from doorstep.settings import Settings
 from doorstep.sql import Writer
 
@@ -60,12 +63,15 @@ def test_an_error_crosses_back_as_the_same_exception(rig: Any) -> None:
     assert error.message == "token is unknown or expired"
 
 
-def test_a_request_cancelled_before_it_ran_is_neither_run_nor_answered(rig: Any) -> None:
+def test_a_request_cancelled_before_it_ran_is_not_run_and_said_to_be_dropped(rig: Any) -> None:
+    # Not run: its answer would have been `failed` (the token is no token). Said to be
+    # dropped, so that the service forgets the entry it would otherwise end if committed.
     child, ours, writer, settings, signer = rig
     now = datetime.now(UTC)
     child._run(
         [("decide", 1, "not-a-token", REQUEST, now, None), ("cancel", 1)], writer, settings, signer
     )
+    assert _answers(ours) == [("cancelled", 1)]
     ours.setblocking(False)
     with pytest.raises(BlockingIOError):
         ours.recv(1)
@@ -108,3 +114,31 @@ def test_an_outcome_that_cannot_be_sent_back_fails_that_job_alone(rig: Any) -> N
 
 def _holds_a_lock(_tx: Any) -> Any:
     return threading.Lock()  # cannot be pickled
+
+
+def test_the_service_ends_an_abandoned_decision_only_if_it_was_committed_with_a_command(
+    tmp_path: Path,
+) -> None:
+    # The service's side (`HotWriter._receive`): answers to decisions whose callers had
+    # stopped waiting. Only a committed one with a command to publish holds a door.
+    ended: list[tuple[list[str], Reason]] = []
+    hot = HotWriter(Settings(data_dir=tmp_path), kid="k1", on_lost=lambda *lost: ended.append(lost))
+    authorized = SimpleNamespace(command=object())
+    denied = SimpleNamespace(command=None)
+    hot._abandoned.update({1: "ent-1", 2: "ent-2", 3: "ent-3", 4: "ent-4"})
+    hot._receive(("cancelled", 1))  # dropped before it ran
+    hot._receive(("failed", 2, NotAuthenticated("no")))  # rolled back
+    hot._receive(("done", 3, denied))  # committed, but nothing to publish
+    assert ended == []
+    hot._receive(("done", 4, authorized))
+    assert ended == [(["ent-4"], Reason.REQUEST_ABANDONED)]
+    assert hot._abandoned == {}
+    # One still out when the child dies: no answer will come, so it is ended as lost.
+    hot._abandoned[5] = "ent-5"
+    hot._lost["ent-6"] = Reason.SERVICE_RESTARTED  # a decision in hand as it died
+    hot._fail_waiting()
+    hot._hand_over_lost()
+    assert ended[1:] == [
+        (["ent-6"], Reason.SERVICE_RESTARTED),
+        (["ent-5"], Reason.REQUEST_ABANDONED),
+    ]

@@ -8,6 +8,8 @@ committed, and (with `wait=unlocked`) awaits the hub's reply without holding a t
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -35,7 +37,7 @@ from doorstep.accounts.service import Principal
 from doorstep.deps import CourierBrief, Reader, ResidentBrief, Runtime, RuntimeDep, SessionDep
 from doorstep.errors import InvalidRequest, NotAuthenticated, ServiceUnavailable, TooManyRequests
 from doorstep.homes.models import AccessPoint
-from doorstep.protocol.codes import advice_for
+from doorstep.protocol.codes import Reason, advice_for
 from doorstep.sql import Job, Writer
 
 T = TypeVar("T")
@@ -58,11 +60,36 @@ def entry_read(entry: Entry | service.EntryView) -> EntryRead:
     return EntryRead.model_validate(entry).model_copy(update={"advice": advice})
 
 
-async def run_write(writer: Writer, job: Job[T]) -> T:
+async def run_write(
+    writer: Writer, job: Job[T], *, abandoned: Callable[[T], object] | None = None
+) -> T:
     try:
-        return await writer.run(job)
+        return await writer.run(job, abandoned=abandoned)
     except TimeoutError as exc:
         raise ServiceUnavailable("the database did not answer in time; no door was opened") from exc
+
+
+async def run_decision(runtime: Runtime, job: Job[service.EntryDecision]) -> service.EntryDecision:
+    """`run_write` for a job that decides an entry and may sign its command. If the
+    request stops waiting (the database answered too late, or the request was cancelled)
+    and the decision commits anyway, its command is never published: the entry then ends
+    (`service.end_unsent`, `request_abandoned`) rather than hold its door until its
+    grant expires."""
+    writer = runtime.writer
+    if writer is None:
+        raise ServiceUnavailable("the database writer is not running")
+    return await run_write(writer, job, abandoned=functools.partial(_end_abandoned, runtime))
+
+
+def _end_abandoned(runtime: Runtime, decision: service.EntryDecision) -> None:
+    """On the writer thread, for a decision committed after its request gave up."""
+    if decision.command is None or runtime.writer is None:
+        return  # nothing would have been sent: a denial, an entry already ended
+    job = functools.partial(
+        service.end_unsent, entry_ids=[decision.entry.id], now=runtime.clock.now(),
+        reason=Reason.REQUEST_ABANDONED,
+    )  # fmt: skip
+    runtime.writer.submit(job)
 
 
 def _bearer(request: Request) -> str:
@@ -126,11 +153,8 @@ async def decide_entry(
             raise ServiceUnavailable(
                 "the database did not answer in time; no door was opened"
             ) from exc
-    writer = runtime.writer
-    if writer is None:
-        raise ServiceUnavailable("the hub link is not running")
-    return await run_write(
-        writer,
+    return await run_decision(
+        runtime,
         lambda tx: service.decide(
             tx,
             token=token,
@@ -254,8 +278,8 @@ async def unlock_with_proof(
     if runtime.link is None or writer is None:
         raise ServiceUnavailable("the hub link is not running")
     now = runtime.clock.now()
-    decision = await run_write(
-        writer,
+    decision = await run_decision(
+        runtime,
         lambda tx: service.unlock_with_proof(
             tx, courier=courier, entry_id=entry_id, proof=body.proof, now=now,
             settings=runtime.settings.entry,
@@ -294,8 +318,8 @@ async def answer_approval(
     if link is None or writer is None:
         raise ServiceUnavailable("the hub link is not running")
     now = runtime.clock.now()
-    decision = await run_write(
-        writer,
+    decision = await run_decision(
+        runtime,
         lambda tx: service.answer_approval(
             tx,
             resident=resident,
@@ -364,8 +388,8 @@ async def remote_unlock(
     client = request.client.host if request.client else "-"
     await run_in_threadpool(_reauthenticate, runtime, resident, body, client)
     now = runtime.clock.now()
-    decision = await run_write(
-        writer,
+    decision = await run_decision(
+        runtime,
         lambda tx: remote.remote_unlock(
             tx, resident=resident, home_id=home_id, slug=slug, now=now,
             settings=runtime.settings.entry, signer=runtime.keys.signer,

@@ -1081,13 +1081,17 @@ def expire_stale(tx: Tx, *, now: datetime) -> int:
     return len(rows) + len(waiting)
 
 
-def end_unsent(tx: Tx, *, entry_ids: list[str], now: datetime) -> int:
-    """Entries decided in the writer process that died before its answer came back (the
-    courier was told 503). Their unlock was never sent, as only the answer's receiver
-    publishes it; but an authorized entry would hold its door until its grant expired,
-    refusing the courier's next try as `entry_in_progress`, and one awaiting approval
-    would ask the resident about a request nobody is waiting on. Both end now; an entry
-    the dead process had not committed does not exist. Returns how many ended."""
+def end_unsent(
+    tx: Tx, *, entry_ids: list[str], now: datetime, reason: Reason = Reason.SERVICE_RESTARTED
+) -> int:
+    """Entries decided, and perhaps committed, without their answer reaching the courier's
+    request: the writer process died before its answer came back (`service_restarted`;
+    the courier was told 503), or the request had stopped waiting (`request_abandoned`).
+    Their unlock was never sent, as only the answer's receiver publishes it; but an
+    authorized entry would hold its door until its grant expired, refusing the courier's
+    next try as `entry_in_progress`, and one awaiting approval would ask the resident
+    about a request nobody is waiting on. Both end now, with `reason`; an entry that was
+    not committed does not exist. Returns how many ended."""
     ended = 0
     for entry_id in entry_ids:
         row = tx.one("SELECT state, home_id FROM entries WHERE id = ?", (entry_id,))
@@ -1095,15 +1099,15 @@ def end_unsent(tx: Tx, *, entry_ids: list[str], now: datetime) -> int:
             continue
         state, home_id = row
         if state == EntryState.AWAITING_APPROVAL:
-            _decline(tx, entry_id, home_id, Reason.SERVICE_RESTARTED, now, actor="system")
+            _decline(tx, entry_id, home_id, reason, now, actor="system")
         elif state == EntryState.AUTHORIZED:
             tx.run(
                 "UPDATE entries SET state = ?, reason = ?, updated_at = ? WHERE id = ?",
-                (EntryState.EXPIRED, Reason.SERVICE_RESTARTED, tx.time(now), entry_id),
+                (EntryState.EXPIRED, reason, tx.time(now), entry_id),
             )
             append_tx(
                 tx, at=now, actor="system", action="entry:expired", subject=entry_id,
-                home_id=home_id, data={"reason": Reason.SERVICE_RESTARTED},
+                home_id=home_id, data={"reason": reason},
             )  # fmt: skip
             outbox.entry_changed(
                 tx, entry_id=entry_id, state=EntryState.EXPIRED, at=now, home_id=home_id

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from doorstep.access import service as entries
 from doorstep.access import visits
-from doorstep.access.router import entry_read, run_write, send_and_wait
+from doorstep.access.router import entry_read, run_decision, send_and_wait
 from doorstep.access.schemas import EntryProof, EntryRead
 from doorstep.deps import Resident, Runtime, RuntimeDep, SessionDep, Visitor, VisitorBrief
 from doorstep.errors import ServiceUnavailable, TooManyRequests
@@ -152,8 +152,8 @@ async def request_visit(
         body.grant_id, body.latitude, body.longitude, body.accuracy_m, body.device_key_id
     )
     now = runtime.clock.now()
-    decision = await run_write(
-        writer,
+    decision = await run_decision(
+        runtime,
         lambda tx: visits.decide_visit(
             tx, token=token, request=visit, now=now, settings=runtime.settings.entry,
             signer=runtime.keys.signer,
@@ -174,8 +174,8 @@ async def unlock_visit(
     if runtime.link is None or writer is None:
         raise ServiceUnavailable("the hub link is not running")
     now = runtime.clock.now()
-    decision = await run_write(
-        writer,
+    decision = await run_decision(
+        runtime,
         lambda tx: entries.unlock_with_proof(
             tx, courier=visitor, entry_id=entry_id, proof=body.proof, now=now,
             settings=runtime.settings.entry,

@@ -36,6 +36,9 @@ class Reason(StrEnum):
     # Decided in the writer process, which died before its answer came back: the unlock
     # was never sent. The entry ends so that it does not hold the door.
     SERVICE_RESTARTED = "service_restarted"
+    # Committed after the courier's request had stopped waiting for it (the database
+    # answered too late, or the request was cancelled): the unlock was never sent.
+    REQUEST_ABANDONED = "request_abandoned"
     DOOR_NEVER_OPENED = "door_never_opened"
 
     # Guest and provider visits on an access grant (`doorstep.access.visits`).

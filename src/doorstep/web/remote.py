@@ -17,7 +17,7 @@ from starlette.responses import HTMLResponse, Response
 
 from doorstep import db
 from doorstep.access import remote
-from doorstep.access.router import entry_read, lock_door, run_write, send_and_wait
+from doorstep.access.router import entry_read, lock_door, run_decision, send_and_wait
 from doorstep.deps import RuntimeDep
 from doorstep.errors import DoorstepError, ServiceUnavailable
 from doorstep.homes import service as homes
@@ -74,8 +74,8 @@ async def unlock_door(
         raise ServiceUnavailable("the hub link is not running")
     now = runtime.clock.now()
     try:
-        decision = await run_write(
-            runtime.writer,
+        decision = await run_decision(
+            runtime,
             lambda tx: remote.remote_unlock(
                 tx, resident=user.principal, home_id=home.id, slug=slug, now=now,
                 settings=runtime.settings.entry, signer=runtime.keys.signer,

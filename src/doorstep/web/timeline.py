@@ -62,6 +62,8 @@ _REASONS: dict[str, str] = {
     Reason.HUB_TIMEOUT: "The hub did not answer in time; the door stayed locked.",
     Reason.SERVICE_RESTARTED: "The service restarted before the unlock was sent; the door "
     "stayed locked.",
+    Reason.REQUEST_ABANDONED: "The courier's request ended before the unlock was sent; the "
+    "door stayed locked.",
     Reason.DOOR_NEVER_OPENED: "The door relocked before anyone opened it.",
     Reason.LOCK_JAMMED: "The lock is jammed.",
     Reason.DOOR_OPEN: "The door was open.",
