@@ -15,12 +15,12 @@ from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
-from polling import poll
 
 from doorstep.broker import Mosquitto
 from doorstep.broker.supervisor import free_port
 from doorstep.protocol import mqtt, topics
 from doorstep.protocol.mqtt_asyncio import LoopDriver
+from polling import poll
 
 TIMEOUT = 10.0
 
