@@ -60,6 +60,10 @@ def test_clip_runs_from_pre_roll_to_post_roll_as_faststart_mp4(
     receive(recorder, 3.0)
     assert recorder.disarm("ent-clip", post_roll=1.0) is future
     clip = future.result(timeout=15)
+    # The segments the window held left the spool as the clip was handed over: it
+    # holds the rolling pre-roll again, not the entry's video.
+    handed_over = time.time()
+    assert [s for s in recorder.segments() if s.end <= handed_over - PRE_ROLL - 0.5] == []
     assert clip.entry_id == "ent-clip" and clip.complete and clip.gaps == ()
     # Starts before the arm by the pre-roll, at most one GOP more (keyframe cut).
     assert PRE_ROLL <= clip.pre_roll <= PRE_ROLL + GOP + 0.2

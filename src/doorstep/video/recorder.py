@@ -15,11 +15,12 @@ the camera URL once and writes two outputs:
    `-progress` frame counter on stderr (see `liveness`).
 
 Privacy: nothing is kept outside recording windows. Segments that overlap no window are
-deleted as soon as they are older than `pre_roll` seconds, so the spool only ever holds
-a rolling pre-roll of `pre_roll` seconds plus the segment being written (about one
-GOP). `start` deletes whatever an earlier run left in the spool. With
-`continuous=True` (the resident's choice) segments outside windows are moved to
-`<spool>/continuous/` instead, for the caller to keep and expire.
+deleted as soon as they are older than `pre_roll` seconds (those a window held, as its
+clip is handed over), so between entries the spool only ever holds a rolling pre-roll
+of `pre_roll` seconds plus the segment being written (about one GOP). `start` deletes
+whatever an earlier run left in the spool. With `continuous=True` (the resident's
+choice) segments outside windows are moved to `<spool>/continuous/` instead, for the
+caller to keep and expire.
 
 Entries: `arm(entry_id)` (at authorization) opens a window from `pre_roll` seconds before
 now; `disarm(entry_id, post_roll=...)` (at the verified relock) closes it `post_roll`
@@ -461,6 +462,9 @@ class Recorder:
             self._windows.pop(window.entry_id, None)
             self._futures.pop(window.entry_id, None)
             self._assembling.discard(window.entry_id)
+            # What the window held and no other window or the pre-roll needs goes now,
+            # before the clip is handed over, not at the next maintenance pass.
+            self._prune(time.time())
         if clip is not None:
             future.set_result(clip)
 
