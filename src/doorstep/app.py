@@ -11,10 +11,12 @@ import asyncio
 import concurrent.futures
 import functools
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -204,10 +206,9 @@ class DoorstepApp(FastAPI):
 
 
 def _entry_app(runtime: Runtime, settings: Settings) -> ASGIApp:
-    entry = Starlette(
-        routes=[ENTRY_ROUTE],
-        exception_handlers={DoorstepError: _doorstep_error},  # type: ignore[dict-item]
-    )
+    handlers: dict[Any, Any] = {DoorstepError: _doorstep_error}
+    handlers.update(dict.fromkeys(DATABASE_ERRORS, _database_busy))
+    entry = Starlette(routes=[ENTRY_ROUTE], exception_handlers=handlers)
     entry.state.runtime = runtime
     return BodyLimit(entry, max_bytes=settings.max_body_bytes)
 
@@ -224,6 +225,22 @@ def _end_lost_entries(writer: Writer, clock: Clock, entry_ids: list[str], reason
 def _log_if_failed(done: concurrent.futures.Future[int]) -> None:
     if not done.cancelled() and (error := done.exception()) is not None:
         log.error("ending the entries the writer process lost failed: %s", error)
+
+
+# As SQLAlchemy raises them (ORM sessions), and as the drivers do (the writers' jobs run
+# on the driver's connection, in this process or in the writer process).
+DATABASE_ERRORS = (OperationalError, sqlite3.OperationalError, psycopg.OperationalError)
+
+
+async def _database_busy(_r: Request, error: Exception) -> JSONResponse:
+    """The request's transaction could not have its turn at the database (SQLite: another
+    writer held it past the busy timeout; PostgreSQL: a deadlock or a serialization
+    failure): it was rolled back, so nothing changed, no door was opened, and the same
+    request can simply be sent again. Any other database error stays a 500."""
+    if not db.busy(error):
+        raise error
+    busy = ServiceUnavailable("the database is busy; nothing was changed, try again")
+    return JSONResponse(busy.body(), status_code=busy.status, headers={"retry-after": "1"})
 
 
 async def _doorstep_error(_r: Request, exc: DoorstepError) -> JSONResponse:
@@ -273,15 +290,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         error = InvalidRequest(f"{first['where']}: {first['problem']}", details=details)
         return JSONResponse(error.body(), status_code=error.status)
 
-    @app.exception_handler(OperationalError)
-    async def _busy(_r: Request, exc: OperationalError) -> JSONResponse:
-        # The request's transaction could not have its turn at the database within the
-        # busy timeout (SQLite: another writer held it): it was rolled back, so nothing
-        # changed, and the same request can simply be sent again.
-        if "database is locked" not in str(exc.orig):
-            raise exc
-        error = ServiceUnavailable("the database is busy; nothing was changed, try again")
-        return JSONResponse(error.body(), status_code=error.status, headers={"retry-after": "1"})
+    for raised in DATABASE_ERRORS:
+        app.add_exception_handler(raised, _database_busy)
 
     @app.exception_handler(HTTPException)
     async def _http(_r: Request, exc: HTTPException) -> JSONResponse:

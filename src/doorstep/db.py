@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from sqlalchemy import Connection, DateTime, Engine, create_engine, event, exc, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -312,6 +313,21 @@ def read_only(session: Session) -> None:
     For every GET request (`doorstep.deps.get_session`) and for scans an operator runs
     beside the live service, such as `doorstep audit verify`."""
     session.connection(execution_options={_READ_ONLY: True})
+
+
+def busy(error: BaseException) -> bool:
+    """A database error that says only "not now", after which the transaction was rolled
+    back and the same request may simply be made again: SQLite's lock not had within
+    the busy timeout; on PostgreSQL a deadlock, a serialization failure or a lock wait
+    given up. As the driver raises it, or wrapped by SQLAlchemy."""
+    if isinstance(error, exc.DBAPIError) and error.orig is not None:
+        error = error.orig
+    if isinstance(error, sqlite3.OperationalError):
+        return "database is locked" in str(error)
+    if isinstance(error, psycopg.Error):  # class 40, transaction rollback; lock_not_available
+        state = error.sqlstate or ""
+        return state.startswith("40") or state == "55P03"
+    return False
 
 
 def in_memory(engine: Engine) -> bool:

@@ -10,6 +10,7 @@ import fcntl
 import functools
 import os
 import signal
+import sqlite3
 import termios
 import threading
 from collections.abc import Callable, Iterator
@@ -18,10 +19,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import func, select, text
 
 from doorstep import db, demo, hotwriter
+from doorstep.access import service as access_service
 from doorstep.access.models import Entry
 from doorstep.access.router import decide_entry, run_decision
 from doorstep.access.service import EntryRequest, decide, expire_stale
@@ -330,3 +333,41 @@ def _actions(live: Any, entry_id: str) -> list[str]:
                 .order_by(AuditEvent.seq)
             ).all()
         )
+
+
+@pytest.mark.parametrize("writer_process", [False])
+def test_a_busy_database_refuses_the_entry_with_a_503_that_changed_nothing(
+    live: Any, world: demo.World, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database says "not now" to the decision's transaction (SQLite: its lock not
+    had within the busy timeout; PostgreSQL: a deadlock), here raised as the driver
+    raises it: the courier is told to try again, with nothing recorded and no door
+    opened, not given a 500. (From the writer process the error crosses back as the
+    same exception: `tests/unit/test_hotwriter.py`.)"""
+    home, courier = world.homes[0], world.couriers[0][1]
+    delivery = demo.book(world, home, ["PKG-1"])
+    busy: Exception = (
+        sqlite3.OperationalError("database is locked")
+        if database_url.startswith("sqlite")
+        else psycopg.errors.DeadlockDetected("deadlock detected")
+    )
+
+    def refused(*_args: Any, **_kwargs: Any) -> Any:
+        raise busy
+
+    monkeypatch.setattr(access_service, "decide", refused)
+    body = {
+        "delivery_id": delivery["id"], "barcode": "PKG-1", "latitude": home.latitude,
+        "longitude": home.longitude, "accuracy_m": 8.0, "nobody_answered": True,
+    }  # fmt: skip
+    answer = courier.http.post("/v1/courier/entries", json=body)
+    assert answer.status_code == 503, answer.text
+    assert answer.headers["retry-after"] == "1"
+    assert answer.json()["error"]["code"] == "unavailable"
+    assert "nothing was changed" in answer.json()["error"]["message"]
+    assert _entries_of(live, delivery["id"]) == 0
+    monkeypatch.undo()  # the database answers again: the same request goes through
+    retry = demo.request_entry(courier, delivery["id"], "PKG-1", home.latitude, home.longitude)
+    assert retry["state"] == "unlocked"
+    hub = home.hub_process
+    assert hub is not None and hub.lock.unlock_calls == 1  # type: ignore[attr-defined]

@@ -6,21 +6,25 @@ from __future__ import annotations
 
 import pickle
 import socket
+import sqlite3
 import struct
 import threading
 from collections.abc import Iterator
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import psycopg
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from doorstep import db
 from doorstep.access import keys as issuer_keys
 from doorstep.access.service import EntryRequest
 from doorstep.errors import NotAuthenticated
-from doorstep.hotwriter import HotWriter, _Child
+from doorstep.hotwriter import HotWriter, _answer, _Child
 from doorstep.protocol.codes import Reason
 from doorstep.settings import Settings
 from doorstep.sql import Writer
@@ -142,3 +146,27 @@ def test_the_service_ends_an_abandoned_decision_only_if_it_was_committed_with_a_
         (["ent-6"], Reason.SERVICE_RESTARTED),
         (["ent-5"], Reason.REQUEST_ABANDONED),
     ]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        sqlite3.OperationalError("database is locked"),
+        psycopg.errors.DeadlockDetected("deadlock detected"),
+        psycopg.errors.SerializationFailure("could not serialize access"),
+    ],
+)
+def test_a_busy_database_crosses_back_still_recognised_as_busy(error: Exception) -> None:
+    # The service answers it with a 503 "try again" (`db.busy`), not a 500.
+    failed: Future[Any] = Future()
+    failed.set_exception(error)
+    kind, _, crossed = pickle.loads(pickle.dumps(_answer(7, failed)))  # noqa: S301
+    assert kind == "failed" and type(crossed) is type(error) and db.busy(crossed)
+
+
+def test_other_database_errors_are_not_taken_for_busy() -> None:
+    assert not db.busy(sqlite3.OperationalError("no such table: entries"))
+    assert not db.busy(psycopg.errors.UndefinedTable("relation does not exist"))
+    assert not db.busy(ValueError("database is locked"))
+    wrapped = OperationalError("BEGIN", {}, sqlite3.OperationalError("database is locked"))
+    assert db.busy(wrapped)  # as SQLAlchemy raises it
