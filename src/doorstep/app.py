@@ -39,6 +39,7 @@ from doorstep.clock import Clock, SystemClock
 from doorstep.deliveries.router import router as deliveries_router
 from doorstep.deps import Runtime
 from doorstep.errors import (
+    DATABASE_BUSY,
     DoorstepError,
     InvalidRequest,
     NotAuthenticated,
@@ -239,7 +240,7 @@ async def _database_busy(_r: Request, error: Exception) -> JSONResponse:
     request can simply be sent again. Any other database error stays a 500."""
     if not db.busy(error):
         raise error
-    busy = ServiceUnavailable("the database is busy; nothing was changed, try again")
+    busy = ServiceUnavailable(DATABASE_BUSY)
     return JSONResponse(busy.body(), status_code=busy.status, headers={"retry-after": "1"})
 
 

@@ -64,3 +64,6 @@ class PayloadTooLarge(DoorstepError):
 class ServiceUnavailable(DoorstepError):
     code = "unavailable"
     status = 503
+
+
+DATABASE_BUSY = "the database is busy; nothing was changed, try again"

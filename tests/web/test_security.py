@@ -4,14 +4,18 @@ the sign-in limit, security headers, and error messages that reveal no accounts.
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Callable
 from datetime import timedelta
 from http.cookies import SimpleCookie
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
+from doorstep.homes import service as homes_service
 from doorstep.homes.models import Home, Hub
 from doorstep.security import token_digest
 from doorstep.settings import AuthSettings
@@ -276,3 +280,31 @@ def test_pages_need_a_session(path: str, standalone: Callable[..., Standalone]) 
     response = standalone().web().get(path)
     assert response.status_code == 303
     assert response.headers["location"] == "/signin"
+
+
+def test_a_busy_database_is_a_page_that_says_to_try_again(
+    live: Any,
+    web_clients: Callable[[], WebClient],
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As the ORM raises it when the database says "not now" (SQLite: the lock not had
+    # within the busy timeout; PostgreSQL: a deadlock): a page, not the API's JSON.
+    client = _signed_in(web_clients)
+    before = snapshot(live)
+    cause: Exception = (
+        sqlite3.OperationalError("database is locked")
+        if database_url.startswith("sqlite")
+        else psycopg.errors.DeadlockDetected("deadlock detected")
+    )
+
+    def refused(*_args: Any, **_kwargs: Any) -> Any:
+        raise OperationalError("INSERT INTO homes", {}, cause)
+
+    monkeypatch.setattr(homes_service, "create_home", refused)
+    response = client.post("/homes", HOME_FORM, csrf_from="/homes/new")
+    assert response.status_code == 503
+    assert response.headers["content-type"].startswith("text/html")
+    assert "Try again in a moment" in response.text
+    assert "The database is busy; nothing was changed, try again." in response.text
+    assert snapshot(live) == before

@@ -21,7 +21,8 @@ from fastapi import Request
 from fastapi.routing import APIRoute
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from doorstep.errors import DoorstepError, NotAuthenticated
+from doorstep import db
+from doorstep.errors import DATABASE_BUSY, DoorstepError, NotAuthenticated, ServiceUnavailable
 
 SIGN_IN_PATH = "/signin"
 NO_STORE = {"cache-control": "no-store"}
@@ -33,6 +34,7 @@ _TITLES = {
     413: "Too large",
     422: "Check the form",
     429: "Too many attempts",
+    503: "Try again in a moment",
 }
 
 
@@ -57,6 +59,10 @@ def page_route(as_page_error: Callable[[DoorstepError], Exception]) -> type[APIR
                     return await handle(request)
                 except DoorstepError as exc:
                     raise as_page_error(exc) from exc
+                except Exception as exc:  # a busy database is a page too (`db.busy`)
+                    if not db.busy(exc):
+                        raise
+                    raise as_page_error(ServiceUnavailable(DATABASE_BUSY)) from exc
 
             return handle_as_page
 
