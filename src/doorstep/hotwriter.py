@@ -144,10 +144,15 @@ class HotWriter:
             self._lost[entry_id] = Reason.SERVICE_RESTARTED
             raise
         except (asyncio.CancelledError, TimeoutError):
-            # The child drops the job if it has not started, and says so; else its answer
-            # comes back to `_receive`, which ends the entry if it was committed.
-            self._abandoned[request_id] = entry_id
-            self._send(("cancel", request_id))
+            if answer.done() and not answer.cancelled() and answer.exception() is None:
+                # Committed and answered, but the caller was cancelled before taking it.
+                if answer.result().command is not None:
+                    self._end([entry_id], Reason.REQUEST_ABANDONED)
+            else:
+                # The child drops the job if it has not started, and says so; else its
+                # answer comes back to `_receive`, which ends the entry if committed.
+                self._abandoned[request_id] = entry_id
+                self._send(("cancel", request_id))
             raise
         finally:
             expiry.cancel()

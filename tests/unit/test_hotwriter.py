@@ -4,6 +4,7 @@ service does with answers that come back to nobody."""
 
 from __future__ import annotations
 
+import asyncio
 import pickle
 import socket
 import sqlite3
@@ -170,3 +171,25 @@ def test_other_database_errors_are_not_taken_for_busy() -> None:
     assert not db.busy(ValueError("database is locked"))
     wrapped = OperationalError("BEGIN", {}, sqlite3.OperationalError("database is locked"))
     assert db.busy(wrapped)  # as SQLAlchemy raises it
+
+
+def test_a_decision_answered_as_its_caller_is_cancelled_is_ended(tmp_path: Path) -> None:
+    # The committed answer arrives, and the request is cancelled before it resumes to
+    # take it: no other answer will come, so the entry is ended at once.
+    ended: list[tuple[list[str], Reason]] = []
+    hot = HotWriter(Settings(data_dir=tmp_path), kid="k1", on_lost=lambda *lost: ended.append(lost))
+    hot._ready = True  # no child: the test answers in its place
+
+    async def main() -> None:
+        task = asyncio.ensure_future(hot.decide(token="t", request=REQUEST, now=datetime.now(UTC)))
+        await asyncio.sleep(0)  # the task has asked
+        (request_id,) = hot._waiting
+        hot._receive(("done", request_id, SimpleNamespace(command=object())))
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert [(len(ids), reason) for ids, reason in ended] == [(1, Reason.REQUEST_ABANDONED)]
+    assert ended[0][0][0].startswith("ent-")
+    assert hot._abandoned == {}
