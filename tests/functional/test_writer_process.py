@@ -228,15 +228,8 @@ def test_a_decision_committed_after_its_request_gave_up_does_not_hold_the_door(
     answer comes back to nobody and no unlock is sent; the entry ends
     (`request_abandoned`) instead of holding the door, and the courier's next try goes
     through."""
-    home, courier = world.homes[0], world.couriers[0][1]
-    delivery = demo.book(world, home, ["PKG-1"])
+    home, courier, delivery, token, request = _courier_at_the_door(world)
     runtime = live.runtime
-    token = courier.http.headers["authorization"].split()[1]
-    assert courier.phone is not None
-    request = EntryRequest(
-        delivery["id"], "PKG-1", home.latitude, home.longitude, 8.0,
-        device_key_id=courier.phone.key_id,
-    )  # fmt: skip
 
     with _decisions_held(live) as stalled:
 
@@ -273,16 +266,9 @@ def test_on_the_writer_thread_too_a_decision_committed_after_its_request_gave_up
     (`writer_process = false`, and whenever the writer process is down): here the
     decision's job itself is held, after it has decided, until the request has given
     up."""
-    home, courier = world.homes[0], world.couriers[0][1]
-    delivery = demo.book(world, home, ["PKG-1"])
+    home, courier, delivery, token, request = _courier_at_the_door(world)
     runtime = live.runtime
     assert runtime.hot is None
-    token = courier.http.headers["authorization"].split()[1]
-    assert courier.phone is not None
-    request = EntryRequest(
-        delivery["id"], "PKG-1", home.latitude, home.longitude, 8.0,
-        device_key_id=courier.phone.key_id,
-    )  # fmt: skip
     decided, given_up = threading.Event(), threading.Event()
 
     def decide_and_hold(tx: Tx) -> Any:
@@ -311,6 +297,20 @@ def test_on_the_writer_thread_too_a_decision_committed_after_its_request_gave_up
     assert retry["state"] == "unlocked"
     hub = home.hub_process
     assert hub is not None and hub.lock.unlock_calls == 1  # type: ignore[attr-defined]
+
+
+def _courier_at_the_door(world: demo.World) -> tuple[Any, Any, Any, str, EntryRequest]:
+    """The first home, its courier, a delivery booked for it, the courier's bearer token
+    and the entry request the courier's app makes at the door."""
+    home, courier = world.homes[0], world.couriers[0][1]
+    delivery = demo.book(world, home, ["PKG-1"])
+    token = courier.http.headers["authorization"].split()[1]
+    assert courier.phone is not None
+    request = EntryRequest(
+        delivery["id"], "PKG-1", home.latitude, home.longitude, 8.0,
+        device_key_id=courier.phone.key_id,
+    )  # fmt: skip
+    return home, courier, delivery, token, request
 
 
 def _ended_entry(live: Any, delivery_id: str) -> Entry:
