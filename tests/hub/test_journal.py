@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from itertools import pairwise
 from pathlib import Path
 
@@ -155,3 +157,35 @@ def test_command_replies_are_remembered_across_a_restart(open_journal: OpenJourn
     journal = open_journal()
     assert journal.command_reply("cmd-00000001") == b'{"result": "ok"}'
     assert journal.command_reply("cmd-00000002") is None
+
+
+def test_opening_a_journal_changes_nothing_but_its_epoch(
+    open_journal: OpenJournal, tmp_path: Path
+) -> None:
+    # Opening compiles the statements a command uses by running them in a transaction
+    # that is rolled back: none of those writes may stay.
+    journal = open_journal()
+    _append(journal, 2)
+    journal.use_token(bytes(16), expires=int(T) + 600, now=T)
+    journal.record_command("cmd-00000001", b'{"result": "ok"}', T)
+    journal.save_visit("front-door", "ent-1", "cmd-00000001", replied=True, opened=False)
+    before = _rows(tmp_path / "journal.sqlite3")
+
+    assert open_journal().epoch == 2
+    after = _rows(tmp_path / "journal.sqlite3")
+
+    assert after.pop("epoch") == [("epoch", "2")]
+    assert before.pop("epoch") == [("epoch", "1")]
+    assert after == before
+
+
+def _rows(path: Path) -> dict[str, list[tuple[object, ...]]]:
+    with closing(sqlite3.connect(path)) as db:
+        rows = {
+            table: sorted(db.execute(f"SELECT * FROM {table}"))  # noqa: S608 - fixed names
+            for table in ("events", "used_tokens", "commands", "visits")
+        }
+        meta = sorted(db.execute("SELECT key, value FROM meta"))
+    rows["epoch"] = [row for row in meta if row[0] == "epoch"]
+    rows["meta"] = [row for row in meta if row[0] != "epoch"]
+    return rows

@@ -34,6 +34,20 @@ CREATE TABLE IF NOT EXISTS visits (
     replied INTEGER NOT NULL, opened INTEGER NOT NULL);
 """
 
+_INSERT_EVENT = "INSERT INTO events (epoch, seq, body) VALUES (?, ?, ?)"
+_SET_META = (
+    "INSERT INTO meta (key, value) VALUES (?, ?) "
+    "ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+)
+_INSERT_USED = "INSERT INTO used_tokens (token_id, expires, used_at) VALUES (?, ?, ?)"
+_COMMAND_REPLY = "SELECT reply FROM commands WHERE command_id = ?"
+_RECORD_COMMAND = "INSERT OR REPLACE INTO commands (command_id, reply, at) VALUES (?, ?, ?)"
+_SAVE_VISIT = (
+    "INSERT OR REPLACE INTO visits"
+    " (access_point, entry_id, command_id, replied, opened) VALUES (?, ?, ?, ?, ?)"
+)
+_ACKNOWLEDGE = "DELETE FROM events WHERE epoch = ? AND seq <= ?"
+
 
 class Journal:
     def __init__(self, path: Path, *, hub_id: str, signing_key: Ed25519PrivateKey) -> None:
@@ -49,6 +63,7 @@ class Journal:
             self._set_meta("epoch", str(self.epoch))
         self._seq = 0
         self._last_hash = self._meta("last_hash", GENESIS_HASH)
+        self._prepare()
 
     def close(self) -> None:
         with self._lock:
@@ -75,8 +90,7 @@ class Journal:
             chain_hash = event.chain_hash()
             self._db.execute("BEGIN")
             self._db.execute(
-                "INSERT INTO events (epoch, seq, body) VALUES (?, ?, ?)",
-                (event.epoch, event.seq, event.model_dump_json().encode()),
+                _INSERT_EVENT, (event.epoch, event.seq, event.model_dump_json().encode())
             )
             self._set_meta("last_hash", chain_hash)
             self._db.execute("COMMIT")
@@ -94,9 +108,7 @@ class Journal:
     def acknowledge(self, epoch: int, through_seq: int) -> int:
         """Forget events of `epoch` up to `through_seq`; returns how many were dropped."""
         with self._lock:
-            cursor = self._db.execute(
-                "DELETE FROM events WHERE epoch = ? AND seq <= ?", (epoch, through_seq)
-            )
+            cursor = self._db.execute(_ACKNOWLEDGE, (epoch, through_seq))
             return cursor.rowcount
 
     def pending_count(self) -> int:
@@ -116,10 +128,7 @@ class Journal:
         """Record a grant's token id as used; False if it was used before (a replay)."""
         with self._lock:
             try:
-                self._db.execute(
-                    "INSERT INTO used_tokens (token_id, expires, used_at) VALUES (?, ?, ?)",
-                    (token_id, expires, now),
-                )
+                self._db.execute(_INSERT_USED, (token_id, expires, now))
             except sqlite3.IntegrityError:
                 return False
             return True
@@ -131,17 +140,12 @@ class Journal:
 
     def command_reply(self, command_id: str) -> bytes | None:
         with self._lock:
-            row = self._db.execute(
-                "SELECT reply FROM commands WHERE command_id = ?", (command_id,)
-            ).fetchone()
+            row = self._db.execute(_COMMAND_REPLY, (command_id,)).fetchone()
         return bytes(row[0]) if row else None
 
     def record_command(self, command_id: str, reply: bytes, now: float) -> None:
         with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO commands (command_id, reply, at) VALUES (?, ?, ?)",
-                (command_id, reply, now),
-            )
+            self._db.execute(_RECORD_COMMAND, (command_id, reply, now))
 
     # --- entries in progress (so a restart mid-entry still relocks) ---------------------
 
@@ -150,9 +154,7 @@ class Journal:
     ) -> None:
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO visits"
-                " (access_point, entry_id, command_id, replied, opened) VALUES (?, ?, ?, ?, ?)",
-                (access_point, entry_id, command_id, int(replied), int(opened)),
+                _SAVE_VISIT, (access_point, entry_id, command_id, int(replied), int(opened))
             )
 
     def drop_visit(self, access_point: str) -> None:
@@ -173,8 +175,22 @@ class Journal:
         return str(row[0]) if row else default
 
     def _set_meta(self, key: str, value: str) -> None:
-        self._db.execute(
-            "INSERT INTO meta (key, value) VALUES (?, ?) "
-            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            (key, value),
-        )
+        self._db.execute(_SET_META, (key, value))
+
+    def _prepare(self) -> None:
+        """Compile the statements a command uses, once, in a transaction that is rolled
+        back (nothing is written). sqlite3 keeps them compiled per connection; compiled
+        at their first use instead, they cost the first command after a start about as
+        much again as running them."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.execute(_COMMAND_REPLY, ("",)).fetchone()
+                self._db.execute(_INSERT_USED, (b"", 0, 0.0))
+                self._db.execute(_INSERT_EVENT, (0, 0, b""))
+                self._db.execute(_SET_META, ("", ""))
+                self._db.execute(_RECORD_COMMAND, ("", b"", 0.0))
+                self._db.execute(_SAVE_VISIT, ("", "", "", 0, 0))
+                self._db.execute(_ACKNOWLEDGE, (0, 0))
+            finally:
+                self._db.execute("ROLLBACK")
