@@ -189,3 +189,19 @@ def _rows(path: Path) -> dict[str, list[tuple[object, ...]]]:
     rows["epoch"] = [row for row in meta if row[0] == "epoch"]
     rows["meta"] = [row for row in meta if row[0] != "epoch"]
     return rows
+
+
+def test_a_token_spent_with_its_visit_keeps_both_and_a_replay_neither(
+    open_journal: OpenJournal,
+) -> None:
+    token_id = bytes(range(16))
+    assert open_journal().use_token(
+        token_id, expires=int(T) + 600, now=T, visit=("front-door", "ent-1", "cmd-1")
+    )
+
+    journal = open_journal()  # both were written, in one transaction
+    assert journal.visits() == [("front-door", "ent-1", "cmd-1", False, False)]
+    assert not journal.use_token(
+        token_id, expires=int(T) + 600, now=T, visit=("back-door", "ent-2", "cmd-2")
+    )
+    assert open_journal().visits() == [("front-door", "ent-1", "cmd-1", False, False)]

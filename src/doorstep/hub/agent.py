@@ -397,10 +397,18 @@ class HubAgent:
         claims, driver = self._admissible(command)
         access_point = claims.access_point
         self._check_proof(command, claims)
-        if not self.journal.use_token(claims.token_id, expires=claims.expires, now=self._clock()):
-            raise Refusal(Reason.TOKEN_REPLAYED)
         visit = _Visit(claims.entry_id, command.command_id)
-        self._open_visit(access_point, visit)
+        # The token is spent and the visit journalled in one write, before the bolt moves:
+        # a restart mid-entry still relocks.
+        spent = self.journal.use_token(
+            claims.token_id,
+            expires=claims.expires,
+            now=self._clock(),
+            visit=(access_point, visit.entry_id, visit.command_id),
+        )
+        if not spent:
+            raise Refusal(Reason.TOKEN_REPLAYED)
+        self._visits[access_point] = visit
         camera = self.cameras.get(access_point)
         if camera is not None:
             camera.arm(claims.entry_id)  # before the bolt moves: the clip shows the unlock

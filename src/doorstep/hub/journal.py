@@ -124,13 +124,32 @@ class Journal:
             ).fetchone()
             return row is not None
 
-    def use_token(self, token_id: bytes, *, expires: int, now: float) -> bool:
-        """Record a grant's token id as used; False if it was used before (a replay)."""
+    def use_token(
+        self,
+        token_id: bytes,
+        *,
+        expires: int,
+        now: float,
+        visit: tuple[str, str, str] | None = None,
+    ) -> bool:
+        """Record a grant's token id as used; False if it was used before (a replay).
+
+        With `visit` (access point, entry id, command id), the entry it opens is journalled
+        as a new visit in the same transaction: one write to storage (one fsync on a real
+        hub) before the bolt moves, not two; a replay records neither."""
         with self._lock:
+            self._db.execute("BEGIN")
             try:
                 self._db.execute(_INSERT_USED, (token_id, expires, now))
+                if visit is not None:
+                    self._db.execute(_SAVE_VISIT, (*visit, 0, 0))
             except sqlite3.IntegrityError:
+                self._db.execute("ROLLBACK")
                 return False
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
             return True
 
     def forget_tokens_expired_before(self, cutoff: int) -> None:
