@@ -205,3 +205,13 @@ def test_a_token_spent_with_its_visit_keeps_both_and_a_replay_neither(
         token_id, expires=int(T) + 600, now=T, visit=("back-door", "ent-2", "cmd-2")
     )
     assert open_journal().visits() == [("front-door", "ent-1", "cmd-1", False, False)]
+
+
+def test_a_journal_holding_the_rehearsals_keys_still_opens(open_journal: OpenJournal) -> None:
+    # The statements compiled at opening run with made-up keys (an empty token id); a
+    # journal that holds such a row (a revoked token id can be any bytes) still opens.
+    assert open_journal().use_token(b"", expires=int(T) + 600, now=T)
+
+    journal = open_journal()
+    assert journal.epoch == 2
+    assert not journal.use_token(b"", expires=int(T) + 600, now=T)

@@ -201,15 +201,21 @@ class Journal:
         back (nothing is written). sqlite3 keeps them compiled per connection; compiled
         at their first use instead, they cost the first command after a start about as
         much again as running them."""
+        rehearsal = (
+            (_COMMAND_REPLY, ("",)),
+            (_INSERT_USED, (b"", 0, 0.0)),
+            (_INSERT_EVENT, (0, 0, b"")),
+            (_SET_META, ("", "")),
+            (_RECORD_COMMAND, ("", b"", 0.0)),
+            (_SAVE_VISIT, ("", "", "", 0, 0)),
+            (_ACKNOWLEDGE, (0, 0)),
+        )
         with self._lock:
             self._db.execute("BEGIN")
             try:
-                self._db.execute(_COMMAND_REPLY, ("",)).fetchone()
-                self._db.execute(_INSERT_USED, (b"", 0, 0.0))
-                self._db.execute(_INSERT_EVENT, (0, 0, b""))
-                self._db.execute(_SET_META, ("", ""))
-                self._db.execute(_RECORD_COMMAND, ("", b"", 0.0))
-                self._db.execute(_SAVE_VISIT, ("", "", "", 0, 0))
-                self._db.execute(_ACKNOWLEDGE, (0, 0))
+                for sql, parameters in rehearsal:
+                    self._db.execute(sql, parameters)
+            except sqlite3.IntegrityError:
+                pass  # a row with one of these keys exists: the rest compile at first use
             finally:
                 self._db.execute("ROLLBACK")
