@@ -384,8 +384,8 @@ def _hubsim(report: dict[str, Any]) -> str:
         f"- Mean time in the hub code per command (parse, verify grant, journal, unlock, "
         f"sign and publish event and reply): {_number(per_command, 3)} ms\n"
         f"- Journal fsync cost on this machine's disk (not in the figures above; a real "
-        f"hub pays it three times per unlock: the spent token with its visit, before the "
-        f"bolt moves, then the event and the reply): "
+        f"hub pays it twice per unlock: the spent token with its visit, before the bolt "
+        f"moves, then the event with its reply): "
         f"{_number(report.get('journal_fsync_ms'), 3)} ms per journal write\n"
     )
 

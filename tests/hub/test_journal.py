@@ -14,7 +14,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from doorstep.hub.journal import Journal
-from doorstep.protocol.messages import GENESIS_HASH, Event, b64decode, canonical
+from doorstep.protocol.messages import GENESIS_HASH, Event, Reply, b64decode, canonical
 
 HUB_ID = "hub-0123456789abcdef"
 T = 1_800_000_000.0
@@ -215,3 +215,18 @@ def test_a_journal_holding_the_rehearsals_keys_still_opens(open_journal: OpenJou
     journal = open_journal()
     assert journal.epoch == 2
     assert not journal.use_token(b"", expires=int(T) + 600, now=T)
+
+
+def test_an_event_and_the_reply_naming_it_are_written_together(open_journal: OpenJournal) -> None:
+    journal = open_journal()
+    _append(journal, 1)
+    asked = Reply(command_id="cmd-00000001", result="ok")
+
+    event, reply, body = journal.append_answering("lock.unlocked", {"n": 1}, T, asked)
+
+    assert (event.seq, reply.seqs, Reply.model_validate_json(body)) == (2, [2], reply)
+    reopened = open_journal()
+    assert reopened.unacknowledged()[-1] == event
+    assert reopened.command_reply("cmd-00000001") == body
+    # the next event chains on from it
+    assert _append(reopened, 1)[0].prev_hash == event.chain_hash()

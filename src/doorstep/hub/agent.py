@@ -515,14 +515,14 @@ class HubAgent:
             data["entry_id"] = pending.entry_id
         if reason is not None:
             data["reason"] = reason
-        recorded = self.record(EventKind.LOCK_COMMAND, data)
-        pending.reply = self._reply(
+        pending.reply = self._record_and_reply(
+            EventKind.LOCK_COMMAND,
+            data,
             Reply(
                 command_id=pending.command_id,
                 result="ok" if reason is None else "refused",
                 reason=reason,
-                seqs=[recorded.seq],
-            )
+            ),
         )
 
     def _drop_lock(self, pending: _PendingLock) -> None:
@@ -579,9 +579,10 @@ class HubAgent:
         }
         if command.access_point is not None:
             data["access_point"] = command.access_point
-        event = self.record(EventKind.COMMAND_REFUSED, data)
-        return self._reply(
-            Reply(command_id=command.command_id, result="refused", reason=reason, seqs=[event.seq])
+        return self._record_and_reply(
+            EventKind.COMMAND_REFUSED,
+            data,
+            Reply(command_id=command.command_id, result="refused", reason=reason),
         )
 
     def _reply(self, reply: Reply) -> Reply:
@@ -589,6 +590,14 @@ class HubAgent:
         self.journal.record_command(reply.command_id, body, self._clock())
         self._send_reply_bytes(body)
         return reply
+
+    def _record_and_reply(self, kind: EventKind, data: dict[str, Any], reply: Reply) -> Reply:
+        """Journal an event and `reply`, which names it, in one write; then publish the
+        event and the reply, in that order. Returns the reply as sent."""
+        event, sent, body = self.journal.append_answering(kind, data, self._clock(), reply)
+        self._publish_event(event)
+        self._send_reply_bytes(body)
+        return sent
 
     def _send_reply_bytes(self, body: bytes) -> None:
         if self._client is not None:
@@ -627,12 +636,14 @@ class HubAgent:
                 if visit is None:
                     visit = self._open_keypad_visit(access_point)
                     data["entry_id"] = visit.entry_id
-            recorded = self.record(EventKind.LOCK_UNLOCKED, data)
-            if credential is not None and self.credentials is not None:
-                self.credentials.record_use(credential)
             if visit is not None and not visit.replied:
                 visit.replied = True
-                self._reply(Reply(command_id=visit.command_id, result="ok", seqs=[recorded.seq]))
+                reply = Reply(command_id=visit.command_id, result="ok")
+                self._record_and_reply(EventKind.LOCK_UNLOCKED, data, reply)
+            else:
+                self.record(EventKind.LOCK_UNLOCKED, data)
+            if credential is not None and self.credentials is not None:
+                self.credentials.record_use(credential)
         elif event.operation == LockOperationType.LOCK:
             self.record(EventKind.LOCK_LOCKED, data)
             door = self.locks[access_point].status().door_state
@@ -669,27 +680,18 @@ class HubAgent:
             # A refused code: on record (never the code), and no concern of any entry.
             self._keypad_refused(access_point, event)
             return
-        recorded = self.record(
-            EventKind.LOCK_ERROR,
-            {
-                **data,
-                "operation": int(event.operation),
-                "error": int(event.error),
-            },
-        )
-        if event.operation == LockOperationType.LOCK and visit is not None:
-            self._retry_relock(access_point, visit)
+        data = {**data, "operation": int(event.operation), "error": int(event.error)}
         if event.operation == LockOperationType.UNLOCK and visit and not visit.replied:
             visit.replied = True
             self._visits.pop(access_point, None)
-            self._reply(
-                Reply(
-                    command_id=visit.command_id,
-                    result="refused",
-                    reason=Reason.ACTUATOR_FAILED,
-                    seqs=[recorded.seq],
-                )
+            reply = Reply(
+                command_id=visit.command_id, result="refused", reason=Reason.ACTUATOR_FAILED
             )
+            self._record_and_reply(EventKind.LOCK_ERROR, data, reply)
+        else:
+            self.record(EventKind.LOCK_ERROR, data)
+        if event.operation == LockOperationType.LOCK and visit is not None:
+            self._retry_relock(access_point, visit)
 
     def _keypad_refused(self, access_point: str, event: LockOperationError) -> None:
         data: dict[str, Any] = {

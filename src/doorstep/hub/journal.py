@@ -18,7 +18,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from doorstep.protocol.messages import GENESIS_HASH, Event, b64encode
+from doorstep.protocol.messages import GENESIS_HASH, Event, Reply, b64encode
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -73,6 +73,23 @@ class Journal:
 
     def append(self, kind: str, data: dict[str, Any], ts: float) -> Event:
         """Sign, chain and durably store one event; return it, ready to publish."""
+        event, _ = self._append(kind, data, ts, None)
+        return event
+
+    def append_answering(
+        self, kind: str, data: dict[str, Any], ts: float, reply: Reply
+    ) -> tuple[Event, Reply, bytes]:
+        """`append`, and in the same transaction record `reply`, naming the new event in
+        its `seqs`, as the answer to its command (`command_reply`): one write to storage
+        (one fsync on a real hub) before either is published, not two. Returns the event,
+        the reply and the reply's bytes, ready to publish."""
+        event, answer = self._append(kind, data, ts, reply)
+        assert answer is not None
+        return event, answer[0], answer[1]
+
+    def _append(
+        self, kind: str, data: dict[str, Any], ts: float, reply: Reply | None
+    ) -> tuple[Event, tuple[Reply, bytes] | None]:
         with self._lock:
             unsigned = Event(
                 hub=self.hub_id,
@@ -88,14 +105,24 @@ class Journal:
                 update={"sig": b64encode(self._key.sign(unsigned.signing_bytes()))}
             )
             chain_hash = event.chain_hash()
+            answer = None
+            if reply is not None:
+                named = reply.model_copy(update={"seqs": [event.seq]})
+                answer = (named, named.model_dump_json().encode())
             self._db.execute("BEGIN")
-            self._db.execute(
-                _INSERT_EVENT, (event.epoch, event.seq, event.model_dump_json().encode())
-            )
-            self._set_meta("last_hash", chain_hash)
+            try:
+                self._db.execute(
+                    _INSERT_EVENT, (event.epoch, event.seq, event.model_dump_json().encode())
+                )
+                self._set_meta("last_hash", chain_hash)
+                if answer is not None:
+                    self._db.execute(_RECORD_COMMAND, (answer[0].command_id, answer[1], ts))
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
             self._db.execute("COMMIT")
             self._seq, self._last_hash = event.seq, chain_hash
-            return event
+            return event, answer
 
     def unacknowledged(self, *, limit: int = 500, after: tuple[int, int] = (0, 0)) -> list[Event]:
         with self._lock:
