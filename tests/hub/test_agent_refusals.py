@@ -317,6 +317,7 @@ def test_flat_battery_fails_the_unlock_and_the_door_stays_locked(hub: Hub) -> No
     assert reply.seqs == [hub.events(EventKind.LOCK_ERROR)[0].seq]
     assert hub.lock.actuations == 0
     assert hub.lock.status().secure
+    assert hub.journal.visits() == []  # nothing for a restart to resume
 
 
 # --- redelivery and the happy path -------------------------------------------------

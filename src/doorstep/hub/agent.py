@@ -683,7 +683,7 @@ class HubAgent:
         data = {**data, "operation": int(event.operation), "error": int(event.error)}
         if event.operation == LockOperationType.UNLOCK and visit and not visit.replied:
             visit.replied = True
-            self._visits.pop(access_point, None)
+            self._close_visit(access_point)  # nothing for a restart to resume
             reply = Reply(
                 command_id=visit.command_id, result="refused", reason=Reason.ACTUATOR_FAILED
             )
