@@ -182,3 +182,19 @@ def test_a_hub_that_goes_silent_mid_entry_is_caught_by_the_service(
     box, _port = mailbox
     subject = "Alert: your camera stopped during a delivery"
     assert subject in box.wait_subjects([subject], timeout=10)
+
+
+def test_an_unlock_the_lock_fails_still_ends_its_recording(
+    live: Any, camera_world: demo.World, wait_audit: AuditWait
+) -> None:
+    # The camera is armed before the bolt moves. When the bolt then cannot move (a flat
+    # battery), the hub closes that window as it does after a verified relock: the
+    # attempt is on record, and the camera stops keeping video for an entry that ended.
+    home = camera_world.homes[0]
+    hub = home.hub_process
+    assert hub is not None
+    hub.lock.set_battery(0)  # type: ignore[attr-defined]
+    entry = _request(camera_world)
+    assert (entry["state"], entry["reason"]) == ("refused", "actuator_failed"), entry
+    clip = wait_audit(home.resident, home.id, "entry:clip_recorded", entry["id"], timeout=20)
+    assert clip["data"]["ended_at"] > clip["data"]["started_at"]

@@ -420,6 +420,7 @@ class HubAgent:
             driver.unlock(OperationSource.REMOTE)
         except LockError as exc:
             self._close_visit(access_point)
+            self._end_recording(access_point, visit.entry_id)
             raise Refusal(Reason.ACTUATOR_FAILED, str(exc)) from exc
         return None  # the reply follows the lock's own report (see _on_lock_event)
 
@@ -683,7 +684,10 @@ class HubAgent:
         data = {**data, "operation": int(event.operation), "error": int(event.error)}
         if event.operation == LockOperationType.UNLOCK and visit and not visit.replied:
             visit.replied = True
-            self._close_visit(access_point)  # nothing for a restart to resume
+            # Nothing for a restart to resume, and the camera's window for it is closed:
+            # the clip shows the attempt, and the camera stops keeping video for it.
+            self._close_visit(access_point)
+            self._end_recording(access_point, visit.entry_id)
             reply = Reply(
                 command_id=visit.command_id, result="refused", reason=Reason.ACTUATOR_FAILED
             )
