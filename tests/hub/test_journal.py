@@ -230,3 +230,32 @@ def test_an_event_and_the_reply_naming_it_are_written_together(open_journal: Ope
     assert reopened.command_reply("cmd-00000001") == body
     # the next event chains on from it
     assert _append(reopened, 1)[0].prev_hash == event.chain_hash()
+
+
+def test_a_failed_write_leaves_the_journal_usable_and_its_sequence_unbroken(
+    open_journal: OpenJournal, tmp_path: Path
+) -> None:
+    journal = open_journal()
+    first = _append(journal, 1)[0]
+    # The storage refuses the next event (a full disk, as far as the journal can tell).
+    with closing(sqlite3.connect(tmp_path / "journal.sqlite3")) as db:
+        db.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON events"
+            " BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+        )
+        db.commit()
+    with pytest.raises(sqlite3.Error):
+        journal.append("test.event", {"n": 1}, T + 1)
+    with pytest.raises(sqlite3.Error):
+        journal.append_answering(
+            "test.event", {"n": 1}, T + 1, Reply(command_id="cmd-1", result="ok")
+        )
+    assert journal.command_reply("cmd-1") is None
+    with closing(sqlite3.connect(tmp_path / "journal.sqlite3")) as db:
+        db.execute("DROP TRIGGER refuse")
+        db.commit()
+
+    second = journal.append("test.event", {"n": 2}, T + 2)
+
+    assert (second.seq, second.prev_hash) == (2, first.chain_hash())
+    assert journal.use_token(bytes(16), expires=int(T) + 600, now=T)

@@ -117,10 +117,10 @@ class Journal:
                 self._set_meta("last_hash", chain_hash)
                 if answer is not None:
                     self._db.execute(_RECORD_COMMAND, (answer[0].command_id, answer[1], ts))
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
-            self._db.execute("COMMIT")
             self._seq, self._last_hash = event.seq, chain_hash
             return event, answer
 
@@ -170,13 +170,13 @@ class Journal:
                 self._db.execute(_INSERT_USED, (token_id, expires, now))
                 if visit is not None:
                     self._db.execute(_SAVE_VISIT, (*visit, 0, 0))
+                self._db.execute("COMMIT")
             except sqlite3.IntegrityError:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 return False
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
-            self._db.execute("COMMIT")
             return True
 
     def forget_tokens_expired_before(self, cutoff: int) -> None:
@@ -222,6 +222,12 @@ class Journal:
 
     def _set_meta(self, key: str, value: str) -> None:
         self._db.execute(_SET_META, (key, value))
+
+    def _rollback(self) -> None:
+        # After a failed write (a full disk) the transaction may be open or already gone;
+        # either way the next one must be able to begin.
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
 
     def _prepare(self) -> None:
         """Compile the statements a command uses, once, in a transaction that is rolled
