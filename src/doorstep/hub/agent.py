@@ -420,7 +420,6 @@ class HubAgent:
             driver.unlock(OperationSource.REMOTE)
         except LockError as exc:
             self._close_visit(access_point)
-            self._end_recording(access_point, visit.entry_id)
             raise Refusal(Reason.ACTUATOR_FAILED, str(exc)) from exc
         return None  # the reply follows the lock's own report (see _on_lock_event)
 
@@ -684,14 +683,11 @@ class HubAgent:
         data = {**data, "operation": int(event.operation), "error": int(event.error)}
         if event.operation == LockOperationType.UNLOCK and visit and not visit.replied:
             visit.replied = True
-            # Nothing for a restart to resume, and the camera's window for it is closed:
-            # the clip shows the attempt, and the camera stops keeping video for it.
-            self._close_visit(access_point)
-            self._end_recording(access_point, visit.entry_id)
             reply = Reply(
                 command_id=visit.command_id, result="refused", reason=Reason.ACTUATOR_FAILED
             )
             self._record_and_reply(EventKind.LOCK_ERROR, data, reply)
+            self._close_visit(access_point)  # nothing for a restart to resume
         else:
             self.record(EventKind.LOCK_ERROR, data)
         if event.operation == LockOperationType.LOCK and visit is not None:
@@ -741,7 +737,6 @@ class HubAgent:
         self.record(EventKind.ENTRY_SECURED, {**data, "opened": visit.opened})
         visit.cancel_timers()
         self._close_visit(access_point)
-        self._end_recording(access_point, visit.entry_id)
 
     def _relock(self, access_point: str) -> None:
         try:
@@ -882,8 +877,13 @@ class HubAgent:
         self._visits[access_point] = visit
 
     def _close_visit(self, access_point: str) -> None:
-        self._visits.pop(access_point, None)
+        """The entry at `access_point` is over, secured or failed: forget it (memory and
+        journal) and close its camera window, so the clip shows how it ended and the
+        camera stops keeping video for it."""
+        visit = self._visits.pop(access_point, None)
         self.journal.drop_visit(access_point)
+        if visit is not None:
+            self._end_recording(access_point, visit.entry_id)
 
 
 def _is_lock_operation(event: LockEvent) -> bool:
