@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from doorstep.hub.drivers.simulated import ManualScheduler
-from doorstep.hub.lock import LockState
+from doorstep.hub.lock import LockState, OperationError, OperationSource
 from doorstep.protocol.messages import EventKind
 
 if TYPE_CHECKING:
@@ -31,6 +31,55 @@ def test_restart_with_the_door_open_relocks_when_it_closes(hub: Hub) -> None:
 
     assert hub.lock.lock_calls == 1
     assert hub.lock.status().secure
+    assert _secured(hub) == [hub.entry_id]
+
+
+def _restart_as_a_hub_starts(hub: Hub) -> None:
+    hub.restart()
+    # What `HubAgent.start` records first, so the new boot's events are numbered on from it.
+    hub.agent.record(EventKind.HUB_STARTED, {"epoch": hub.journal.epoch})
+
+
+def test_restart_before_the_door_opened_keeps_the_unlock_answered(hub: Hub) -> None:
+    # The hub answered the unlock, then restarted before anyone opened the door. The bolt
+    # moving again during that entry (a hand on the thumb-turn) is no second answer.
+    command = hub.command(hub.grant())
+    hub.send(command)
+    answered = hub.stored_reply(command.command_id)
+    assert answered is not None and answered.result == "ok"
+
+    _restart_as_a_hub_starts(hub)
+    hub.lock.manual_unlock()
+
+    first, again = hub.events(EventKind.LOCK_UNLOCKED)
+    assert answered.seqs == [first.seq]
+    assert (again.epoch, again.data["entry_id"]) == (hub.journal.epoch, hub.entry_id)
+    assert hub.stored_reply(command.command_id) == answered
+    hub.lock.open_door()
+    hub.lock.close_door()
+    assert _secured(hub) == [hub.entry_id]
+
+
+def test_restart_before_the_door_opened_keeps_the_entry_on_a_failed_turn(hub: Hub) -> None:
+    # After a restart, an unlock the lock fails is not the answered unlock failing: the
+    # entry stays open, and is secured when the door shuts.
+    command = hub.command(hub.grant())
+    hub.send(command)
+    answered = hub.stored_reply(command.command_id)
+
+    _restart_as_a_hub_starts(hub)
+    hub.lock.set_battery(0)
+    hub.lock.unlock(OperationSource.BUTTON)  # the lock's own button, on a flat battery
+    hub.lock.set_battery(100)
+
+    assert [event.data["error"] for event in hub.events(EventKind.LOCK_ERROR)] == [
+        int(OperationError.INSUFFICIENT_BATTERY)
+    ]
+    assert hub.stored_reply(command.command_id) == answered
+    assert [visit[1] for visit in hub.journal.visits()] == [hub.entry_id]
+    hub.lock.manual_unlock()  # the bolt is back, as the hub left it
+    hub.lock.open_door()
+    hub.lock.close_door()
     assert _secured(hub) == [hub.entry_id]
 
 

@@ -172,6 +172,11 @@ class HubAgent:
         self._resender: threading.Thread | None = None
         for access_point, entry_id, command_id, replied, opened in journal.visits():
             if access_point in locks:
+                # The unlock's reply is journalled with its event; the visit's own row
+                # catches up only when the door opens. A command with a reply on record
+                # was answered: another unlock during this visit is no answer to it.
+                if not replied and command_id:
+                    replied = journal.command_reply(command_id) is not None
                 self._visits[access_point] = _Visit(entry_id, command_id, replied, opened)
         for access_point, driver in locks.items():
             driver.subscribe(self._listener(access_point))
