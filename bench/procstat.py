@@ -5,6 +5,11 @@ The machine is shared (2 cores): other work running during a measurement slows i
 machine's totals before and after a run, so the report can say how much CPU the service
 used per request and how much went to processes that are not part of the benchmark
 ("foreign").
+
+It also reads how long our processes were ready to run but waited for a core (the
+scheduler's run-queue delay, `/proc/<pid>/task/<tid>/schedstat`) and how long the cores
+sat idle. Both large in one run means the work came in bursts: at some moments more
+processes wanted a core than there were cores, at others a core had nothing to do.
 """
 
 from __future__ import annotations
@@ -29,9 +34,37 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+def process_wait_seconds(pid: int) -> float:
+    """Seconds the threads of a live process were ready to run but waited for a core
+    (the second field of each thread's schedstat); 0 if it is gone or the kernel does
+    not keep scheduler statistics."""
+    total = 0
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0.0
+    for thread in threads:
+        try:
+            with open(f"/proc/{pid}/task/{thread}/schedstat", "rb") as stat:
+                total += int(stat.read().split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # the thread has ended
+    return total / 1e9
+
+
 def tree_cpu_seconds(pid: int) -> float:
     """`process_cpu_seconds` of a process and of its live descendants: the service with
     its writer process (`doorstep.hotwriter`) is one server."""
+    return sum(process_cpu_seconds(member) for member in _tree(pid))
+
+
+def tree_wait_seconds(pid: int) -> float:
+    """`process_wait_seconds` of a process and of its live descendants."""
+    return sum(process_wait_seconds(member) for member in _tree(pid))
+
+
+def _tree(pid: int) -> list[int]:
+    """A process and its live descendants."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -42,12 +75,12 @@ def tree_cpu_seconds(pid: int) -> float:
         except (OSError, ValueError, IndexError):
             continue
         children.setdefault(parent, []).append(int(entry))
-    total, todo = 0.0, [pid]
+    members, todo = [], [pid]
     while todo:
         current = todo.pop()
-        total += process_cpu_seconds(current)
+        members.append(current)
         todo.extend(children.get(current, ()))
-    return total
+    return members
 
 
 def own_cpu_seconds() -> float:
@@ -62,6 +95,7 @@ class MachineTimes:
     busy: float  # user + nice + system, seconds summed over all cores
     softirq: float
     steal: float
+    idle: float  # idle + iowait
     total: float
 
     @classmethod
@@ -70,13 +104,14 @@ class MachineTimes:
             values = [int(v) / TICKS for v in stat.readline().split()[1:]]
         user, nice, system, idle, iowait, irq, softirq, steal = (values + [0.0] * 8)[:8]
         total = user + nice + system + idle + iowait + irq + softirq + steal
-        return cls(user + nice + system, irq + softirq, steal, total)
+        return cls(user + nice + system, irq + softirq, steal, idle + iowait, total)
 
 
 @dataclass(frozen=True)
 class Snapshot:
     at: float
     processes: dict[str, float]
+    waits: dict[str, float]
     own: float
     machine: MachineTimes
 
@@ -88,8 +123,10 @@ class Meter:
         self._pids = pids
 
     def snapshot(self) -> Snapshot:
-        processes = {name: tree_cpu_seconds(pid) for name, pid in self._pids().items() if pid}
-        return Snapshot(time.monotonic(), processes, own_cpu_seconds(), MachineTimes.read())
+        pids = {name: pid for name, pid in self._pids().items() if pid}
+        processes = {name: tree_cpu_seconds(pid) for name, pid in pids.items()}
+        waits = {name: tree_wait_seconds(pid) for name, pid in pids.items()}
+        return Snapshot(time.monotonic(), processes, waits, own_cpu_seconds(), MachineTimes.read())
 
     @staticmethod
     def usage(before: Snapshot, after: Snapshot) -> dict[str, float]:
@@ -102,8 +139,16 @@ class Meter:
         used["bench_and_wrk"] = after.own - before.own
         ours = sum(used.values())
         busy = after.machine.busy - before.machine.busy
+        waited = {
+            name: after.waits[name] - before.waits.get(name, 0.0)
+            for name in after.waits
+            if name in before.waits  # a process started mid-run has no start to count from
+        }
         return {
             **{f"{name}_s": round(value, 3) for name, value in used.items()},
+            **{f"{name}_waited_s": round(value, 3) for name, value in waited.items()},
+            "waited_s": round(sum(waited.values()), 3),
+            "machine_idle_s": round(after.machine.idle - before.machine.idle, 3),
             "wall_s": round(wall, 3),
             "machine_busy_s": round(busy, 3),
             "machine_softirq_s": round(after.machine.softirq - before.machine.softirq, 3),

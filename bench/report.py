@@ -333,6 +333,8 @@ def _cpu(runs: list[dict[str, Any]]) -> str:
         "foreign_s",
         "machine_softirq_s",
         "machine_steal_s",
+        "machine_idle_s",
+        "waited_s",
         "wall_s",
     ]
     rows = [
@@ -342,7 +344,11 @@ def _cpu(runs: list[dict[str, Any]]) -> str:
     return (
         "CPU seconds over each measured run (2 cores = 2 CPU seconds per second). "
         "'service' is the server process (the ceiling app in ceiling rows); 'foreign' "
-        "is machine busy time not used by any process of the benchmark.\n\n"
+        "is machine busy time not used by any process of the benchmark; 'idle' is "
+        "the cores' idle time; 'waited' is how long the server, Mosquitto and the hub "
+        "simulator were ready to run but waited for a core. Both large in one run means "
+        "the work came in bursts: at moments more processes wanted a core than there "
+        "were, at others a core had nothing to do.\n\n"
         + _table(
             [
                 "run",
@@ -353,6 +359,8 @@ def _cpu(runs: list[dict[str, Any]]) -> str:
                 "foreign",
                 "softirq",
                 "steal",
+                "idle",
+                "waited",
                 "wall",
             ],
             rows,
