@@ -62,6 +62,7 @@ class Tx:
         self._cursor = dbapi_connection.cursor()
         self._session = session
         self._after_commit: list[Callable[[], None]] = []
+        self._marks: dict[str, int] = {}  # savepoint -> how many actions it started with
 
     @classmethod
     def of_session(cls, session: Session) -> Tx:
@@ -144,13 +145,18 @@ class Tx:
 
     def savepoint(self, name: str) -> None:
         self._cursor.execute(f"SAVEPOINT {name}")
+        self._marks[name] = len(self._after_commit)
 
     def release(self, name: str) -> None:
         self._cursor.execute(f"RELEASE SAVEPOINT {name}")
+        self._marks.pop(name, None)
 
     def rollback_to(self, name: str) -> None:
+        """Undo everything since `savepoint(name)`, the actions asked for since
+        (`on_commit`) too: what was rolled back never happened."""
         self._cursor.execute(f"ROLLBACK TO SAVEPOINT {name}")
         self._cursor.execute(f"RELEASE SAVEPOINT {name}")
+        del self._after_commit[self._marks.pop(name, len(self._after_commit)) :]
 
 
 @cache
@@ -460,12 +466,10 @@ def _attempt(tx: Tx, pending: _Pending[Any]) -> tuple[_Pending[Any], Any, BaseEx
     if not pending.future.set_running_or_notify_cancel():
         return pending, None, None  # its caller gave up before it ran: do nothing
     tx.savepoint("job")
-    hooks = len(tx._after_commit)
     try:
         result = pending.job(tx)
     except Exception as exc:
-        del tx._after_commit[hooks:]  # what the failed job asked for never happened
-        tx.rollback_to("job")
+        tx.rollback_to("job")  # with the actions it asked for: they never happened
         return pending, None, exc
     tx.release("job")
     return pending, result, None

@@ -21,6 +21,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import orjson
 from sqlalchemy.orm import Session
 
 from doorstep.access.geo import distance_m
@@ -880,30 +881,50 @@ def apply_hub_event(tx: Tx, *, hub_id: str, event: Event, now: datetime) -> None
         _mark_delivered(tx, entry_id, delivery_id, home_id, now)
 
 
+# The grant a keypad code belongs to, and the entry open at its door if any (at most one:
+# `uq_entries_open_per_access_point`), in one round trip.
+_KEYPAD_GRANT = (
+    "SELECT g.home_id, g.access_point_id, g.purpose, COALESCE(g.grantee_id, g.created_by),"  # noqa: S608
+    " e.id, e.state FROM access_grants g JOIN access_points ap ON ap.id = g.access_point_id"
+    f" LEFT JOIN entries e ON e.access_point_id = g.access_point_id AND e.state IN ({_OPEN})"
+    " WHERE g.id = ? AND ap.hub_id = ?"
+)
+
+
 def _keypad_entry(tx: Tx, hub_id: str, entry_id: str, event: Event, now: datetime) -> None:
     """Someone opened the lock with a keypad code the hub programmed for a grant: the
     hub made the entry (its id, its relock watch); record it here, unlocked, under that
-    grant's guest (or, for a code with no guest account, the resident who issued it)."""
-    grant_id = event.data.get("grant_id")
-    row = tx.one(
-        "SELECT g.home_id, g.access_point_id, g.purpose, COALESCE(g.grantee_id, g.created_by)"
-        " FROM access_grants g JOIN access_points ap ON ap.id = g.access_point_id"
-        " WHERE g.id = ? AND ap.hub_id = ?",
-        (grant_id, hub_id),
-    )
+    grant's guest (or, for a code with no guest account, the resident who issued it).
+
+    The hub makes a keypad entry only when it runs none at that door, and the unlock has
+    happened: someone is going in. An entry still open here that the hub cannot know
+    about (awaiting the resident's approval, or authorized with its unlock not acted on)
+    ends with `entry_in_progress`, as a request made now would be refused. One past its
+    unlock is kept, and the keypad unlock is only audited against it: ending it would
+    pass for a verified relock that nobody saw (and release a courier held by its failed
+    relock), while its own events, replayed from an earlier boot, may still end it."""
+    row = tx.one(_KEYPAD_GRANT, (event.data.get("grant_id"), hub_id))
     if row is None:
         return
-    home_id, point_id, purpose, person = row
+    home_id, point_id, purpose, person, open_id, open_state = row
+    actor = f"hub:{hub_id}"
+    data = {"method": "keypad", "grant_id": event.data.get("grant_id"), "epoch": event.epoch,
+            "seq": event.seq}  # fmt: skip
+    if open_id is not None and not _end_unstarted(
+        tx, open_id, open_state, home_id, Reason.ENTRY_IN_PROGRESS, now, actor=actor
+    ):
+        append_tx(tx, at=now, actor=actor, action="entry:keypad_unlocked", subject=open_id,
+                  home_id=home_id, data={**data, "entry_id": entry_id})  # fmt: skip
+        return
     tx.run(
         "INSERT INTO entries (id, home_id, access_point_id, hub_id, courier_id, state,"
         " created_at, updated_at, unlocked_at, purpose, grant_id, method)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'keypad')",
         (entry_id, home_id, point_id, hub_id, person, EntryState.UNLOCKED, tx.time(now),
-         tx.time(now), tx.time(now), purpose, grant_id),
+         tx.time(now), tx.time(now), purpose, data["grant_id"]),
     )  # fmt: skip
-    append_tx(tx, at=now, actor=f"hub:{hub_id}", action="entry:unlocked", subject=entry_id,
-              home_id=home_id, data={"method": "keypad", "grant_id": grant_id,
-                                     "epoch": event.epoch, "seq": event.seq})  # fmt: skip
+    append_tx(tx, at=now, actor=actor, action="entry:unlocked", subject=entry_id,
+              home_id=home_id, data=data)  # fmt: skip
     outbox.entry_changed(tx, entry_id=entry_id, state=EntryState.UNLOCKED, at=now,
                          home_id=home_id)  # fmt: skip
 
@@ -915,46 +936,72 @@ def _apply_alert(tx: Tx, hub_id: str, event: Event, now: datetime) -> None:
     entry_id, alert = event.data.get("entry_id"), event.data.get("alert")
     if not isinstance(entry_id, str) or alert not in set(Alert):
         return
-    row = tx.one("SELECT home_id FROM entries WHERE id = ? AND hub_id = ?", (entry_id, hub_id))
+    row = tx.one(
+        "SELECT home_id, alert FROM entries WHERE id = ? AND hub_id = ?", (entry_id, hub_id)
+    )
     if row is None:
         return
     data = {"alert": alert, "epoch": event.epoch, "seq": event.seq}
-    _flag(tx, entry_id, row[0], str(alert), now, actor=f"hub:{hub_id}", data=data)
+    _flag(tx, entry_id, row[0], row[1], str(alert), now, actor=f"hub:{hub_id}", data=data)
 
 
 def _flag(
     tx: Tx,
     entry_id: str,
     home_id: str | None,
+    current: str | None,
     alert: str,
     now: datetime,
     *,
     actor: str,
     data: dict[str, Any],
-) -> None:
-    tx.run(
-        "UPDATE entries SET alert = ?, updated_at = ? WHERE id = ?",
-        (alert, tx.time(now), entry_id),
-    )
+) -> bool:
+    """Flag the entry with `alert` (it carries `current`), audit it and tell the resident
+    and the carrier, once per entry and alert: a hub raises its alert again after a
+    restart (it keeps them in memory), and the service's own `camera_lost` may come
+    before the hub's. `relock_failed` is never replaced: it holds the courier
+    (`_check_not_held`) while the door may stand unlocked. Returns whether it flagged."""
+    if alert == current or (current is not None and _alerted(tx, entry_id, alert)):
+        return False
+    if current != Alert.RELOCK_FAILED:
+        tx.run(
+            "UPDATE entries SET alert = ?, updated_at = ? WHERE id = ?",
+            (alert, tx.time(now), entry_id),
+        )
     append_tx(tx, at=now, actor=actor, action="entry:alert", subject=entry_id,
               home_id=home_id, data=data)  # fmt: skip
     outbox.entry_alert(tx, entry_id=entry_id, alert=alert, at=now, home_id=home_id)
+    return True
+
+
+def _alerted(tx: Tx, entry_id: str, alert: str) -> bool:
+    """Whether the entry's audit log already has `alert`; asked only of an entry flagged
+    before, whose column holds one alert of perhaps several."""
+    rows = tx.all(
+        "SELECT data FROM audit_events WHERE subject = ? AND action = 'entry:alert'",
+        (entry_id,),
+    )
+    return any(_json(data).get("alert") == alert for (data,) in rows)
+
+
+def _json(value: Any) -> Any:
+    # SQLite hands JSON columns back as text; psycopg decodes them.
+    return orjson.loads(value) if isinstance(value, str | bytes) else value
 
 
 def camera_silent(tx: Tx, *, hub_id: str, entry_id: str, silent_for: float, now: datetime) -> bool:
     """The hub's camera heartbeats for an entry stopped (the hub, its link or its camera
-    died mid-entry). If the entry is still open and not flagged yet, flag it
-    `camera_lost` as the service's own finding. Heartbeats also stop when an entry ends
-    normally; then this does nothing. Returns whether it flagged."""
+    died mid-entry). If the entry is still open and not flagged `camera_lost` yet, flag
+    it as the service's own finding. Heartbeats also stop when an entry ends normally;
+    then this does nothing. Returns whether it flagged."""
     row = tx.one(
         "SELECT state, home_id, alert FROM entries WHERE id = ? AND hub_id = ?",
         (entry_id, hub_id),
     )
-    if row is None or row[0] not in OPEN_STATES or row[2] == Alert.CAMERA_LOST:
+    if row is None or row[0] not in OPEN_STATES:
         return False
     data = {"alert": Alert.CAMERA_LOST, "seen_by": "service", "silent_for": round(silent_for, 1)}
-    _flag(tx, entry_id, row[1], Alert.CAMERA_LOST, now, actor="system", data=data)
-    return True
+    return _flag(tx, entry_id, row[1], row[2], Alert.CAMERA_LOST, now, actor="system", data=data)
 
 
 def _record_clip(tx: Tx, hub_id: str, event: Event, now: datetime) -> None:
@@ -1095,27 +1142,33 @@ def end_unsent(
     ended = 0
     for entry_id in entry_ids:
         row = tx.one("SELECT state, home_id FROM entries WHERE id = ?", (entry_id,))
-        if row is None:
-            continue
-        state, home_id = row
-        if state == EntryState.AWAITING_APPROVAL:
-            _decline(tx, entry_id, home_id, reason, now, actor="system")
-        elif state == EntryState.AUTHORIZED:
-            tx.run(
-                "UPDATE entries SET state = ?, reason = ?, updated_at = ? WHERE id = ?",
-                (EntryState.EXPIRED, reason, tx.time(now), entry_id),
-            )
-            append_tx(
-                tx, at=now, actor="system", action="entry:expired", subject=entry_id,
-                home_id=home_id, data={"reason": reason},
-            )  # fmt: skip
-            outbox.entry_changed(
-                tx, entry_id=entry_id, state=EntryState.EXPIRED, at=now, home_id=home_id
-            )
-        else:
-            continue
-        ended += 1
+        if row is not None and _end_unstarted(
+            tx, entry_id, row[0], row[1], reason, now, actor="system"
+        ):
+            ended += 1
     return ended
+
+
+def _end_unstarted(
+    tx: Tx, entry_id: str, state: str, home_id: str | None, reason: Reason, now: datetime,
+    *, actor: str,
+) -> bool:  # fmt: skip
+    """End an entry whose unlock the hub has not acted on: declined while it awaits the
+    resident, expired once authorized. Returns False (and changes nothing) for an entry
+    in any other state."""
+    if state == EntryState.AWAITING_APPROVAL:
+        _decline(tx, entry_id, home_id, reason, now, actor=actor)
+        return True
+    if state != EntryState.AUTHORIZED:
+        return False
+    tx.run(
+        "UPDATE entries SET state = ?, reason = ?, updated_at = ? WHERE id = ?",
+        (EntryState.EXPIRED, reason, tx.time(now), entry_id),
+    )
+    append_tx(tx, at=now, actor=actor, action="entry:expired", subject=entry_id,
+              home_id=home_id, data={"reason": reason})  # fmt: skip
+    outbox.entry_changed(tx, entry_id=entry_id, state=EntryState.EXPIRED, at=now, home_id=home_id)
+    return True
 
 
 # --- reading (cold paths, through the ORM) ------------------------------------------

@@ -7,6 +7,7 @@ acknowledged before it is durable.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -18,6 +19,8 @@ from doorstep.access import service as access
 from doorstep.audit.service import append_tx
 from doorstep.protocol.messages import Event, Reply, Status, b64decode
 from doorstep.sql import Tx
+
+log = logging.getLogger(__name__)
 
 _INSERT_EVENT = (
     "INSERT INTO hub_events (hub_id, epoch, seq, event_id, kind, ts, data, prev_hash, sig,"
@@ -61,7 +64,7 @@ def verify_event_signature(hub: HubInfo, event: Event) -> None:
 
 
 def ingest_event(tx: Tx, *, hub: HubInfo, event: Event, now: datetime) -> IngestOutcome:
-    """Store `event` once; apply its effects the first time only."""
+    """Store `event` once; apply its effects the first time only (`_apply`)."""
     stream = tx.one(
         "SELECT through_seq, max_seq FROM hub_streams WHERE hub_id = ? AND epoch = ?",
         (hub.id, event.epoch),
@@ -94,8 +97,7 @@ def ingest_event(tx: Tx, *, hub: HubInfo, event: Event, now: datetime) -> Ingest
                 tx.time(now),
             ),
         )
-        access.apply_hub_event(tx, hub_id=hub.id, event=event, now=now)
-        remote.record_lock_outcome(tx, hub_id=hub.id, event=event, now=now)
+        _apply(tx, hub, event, now)
         stored = True
     max_seq = max(max_seq, event.seq)
     through = _advance(tx, hub.id, event.epoch, through, max_seq)
@@ -104,6 +106,22 @@ def ingest_event(tx: Tx, *, hub: HubInfo, event: Event, now: datetime) -> Ingest
         (through, max_seq, hub.id, event.epoch),
     )
     return IngestOutcome(stored, through, through + 1 if max_seq > through else None)
+
+
+def _apply(tx: Tx, hub: HubInfo, event: Event, now: datetime) -> None:
+    """The event's effects, in a savepoint of their own: one that fails (a conflict the
+    effects did not foresee) is logged and undone, but never keeps the event itself from
+    being stored and acknowledged. Otherwise every replay would fail the same way and the
+    hub's later events could never be acknowledged past the gap."""
+    tx.savepoint("hub_event")
+    try:
+        access.apply_hub_event(tx, hub_id=hub.id, event=event, now=now)
+        remote.record_lock_outcome(tx, hub_id=hub.id, event=event, now=now)
+    except Exception:  # the event is stored either way; the log says what was lost
+        log.exception("applying event %s/%s of %s failed", event.epoch, event.seq, hub.id)
+        tx.rollback_to("hub_event")  # and the live-stream records of its audit rows
+        return
+    tx.release("hub_event")
 
 
 def _have(tx: Tx, hub_id: str, event: Event) -> bool:

@@ -244,8 +244,11 @@ def _how(entry: Entry, names: _Names, audit: Iterable[AuditEvent]) -> str:
 
 
 def _flags(session: Session, entry_ids: list[str]) -> dict[str, tuple[str, ...]]:
+    """What the entries' own hubs reported of them: an event's `entry_id` is whatever
+    its hub wrote, so one naming an entry of another hub (another home) is not read."""
     rows = session.execute(
         select(HubEvent.entry_id, HubEvent.kind)
+        .join(Entry, (Entry.id == HubEvent.entry_id) & (Entry.hub_id == HubEvent.hub_id))
         .where(HubEvent.entry_id.in_(entry_ids), HubEvent.kind.in_(list(_FLAGS)))
         .order_by(HubEvent.epoch, HubEvent.seq)
     ).all()
