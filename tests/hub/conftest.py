@@ -4,6 +4,8 @@
 it would have sent is still in its journal (events, and the reply to every command),
 which is what the tests read. The clock is frozen at `T`; the lock moves its bolt
 instantly (`motor_seconds=0`) unless a test passes a `ManualScheduler` and a motor time.
+A hub built with `camera_url` records that URL with the real recorder, started at boot
+as `HubAgent.start` would start it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from doorstep.db import ordered_id
 from doorstep.hub.agent import HubAgent
+from doorstep.hub.camera import EntryCamera, RecorderCamera
 from doorstep.hub.drivers.simulated import ManualScheduler, SimulatedLock
 from doorstep.hub.journal import Journal
 from doorstep.protocol import PROTOCOL_VERSION
@@ -53,6 +56,7 @@ class Hub:
     journal: Journal
     lock: SimulatedLock
     agent: HubAgent
+    camera_url: str | None = None
     _command_ids: Iterator[int] = field(default_factory=itertools.count)
 
     @property
@@ -102,12 +106,16 @@ class Hub:
         """Stop the agent (closing journal and lock) and boot a new one on the same file."""
         self.agent.stop()
         self.journal, self.lock, self.agent = _boot(
-            self.path, self.hub_key, self.issuer_key, **lock_options
+            self.path, self.hub_key, self.issuer_key, self.camera_url, **lock_options
         )
 
 
 def _boot(
-    path: Path, hub_key: Ed25519PrivateKey, issuer_key: Ed25519PrivateKey, **lock_options: Any
+    path: Path,
+    hub_key: Ed25519PrivateKey,
+    issuer_key: Ed25519PrivateKey,
+    camera_url: str | None,
+    **lock_options: Any,
 ) -> tuple[Journal, SimulatedLock, HubAgent]:
     journal = Journal(path, hub_id=HUB_ID, signing_key=hub_key)
     options: dict[str, Any] = {"scheduler": ManualScheduler(), "motor_seconds": 0, **lock_options}
@@ -117,6 +125,10 @@ def _boot(
         issuer_keys={GrantSigner(issuer_key).kid: public_key_bytes(issuer_key.public_key())},
         clock=lambda: T,
     )
+    cameras: dict[str, EntryCamera] = {}
+    if camera_url is not None:
+        cameras[DOOR] = RecorderCamera(camera_url, path.with_suffix(".video"))
+        cameras[DOOR].start()  # the agent stops it
     agent = HubAgent(
         hub_id=HUB_ID,
         journal=journal,
@@ -124,20 +136,22 @@ def _boot(
         verifier=verifier,
         clock=lambda: T,
         scheduler=options["scheduler"],  # the lock's clock drives the relock watch too
+        cameras=cameras,
     )
     return journal, lock, agent
 
 
 @pytest.fixture
 def make_hub(tmp_path: Path) -> Iterator[Callable[..., Hub]]:
-    """Build a hub; keyword arguments go to its `SimulatedLock`."""
+    """Build a hub, recording `camera_url` if given; other keyword arguments go to its
+    `SimulatedLock`."""
     hubs: list[Hub] = []
 
-    def make(**lock_options: Any) -> Hub:
+    def make(camera_url: str | None = None, **lock_options: Any) -> Hub:
         path = tmp_path / f"journal-{len(hubs)}.sqlite3"
         hub_key, issuer_key = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
-        journal, lock, agent = _boot(path, hub_key, issuer_key, **lock_options)
-        hubs.append(Hub(path, hub_key, issuer_key, journal, lock, agent))
+        journal, lock, agent = _boot(path, hub_key, issuer_key, camera_url, **lock_options)
+        hubs.append(Hub(path, hub_key, issuer_key, journal, lock, agent, camera_url))
         return hubs[-1]
 
     yield make

@@ -160,6 +160,20 @@ def test_someone_elses_entry_in_progress_is_refused(hub: Hub) -> None:
     assert hub.events(EventKind.ENTRY_SECURED) == []
 
 
+def test_lock_while_the_residents_own_unlock_moves_is_refused(
+    make_hub: Callable[..., Hub],
+) -> None:
+    scheduler = ManualScheduler()
+    hub = make_hub(scheduler=scheduler, motor_seconds=2, auto_relock_seconds=None)
+    hub.send(hub.command(hub.grant()))  # the resident's remote unlock, the bolt moving
+
+    reply = hub.send(_lock_command(hub, entry_id=hub.entry_id))
+    scheduler.advance(2)
+
+    _assert_refused(hub, reply, Reason.LOCK_NOT_READY)
+    assert hub.lock.status().lock_state == LockState.UNLOCKED
+
+
 def test_grant_signed_by_another_key(hub: Hub) -> None:
     hub.lock.manual_unlock()
     impostor = Ed25519PrivateKey.generate()

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from doorstep.db import ordered_id
+from doorstep.hub.agent import RelockPolicy
 from doorstep.hub.drivers.simulated import ManualScheduler
 from doorstep.hub.lock import LockState, OperationSource
 from doorstep.protocol import Reason
@@ -443,3 +444,81 @@ def test_second_entry_while_the_bolt_moves_is_refused(make_hub: Callable[..., Hu
 
     assert (reply := hub.stored_reply(first.command_id)) is not None and reply.result == "ok"
     assert hub.lock.status().secure  # the door was relocked when it closed
+
+
+def test_a_refused_button_press_while_the_bolt_moves_is_not_the_answer(
+    make_hub: Callable[..., Hub],
+) -> None:
+    motor = ManualScheduler()
+    hub = make_hub(scheduler=motor, motor_seconds=1.0, auto_relock_seconds=None)
+    command = hub.command(hub.grant())
+    hub.send(command)
+    hub.lock.unlock(OperationSource.BUTTON)  # the lock's button: refused, the motor is busy
+    assert hub.stored_reply(command.command_id) is None
+
+    motor.advance(1.0)
+
+    assert (reply := hub.stored_reply(command.command_id)) is not None and reply.result == "ok"
+    hub.lock.open_door()
+    hub.lock.close_door()
+    motor.advance(1.0)
+    assert hub.lock.status().secure  # the entry was kept: relocked when the door closed
+    assert len(hub.events(EventKind.ENTRY_SECURED)) == 1
+
+
+def test_a_thumb_turn_while_the_bolt_moves_is_not_the_answer(
+    make_hub: Callable[..., Hub],
+) -> None:
+    motor = ManualScheduler()
+    hub = make_hub(scheduler=motor, motor_seconds=1.0)
+    command = hub.command(hub.grant())
+    hub.send(command)
+    hub.lock.manual_unlock()
+    assert hub.stored_reply(command.command_id) is None
+
+    motor.advance(1.0)
+
+    remote = [e for e in hub.events(EventKind.LOCK_UNLOCKED) if e.data["source"] == 7]
+    assert hub.stored_reply(command.command_id) == Reply(
+        command_id=command.command_id, result="ok", seqs=[remote[0].seq]
+    )
+
+
+def test_a_door_flicker_while_the_bolt_moves_does_not_end_the_entry(
+    make_hub: Callable[..., Hub],
+) -> None:
+    motor = ManualScheduler()
+    hub = make_hub(scheduler=motor, motor_seconds=1.0, auto_relock_seconds=None)
+    command = hub.command(hub.grant())
+    hub.send(command)
+    hub.lock.open_door()  # the courier tugs the handle: the sensor opens and closes
+    hub.lock.close_door()
+
+    motor.advance(1.0)
+
+    assert (reply := hub.stored_reply(command.command_id)) is not None and reply.result == "ok"
+    assert hub.events(EventKind.ENTRY_SECURED) == []
+    assert [visit[1] for visit in hub.journal.visits()] == [hub.entry_id]
+    motor.advance(RelockPolicy().unopened_seconds + 1.0)  # nobody opens it again
+    assert hub.lock.status().secure
+    assert len(hub.events(EventKind.ENTRY_SECURED)) == 1
+
+
+def test_an_unlock_that_jams_half_way_is_refused_and_relocked(
+    make_hub: Callable[..., Hub],
+) -> None:
+    motor = ManualScheduler()
+    hub = make_hub(scheduler=motor, auto_relock_seconds=None)
+    hub.lock.inject_jam(True)
+    command = hub.command(hub.grant())
+    hub.send(command)
+    reply = hub.stored_reply(command.command_id)
+    assert reply is not None and reply.reason == Reason.ACTUATOR_FAILED
+    assert hub.lock.status().lock_state == LockState.NOT_FULLY_LOCKED
+
+    hub.lock.inject_jam(False)
+    motor.advance(RelockPolicy().retry_seconds)
+
+    assert hub.lock.status().secure
+    secured = hub.events(EventKind.ENTRY_SECURED)
+    assert [(e.data["entry_id"], e.data["opened"]) for e in secured] == [(hub.entry_id, False)]

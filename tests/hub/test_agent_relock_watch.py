@@ -1,5 +1,6 @@
 """The relock is verified, retried and, when it fails, raised as an alarm: a jam on
-relock, a door left open, a bolt thrown while the door stands open. The lock and the
+relock, a door left open, a bolt thrown while the door stands open, a door unlocked that
+nobody opens. The lock and the
 agent share a hand-moved clock, so every deadline is stepped through without sleeping."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from doorstep.hub.agent import RelockPolicy
 from doorstep.hub.drivers.simulated import ManualScheduler
+from doorstep.hub.lock import LockState
 from doorstep.protocol.messages import Alert, EventKind
 
 if TYPE_CHECKING:
@@ -94,3 +96,53 @@ def test_a_bolt_thrown_while_the_door_is_open_is_an_alarm_not_an_end(
     assert alert.data["entry_id"] == hub.entry_id
     hub.lock.close_door()
     assert _secured(hub)  # locked and closed: now it ends
+
+
+def _unlocked(make_hub: Callable[..., Hub], **lock: Any) -> tuple[Hub, ManualScheduler]:
+    """An entry unlocked by a lock that never relocks by itself; the door stays shut."""
+    clock = ManualScheduler()
+    hub = make_hub(scheduler=clock, auto_relock_seconds=None, **lock)
+    hub.send(hub.command(hub.grant()))
+    assert hub.lock.status().lock_state == LockState.UNLOCKED
+    return hub, clock
+
+
+def test_an_unlocked_door_nobody_opens_is_relocked(make_hub: Callable[..., Hub]) -> None:
+    hub, clock = _unlocked(make_hub)
+    clock.advance(POLICY.unopened_seconds - 0.1)
+    assert hub.lock.lock_calls == 0
+    clock.advance(0.2)
+    assert hub.lock.status().secure
+    secured = hub.events(EventKind.ENTRY_SECURED)
+    assert [(e.data["entry_id"], e.data["opened"]) for e in secured] == [(hub.entry_id, False)]
+    assert _alerts(hub) == []
+
+
+def test_an_unopened_door_that_will_not_relock_raises_relock_failed(
+    make_hub: Callable[..., Hub],
+) -> None:
+    hub, clock = _unlocked(make_hub)
+    hub.lock.inject_jam(True)
+    clock.advance(POLICY.unopened_seconds + POLICY.deadline_seconds)
+    assert hub.lock.lock_calls == 1 + POLICY.retries
+    assert _alerts(hub) == [Alert.RELOCK_FAILED]
+
+
+def test_a_door_opened_is_not_relocked_for_being_unopened(make_hub: Callable[..., Hub]) -> None:
+    hub, clock = _entered(make_hub)
+    clock.advance(POLICY.unopened_seconds)
+    assert hub.lock.lock_calls == 0
+
+
+def test_a_relock_the_radio_did_not_carry_is_retried(make_hub: Callable[..., Hub]) -> None:
+    hub, clock = _entered(make_hub)
+    hub.lock.set_online(False)
+    hub.lock.close_door()  # the relock request cannot be sent
+    hub.lock.set_online(True)
+    assert not _secured(hub)
+
+    clock.advance(POLICY.retry_seconds)
+
+    assert hub.lock.status().secure
+    assert _secured(hub)
+    assert _alerts(hub) == []

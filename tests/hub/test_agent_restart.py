@@ -1,17 +1,40 @@
 """Entries end with the door relocked: across a hub restart mid-entry (the entry in
-progress is journalled before the bolt moves) and when nobody went in (auto-relock)."""
+progress is journalled before the bolt moves, and recorded again by the new run's
+camera) and when nobody went in (auto-relock)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
+
+import pytest
 
 from doorstep.hub.drivers.simulated import ManualScheduler
 from doorstep.hub.lock import LockState, OperationError, OperationSource
 from doorstep.protocol.messages import EventKind
+from doorstep.video.camera import SimulatedCamera, Source
+from polling import wait_until
 
 if TYPE_CHECKING:
     from conftest import Hub
+
+
+@pytest.fixture
+def camera() -> Iterator[SimulatedCamera]:
+    cam = SimulatedCamera(Source.SCENE, width=160, height=120, fps=10)
+    cam.start()
+    yield cam
+    cam.stop()
+
+
+def _recorded_entry(make_hub: Callable[..., Hub], camera: SimulatedCamera) -> Hub:
+    """A hub whose camera went live, and an entry it unlocked."""
+    hub = make_hub(camera_url=camera.url)
+    recorder = hub.agent.cameras[hub.door]
+    wait_until(lambda: recorder.liveness().live, 20, "the camera to go live")
+    hub.send(hub.command(hub.grant()))
+    assert hub.lock.unlock_calls == 1
+    return hub
 
 
 def _secured(hub: Hub) -> list[str]:
@@ -83,6 +106,22 @@ def test_restart_before_the_door_opened_keeps_the_entry_on_a_failed_turn(hub: Hu
     assert _secured(hub) == [hub.entry_id]
 
 
+def test_restart_while_the_unlock_moved_relocks_when_the_door_closes(
+    make_hub: Callable[..., Hub],
+) -> None:
+    hub = make_hub(scheduler=ManualScheduler(), motor_seconds=1.0)
+    hub.send(hub.command(hub.grant()))  # the hub dies before the lock reports
+
+    hub.restart()
+    hub.lock.manual_unlock()  # the motor finished while the hub was down
+    hub.lock.open_door()
+    hub.agent.resume()
+    hub.lock.close_door()
+
+    assert hub.lock.status().secure
+    assert _secured(hub) == [hub.entry_id]
+
+
 def test_restart_after_the_door_closed_relocks_at_once(hub: Hub) -> None:
     hub.send(hub.command(hub.grant()))
     hub.restart()
@@ -129,3 +168,34 @@ def test_an_entry_that_went_in_is_secured_as_opened(hub: Hub) -> None:
     hub.lock.open_door()
     hub.lock.close_door()
     assert [e.data["opened"] for e in hub.events(EventKind.ENTRY_SECURED)] == [True]
+
+
+@pytest.mark.slow
+def test_restart_mid_entry_records_the_rest_of_the_entry(
+    make_hub: Callable[..., Hub], camera: SimulatedCamera
+) -> None:
+    hub = _recorded_entry(make_hub, camera)
+    hub.lock.open_door()
+
+    hub.restart()  # a new recorder: it holds no window for the entry
+    hub.lock.manual_unlock()
+    hub.lock.open_door()
+    hub.agent.resume()
+    hub.lock.close_door()
+
+    assert _secured(hub) == [hub.entry_id]
+    clips = wait_until(lambda: hub.events(EventKind.CLIP_RECORDED), 20, "the entry's clip")
+    assert [clip.data["entry_id"] for clip in clips] == [hub.entry_id]
+
+
+@pytest.mark.slow
+def test_restart_finds_the_entry_secured_and_starts(
+    make_hub: Callable[..., Hub], camera: SimulatedCamera
+) -> None:
+    hub = _recorded_entry(make_hub, camera)
+
+    hub.restart()  # the door stayed shut and the (new) lock reports locked
+    hub.agent.resume()
+
+    assert _secured(hub) == [hub.entry_id]
+    assert hub.journal.visits() == []

@@ -9,8 +9,13 @@ Order of an unlock (DESIGN principles 1, 2, 4, 5):
   4. the token id is recorded as used, durably: a grant opens a door once, ever;
   5. only then is the actuator called. Any failure before 5 is a refusal, journalled,
      and the lock is never touched.
+The unlock is answered by the lock's report of a remote unlock (or of its failure),
+never by the button or thumb-turn meanwhile. A failed unlock that left the bolt off
+locked (a jam half-way) is refused all the same, and the bolt relocked and watched.
 When the door closes during an entry, the hub relocks; the entry is secured only when
-the bolt reports locked AND the door sensor reports closed.
+the bolt reports locked AND the door sensor reports closed. An unlocked door that nobody
+opens is relocked (and the relock watched) after `RelockPolicy.unopened_seconds`, for
+locks that do not relock themselves.
 
 A remote lock (`lock` command, the resident's "Lock now") is checked the same way
 (a grant with scope "lock", single use), refused while another entry is in progress at
@@ -30,7 +35,7 @@ import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 import paho.mqtt.client as paho
 from pydantic import ValidationError
@@ -71,6 +76,7 @@ from doorstep.protocol.messages import (
 )
 from doorstep.protocol.mqtt import BrokerAddress, close, connect, make_client
 from doorstep.video.clips import Clip
+from doorstep.video.errors import VideoError
 from doorstep.video.liveness import Liveness
 
 log = logging.getLogger(__name__)
@@ -96,15 +102,16 @@ class _Visit:
     opened: bool = False  # whether the door opened during the entry
     # Watching the relock (in memory; a restart starts watching again from `resume`):
     relock_attempts: int = 0
+    unopened_timer: Cancellable | None = None
     door_timer: Cancellable | None = None
     deadline_timer: Cancellable | None = None
     alerts: set[str] = field(default_factory=set)
 
     def cancel_timers(self) -> None:
-        for timer in (self.door_timer, self.deadline_timer):
+        for timer in (self.unopened_timer, self.door_timer, self.deadline_timer):
             if timer is not None:
                 timer.cancel()
-        self.door_timer = self.deadline_timer = None
+        self.unopened_timer = self.door_timer = self.deadline_timer = None
 
 
 @dataclass
@@ -126,6 +133,9 @@ class RelockPolicy:
     retries: int = 3  # relock attempts after a jam or failed movement
     retry_seconds: float = 2.0
     deadline_seconds: float = 30.0  # door closed -> verified locked, or `relock_failed`
+    # Unlocked with the door shut and not opened within this -> the hub relocks, for locks
+    # without their own auto-relock (longer than the usual AutoRelockTime: theirs goes first).
+    unopened_seconds: float = 60.0
     door_open_seconds: float = 120.0  # door open longer -> `door_held_open`
     # A remote lock must report locked (and the door closed) within this, or it failed.
     # Shorter than the service's wait for the reply, so the resident hears the failure.
@@ -210,9 +220,14 @@ class HubAgent:
         self._resender.start()
 
     def resume(self) -> None:
-        """Finish entries a previous run left open: the door may have closed meanwhile."""
+        """Finish entries a previous run left open: the door may have closed meanwhile.
+        Each is recorded again from now: the new run's recorder holds no window for it.
+        An unlock the previous run left unanswered is owed no answer by this one (the
+        service has given up waiting): the door is watched as for any answered unlock."""
         with self._mutex:
             for access_point, visit in list(self._visits.items()):
+                visit.replied = True
+                self._rearm(access_point, visit)
                 status = self.locks[access_point].status()
                 data = {"access_point": access_point, "entry_id": visit.entry_id}
                 if status.secure:
@@ -443,7 +458,9 @@ class HubAgent:
         bolt mid-delivery would lock the visitor in or make them force their way out,
         and leave the entry's record saying locked while someone is inside. The one
         entry a lock may end is the resident's own remote unlock, which the service
-        names in the grant (`entry_id`); its relock then runs as for any entry.
+        names in the grant (`entry_id`); its relock then runs as for any entry. Until
+        that entry's unlock has reported, the lock is refused with `lock_not_ready`: the
+        bolt would be thrown and then drawn back by the unlock still under way.
 
         The reply follows the lock's own report, verified as the relock watch does
         (bolt locked AND door closed), or a failure: a jam, a refusal, or no report by
@@ -455,6 +472,8 @@ class HubAgent:
         visit = self._visits.get(access_point)
         if visit is not None and visit.entry_id != claims.entry_id:
             raise Refusal(Reason.ENTRY_IN_PROGRESS, "an entry is in progress at this door")
+        if visit is not None and not visit.replied:
+            raise Refusal(Reason.LOCK_NOT_READY, "the entry's unlock is still moving the bolt")
         if access_point in self._locking:
             raise Refusal(Reason.LOCK_NOT_READY, "another lock command is moving this bolt")
         status = driver.status()
@@ -641,12 +660,15 @@ class HubAgent:
                 if visit is None:
                     visit = self._open_keypad_visit(access_point)
                     data["entry_id"] = visit.entry_id
-            if visit is not None and not visit.replied:
+            if _answers(visit, event):
                 visit.replied = True
                 reply = Reply(command_id=visit.command_id, result="ok")
                 self._record_and_reply(EventKind.LOCK_UNLOCKED, data, reply)
             else:
                 self.record(EventKind.LOCK_UNLOCKED, data)
+            door = self.locks[access_point].status().door_state
+            if visit is not None and door == DoorState.CLOSED:
+                self._watch_unopened(access_point, visit)
             if credential is not None and self.credentials is not None:
                 self.credentials.record_use(credential)
         elif event.operation == LockOperationType.LOCK:
@@ -686,17 +708,27 @@ class HubAgent:
             self._keypad_refused(access_point, event)
             return
         data = {**data, "operation": int(event.operation), "error": int(event.error)}
-        if event.operation == LockOperationType.UNLOCK and visit and not visit.replied:
+        if _answers(visit, event):
             visit.replied = True
             reply = Reply(
                 command_id=visit.command_id, result="refused", reason=Reason.ACTUATOR_FAILED
             )
             self._record_and_reply(EventKind.LOCK_ERROR, data, reply)
-            self._close_visit(access_point)  # nothing for a restart to resume
+            self._after_failed_unlock(access_point, visit)
         else:
             self.record(EventKind.LOCK_ERROR, data)
         if event.operation == LockOperationType.LOCK and visit is not None:
             self._retry_relock(access_point, visit)
+
+    def _after_failed_unlock(self, access_point: str, visit: _Visit) -> None:
+        """A refused unlock ends the entry, unless it left the bolt off locked (a jam
+        half-way): that bolt is relocked and watched as for a closed door, and the entry
+        kept until the relock is verified."""
+        if self.locks[access_point].status().lock_state == LockState.LOCKED:
+            self._close_visit(access_point)  # nothing for a restart to resume
+        else:
+            self._relock(access_point)
+            self._watch_relock(access_point, visit)
 
     def _keypad_refused(self, access_point: str, event: LockOperationError) -> None:
         data: dict[str, Any] = {
@@ -718,6 +750,10 @@ class HubAgent:
             if visit is not None and visit.door_timer is not None:
                 visit.door_timer.cancel()
                 visit.door_timer = None
+            if visit is not None and not visit.replied:
+                # Shut again before the unlock reported (the sensor flickered): the bolt
+                # is still moving. The unlock's report starts the watch on the shut door.
+                return
             if (
                 visit is not None
                 and self.locks[access_point].status().lock_state != LockState.LOCKED
@@ -727,6 +763,9 @@ class HubAgent:
             else:
                 self._maybe_secured(access_point, visit, data)
         else:
+            if visit is not None and visit.unopened_timer is not None:
+                visit.unopened_timer.cancel()
+                visit.unopened_timer = None
             if visit is not None and not visit.opened:
                 visit.opened = True
                 self._open_visit(access_point, visit)
@@ -746,8 +785,11 @@ class HubAgent:
     def _relock(self, access_point: str) -> None:
         try:
             self.locks[access_point].lock(OperationSource.AUTO)
-        except LockError:
+        except LockError:  # not sent (a radio blip): retried as a relock the lock refused
             log.warning("relock of %s failed; the entry stays open", access_point)
+            visit = self._visits.get(access_point)
+            if visit is not None:
+                self._retry_relock(access_point, visit)
 
     # --- the camera ---------------------------------------------------------------------
 
@@ -783,6 +825,17 @@ class HubAgent:
         )
         self._client.publish(self.topics.camera, beat.model_dump_json().encode(), qos=0)
 
+    def _rearm(self, access_point: str, visit: _Visit) -> None:
+        """Record a restored entry again. A camera that cannot is logged, never fatal: the
+        relock owed to the entry matters more than its video."""
+        camera = self.cameras.get(access_point)
+        if camera is None:
+            return
+        try:
+            camera.arm(visit.entry_id)
+        except VideoError:
+            log.exception("entry %s at %s is not recorded", visit.entry_id, access_point)
+
     def _end_recording(self, access_point: str, entry_id: str) -> None:
         camera = self.cameras.get(access_point)
         if camera is None:
@@ -802,7 +855,10 @@ class HubAgent:
                 },
             )
 
-        camera.disarm(entry_id, recorded)
+        try:
+            camera.disarm(entry_id, recorded)
+        except VideoError:  # never armed (its camera failed): the entry still ends
+            log.exception("entry %s at %s has no recording to close", entry_id, access_point)
 
     # --- watching the relock ------------------------------------------------------------
 
@@ -812,6 +868,23 @@ class HubAgent:
             visit.deadline_timer = self._scheduler.call_later(
                 self._policy.deadline_seconds, lambda: self._relock_deadline(access_point, visit)
             )
+
+    def _watch_unopened(self, access_point: str, visit: _Visit) -> None:
+        """Unlocked with the door shut: it must open within `unopened_seconds`."""
+        if visit.unopened_timer is None:
+            visit.unopened_timer = self._scheduler.call_later(
+                self._policy.unopened_seconds, lambda: self._unopened_deadline(access_point, visit)
+            )
+
+    def _unopened_deadline(self, access_point: str, visit: _Visit) -> None:
+        """Nobody went in (an opening cancels this): relock, and watch that relock as for
+        a closed door."""
+        with self._mutex:
+            visit.unopened_timer = None
+            unlocked = self.locks[access_point].status().lock_state != LockState.LOCKED
+            if self._visits.get(access_point) is visit and unlocked:
+                self._relock(access_point)
+                self._watch_relock(access_point, visit)
 
     def _watch_door(self, access_point: str, visit: _Visit) -> None:
         if visit.deadline_timer is not None:  # open again: the relock clock restarts on close
@@ -823,7 +896,8 @@ class HubAgent:
             )
 
     def _retry_relock(self, access_point: str, visit: _Visit) -> None:
-        """A relock failed (a jam, a stalled motor): try again, a few times, while shut."""
+        """A relock failed (a jam, a stalled motor, a request the radio did not carry): try
+        again, a few times, while shut."""
         if visit.relock_attempts >= self._policy.retries:
             return
         visit.relock_attempts += 1
@@ -889,6 +963,17 @@ class HubAgent:
         self.journal.drop_visit(access_point)
         if visit is not None:
             self._end_recording(access_point, visit.entry_id)
+
+
+def _answers(visit: _Visit | None, event: LockOperation | LockOperationError) -> TypeGuard[_Visit]:
+    """Whether `event` is the outcome of `visit`'s unlock command: the first unlock from a
+    remote source since it was sent. The lock's button or thumb-turn meanwhile is not."""
+    return (
+        visit is not None
+        and not visit.replied
+        and event.operation == LockOperationType.UNLOCK
+        and event.source == OperationSource.REMOTE
+    )
 
 
 def _is_lock_operation(event: LockEvent) -> bool:

@@ -48,10 +48,13 @@ class EntryCamera(Protocol):
         """Call `callback` with every liveness report (about once a second)."""
         ...
 
-    def arm(self, entry_id: str) -> None: ...
+    def arm(self, entry_id: str) -> None:
+        """Open the entry's recording; `VideoError` when it cannot (not running, armed)."""
+        ...
 
     def disarm(self, entry_id: str, done: Callable[[Clip], None]) -> None:
-        """Close the entry's recording after the post-roll; `done` gets the clip."""
+        """Close the entry's recording after the post-roll; `done` gets the clip.
+        `VideoError` for an entry that is not armed."""
         ...
 
 
