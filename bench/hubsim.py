@@ -26,6 +26,10 @@ Simplifications, all named in the report:
   for a hub that was not prepared is counted and dropped.
 - Acks from the service are not consumed and nothing is resent: the path under test is
   command -> verified unlock -> event and reply.
+- Nobody opens the doors, so each hub would relock its door after
+  `RelockPolicy.unopened_seconds` (60 s) and report it: a wave of relocks from earlier
+  runs would land on the service during later ones and move their entries on. The
+  simulated hubs wait an hour instead (`UNOPENED_SECONDS`); the timer is still set.
 
 Control is line-based on stdin/stdout: `prepare START COUNT` answers `ready N SECONDS`,
 `stats` answers one JSON line, `quit` answers the final stats and exits.
@@ -50,7 +54,7 @@ import paho.mqtt.client as paho
 from bench.seed import ACCESS_POINT_SLUG, hub_id, hub_key
 from doorstep import heap
 from doorstep.access import keys as issuer_keys
-from doorstep.hub.agent import HubAgent
+from doorstep.hub.agent import HubAgent, RelockPolicy
 from doorstep.hub.drivers.simulated import SimulatedLock
 from doorstep.hub.journal import Journal
 from doorstep.hub.scheduling import Cancellable, Scheduler
@@ -62,6 +66,7 @@ from doorstep.protocol.mqtt_asyncio import LoopDriver
 
 log = logging.getLogger("bench.hubsim")
 IN_MEMORY = Path(":memory:")
+UNOPENED_SECONDS = 3600.0  # longer than any bench run: see the module docstring
 
 
 class LoopScheduler:
@@ -119,6 +124,7 @@ class Fleet:
             verifier=verifier,
             clock=time.time,
             scheduler=self._scheduler,
+            relock=RelockPolicy(unopened_seconds=UNOPENED_SECONDS),
         )
         agent._client = self._client  # publish through the shared connection
         return agent

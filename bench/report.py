@@ -461,7 +461,9 @@ METHOD = [
     "benchmark, not how hubs connect in production. Its journals are in-memory SQLite "
     "(same code and schema), "
     "so a real hub's storage fsyncs are not in the whole-path figures (see the fsync probe "
-    "under 'Hub simulator'). It does not consume acks or resend.",
+    "under 'Hub simulator'). It does not consume acks or resend. Nobody opens its doors, "
+    "so its hubs relock an unopened door after an hour, not the hub's 60 s, lest relocks "
+    "of earlier runs' entries land on the service during later runs.",
     "Every request uses its own home, access point, hub, delivery and package (an access "
     "point holds one open entry). They are bulk-inserted into the service's database after "
     "the migrations, bypassing the API and the audit chain; the carrier, resident and first "
