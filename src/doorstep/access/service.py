@@ -54,6 +54,11 @@ from doorstep.sql import Tx
 MAX_POSITION_ACCURACY_M = 100.0
 UNLOCK_SCOPE = ("unlock",)
 _OPEN = ", ".join(f"'{state}'" for state in OPEN_STATES)
+# Every state change is conditional on the states it may move from, in its UPDATE: the
+# hot writer process and the service's writer thread write concurrently on PostgreSQL,
+# and what one of them read may have changed by the time its UPDATE holds the row.
+_UNSTARTED = (EntryState.AWAITING_APPROVAL, EntryState.AUTHORIZED)
+_NOT_AWAITING = "this entry is no longer awaiting approval"
 
 ENTRY_COLUMNS = (
     "e.id, e.state, e.reason, e.delivery_id, e.home_id, e.hub_id, e.created_at, e.unlocked_at,"
@@ -434,11 +439,13 @@ def _authorize(
             command_id=command_id, grant_expires=grant_expires, grant=kept,
         )  # fmt: skip
     else:
-        tx.run(
+        approved = tx.run(
             "UPDATE entries SET state = ?, token_id = ?, command_id = ?, grant_expires_at = ?,"
-            " updated_at = ?, grant_token = ? WHERE id = ?",
+            " updated_at = ?, grant_token = ? WHERE id = ? AND state = 'awaiting_approval'",
             (entry.state, token_id.hex(), command_id, grant_expires, tx.time(now), kept, entry_id),
         )
+        if not approved:  # ended meanwhile (a keypad visit at the door), nothing written
+            raise Conflict(_NOT_AWAITING)
     command = Command(
         v=PROTOCOL_VERSION,
         command_id=command_id,
@@ -576,7 +583,7 @@ def answer_approval(
         )
         if current is None or current[0] != resident.id:
             raise NotFound("no such entry")
-        raise Conflict("this entry is no longer awaiting approval")
+        raise Conflict(_NOT_AWAITING)
     courier_id, delivery_id, home_id, point_id, hub_id, package_id, deadline = row[:7]
     slug, barcode, owner_id, online, device_key_id, point = row[7:]
     if owner_id != resident.id:
@@ -590,14 +597,12 @@ def answer_approval(
             if not online
             else Reason.APPROVAL_TIMEOUT
         )
-        declined = _decline(tx, entry_id, home_id, reason, now, actor=resident.actor)
-        return EntryDecision(declined, None)
+        return _declined(tx, entry_id, home_id, reason, now, actor=resident.actor)
     courier = Principal(PrincipalKind.USER, courier_id, PrincipalRole.COURIER, None)
     if device_key_id is not None and point is None:  # the phone was revoked meanwhile
-        declined = _decline(
+        return _declined(
             tx, entry_id, home_id, Reason.DEVICE_KEY_REQUIRED, now, actor=resident.actor
         )
-        return EntryDecision(declined, None)
     target = _Target(
         delivery_id, home_id, point_id, slug, hub_id, package_id, barcode,
         device_key_id=device_key_id, pop_key=bytes(point) if point is not None else None,
@@ -621,27 +626,52 @@ def abort_entry(
     state, home_id, _ = row
     if state not in OPEN_STATES:
         raise Conflict(f"this entry has already ended ({state})")
-    tx.run(
-        "UPDATE entries SET abort_reason = ?, updated_at = ? WHERE id = ?",
+    if not tx.run(
+        "UPDATE entries SET abort_reason = ?, updated_at = ?"  # noqa: S608
+        f" WHERE id = ? AND state IN ({_OPEN})",
         (why, tx.time(now), entry_id),
-    )
+    ):  # the hub's writer ended it meanwhile
+        raise Conflict(f"this entry has already ended ({_state(tx, entry_id, state)})")
     append_tx(tx, at=now, actor=courier.actor, action="entry:abort_requested",
               subject=entry_id, home_id=home_id, data={"why": why, "note": note})  # fmt: skip
-    if state in (EntryState.AWAITING_APPROVAL, EntryState.AUTHORIZED):
+    if state in _UNSTARTED:
+        # Unlocked meanwhile, it stays so: the hub verifies the relock and ends it aborted.
         _abort(tx, entry_id, state, home_id, now, actor=courier.actor,
-               reason=Reason.COURIER_ABORTED)  # fmt: skip
+               reason=Reason.COURIER_ABORTED, since=_UNSTARTED)  # fmt: skip
     view = load_entry(tx, entry_id)
     assert view is not None
     return view
 
 
+def _state(tx: Tx, entry_id: str, read: str) -> str:
+    """The entry's state now, after a conditional update found it moved from `read` (a
+    race with the other writer; never on the normal path)."""
+    row = tx.one("SELECT state FROM entries WHERE id = ?", (entry_id,))
+    return str(row[0]) if row is not None else read
+
+
+def _declined(
+    tx: Tx, entry_id: str, home_id: str | None, reason: Reason, now: datetime, *, actor: str
+) -> EntryDecision:
+    """The resident's answer declines the entry, unless it stopped awaiting meanwhile."""
+    if not _decline(tx, entry_id, home_id, reason, now, actor=actor):
+        raise Conflict(_NOT_AWAITING)
+    view = load_entry(tx, entry_id)
+    assert view is not None
+    return EntryDecision(view, None)
+
+
 def _decline(
     tx: Tx, entry_id: str, home_id: str | None, reason: Reason, now: datetime, *, actor: str
-) -> EntryView:
-    tx.run(
-        "UPDATE entries SET state = ?, reason = ?, updated_at = ? WHERE id = ?",
+) -> bool:
+    """Decline an entry awaiting approval; returns False (and changes nothing) if it no
+    longer awaits."""
+    if not tx.run(
+        "UPDATE entries SET state = ?, reason = ?, updated_at = ?"
+        " WHERE id = ? AND state = 'awaiting_approval'",
         (EntryState.DECLINED, reason, tx.time(now), entry_id),
-    )
+    ):
+        return False
     append_tx(
         tx,
         at=now,
@@ -652,9 +682,7 @@ def _decline(
         data={"reason": reason},
     )
     outbox.entry_changed(tx, entry_id=entry_id, state=EntryState.DECLINED, at=now, home_id=home_id)
-    view = load_entry(tx, entry_id)
-    assert view is not None
-    return view
+    return True
 
 
 def _deny(
@@ -754,10 +782,12 @@ def unlock_with_proof(
     if challenge is None:
         raise Conflict("the door has not sent its challenge yet; wait for it")
     command_id = ordered_hex()
-    tx.run(
-        "UPDATE entries SET command_id = ?, challenge = NULL, updated_at = ? WHERE id = ?",
+    if not tx.run(
+        "UPDATE entries SET command_id = ?, challenge = NULL, updated_at = ?"
+        " WHERE id = ? AND state = 'authorized'",
         (command_id, tx.time(now), entry_id),
-    )
+    ):  # refused or ended by the hub's writer meanwhile
+        raise Conflict(f"this entry is not waiting for a proof ({_state(tx, entry_id, state)})")
     append_tx(
         tx, at=now, actor=courier.actor, action="entry:proof_presented", subject=entry_id,
         home_id=home_id,
@@ -793,6 +823,11 @@ _STAMPS = {
     EntryState.LOCKED: "locked_at",
     EntryState.DONE: "done_at",
 }
+# The states an entry may move from to each of those: all before it in PROGRESS.
+_BEFORE = {
+    target: ", ".join(f"'{state}'" for state in PROGRESS[: PROGRESS.index(target)])
+    for target in _STAMPS
+}
 
 
 def apply_reply(tx: Tx, *, hub_id: str, reply: Reply, now: datetime) -> str | None:
@@ -807,16 +842,19 @@ def apply_reply(tx: Tx, *, hub_id: str, reply: Reply, now: datetime) -> str | No
     if reply.challenge is not None:
         # The hub checked the grant and asks the phone to prove it holds the key.
         if reply.result == "ok" and state == EntryState.AUTHORIZED:
-            tx.run("UPDATE entries SET challenge = ? WHERE id = ?", (reply.challenge, entry_id))
+            tx.run(
+                "UPDATE entries SET challenge = ? WHERE id = ? AND state = 'authorized'",
+                (reply.challenge, entry_id),
+            )
         return str(entry_id)
+    reason = reply.reason or "hub_error"
     if reply.result == "ok":
         _advance(tx, entry_id, state, home_id, EntryState.UNLOCKED, now, actor=f"hub:{hub_id}")
-    elif state == EntryState.AUTHORIZED:
-        reason = reply.reason or "hub_error"
-        tx.run(
-            "UPDATE entries SET state = ?, reason = ?, updated_at = ? WHERE id = ?",
-            (EntryState.REFUSED, reason, tx.time(now), entry_id),
-        )
+    elif state == EntryState.AUTHORIZED and tx.run(
+        "UPDATE entries SET state = ?, reason = ?, updated_at = ?"
+        " WHERE id = ? AND state = 'authorized'",
+        (EntryState.REFUSED, reason, tx.time(now), entry_id),
+    ):
         append_tx(
             tx,
             at=now,
@@ -910,12 +948,13 @@ def _keypad_entry(tx: Tx, hub_id: str, entry_id: str, event: Event, now: datetim
     actor = f"hub:{hub_id}"
     data = {"method": "keypad", "grant_id": event.data.get("grant_id"), "epoch": event.epoch,
             "seq": event.seq}  # fmt: skip
-    if open_id is not None and not _end_unstarted(
-        tx, open_id, open_state, home_id, Reason.ENTRY_IN_PROGRESS, now, actor=actor
-    ):
+    if open_id is not None and open_state not in _UNSTARTED:
         append_tx(tx, at=now, actor=actor, action="entry:keypad_unlocked", subject=open_id,
                   home_id=home_id, data={**data, "entry_id": entry_id})  # fmt: skip
         return
+    if open_id is not None:  # ends it, unless the service's writer ended it meanwhile
+        _end_unstarted(tx, open_id, open_state, home_id, Reason.ENTRY_IN_PROGRESS, now,
+                       actor=actor)  # fmt: skip
     tx.run(
         "INSERT INTO entries (id, home_id, access_point_id, hub_id, courier_id, state,"
         " created_at, updated_at, unlocked_at, purpose, grant_id, method)"
@@ -1029,11 +1068,14 @@ def _advance(
 ) -> bool:
     if state not in PROGRESS or PROGRESS.index(EntryState(state)) >= PROGRESS.index(target):
         return False
-    stamp = _STAMPS[target]
-    tx.run(
-        f"UPDATE entries SET state = ?, updated_at = ?, {stamp} = ? WHERE id = ?",  # noqa: S608
+    # Any earlier state, not just the one read: a step the other writer took meanwhile
+    # (a reply's `unlocked` before this `opened`) still lets this one apply.
+    if not tx.run(
+        f"UPDATE entries SET state = ?, updated_at = ?, {_STAMPS[target]} = ?"  # noqa: S608
+        f" WHERE id = ? AND state IN ({_BEFORE[target]})",
         (target, tx.time(now), tx.time(now), entry_id),
-    )
+    ):
+        return False
     append_tx(
         tx,
         at=now,
@@ -1056,15 +1098,20 @@ def _abort(
     *,
     actor: str,
     reason: Reason = Reason.DOOR_NEVER_OPENED,
-) -> None:
+    since: tuple[EntryState, ...] = OPEN_STATES,
+) -> bool:
     """The entry ends without a delivery: the door relocked before it was ever opened,
-    or the courier called it off (and the door is now verified shut and locked)."""
-    if state not in OPEN_STATES:
-        return
-    tx.run(
-        "UPDATE entries SET state = ?, reason = ?, updated_at = ?, done_at = ? WHERE id = ?",
+    or the courier called it off (and the door is now verified shut and locked). Only
+    from one of the states `since`; returns whether it ended."""
+    if state not in since:
+        return False
+    states = ", ".join(f"'{open_state}'" for open_state in since)
+    if not tx.run(
+        "UPDATE entries SET state = ?, reason = ?, updated_at = ?, done_at = ?"  # noqa: S608
+        f" WHERE id = ? AND state IN ({states})",
         (EntryState.ABORTED, reason, tx.time(now), tx.time(now), entry_id),
-    )
+    ):
+        return False
     append_tx(
         tx,
         at=now,
@@ -1075,6 +1122,7 @@ def _abort(
         data={"reason": reason},
     )
     outbox.entry_changed(tx, entry_id=entry_id, state=EntryState.ABORTED, at=now, home_id=home_id)
+    return True
 
 
 def _mark_delivered(
@@ -1104,14 +1152,11 @@ def expire_stale(tx: Tx, *, now: datetime) -> int:
     """Entries still waiting for the hub after their grant expired can never unlock;
     entries the resident did not approve in time are declined."""
     rows = tx.all(
-        "SELECT id, home_id FROM entries WHERE state = 'authorized' AND grant_expires_at < ?",
-        (tx.time(now),),
+        "UPDATE entries SET state = ?, reason = ?, updated_at = ?"
+        " WHERE state = 'authorized' AND grant_expires_at < ? RETURNING id, home_id",
+        (EntryState.EXPIRED, Reason.HUB_TIMEOUT, tx.time(now), tx.time(now)),
     )
     for entry_id, home_id in rows:
-        tx.run(
-            "UPDATE entries SET state = ?, reason = ?, updated_at = ? WHERE id = ?",
-            (EntryState.EXPIRED, Reason.HUB_TIMEOUT, tx.time(now), entry_id),
-        )
         append_tx(
             tx, at=now, actor="system", action="entry:expired", subject=entry_id, home_id=home_id
         )
@@ -1123,9 +1168,11 @@ def expire_stale(tx: Tx, *, now: datetime) -> int:
         " AND approval_deadline < ?",
         (tx.time(now),),
     )
-    for entry_id, home_id in waiting:
+    declined = [
         _decline(tx, entry_id, home_id, Reason.APPROVAL_TIMEOUT, now, actor="system")
-    return len(rows) + len(waiting)
+        for entry_id, home_id in waiting
+    ]
+    return len(rows) + sum(declined)
 
 
 def end_unsent(
@@ -1154,20 +1201,23 @@ def _end_unstarted(
     *, actor: str,
 ) -> bool:  # fmt: skip
     """End an entry whose unlock the hub has not acted on: declined while it awaits the
-    resident, expired once authorized. Returns False (and changes nothing) for an entry
-    in any other state."""
-    if state == EntryState.AWAITING_APPROVAL:
-        _decline(tx, entry_id, home_id, reason, now, actor=actor)
-        return True
-    if state != EntryState.AUTHORIZED:
+    resident, expired once authorized (as it is now: the resident may have approved it
+    since it was read). Returns False (and changes nothing) for an entry in any other
+    state."""
+    if state not in _UNSTARTED:
         return False
-    tx.run(
-        "UPDATE entries SET state = ?, reason = ?, updated_at = ? WHERE id = ?",
-        (EntryState.EXPIRED, reason, tx.time(now), entry_id),
+    row = tx.one(
+        "UPDATE entries SET state = CASE state WHEN 'awaiting_approval' THEN 'declined'"
+        " ELSE 'expired' END, reason = ?, updated_at = ?"
+        " WHERE id = ? AND state IN ('awaiting_approval', 'authorized') RETURNING state",
+        (reason, tx.time(now), entry_id),
     )
-    append_tx(tx, at=now, actor=actor, action="entry:expired", subject=entry_id,
+    if row is None:
+        return False
+    ended = EntryState(row[0])
+    append_tx(tx, at=now, actor=actor, action=f"entry:{ended}", subject=entry_id,
               home_id=home_id, data={"reason": reason})  # fmt: skip
-    outbox.entry_changed(tx, entry_id=entry_id, state=EntryState.EXPIRED, at=now, home_id=home_id)
+    outbox.entry_changed(tx, entry_id=entry_id, state=ended, at=now, home_id=home_id)
     return True
 
 
