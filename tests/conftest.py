@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 import uvicorn
 from fastapi import FastAPI
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from doorstep import demo
+from doorstep import db, demo
 from doorstep.accounts.models import Role
 from doorstep.accounts.service import create_user
 from doorstep.app import create_app
@@ -31,6 +32,7 @@ from doorstep.homes.service import broker_credentials
 from doorstep.hub.runner import HubOptions, build
 from doorstep.protocol.mqtt import BrokerAddress
 from doorstep.settings import EntrySettings, NotifySettings, Settings
+from doorstep.video.camera import SimulatedCamera, Source
 from postgres import postgres_database
 
 
@@ -86,6 +88,24 @@ def notify_settings() -> NotifySettings:
 def entry_settings() -> EntrySettings:
     """The service's entry settings (limits, timeouts); a module may override this."""
     return EntrySettings()
+
+
+@pytest.fixture
+def migrated_engine(database_url: str) -> Iterator[Engine]:
+    """An engine on `database_url` (SQLite, then PostgreSQL), migrated to the head."""
+    engine = db.make_engine(database_url)
+    db.upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def camera() -> Iterator[SimulatedCamera]:
+    """A small simulated camera (real ffmpeg) serving a scene."""
+    cam = SimulatedCamera(Source.SCENE, width=160, height=120, fps=10)
+    cam.start()
+    yield cam
+    cam.stop()
 
 
 @pytest.fixture

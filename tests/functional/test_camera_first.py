@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +18,7 @@ from doorstep import demo
 from doorstep.audit.models import AuditEvent
 from doorstep.hub import camera as camera_module
 from doorstep.settings import NotifySettings
-from doorstep.video.camera import SimulatedCamera, Source
+from doorstep.video.camera import SimulatedCamera
 from doorstep.video.liveness import Liveness
 
 if TYPE_CHECKING:
@@ -28,14 +28,6 @@ if TYPE_CHECKING:
 @pytest.fixture
 def notify_settings(mailbox: tuple[Mailbox, int]) -> NotifySettings:
     return NotifySettings(smtp_host="127.0.0.1", smtp_port=mailbox[1], poll_seconds=0.1)
-
-
-@pytest.fixture
-def camera() -> Iterator[SimulatedCamera]:
-    cam = SimulatedCamera(Source.SCENE, width=160, height=120, fps=10)
-    cam.start()
-    yield cam
-    cam.stop()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,7 +30,7 @@ from doorstep.clips.storage import ClipStorage
 from doorstep.clock import FrozenClock
 from doorstep.homes.models import Home
 from doorstep.settings import ClipSettings, NotifySettings
-from doorstep.video.camera import SimulatedCamera, Source
+from doorstep.video.camera import SimulatedCamera
 from doorstep.video.crypto import ObjectCipher
 from doorstep.video.errors import ClipIntegrityError, ClipKeyDestroyed
 from doorstep.video.liveness import Liveness
@@ -53,14 +53,6 @@ INTO_THE_HOUSE = (0.8, 0.7)
 @pytest.fixture
 def notify_settings(mailbox: tuple[Mailbox, int]) -> NotifySettings:
     return NotifySettings(smtp_host="127.0.0.1", smtp_port=mailbox[1], poll_seconds=0.1)
-
-
-@pytest.fixture
-def camera() -> Iterator[SimulatedCamera]:
-    cam = SimulatedCamera(Source.SCENE, width=160, height=120, fps=10)
-    cam.start()
-    yield cam
-    cam.stop()
 
 
 @pytest.fixture

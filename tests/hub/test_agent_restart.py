@@ -4,7 +4,7 @@ camera) and when nobody went in (auto-relock)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import pytest
@@ -12,19 +12,11 @@ import pytest
 from doorstep.hub.drivers.simulated import ManualScheduler
 from doorstep.hub.lock import LockState, OperationError, OperationSource
 from doorstep.protocol.messages import EventKind
-from doorstep.video.camera import SimulatedCamera, Source
+from doorstep.video.camera import SimulatedCamera
 from polling import wait_until
 
 if TYPE_CHECKING:
     from conftest import Hub
-
-
-@pytest.fixture
-def camera() -> Iterator[SimulatedCamera]:
-    cam = SimulatedCamera(Source.SCENE, width=160, height=120, fps=10)
-    cam.start()
-    yield cam
-    cam.stop()
 
 
 def _recorded_entry(make_hub: Callable[..., Hub], camera: SimulatedCamera) -> Hub:

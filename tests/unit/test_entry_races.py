@@ -37,14 +37,6 @@ Job = Callable[[Tx], Any]
 
 
 @pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = db.make_engine(database_url)
-    db.upgrade(engine)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
 def pg_engine() -> Iterator[Engine]:
     with postgres_database() as url:
         engine = db.make_engine(url)
@@ -188,17 +180,17 @@ def test_the_expiry_sweep_that_waited_on_the_hubs_unlock_leaves_it_unlocked(
 
 
 def test_the_expiry_sweep_ends_what_it_expires_and_nothing_moves_it_after(
-    engine: Engine,
+    migrated_engine: Engine,
 ) -> None:
-    _seed(engine, "authorized")
+    _seed(migrated_engine, "authorized")
 
-    expired = _transaction(engine, _expire)
-    again = _transaction(engine, _expire)
-    _transaction(engine, _unlocked)
+    expired = _transaction(migrated_engine, _expire)
+    again = _transaction(migrated_engine, _expire)
+    _transaction(migrated_engine, _unlocked)
 
     assert (expired, again) == (1, 0)
-    assert _state(engine) == ("expired",)
-    assert _actions(engine) == ["entry:expired"]
-    assert "ent-1.unlocked" not in _notified(engine)
+    assert _state(migrated_engine) == ("expired",)
+    assert _actions(migrated_engine) == ["entry:expired"]
+    assert "ent-1.unlocked" not in _notified(migrated_engine)
     with pytest.raises(Conflict):
-        _transaction(engine, _abort)
+        _transaction(migrated_engine, _abort)

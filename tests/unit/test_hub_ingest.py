@@ -96,16 +96,8 @@ def _seed(tx: Tx, hubs: list[Hub]) -> None:
 
 
 @pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = db.make_engine(database_url)
-    db.upgrade(engine)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def writer(engine: Engine) -> Iterator[Writer]:
-    writer = Writer(engine)
+def writer(migrated_engine: Engine) -> Iterator[Writer]:
+    writer = Writer(migrated_engine)
     writer.start()
     yield writer
     writer.stop()
@@ -246,14 +238,14 @@ def test_an_alert_is_audited_and_notified_once_per_entry(writer: Writer, hub: Hu
 
 
 def test_a_hub_cannot_put_flags_on_another_homes_timeline(
-    engine: Engine, writer: Writer, hubs: list[Hub]
+    migrated_engine: Engine, writer: Writer, hubs: list[Hub]
 ) -> None:
     ours, theirs = hubs
     ours.entry("ent-ours", EntryState.CLOSED)
     theirs.send(1, 1, EventKind.DOOR_FORCED, access_point="front", entry_id="ent-ours")
     ours.send(1, 1, EventKind.LOCK_JAMMED, access_point="front", entry_id="ent-ours")
 
-    with db.make_session_factory(engine)() as session:
+    with db.make_session_factory(migrated_engine)() as session:
         home = session.get(Home, ours.home)
         assert home is not None
         (line,) = timeline(session, home=home, limit=10)
