@@ -52,15 +52,15 @@ def process_wait_seconds(pid: int) -> float:
     return total / 1e9
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """`process_cpu_seconds` of a process and of its live descendants: the service with
-    its writer process (`doorstep.hotwriter`) is one server."""
-    return sum(process_cpu_seconds(member) for member in _tree(pid))
-
-
-def tree_wait_seconds(pid: int) -> float:
-    """`process_wait_seconds` of a process and of its live descendants."""
-    return sum(process_wait_seconds(member) for member in _tree(pid))
+def tree_seconds(pid: int) -> tuple[float, float]:
+    """`process_cpu_seconds` and `process_wait_seconds` of a process and of its live
+    descendants, summed: the service with its writer process (`doorstep.hotwriter`) is
+    one server."""
+    members = _tree(pid)
+    return (
+        sum(process_cpu_seconds(member) for member in members),
+        sum(process_wait_seconds(member) for member in members),
+    )
 
 
 def _tree(pid: int) -> list[int]:
@@ -124,8 +124,9 @@ class Meter:
 
     def snapshot(self) -> Snapshot:
         pids = {name: pid for name, pid in self._pids().items() if pid}
-        processes = {name: tree_cpu_seconds(pid) for name, pid in pids.items()}
-        waits = {name: tree_wait_seconds(pid) for name, pid in pids.items()}
+        seconds = {name: tree_seconds(pid) for name, pid in pids.items()}
+        processes = {name: cpu for name, (cpu, _) in seconds.items()}
+        waits = {name: waited for name, (_, waited) in seconds.items()}
         return Snapshot(time.monotonic(), processes, waits, own_cpu_seconds(), MachineTimes.read())
 
     @staticmethod

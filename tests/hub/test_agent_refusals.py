@@ -478,7 +478,8 @@ def test_a_thumb_turn_while_the_bolt_moves_is_not_the_answer(
 
     motor.advance(1.0)
 
-    remote = [e for e in hub.events(EventKind.LOCK_UNLOCKED) if e.data["source"] == 7]
+    unlocks = hub.events(EventKind.LOCK_UNLOCKED)
+    remote = [e for e in unlocks if e.data["source"] == OperationSource.REMOTE]
     assert hub.stored_reply(command.command_id) == Reply(
         command_id=command.command_id, result="ok", seqs=[remote[0].seq]
     )

@@ -666,8 +666,10 @@ class HubAgent:
                 self._record_and_reply(EventKind.LOCK_UNLOCKED, data, reply)
             else:
                 self.record(EventKind.LOCK_UNLOCKED, data)
-            door = self.locks[access_point].status().door_state
-            if visit is not None and door == DoorState.CLOSED:
+            if (
+                visit is not None
+                and self.locks[access_point].status().door_state == DoorState.CLOSED
+            ):
                 self._watch_unopened(access_point, visit)
             if credential is not None and self.credentials is not None:
                 self.credentials.record_use(credential)
