@@ -1,9 +1,10 @@
 """Entries end with the door relocked: across a hub restart mid-entry (the entry in
-progress is journalled before the bolt moves, and recorded again by the new run's
-camera) and when nobody went in (auto-relock)."""
+progress is journalled before the bolt moves, and its recording goes on in the window
+the camera kept) and when nobody went in (auto-relock)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -168,8 +169,12 @@ def test_restart_mid_entry_records_the_rest_of_the_entry(
 ) -> None:
     hub = _recorded_entry(make_hub, camera)
     hub.lock.open_door()
+    recorder = hub.agent.cameras[hub.door]
+    recording = recorder.liveness().frames
+    wait_until(lambda: recorder.liveness().frames > recording + 15, 20, "a second of entry")
 
-    hub.restart()  # a new recorder: it holds no window for the entry
+    restarted_at = time.time()
+    hub.restart()  # a new recorder: the old one kept the entry's window
     hub.lock.manual_unlock()
     hub.lock.open_door()
     hub.agent.resume()
@@ -177,7 +182,11 @@ def test_restart_mid_entry_records_the_rest_of_the_entry(
 
     assert _secured(hub) == [hub.entry_id]
     clips = wait_until(lambda: hub.events(EventKind.CLIP_RECORDED), 20, "the entry's clip")
+    # One clip for the whole entry: from before the unlock, across the restart.
     assert [clip.data["entry_id"] for clip in clips] == [hub.entry_id]
+    assert clips[0].data["started_at"] < restarted_at - 1.0
+    assert clips[0].data["ended_at"] > restarted_at
+    assert clips[0].data["complete"] is False  # the restart is a gap in it
 
 
 @pytest.mark.slow
@@ -185,9 +194,32 @@ def test_restart_finds_the_entry_secured_and_starts(
     make_hub: Callable[..., Hub], camera: SimulatedCamera
 ) -> None:
     hub = _recorded_entry(make_hub, camera)
+    armed_at = time.time()
 
     hub.restart()  # the door stayed shut and the (new) lock reports locked
     hub.agent.resume()
 
     assert _secured(hub) == [hub.entry_id]
     assert hub.journal.visits() == []
+    clips = wait_until(lambda: hub.events(EventKind.CLIP_RECORDED), 20, "the entry's clip")
+    assert [clip.data["entry_id"] for clip in clips] == [hub.entry_id]
+    assert clips[0].data["started_at"] < armed_at
+
+
+@pytest.mark.slow
+def test_a_recording_left_open_for_an_ended_entry_is_closed_at_start(
+    make_hub: Callable[..., Hub], camera: SimulatedCamera
+) -> None:
+    hub = _recorded_entry(make_hub, camera)
+    armed_at = time.time()
+    # The hub stops after the entry's end was journalled but before its recording was
+    # closed: the camera kept a window that no open entry claims.
+    hub.journal.drop_visit(hub.door)
+
+    hub.restart()
+    hub.agent.resume()
+
+    clips = wait_until(lambda: hub.events(EventKind.CLIP_RECORDED), 20, "the entry's clip")
+    assert [clip.data["entry_id"] for clip in clips] == [hub.entry_id]
+    assert clips[0].data["started_at"] < armed_at
+    assert hub.agent.cameras[hub.door].restored() == []

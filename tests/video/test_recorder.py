@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,7 +17,7 @@ from doorstep.video.camera import SimulatedCamera, Source
 from doorstep.video.crypto import FileKeyStore, HomeKey
 from doorstep.video.errors import RecorderError
 from doorstep.video.liveness import CameraState, Liveness
-from doorstep.video.recorder import Recorder, RecorderOptions
+from doorstep.video.recorder import Recorder, RecorderOptions, WindowKept
 from doorstep.video.storage import FileClipStore
 from doorstep.video.vault import ClipVault, clips_outside
 from polling import wait_until
@@ -212,16 +214,123 @@ def test_recorder_restarts_ffmpeg_and_keeps_no_stray_segment(
     wait_until(lambda: not crashed(), PRE_ROLL + 3.0, "the crashed run's files to expire")
 
 
-def test_stop_closes_an_open_entry_into_a_clip(cameras: Cameras, recorders: Recorders) -> None:
+def test_stop_keeps_an_open_entry_for_the_next_start(cameras: Cameras, tmp_path: Path) -> None:
     camera = cameras(Source.SCENE)
-    recorder = recorders(camera.url)
-    wait_for_pre_roll(recorder, 1.0)
-    future = recorder.arm("ent-shutdown")
-    receive(recorder, 1.0)
-    recorder.stop()
-    clip = future.result(timeout=1)
-    assert not clip.complete and clip.duration > 1.0
-    assert not recorder.segments_dir.exists()
+    spool = tmp_path / "spool"
+    first = Recorder(camera.url, spool, RecorderOptions(pre_roll=PRE_ROLL))
+    first.start()
+    try:
+        wait_for_pre_roll(first, PRE_ROLL)
+        armed = first.arm("ent-restart")
+        receive(first, 2.0)
+        finished = first.arm("ent-ended")
+        first.disarm("ent-ended", post_roll=0.0)
+    finally:
+        first.stop()
+    with pytest.raises(WindowKept):
+        armed.result(timeout=1)
+    assert finished.result(timeout=1).entry_id == "ent-ended"  # disarmed: cut at stop
+    stopped_at = time.time()
+    assert list(spool.joinpath("segments").glob("*.ts"))  # the open entry's video
+
+    second = Recorder(camera.url, spool, RecorderOptions(pre_roll=PRE_ROLL))
+    second.start()
+    try:
+        restored = second.restored()
+        assert list(restored) == ["ent-restart"]
+        with pytest.raises(RecorderError, match="already armed"):
+            second.arm("ent-restart")
+        receive(second, 1.5)
+        second.disarm("ent-restart", post_roll=0.5)
+        clip = restored["ent-restart"].result(timeout=15)
+    finally:
+        second.stop()
+    # One clip from before the first run's arm to after the second run's disarm, with
+    # the restart as its one gap.
+    assert clip.armed_at < stopped_at - 2.0
+    assert clip.started_at <= clip.armed_at - PRE_ROLL
+    assert clip.ended_at == pytest.approx(clip.stop_at, abs=0.2)
+    assert len(clip.gaps) == 1 and clip.gaps[0][0] < stopped_at < clip.gaps[0][1]
+    assert not clip.complete
+    assert clip.duration >= PRE_ROLL + 2.0 + 1.5
+    assert not second.segments_dir.exists()  # nothing held: nothing kept
+
+
+_CRASHING_RECORDER = """
+import sys, time
+from pathlib import Path
+from doorstep.video.recorder import Recorder, RecorderOptions, WindowKept
+recorder = Recorder(sys.argv[1], Path(sys.argv[2]), RecorderOptions(pre_roll=float(sys.argv[3])))
+recorder.start()
+deadline = time.monotonic() + 30
+while recorder.buffered_seconds() < float(sys.argv[3]) and time.monotonic() < deadline:
+    time.sleep(0.05)
+recorder.arm("ent-crash")
+armed = recorder.liveness().frames
+while recorder.liveness().frames < armed + 30 and time.monotonic() < deadline:
+    time.sleep(0.05)
+print(time.time(), flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_recorder_killed_mid_entry_loses_none_of_its_video(
+    cameras: Cameras, tmp_path: Path
+) -> None:
+    camera = cameras(Source.SCENE)
+    spool = tmp_path / "spool"
+    with subprocess.Popen(
+        [sys.executable, "-c", _CRASHING_RECORDER, camera.url, str(spool), str(PRE_ROLL)],
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as crashing:
+        try:
+            assert crashing.stdout is not None
+            line = crashing.stdout.readline()  # two seconds of the entry are recorded
+            assert line, "the recorder in the child process did not arm"
+            recorded_until = float(line)
+        finally:
+            crashing.kill()  # its ffmpeg dies with it
+            crashing.wait(timeout=10)
+
+    recorder = Recorder(camera.url, spool, RecorderOptions(pre_roll=PRE_ROLL))
+    recorder.start()
+    try:
+        restored = recorder.restored()
+        assert list(restored) == ["ent-crash"]
+        # What the crashed run recorded outside the window is gone; the rest is held.
+        window = recorder.windows()[0]
+        for segment in recorder.segments():
+            assert window.overlaps(segment), segment
+        receive(recorder, 1.0)
+        recorder.disarm("ent-crash", post_roll=0.5)
+        clip = restored["ent-crash"].result(timeout=15)
+    finally:
+        recorder.stop()
+    assert clip.started_at <= clip.armed_at - PRE_ROLL
+    # The crashed run's last segment, never closed by its ffmpeg, is in the clip.
+    assert clip.gaps and clip.gaps[0][0] >= recorded_until - 0.2
+    assert clip.duration >= PRE_ROLL + 1.5 + 1.0
+
+
+def test_a_spool_left_without_open_entries_is_cleared_at_start(
+    cameras: Cameras, tmp_path: Path
+) -> None:
+    camera = cameras(Source.SCENE)
+    spool = tmp_path / "spool"
+    (spool / "segments").mkdir(parents=True)
+    (spool / "segments" / "r0007-00000001.ts").write_bytes(b"left by a crash")
+    (spool / "windows.json").write_text("not json")
+    recorder = Recorder(camera.url, spool, RecorderOptions(pre_roll=PRE_ROLL))
+    recorder.start()
+    try:
+        assert recorder.restored() == {}
+        assert not (spool / "segments" / "r0007-00000001.ts").exists()
+        assert not (spool / "windows.json").exists()
+        wait_until(lambda: recorder.segments(), 10.0, "a segment")
+        assert all(s.path.name.startswith("r0008-") for s in recorder.segments())
+    finally:
+        recorder.stop()
 
 
 def test_continuous_recording_keeps_segments(cameras: Cameras, recorders: Recorders) -> None:

@@ -192,6 +192,7 @@ class HubAgent:
             driver.subscribe(self._listener(access_point))
         for access_point, camera in self.cameras.items():
             camera.watch(self._camera_listener(access_point))
+            camera.watch_clips(self._clip_listener(access_point))
         if credentials is not None:
             credentials.attach(record=self.record, publish=self._publish_reported)
 
@@ -200,6 +201,9 @@ class HubAgent:
 
     def _camera_listener(self, access_point: str) -> Callable[[Liveness], None]:
         return lambda liveness: self._on_camera(access_point, liveness)
+
+    def _clip_listener(self, access_point: str) -> Callable[[Clip], None]:
+        return lambda clip: self._clip_recorded(access_point, clip)
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -221,10 +225,18 @@ class HubAgent:
 
     def resume(self) -> None:
         """Finish entries a previous run left open: the door may have closed meanwhile.
-        Each is recorded again from now: the new run's recorder holds no window for it.
-        An unlock the previous run left unanswered is owed no answer by this one (the
-        service has given up waiting): the door is watched as for any answered unlock."""
+        Each goes on recording in the window the previous run opened (the camera kept
+        it), or from now if the camera lost it. A recording the previous run left open
+        for an entry that is no longer open here (it ended just before the restart) is
+        closed. An unlock the previous run left unanswered is owed no answer by this one
+        (the service has given up waiting): the door is watched as for any answered
+        unlock."""
         with self._mutex:
+            for access_point, camera in self.cameras.items():
+                visit = self._visits.get(access_point)
+                for entry_id in camera.restored():
+                    if visit is None or visit.entry_id != entry_id:
+                        self._end_recording(access_point, entry_id)
             for access_point, visit in list(self._visits.items()):
                 visit.replied = True
                 self._rearm(access_point, visit)
@@ -828,8 +840,9 @@ class HubAgent:
         self._client.publish(self.topics.camera, beat.model_dump_json().encode(), qos=0)
 
     def _rearm(self, access_point: str, visit: _Visit) -> None:
-        """Record a restored entry again. A camera that cannot is logged, never fatal: the
-        relock owed to the entry matters more than its video."""
+        """Record a restored entry again (in its earlier window, when the camera kept
+        it). A camera that cannot is logged, never fatal: the relock owed to the entry
+        matters more than its video."""
         camera = self.cameras.get(access_point)
         if camera is None:
             return
@@ -842,25 +855,24 @@ class HubAgent:
         camera = self.cameras.get(access_point)
         if camera is None:
             return
-
-        def recorded(clip: Clip) -> None:
-            self.record(
-                EventKind.CLIP_RECORDED,
-                {
-                    "access_point": access_point,
-                    "entry_id": entry_id,
-                    "clip_id": clip.clip_id,
-                    "started_at": clip.started_at,
-                    "ended_at": clip.ended_at,
-                    "duration": round(clip.duration, 3),
-                    "complete": clip.complete,
-                },
-            )
-
         try:
-            camera.disarm(entry_id, recorded)
+            camera.disarm(entry_id)  # its clip comes to `_clip_recorded`
         except VideoError:  # never armed (its camera failed): the entry still ends
             log.exception("entry %s at %s has no recording to close", entry_id, access_point)
+
+    def _clip_recorded(self, access_point: str, clip: Clip) -> None:
+        self.record(
+            EventKind.CLIP_RECORDED,
+            {
+                "access_point": access_point,
+                "entry_id": clip.entry_id,
+                "clip_id": clip.clip_id,
+                "started_at": clip.started_at,
+                "ended_at": clip.ended_at,
+                "duration": round(clip.duration, 3),
+                "complete": clip.complete,
+            },
+        )
 
     # --- watching the relock ------------------------------------------------------------
 

@@ -6,8 +6,13 @@ clip starts before the unlock (the recorder keeps a short pre-roll); it is disar
 the verified relock plus a post-roll. A camera that stalls or freezes during an entry is
 reported at once (`camera_lost`). The recording itself is `doorstep.video.Recorder`
 (ffmpeg, stream copy). Each clip goes to the hub's `uploader.Uploader` (a durable queue
-that sends it to the service), and live view takes the recorder's newest segments
-(`liveview.LiveStreamer`) while someone watches.
+that sends it to the service) and to the clip watchers (the agent reports it), and live
+view takes the recorder's newest segments (`liveview.LiveStreamer`) while someone watches.
+
+An entry's recording outlives a restart of the hub: the recorder keeps an armed window
+and its video across `stop` and a crash, and `start` restores it (`restored`). Arming a
+restored entry again goes on with that window, so the entry gets one clip from before
+the unlock to after the relock, with the restart as a gap in it.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from doorstep.video.clips import Clip
 from doorstep.video.liveness import Liveness
-from doorstep.video.recorder import Recorder, RecorderOptions
+from doorstep.video.recorder import Recorder, RecorderOptions, WindowKept
 from doorstep.video.segments import Segment
 
 if TYPE_CHECKING:
@@ -48,13 +53,23 @@ class EntryCamera(Protocol):
         """Call `callback` with every liveness report (about once a second)."""
         ...
 
-    def arm(self, entry_id: str) -> None:
-        """Open the entry's recording; `VideoError` when it cannot (not running, armed)."""
+    def watch_clips(self, callback: Callable[[Clip], None]) -> None:
+        """Call `callback` with every entry's clip once it is assembled."""
         ...
 
-    def disarm(self, entry_id: str, done: Callable[[Clip], None]) -> None:
-        """Close the entry's recording after the post-roll; `done` gets the clip.
-        `VideoError` for an entry that is not armed."""
+    def restored(self) -> list[str]:
+        """Entries whose recording an earlier run left open, still open now (after
+        `start`): each goes on until `disarm`."""
+        ...
+
+    def arm(self, entry_id: str) -> None:
+        """Open the entry's recording (a restored one goes on); `VideoError` when it
+        cannot (not running, already armed)."""
+        ...
+
+    def disarm(self, entry_id: str) -> None:
+        """Close the entry's recording after the post-roll; its clip then goes to the
+        clip watchers. `VideoError` for an entry that is not armed."""
         ...
 
 
@@ -72,21 +87,26 @@ class RecorderCamera:
         live: LiveStreamer | None = None,
     ) -> None:
         self._watchers: list[Callable[[Liveness], None]] = []
+        self._clip_watchers: list[Callable[[Clip], None]] = []
         self._recorder = Recorder(url, spool, options, on_liveness=self._report)
         self._access_point = access_point
         self._uploader = uploader
         self._live = live
 
     def start(self) -> None:
-        self._recorder.start()
         for worker in (self._uploader, self._live):
             if worker is not None:
                 worker.retain()
+        self._recorder.start()
+        for entry_id, future in self._recorder.restored().items():
+            self._deliver(entry_id, future)
 
     def stop(self) -> None:
         if self._live is not None:
             self._live.release()
-        self._recorder.stop()  # assembles what is still armed: queued before the uploader stops
+        # Assembles what was disarmed, queued before the uploader stops; what is still
+        # armed is kept for the next start.
+        self._recorder.stop()
         if self._uploader is not None:
             self._uploader.release()
 
@@ -104,20 +124,47 @@ class RecorderCamera:
     def watch(self, callback: Callable[[Liveness], None]) -> None:
         self._watchers.append(callback)
 
-    def arm(self, entry_id: str) -> None:
-        self._recorder.arm(entry_id)
+    def watch_clips(self, callback: Callable[[Clip], None]) -> None:
+        self._clip_watchers.append(callback)
 
-    def disarm(self, entry_id: str, done: Callable[[Clip], None]) -> None:
-        future = self._recorder.disarm(entry_id, post_roll=POST_ROLL_SECONDS)
+    def restored(self) -> list[str]:
+        return [
+            window.entry_id
+            for window in self._recorder.windows()
+            if window.entry_id in self._recorder.restored() and window.stop_at is None
+        ]
+
+    def arm(self, entry_id: str) -> None:
+        if entry_id in self._recorder.restored():
+            return  # the earlier run's window goes on: one clip for the whole entry
+        self._deliver(entry_id, self._recorder.arm(entry_id))
+
+    def disarm(self, entry_id: str) -> None:
+        self._recorder.disarm(entry_id, post_roll=POST_ROLL_SECONDS)
+
+    def _deliver(self, entry_id: str, future: Future[Clip]) -> None:
+        """Once assembled, the clip goes to the clip watchers, then to the uploader
+        (which takes its files over)."""
 
         def finished(result: Future[Clip]) -> None:
             try:
                 clip = result.result()
-                done(clip)
-                if self._uploader is not None:
-                    self._uploader.enqueue(clip, access_point=self._access_point)
+            except WindowKept:
+                log.info("entry %s is still recording: its window is kept", entry_id)
+                return
             except Exception:  # the process edge: a clip that failed is logged, not fatal
                 log.exception("clip of entry %s could not be assembled", entry_id)
+                return
+            for watcher in list(self._clip_watchers):
+                try:
+                    watcher(clip)
+                except Exception:  # a watcher's failure must not stop the upload
+                    log.exception("clip watcher failed for entry %s", entry_id)
+            if self._uploader is not None:
+                try:
+                    self._uploader.enqueue(clip, access_point=self._access_point)
+                except Exception:  # the process edge: logged, not fatal
+                    log.exception("clip of entry %s could not be queued", entry_id)
 
         future.add_done_callback(finished)
 

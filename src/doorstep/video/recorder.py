@@ -18,9 +18,9 @@ Privacy: nothing is kept outside recording windows. Segments that overlap no win
 deleted as soon as they are older than `pre_roll` seconds (those a window held, as its
 clip is handed over), so between entries the spool only ever holds a rolling pre-roll
 of `pre_roll` seconds plus the segment being written (about one GOP). `start` deletes
-whatever an earlier run left in the spool. With `continuous=True` (the resident's
-choice) segments outside windows are moved to `<spool>/continuous/` instead, for the
-caller to keep and expire.
+whatever an earlier run left in the spool, except what an entry still needs (below).
+With `continuous=True` (the resident's choice) segments outside windows are moved to
+`<spool>/continuous/` instead, for the caller to keep and expire.
 
 Entries: `arm(entry_id)` (at authorization) opens a window from `pre_roll` seconds before
 now; `disarm(entry_id, post_roll=...)` (at the verified relock) closes it `post_roll`
@@ -32,6 +32,15 @@ already holds the window's last frame (no wait for the next keyframe), or
 The caller then archives it (`vault.ClipVault.archive`, which encrypts it and removes
 the plaintext). Several entries may be armed at once; each gets its own clip.
 
+Restarts: an entry's video outlives the process recording it. The windows are written to
+`<spool>/windows.json` whenever one opens, closes or is handed over. `stop` leaves an
+armed window open (its Future fails with `WindowKept`) and keeps its segments; a process
+that dies keeps everything. The next `start` restores those windows with the segments
+they hold, found in the earlier runs' segment lists (the segment a killed ffmpeg never
+closed included), and deletes the rest. A restored window goes on recording from the
+new run and is cut into one clip, with the time nobody recorded as a gap; `restored`
+hands the new Futures to the caller, who also decides which restored windows to close.
+
 Clocks: ffmpeg stamps packets with the system's wall clock, so arm/disarm times are Unix
 times from the same clock (`time.time`, or `at=` a moment recorded elsewhere on this
 machine).
@@ -41,7 +50,10 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import json
 import logging
+import os
+import re
 import shutil
 import subprocess
 import threading
@@ -87,6 +99,13 @@ EARLY_CUT_MARGIN = 0.15
 # frame at 15 fps) and still count as reaching it.
 FRAME_TOLERANCE = 0.1
 STOP_TIMEOUT = 1.0  # two SIGTERMs half of it apart, then SIGKILL (see process.stop)
+WINDOWS_FILE = "windows.json"
+RUN_FILE = re.compile(r"r(\d{4,})(?:\.csv|-\d+\.ts)")
+
+
+class WindowKept(RecorderError):
+    """The recorder stopped while the entry was armed: its window and video are kept for
+    the next `start`, whose `restored` Future brings the clip."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +152,7 @@ class Recorder:
         self._segments: dict[Path, Segment] = {}
         self._windows: dict[str, Window] = {}
         self._futures: dict[str, Future[Clip]] = {}
+        self._restored: set[str] = set()  # windows `start` brought back from an earlier run
         self._assembling: set[str] = set()
         self._assembler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clip-assembly")
         self._maintainer: threading.Thread | None = None
@@ -167,11 +187,12 @@ class Recorder:
         return running.pid if running is not None and running.poll() is None else None
 
     def start(self) -> None:
-        """Clear the spool of an earlier run's leftovers and start recording."""
+        """Restore the windows an earlier run left open (`restored`), clear the spool of
+        every other leftover, and start recording."""
         if self._maintainer is not None:
             raise RecorderError("recorder already started")
-        for directory in (self.segments_dir, self.clips_dir):
-            shutil.rmtree(directory, ignore_errors=True)
+        shutil.rmtree(self.clips_dir, ignore_errors=True)
+        self._restore()
         for directory in (self.spool, self.segments_dir, self.clips_dir, self.continuous_dir):
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._launch()
@@ -181,9 +202,10 @@ class Recorder:
         self._maintainer.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop recording. Every window still held (armed, or disarmed but not yet
-        assembled) is closed now and assembled from what was recorded, so its Future
-        resolves; then the spool's segments are deleted. Safe to call twice."""
+        """Stop recording. Every disarmed window not yet assembled is assembled now from
+        what was recorded, so its Future resolves. An armed window stays open for the next
+        `start`, with the segments it holds (its Future fails with `WindowKept`); every
+        other segment is deleted. Safe to call twice."""
         self._halt.set()
         if self._maintainer is not None:
             self._maintainer.join(timeout)
@@ -191,17 +213,24 @@ class Recorder:
         self._join_readers()
         with self._lock:
             self._read_list()
-            for window in self._windows.values():
-                if window.stop_at is None:
-                    window.disarmed_at = window.stop_at = time.time()
-            due = self._take(lambda window: True)
+            if (leftover := self._open_segment()) is not None:  # ffmpeg had to be killed
+                self._segments[leftover.path] = leftover
+            due = self._take(lambda window: window.stop_at is not None)
         for window in due:
             self._assembler.submit(self._finish, window, final=True)
         self._assembler.shutdown(wait=True)
         with self._lock:
+            kept = list(self._windows.values())
             for segment in list(self._segments.values()):
-                self._release(segment)
-        shutil.rmtree(self.segments_dir, ignore_errors=True)
+                if not needed(segment, kept):
+                    self._release(segment)
+            futures = [self._futures.pop(window.entry_id) for window in kept]
+            self._save_windows()
+        if not kept:
+            shutil.rmtree(self.segments_dir, ignore_errors=True)
+        for future in futures:
+            if not future.done():
+                future.set_exception(WindowKept("recorder stopped; the window is kept"))
 
     def __enter__(self) -> Recorder:
         self.start()
@@ -215,7 +244,7 @@ class Recorder:
     def arm(self, entry_id: str, *, at: float | None = None) -> Future[Clip]:
         """Open `entry_id`'s window now (or `at`). The clip will start at least
         `pre_roll` seconds before that, if the spool already reaches that far back.
-        The Future resolves to the clip after `disarm` (or `stop`)."""
+        The Future resolves to the clip after `disarm`."""
         if not valid_entry_id(entry_id):
             raise RecorderError(f"invalid entry id {entry_id!r}")
         armed_at = time.time() if at is None else at
@@ -227,6 +256,7 @@ class Recorder:
                 raise RecorderError(f"entry {entry_id} is already armed")
             self._windows[entry_id] = Window(entry_id, armed_at, self.options.pre_roll)
             self._futures[entry_id] = future
+            self._save_windows()
         return future
 
     def disarm(
@@ -243,7 +273,15 @@ class Recorder:
                 raise RecorderError(f"entry {entry_id} is not armed")
             window.disarmed_at = disarmed_at
             window.stop_at = disarmed_at + max(0.0, post_roll)
+            self._save_windows()
             return self._futures[entry_id]
+
+    def restored(self) -> dict[str, Future[Clip]]:
+        """The windows `start` restored from an earlier run and not yet handed over, by
+        entry id, with the Futures that will bring their clips. One still open is closed
+        by `disarm` like any other."""
+        with self._lock:
+            return {entry_id: self._futures[entry_id] for entry_id in self._restored}
 
     # ---- observation --------------------------------------------------------------
 
@@ -264,6 +302,102 @@ class Recorder:
         """How far back the spool reaches now: the pre-roll an entry armed now would get."""
         held = self.segments()
         return 0.0 if not held else (time.time() if now is None else now) - held[0].start
+
+    # ---- across restarts ----------------------------------------------------------
+
+    def _save_windows(self) -> None:
+        """Write the windows held now to `windows.json` (under the lock). Replaced whole,
+        so a crash leaves the old file or the new one. Not fsynced: the segments it
+        points at are not either; what it guards against is a process that dies."""
+        path = self.spool / WINDOWS_FILE
+        if not self._windows:
+            path.unlink(missing_ok=True)
+            return
+        written = path.with_suffix(".tmp")
+        written.write_text(json.dumps([vars(window) for window in self._windows.values()]))
+        os.replace(written, path)
+
+    def _saved_windows(self) -> list[Window]:
+        path = self.spool / WINDOWS_FILE
+        try:
+            saved = json.loads(path.read_text())
+            windows = [Window(**fields) for fields in saved]
+        except FileNotFoundError:
+            return []
+        except (ValueError, TypeError) as error:  # not ours, or cut short: nothing to keep
+            log.error("ignoring the recorder's unreadable %s: %s", path, error)
+            return []
+        return [window for window in windows if valid_entry_id(window.entry_id)]
+
+    def _restore(self) -> None:
+        """Take back the windows an earlier run left open and the segments they hold;
+        delete every other segment (no window needs it, and its pre-roll is long gone).
+        Each earlier run's list is rewritten to name only what is kept, with true spans,
+        so a process that dies again before those windows close loses nothing either."""
+        windows = self._saved_windows()
+        runs = self._earlier_runs()
+        self._run = max(runs, default=0)
+        if not windows:
+            shutil.rmtree(self.segments_dir, ignore_errors=True)
+            (self.spool / WINDOWS_FILE).unlink(missing_ok=True)
+            return
+        for run in runs:
+            name = f"r{run:04d}"
+            kept = []
+            for segment in self._earlier_segments(name):
+                if needed(segment, windows):
+                    kept.append(segment)
+                    self._segments[segment.path] = segment
+                else:
+                    segment.path.unlink(missing_ok=True)
+            listing = self.segments_dir / f"{name}.csv"
+            if kept:
+                rewritten = listing.with_suffix(".tmp")
+                rewritten.write_text(
+                    "".join(f"{s.path.name},{s.start:.6f},{s.end:.6f}\n" for s in kept)
+                )
+                os.replace(rewritten, listing)
+            else:
+                listing.unlink(missing_ok=True)
+        with self._lock:
+            self._windows = {window.entry_id: window for window in windows}
+            self._futures = {window.entry_id: Future() for window in windows}
+            self._restored = set(self._windows)
+        log.info("restored %d recording window(s) from before the restart", len(windows))
+
+    def _earlier_runs(self) -> list[int]:
+        """The runs whose files an earlier process left (a list, segments, or both)."""
+        if not self.segments_dir.is_dir():
+            return []
+        names = (RUN_FILE.fullmatch(path.name) for path in self.segments_dir.iterdir())
+        return sorted({int(match.group(1)) for match in names if match})
+
+    def _earlier_segments(self, run: str) -> list[Segment]:
+        """An earlier run's segments still on disk: those its list names, then any file
+        after them that it never closed (ffmpeg killed), spanning from the last listed
+        end (or, with nothing listed, back from the file's last write)."""
+        listed = SegmentList(self.segments_dir / f"{run}.csv").read_new()
+        names = {segment.path.name for segment in listed}
+        last_end = listed[-1].end if listed else None
+        held = []
+        for segment in listed:
+            if not segment.path.exists():
+                continue  # released before the restart
+            if segment.start <= 0:
+                segment = segment.with_start(segment.end - self._file_duration(segment.path))
+            held.append(segment)
+        for path in sorted(self.segments_dir.glob(f"{run}-*.ts")):
+            if path.name in names:
+                continue
+            length = self._file_duration(path)
+            start = last_end if last_end is not None else path.stat().st_mtime - length
+            held.append(Segment(path, start, start + length))
+            last_end = start + length
+        # The run's last file may be cut short as ffmpeg stopped (a frame or two, no
+        # stream header): one the demuxer cannot read would end the joined clip there.
+        if held and self._file_duration(held[-1].path) <= 0:
+            held.pop().path.unlink(missing_ok=True)
+        return held
 
     # ---- ffmpeg -------------------------------------------------------------------
 
@@ -461,7 +595,9 @@ class Recorder:
                 return
             self._windows.pop(window.entry_id, None)
             self._futures.pop(window.entry_id, None)
+            self._restored.discard(window.entry_id)
             self._assembling.discard(window.entry_id)
+            self._save_windows()
             # What the window held and no other window or the pre-roll needs goes now,
             # before the clip is handed over, not at the next maintenance pass.
             self._prune(time.time())
