@@ -160,18 +160,67 @@ def test_someone_elses_entry_in_progress_is_refused(hub: Hub) -> None:
     assert hub.events(EventKind.ENTRY_SECURED) == []
 
 
-def test_lock_while_the_residents_own_unlock_moves_is_refused(
+def test_a_lock_right_behind_its_entrys_unlock_waits_for_it_then_locks(
     make_hub: Callable[..., Hub],
 ) -> None:
     scheduler = ManualScheduler()
     hub = make_hub(scheduler=scheduler, motor_seconds=2, auto_relock_seconds=None)
-    hub.send(hub.command(hub.grant()))  # the resident's remote unlock, the bolt moving
+    unlock = hub.command(hub.grant())
+    hub.send(unlock)  # the bolt is moving
+    command = _lock_command(hub, entry_id=hub.entry_id)  # the entry was called off
 
-    reply = hub.send(_lock_command(hub, entry_id=hub.entry_id))
+    assert hub.send(command) is None  # it waits: thrown now, the unlock would undo it
+    assert hub.lock.lock_calls == 0
+    scheduler.advance(2)  # the unlock reports, and is answered; then the bolt is thrown
+    answered = hub.stored_reply(unlock.command_id)
+    assert answered is not None and answered.result == "ok"
+    assert hub.lock.lock_calls == 1 and hub.stored_reply(command.command_id) is None
     scheduler.advance(2)
 
-    _assert_refused(hub, reply, Reason.LOCK_NOT_READY)
-    assert hub.lock.status().lock_state == LockState.UNLOCKED
+    outcome = _assert_locked(hub, hub.stored_reply(command.command_id), command)
+    assert outcome.data["entry_id"] == hub.entry_id
+    [secured] = hub.events(EventKind.ENTRY_SECURED)
+    assert (secured.data["entry_id"], secured.data["opened"]) == (hub.entry_id, False)
+    assert hub.journal.visits() == []
+
+
+def test_a_lock_waiting_for_an_unlock_that_jams_is_answered_jammed(
+    make_hub: Callable[..., Hub],
+) -> None:
+    scheduler = ManualScheduler()
+    hub = make_hub(scheduler=scheduler, motor_seconds=2, auto_relock_seconds=None)
+    unlock = hub.command(hub.grant())
+    hub.send(unlock)
+    command = _lock_command(hub, entry_id=hub.entry_id)
+    hub.send(command)
+
+    hub.lock.inject_jam(True)  # the unlock under way stalls half-way
+    scheduler.advance(2)
+
+    failed = hub.stored_reply(unlock.command_id)
+    assert failed is not None and failed.result == "refused"
+    reply = hub.stored_reply(command.command_id)
+    assert reply is not None and (reply.result, reply.reason) == ("refused", Reason.LOCK_JAMMED)
+    assert [e.data["result"] for e in _outcomes(hub, command.command_id)] == ["failed"]
+
+
+def test_a_lock_waiting_for_an_unlock_that_never_reports_fails_in_time(
+    make_hub: Callable[..., Hub],
+) -> None:
+    scheduler = ManualScheduler()
+    hub = make_hub(scheduler=scheduler, motor_seconds=60, auto_relock_seconds=None)
+    hub.send(hub.command(hub.grant()))  # a bolt that will not report for a minute
+    command = _lock_command(hub, entry_id=hub.entry_id)
+    hub.send(command)
+
+    scheduler.advance(8)  # lock_confirm_seconds
+
+    reply = hub.stored_reply(command.command_id)
+    assert reply is not None and (reply.result, reply.reason) == (
+        "refused",
+        Reason.ACTUATOR_FAILED,
+    )
+    assert hub.lock.lock_calls == 0
 
 
 def test_grant_signed_by_another_key(hub: Hub) -> None:

@@ -121,9 +121,11 @@ class _PendingLock:
 
     command_id: str
     access_point: str
-    entry_id: str | None  # the resident's own entry this lock ends, if any
+    entry_id: str | None  # the entry this lock ends, if any (the service names it)
     timer: Cancellable | None = None
     reply: Reply | None = None
+    # Waiting for that entry's unlock to report: the bolt moves once it has.
+    after_unlock: bool = False
 
 
 @dataclass(frozen=True)
@@ -468,11 +470,13 @@ class HubAgent:
         inside, or on the way in) the command is refused with `entry_in_progress`: that
         entry has its own verified relock the moment the door closes, and throwing the
         bolt mid-delivery would lock the visitor in or make them force their way out,
-        and leave the entry's record saying locked while someone is inside. The one
-        entry a lock may end is the resident's own remote unlock, which the service
-        names in the grant (`entry_id`); its relock then runs as for any entry. Until
-        that entry's unlock has reported, the lock is refused with `lock_not_ready`: the
-        bolt would be thrown and then drawn back by the unlock still under way.
+        and leave the entry's record saying locked while someone is inside. The entry
+        a lock may end is the one the service names in the grant (`entry_id`): the
+        resident's own remote unlock, or an entry its courier called off before the door
+        opened; the entry then ends as secured without anyone going in. When that
+        entry's unlock is still moving the bolt (the lock came right behind it), the
+        lock waits for the unlock's report and then goes ahead: thrown at once, the bolt
+        would be drawn back by the unlock still under way.
 
         The reply follows the lock's own report, verified as the relock watch does
         (bolt locked AND door closed), or a failure: a jam, a refusal, or no report by
@@ -484,10 +488,9 @@ class HubAgent:
         visit = self._visits.get(access_point)
         if visit is not None and visit.entry_id != claims.entry_id:
             raise Refusal(Reason.ENTRY_IN_PROGRESS, "an entry is in progress at this door")
-        if visit is not None and not visit.replied:
-            raise Refusal(Reason.LOCK_NOT_READY, "the entry's unlock is still moving the bolt")
         if access_point in self._locking:
             raise Refusal(Reason.LOCK_NOT_READY, "another lock command is moving this bolt")
+        waits = visit is not None and not visit.replied  # for the unlock under way
         status = driver.status()
         if not status.online:
             raise Refusal(Reason.LOCK_NOT_READY, "lock offline")
@@ -496,21 +499,50 @@ class HubAgent:
         if not self.journal.use_token(claims.token_id, expires=claims.expires, now=self._clock()):
             raise Refusal(Reason.TOKEN_REPLAYED)
         pending = _PendingLock(
-            command.command_id, access_point, visit.entry_id if visit is not None else None
+            command.command_id,
+            access_point,
+            visit.entry_id if visit is not None else None,
+            after_unlock=waits,
         )
         self._locking[access_point] = pending
-        if status.secure:  # already locked and shut: nothing to move, say so
+        if status.secure and not waits:  # already locked and shut: nothing to move, say so
             self._settle_lock(pending)
             return pending.reply
+        # The deadline counts from now, the unlock's report included when it waits.
         pending.timer = self._scheduler.call_later(
             self._policy.lock_confirm_seconds, lambda: self._lock_deadline(pending)
         )
+        if waits:
+            return None  # `_lock_after_unlock` moves the bolt once the unlock reports
         try:
             driver.lock(OperationSource.REMOTE)
         except LockError as exc:
             self._drop_lock(pending)
             raise Refusal(Reason.ACTUATOR_FAILED, str(exc)) from exc
         return pending.reply  # set when the lock reported at once; else it follows
+
+    def _lock_after_unlock(self, access_point: str) -> None:
+        """A lock that waited for its entry's unlock goes ahead once that unlock has
+        reported (succeeded or failed): settled at once when the door is already secure
+        or open, else the bolt is thrown and the lock's report settles it."""
+        pending = self._locking.get(access_point)
+        if pending is None or not pending.after_unlock or self._unlock_moving(pending):
+            return
+        pending.after_unlock = False
+        status = self.locks[access_point].status()
+        if status.secure or status.door_state != DoorState.CLOSED:
+            self._settle_lock(pending)
+            return
+        try:
+            self.locks[access_point].lock(OperationSource.REMOTE)
+        except LockError:
+            log.exception("lock after the unlock at %s failed to start", access_point)
+            self._settle_lock(pending, Reason.ACTUATOR_FAILED)
+
+    def _unlock_moving(self, pending: _PendingLock) -> bool:
+        """Whether the unlock of the entry `pending` ends has yet to report."""
+        visit = self._visits.get(pending.access_point)
+        return visit is not None and visit.entry_id == pending.entry_id and not visit.replied
 
     def _lock_report(self, access_point: str, event: LockEvent) -> None:
         """The lock said something about a remote lock in motion: settle it if that was
@@ -531,10 +563,13 @@ class HubAgent:
 
     def _settle_lock(self, pending: _PendingLock, failure: Reason | None = None) -> None:
         """Journal the outcome (`lock.command`), then reply: ok only when the lock and the
-        sensor agree the door is shut and locked, whatever was reported before."""
+        sensor agree the door is shut and locked, whatever was reported before, and no
+        unlock is still moving the bolt away (a lock still waiting for one has failed)."""
         self._drop_lock(pending)
         status = self.locks[pending.access_point].status()
-        if status.secure:
+        if pending.after_unlock and self._unlock_moving(pending):
+            reason = failure or Reason.ACTUATOR_FAILED
+        elif status.secure:
             reason = None
         elif status.door_state != DoorState.CLOSED:
             reason = Reason.DOOR_OPEN
@@ -660,6 +695,8 @@ class HubAgent:
                 self.record(_ALARM_KINDS.get(event.alarm, EventKind.LOCK_ALARM),
                             {**data, "alarm": int(event.alarm)})  # fmt: skip
             self._lock_report(access_point, event)
+            # Last: the bolt it throws reports through this method again.
+            self._lock_after_unlock(access_point)
 
     def _on_operation(
         self, access_point: str, visit: _Visit | None, event: LockOperation, data: dict[str, Any]
