@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from doorstep import demo
 from doorstep.audit.models import AuditEvent
+from polling import wait_until
 
 
 def _unlock_calls(world: demo.World) -> int:
@@ -99,3 +100,73 @@ def test_abort_is_refused_for_bad_input_residents_and_unknown_entries(
                                 json={"reason": "pet"})  # fmt: skip
     assert unknown.status_code == 404
     assert demo.wait_entry(courier, entry["id"], "unlocked")["state"] == "unlocked"
+
+
+def _door_actions(live: Any, home_id: str) -> list[tuple[str, Any]]:
+    with live.sessions() as session:
+        rows = session.scalars(
+            select(AuditEvent)
+            .where(AuditEvent.home_id == home_id, AuditEvent.action.like("door:%"))
+            .order_by(AuditEvent.seq)
+        ).all()
+    return [(row.action, row.data.get("ends_entry") or row.data.get("reason")) for row in rows]
+
+
+def test_abort_before_anyone_went_in_relocks_the_door_at_once(live: Any, make_world: Any) -> None:
+    # No auto-relock on this lock: only the hub's own relock of an unopened door (after
+    # 60 s) would lock it, so a lock within seconds is the abort's.
+    world = make_world(auto_relock_seconds=None)
+    home, courier = world.homes[0], world.couriers[0][1]
+    delivery, entry = _request(world)
+    assert entry["state"] == "unlocked"
+
+    stopped = courier.call(
+        "POST", f"/v1/courier/entries/{entry['id']}/abort", json={"reason": "pet"}
+    )
+    assert stopped["state"] == "unlocked"  # the relock is owed, and now asked for
+
+    ended = demo.wait_entry(courier, entry["id"], "done", timeout=10)
+    assert (ended["state"], ended["reason"]) == ("aborted", "courier_aborted")
+    assert home.door("status")["status"]["secure"] is True
+    assert _door_actions(live, home.id) == [
+        ("door:lock_requested", entry["id"]),
+        ("door:locked", None),
+    ]
+    booked = world.carrier.call("GET", f"/v1/deliveries/{delivery['id']}")
+    assert booked["status"] == "booked"
+
+
+def test_an_unlock_still_on_its_way_when_the_courier_aborts_is_relocked_behind_it(
+    live: Any, make_world: Any
+) -> None:
+    # A bolt that takes two seconds: the abort, and its lock, reach the hub while the
+    # unlock is still moving it; the service hears of the unlock after the abort.
+    world = make_world(auto_relock_seconds=None, motor_seconds=2.0)
+    home, courier = world.homes[0], world.couriers[0][1]
+    delivery = demo.book(world, home, ["PKG-1"])
+    asked = courier.call(
+        "POST", "/v1/courier/entries?wait=challenge", 201,
+        json={"delivery_id": delivery["id"], "barcode": "PKG-1", "latitude": home.latitude,
+              "longitude": home.longitude, "accuracy_m": 8.0, "nobody_answered": True,
+              "device_key_id": courier.phone.key_id},
+    )  # fmt: skip
+    proof = courier.phone.prove(asked["to_sign"])
+    entry = courier.call(
+        "POST", f"/v1/courier/entries/{asked['id']}/unlock?wait=none", json={"proof": proof}
+    )
+    assert entry["state"] == "authorized"  # the unlock is on its way
+
+    stopped = courier.call(
+        "POST", f"/v1/courier/entries/{entry['id']}/abort", json={"reason": "person"}
+    )
+    assert (stopped["state"], stopped["reason"]) == ("aborted", "courier_aborted")
+
+    hub = home.hub_process
+    assert hub is not None
+    wait_until(lambda: _door_actions(live, home.id)[-1:] == [("door:locked", None)], 10,
+               "the hub to report the door locked again")  # fmt: skip
+    assert _unlock_calls(world) == 1  # the unlock did happen, and was undone
+    assert home.door("status")["status"]["secure"] is True
+    actions = [action for action, _ in _audit(live, entry["id"])]
+    assert actions[-3:] == ["entry:abort_requested", "entry:aborted", "entry:unlocked_after_end"]
+    assert courier.call("GET", f"/v1/entries/{entry['id']}")["state"] == "aborted"

@@ -23,8 +23,9 @@ from doorstep.accounts.service import Principal
 from doorstep.errors import Conflict
 from doorstep.hublink.link import Ingestor
 from doorstep.permissions import PrincipalRole
-from doorstep.protocol.grants import public_key_bytes
+from doorstep.protocol.grants import GrantSigner, public_key_bytes
 from doorstep.protocol.messages import GENESIS_HASH, Event, EventKind, b64encode
+from doorstep.settings import EntrySettings
 from doorstep.sql import Tx
 from polling import poll
 from postgres import postgres_database
@@ -97,7 +98,8 @@ def _unlocked(tx: Tx) -> Any:
 def _abort(tx: Tx) -> Any:
     """The courier calls ent-1 off (the service's writer thread)."""
     courier = Principal(PrincipalKind.USER, COURIER, PrincipalRole.COURIER, None)
-    return access.abort_entry(tx, courier=courier, entry_id="ent-1", why="pet", note="", now=NOW)
+    return access.abort_entry(tx, courier=courier, entry_id="ent-1", why="pet", note="", now=NOW,
+                              settings=EntrySettings(), signer=GrantSigner(KEY))  # fmt: skip
 
 
 def _expire(tx: Tx) -> int:
@@ -161,7 +163,12 @@ def test_an_unlock_that_waited_on_the_couriers_abort_does_not_revive_the_entry(
 
     assert outcome.ack == (HUB, 1, 1)  # the event itself is stored and acknowledged
     assert _state(pg_engine) == ("aborted",)
-    assert _actions(pg_engine) == ["entry:abort_requested", "entry:aborted"]
+    # The late unlock is on record, and ends nothing.
+    assert _actions(pg_engine) == [
+        "entry:abort_requested",
+        "entry:aborted",
+        "entry:unlocked_after_end",
+    ]
     assert "ent-1.unlocked" not in _notified(pg_engine)
 
 
@@ -190,7 +197,7 @@ def test_the_expiry_sweep_ends_what_it_expires_and_nothing_moves_it_after(
 
     assert (expired, again) == (1, 0)
     assert _state(migrated_engine) == ("expired",)
-    assert _actions(migrated_engine) == ["entry:expired"]
+    assert _actions(migrated_engine) == ["entry:expired", "entry:unlocked_after_end"]
     assert "ent-1.unlocked" not in _notified(migrated_engine)
     with pytest.raises(Conflict):
         _transaction(migrated_engine, _abort)

@@ -34,11 +34,11 @@ from doorstep.access.errors import LockRefused
 from doorstep.access.models import OPEN_STATES
 from doorstep.accounts.service import Principal
 from doorstep.audit.service import append_tx
-from doorstep.db import new_id, ordered_hex
+from doorstep.db import new_id
 from doorstep.errors import Conflict, NotFound
-from doorstep.protocol import PROTOCOL_VERSION, Reason
-from doorstep.protocol.grants import GrantClaims, GrantSigner, audience_for, new_token_id
-from doorstep.protocol.messages import Command, CommandKind, Event, EventKind, Reply, b64encode
+from doorstep.protocol import Reason
+from doorstep.protocol.grants import GrantSigner, new_token_id
+from doorstep.protocol.messages import Command, CommandKind, Event, EventKind, Reply
 from doorstep.settings import EntrySettings
 from doorstep.sql import Tx
 
@@ -81,7 +81,7 @@ def remote_unlock(
 
 # --- remote lock -------------------------------------------------------------------------
 
-LOCK_SCOPE = ("lock",)
+LOCK_SCOPE = service.LOCK_SCOPE
 
 _LOCK_DOOR = (
     "SELECT h.owner_id, ap.id, ap.hub_id, hub.online, hub.claimed_at, e.id, e.courier_id,"  # noqa: S608
@@ -134,8 +134,8 @@ def remote_lock(
             reason=Reason.ENTRY_IN_PROGRESS,
         )
     token_id = new_token_id()
-    command = _lock_command(hub_id, slug, open_entry or new_id("lck"), token_id, now, settings,
-                            signer)  # fmt: skip
+    command = service.lock_command(hub_id, slug, open_entry or new_id("lck"), token_id, now,
+                                   settings, signer)  # fmt: skip
     append_tx(
         tx, at=now, actor=resident.actor, action="door:lock_requested", subject=point_id,
         home_id=home_id, data={"door": slug, "command_id": command.command_id,
@@ -143,33 +143,6 @@ def remote_lock(
                                "ends_entry": open_entry},
     )  # fmt: skip
     return LockOrder(home_id, slug, point_id, hub_id, command, open_entry)
-
-
-def _lock_command(
-    hub_id: str, slug: str, grant_entry: str, token_id: bytes, now: datetime,
-    settings: EntrySettings, signer: GrantSigner,
-) -> Command:  # fmt: skip
-    issued = int(now.timestamp())
-    # The grant lives as long as the command: a lock is done now or not at all.
-    expires = issued + settings.command_expiry_seconds
-    claims = GrantClaims(
-        audience=audience_for(hub_id, slug),
-        not_before=issued,
-        expires=expires,
-        issued_at=issued,
-        token_id=token_id,
-        scope=LOCK_SCOPE,
-        entry_id=grant_entry,
-    )
-    return Command(
-        v=PROTOCOL_VERSION,
-        command_id=ordered_hex(),
-        kind=CommandKind.LOCK,
-        not_after=expires,
-        entry_id=grant_entry,
-        access_point=slug,
-        grant=b64encode(signer.sign(claims)),
-    )
 
 
 LOCK_ADVICE: dict[str, str] = {

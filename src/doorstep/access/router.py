@@ -294,18 +294,29 @@ async def abort_entry(
 ) -> object:
     """The courier calls the entry off at any point (a dog at the door, someone inside),
     without penalty. After an unlock the hub still verifies the relock; the entry then
-    ends `aborted`, and the parcel is not marked delivered."""
+    ends `aborted`, and the parcel is not marked delivered. While the door has not been
+    opened, the hub is told to relock it now (or right after an unlock still on its way),
+    not at the lock's own auto-relock."""
     writer = runtime.writer
     if writer is None:
         raise ServiceUnavailable("the database writer is not running")
     now = runtime.clock.now()
-    entry = await run_write(
+    decision = await run_write(
         writer,
         lambda tx: service.abort_entry(
-            tx, courier=courier, entry_id=entry_id, why=body.reason, note=body.note, now=now
+            tx, courier=courier, entry_id=entry_id, why=body.reason, note=body.note, now=now,
+            settings=runtime.settings.entry, signer=runtime.keys.signer,
         ),
-    )
-    return entry_read(entry)
+    )  # fmt: skip
+    publish_relock(runtime, decision)
+    return entry_read(decision.entry)
+
+
+def publish_relock(runtime: Runtime, decision: service.EntryDecision) -> None:
+    """Publish an aborted entry's lock command, once its abort is committed. Without a
+    hub link (none configured) nothing is sent: the lock's auto-relock still ends it."""
+    if decision.command is not None and decision.hub_id is not None and runtime.link is not None:
+        runtime.link.publish_command(decision.hub_id, decision.command)
 
 
 @router.post("/entries/{entry_id}/approval", response_model=EntryRead)

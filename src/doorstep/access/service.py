@@ -53,6 +53,7 @@ from doorstep.sql import Tx
 
 MAX_POSITION_ACCURACY_M = 100.0
 UNLOCK_SCOPE = ("unlock",)
+LOCK_SCOPE = ("lock",)
 _OPEN = ", ".join(f"'{state}'" for state in OPEN_STATES)
 # Every state change is conditional on the states it may move from, in its UPDATE: the
 # hot writer process and the service's writer thread write concurrently on PostgreSQL,
@@ -614,16 +615,37 @@ def answer_approval(
 
 
 def abort_entry(
-    tx: Tx, *, courier: Principal, entry_id: str, why: str, note: str, now: datetime
-) -> EntryView:
+    tx: Tx,
+    *,
+    courier: Principal,
+    entry_id: str,
+    why: str,
+    note: str,
+    now: datetime,
+    settings: EntrySettings,
+    signer: GrantSigner,
+) -> EntryDecision:
     """The courier stops an entry at any point, without penalty. Before the door was
-    unlocked it ends at once (a grant already sent still cannot leave the door open: the
-    lock relocks itself when nobody opens it). After, the hub still verifies the relock,
-    and the entry ends `aborted` rather than `done`; the parcel is not marked delivered."""
-    row = tx.one("SELECT state, home_id, courier_id FROM entries WHERE id = ?", (entry_id,))
+    unlocked it ends at once. After, the hub still verifies the relock, and the entry
+    ends `aborted` rather than `done`; the parcel is not marked delivered.
+
+    While the door has not been opened and an unlock was sent (the entry `unlocked`,
+    or `authorized` and not waiting for the phone's proof), the answer carries a lock
+    command for the caller to publish once committed: the hub
+    relocks at once rather than at the lock's auto-relock, and an unlock still on its
+    way to the hub is followed right away by this lock, which names the entry (the hub
+    lets a lock end the entry it names, and waits for its unlock to report first). Its
+    request is in the audit log (`door:lock_requested`), its outcome comes from the
+    hub's event as for the resident's "Lock now"."""
+    row = tx.one(
+        "SELECT e.state, e.home_id, e.courier_id, e.hub_id, ap.id, ap.slug, e.challenge"
+        " FROM entries e LEFT JOIN access_points ap ON ap.id = e.access_point_id"
+        " WHERE e.id = ?",
+        (entry_id,),
+    )
     if row is None or row[2] != courier.id:
         raise NotFound("no such entry")
-    state, home_id, _ = row
+    state, home_id, _, hub_id, point_id, slug, challenge = row
     if state not in OPEN_STATES:
         raise Conflict(f"this entry has already ended ({state})")
     if not tx.run(
@@ -638,9 +660,52 @@ def abort_entry(
         # Unlocked meanwhile, it stays so: the hub verifies the relock and ends it aborted.
         _abort(tx, entry_id, state, home_id, now, actor=courier.actor,
                reason=Reason.COURIER_ABORTED, since=_UNSTARTED)  # fmt: skip
+    command = None
+    # Authorized with the hub's challenge in hand, no unlock was sent (it follows the
+    # phone's proof, which now never comes): nothing to relock.
+    unlock_sent = state == EntryState.UNLOCKED or (
+        state == EntryState.AUTHORIZED and challenge is None
+    )
+    if unlock_sent and hub_id and slug:
+        command = lock_command(hub_id, slug, entry_id, new_token_id(), now, settings, signer)
+        append_tx(
+            tx, at=now, actor="system", action="door:lock_requested",
+            subject=point_id, home_id=home_id,
+            data={"door": slug, "command_id": command.command_id, "kid": signer.kid,
+                  "ends_entry": entry_id, "why": Reason.COURIER_ABORTED},
+        )  # fmt: skip
     view = load_entry(tx, entry_id)
     assert view is not None
-    return view
+    return EntryDecision(view, command, hub_id if command is not None else None)
+
+
+def lock_command(
+    hub_id: str, slug: str, grant_entry: str, token_id: bytes, now: datetime,
+    settings: EntrySettings, signer: GrantSigner,
+) -> Command:  # fmt: skip
+    """A lock command for `slug` on `hub_id`, its grant (scope "lock") naming
+    `grant_entry`: the entry it may end at the hub, or a fresh id that names none."""
+    issued = int(now.timestamp())
+    # The grant lives as long as the command: a lock is done now or not at all.
+    expires = issued + settings.command_expiry_seconds
+    claims = GrantClaims(
+        audience=audience_for(hub_id, slug),
+        not_before=issued,
+        expires=expires,
+        issued_at=issued,
+        token_id=token_id,
+        scope=LOCK_SCOPE,
+        entry_id=grant_entry,
+    )
+    return Command(
+        v=PROTOCOL_VERSION,
+        command_id=ordered_hex(),
+        kind=CommandKind.LOCK,
+        not_after=expires,
+        entry_id=grant_entry,
+        access_point=slug,
+        grant=b64encode(signer.sign(claims)),
+    )
 
 
 def _state(tx: Tx, entry_id: str, read: str) -> str:
@@ -890,12 +955,12 @@ def apply_hub_event(tx: Tx, *, hub_id: str, event: Event, now: datetime) -> None
             _keypad_entry(tx, hub_id, entry_id, event, now)
         return
     state, home_id, delivery_id, abort_reason = row
+    if target_state == EntryState.UNLOCKED and state not in OPEN_STATES:
+        _unlocked_after_end(tx, hub_id, entry_id, state, home_id, event, now)
+        return
     if target_state == EntryState.LOCKED and state == EntryState.OPENED:
         # A bolt thrown while the door stands open is not a relock (the hub raises
         # `locked_while_open`); the entry stays open until the door shuts and locks.
-        return
-    if target_state == EntryState.DONE and not event.data.get("opened"):
-        _abort(tx, entry_id, state, home_id, now, actor=f"hub:{hub_id}")
         return
     if target_state == EntryState.DONE and abort_reason is not None:
         # The courier called it off: the door is verified shut and locked, but no
@@ -904,6 +969,9 @@ def apply_hub_event(tx: Tx, *, hub_id: str, event: Event, now: datetime) -> None
             tx, entry_id, state, home_id, now, actor=f"hub:{hub_id}",
             reason=Reason.COURIER_ABORTED,
         )  # fmt: skip
+        return
+    if target_state == EntryState.DONE and not event.data.get("opened"):
+        _abort(tx, entry_id, state, home_id, now, actor=f"hub:{hub_id}")
         return
     moved = _advance(
         tx,
@@ -917,6 +985,24 @@ def apply_hub_event(tx: Tx, *, hub_id: str, event: Event, now: datetime) -> None
     )
     if moved and target_state == EntryState.DONE and delivery_id is not None:
         _mark_delivered(tx, entry_id, delivery_id, home_id, now)
+    if not moved and target_state == EntryState.UNLOCKED:
+        ended = _state(tx, entry_id, state)  # ended meanwhile by the other writer?
+        if ended not in OPEN_STATES:
+            _unlocked_after_end(tx, hub_id, entry_id, ended, home_id, event, now)
+
+
+def _unlocked_after_end(
+    tx: Tx, hub_id: str, entry_id: str, state: str, home_id: str | None, event: Event,
+    now: datetime,
+) -> None:  # fmt: skip
+    """The unlock reached the hub after the entry ended here (the courier called it off,
+    or the expiry sweep ended it, while the command was on its way): on record, beside
+    the relock the hub was sent (`abort_entry`) or does by itself. The entry stays ended."""
+    append_tx(
+        tx, at=now, actor=f"hub:{hub_id}", action="entry:unlocked_after_end",
+        subject=entry_id, home_id=home_id,
+        data={"state": state, "epoch": event.epoch, "seq": event.seq},
+    )  # fmt: skip
 
 
 # The grant a keypad code belongs to, and the entry open at its door if any (at most one:

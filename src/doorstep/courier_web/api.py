@@ -30,7 +30,7 @@ from doorstep import db
 from doorstep.access import service
 from doorstep.access.devices import DeviceKey, DeviceKeyCreate
 from doorstep.access.devices import register as register_device_key
-from doorstep.access.router import decide_entry, send_and_wait
+from doorstep.access.router import decide_entry, publish_relock, send_and_wait
 from doorstep.access.router import run_write as write
 from doorstep.access.schemas import EntryAbort, EntryCreate, EntryProof
 from doorstep.accounts.service import Principal
@@ -128,14 +128,15 @@ async def abort(
 ) -> CourierEntryRead:
     writer = hub_writer(runtime)
     now = runtime.clock.now()
-    entry = await write(
+    decision = await write(
         writer,
         lambda tx: service.abort_entry(
             tx, courier=courier.principal, entry_id=entry_id, why=body.reason, note=body.note,
-            now=now,
+            now=now, settings=runtime.settings.entry, signer=runtime.keys.signer,
         ),
     )  # fmt: skip
-    return progress.read(entry, aborting=True)
+    publish_relock(runtime, decision)
+    return progress.read(decision.entry, aborting=True)
 
 
 WaitParam = Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS)]
