@@ -22,6 +22,7 @@ from doorstep.access.models import EntryState
 from doorstep.audit.service import append_tx
 from doorstep.homes.models import Home
 from doorstep.hublink.link import Ingestor
+from doorstep.hublink.service import RETRY_ATTEMPTS, retry_failed_effects
 from doorstep.protocol.codes import Reason
 from doorstep.protocol.grants import public_key_bytes
 from doorstep.protocol.messages import GENESIS_HASH, Alert, Event, EventKind, b64encode
@@ -205,6 +206,58 @@ def test_an_event_whose_effects_fail_is_still_stored_and_acknowledged(
     stored = run(writer, lambda tx: tx.all("SELECT seq FROM hub_events ORDER BY seq"))
     assert stored == [(1,), (2,)]
     assert _one(writer, "SELECT 1 FROM audit_events WHERE action = 'test:half_done'") is None
+
+
+def test_effects_that_failed_are_applied_again_and_hold(
+    writer: Writer, hub: Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub.entry("ent-1", EntryState.AUTHORIZED)
+    real, calls = access.apply_hub_event, []
+
+    def fails_once(tx: Tx, *, hub_id: str, event: Event, now: datetime) -> None:
+        calls.append(event.seq)
+        if len(calls) == 1:  # a deadlock the database broke, say
+            tx.one("SELECT nothing FROM no_such_table")
+        real(tx, hub_id=hub_id, event=event, now=now)
+
+    monkeypatch.setattr(access, "apply_hub_event", fails_once)
+    hub.send(1, 1, EventKind.LOCK_UNLOCKED, access_point="front", entry_id="ent-1")
+    assert _one(writer, "SELECT state FROM entries WHERE id = 'ent-1'") == ("authorized",)
+    failure = _one(writer, "SELECT attempts, error FROM hub_event_failures")
+    # What failed, for the operator (the driver's own name for it).
+    assert failure[0] == 1 and failure[1].startswith(("OperationalError", "UndefinedTable"))
+
+    early = run(writer, lambda tx: retry_failed_effects(tx, now=NOW + timedelta(seconds=1)))
+    held = run(writer, lambda tx: retry_failed_effects(tx, now=NOW + timedelta(seconds=3)))
+
+    assert (early, held) == (0, 1)  # not before its back-off
+    assert _one(writer, "SELECT state FROM entries WHERE id = 'ent-1'") == ("unlocked",)
+    assert _one(writer, "SELECT 1 FROM hub_event_failures") is None
+    assert _one(writer, "SELECT 1 FROM audit_events WHERE action = 'entry:unlocked'")
+    # Stamped as of the event's arrival, not of the retry.
+    unlocked_at = _one(writer, "SELECT unlocked_at FROM entries WHERE id = 'ent-1'")[0]
+    assert str(unlocked_at).startswith("2026-06-01 12:00:00")
+
+
+def test_effects_that_keep_failing_are_given_up_and_kept(
+    writer: Writer, hub: Hub, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(tx: Tx, *, hub_id: str, event: Event, now: datetime) -> None:
+        tx.one("SELECT nothing FROM no_such_table")
+
+    monkeypatch.setattr(access, "apply_hub_event", broken)
+    hub.send(1, 1, EventKind.DOOR_OPENED, access_point="front", entry_id="ent-1")
+    at = NOW
+    with caplog.at_level(logging.WARNING, logger="doorstep.hublink.service"):
+        for _ in range(RETRY_ATTEMPTS + 2):  # more passes than attempts: no more tries
+            at += timedelta(hours=1)
+            run(writer, lambda tx, now=at: retry_failed_effects(tx, now=now))
+    attempts, next_at = _one(writer, "SELECT attempts, next_at FROM hub_event_failures")
+    assert (attempts, next_at) == (RETRY_ATTEMPTS, None)
+    assert caplog.text.count("gave up applying event 1/1 of hub-a") == 1
+    # Later events are stored, acknowledged and applied all the same.
+    monkeypatch.undo()
+    assert hub.send(1, 2, EventKind.DOOR_CLOSED, access_point="front").ack == (hub.id, 1, 2)
 
 
 def test_a_later_alert_never_replaces_relock_failed(writer: Writer, hub: Hub) -> None:

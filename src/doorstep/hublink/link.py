@@ -322,7 +322,9 @@ class HubLink:
             self._check_beats()
             if time.monotonic() - last_sweep >= SWEEP_SECONDS:
                 last_sweep = time.monotonic()
-                self._background(functools.partial(access.expire_stale, now=self._clock.now()))
+                now = self._clock.now()
+                self._background(functools.partial(access.expire_stale, now=now))
+                self._background(functools.partial(ingest.retry_failed_effects, now=now))
 
     # --- camera heartbeats ---------------------------------------------------------------
 

@@ -1,4 +1,6 @@
 """Ingest: store hub events idempotently, advance streams, apply replies and status.
+An event whose effects fail is stored and acknowledged all the same, and its effects are
+applied again later (`retry_failed_effects`, from the link's sweep).
 
 These functions run as jobs on the writer thread (`doorstep.sql.Writer`); acknowledgements
 are published only after the batch that stored the events has committed, so nothing is
@@ -9,8 +11,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
+import orjson
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -110,18 +113,92 @@ def ingest_event(tx: Tx, *, hub: HubInfo, event: Event, now: datetime) -> Ingest
 
 def _apply(tx: Tx, hub: HubInfo, event: Event, now: datetime) -> None:
     """The event's effects, in a savepoint of their own: one that fails (a conflict the
-    effects did not foresee) is logged and undone, but never keeps the event itself from
-    being stored and acknowledged. Otherwise every replay would fail the same way and the
-    hub's later events could never be acknowledged past the gap."""
+    effects did not foresee, a deadlock the database broke) is logged and undone, but
+    never keeps the event itself from being stored and acknowledged. Otherwise every
+    replay would fail the same way and the hub's later events could never be
+    acknowledged past the gap. The failure is kept (`hub_event_failures`) and the
+    effects applied again later (`retry_failed_effects`)."""
+    try:
+        _effects(tx, hub.id, event, now)
+    except Exception as error:  # the event is stored either way; the log says what failed
+        log.exception("applying event %s/%s of %s failed", event.epoch, event.seq, hub.id)
+        tx.run(
+            "INSERT INTO hub_event_failures (hub_id, epoch, seq, attempts, next_at, error)"
+            " VALUES (?, ?, ?, 1, ?, ?)",
+            (hub.id, event.epoch, event.seq, tx.time(now + _retry_delay(1)), _describe(error)),
+        )
+
+
+def _effects(tx: Tx, hub_id: str, event: Event, now: datetime) -> None:
+    """Apply the event's effects in a savepoint, undone whole (with the live-stream
+    records of its audit rows) if they fail."""
     tx.savepoint("hub_event")
     try:
-        access.apply_hub_event(tx, hub_id=hub.id, event=event, now=now)
-        remote.record_lock_outcome(tx, hub_id=hub.id, event=event, now=now)
-    except Exception:  # the event is stored either way; the log says what was lost
-        log.exception("applying event %s/%s of %s failed", event.epoch, event.seq, hub.id)
-        tx.rollback_to("hub_event")  # and the live-stream records of its audit rows
-        return
+        access.apply_hub_event(tx, hub_id=hub_id, event=event, now=now)
+        remote.record_lock_outcome(tx, hub_id=hub_id, event=event, now=now)
+    except Exception:
+        tx.rollback_to("hub_event")
+        raise
     tx.release("hub_event")
+
+
+RETRY_ATTEMPTS = 8  # then given up: the row stays, `next_at` NULL, for the operator
+RETRY_BATCH = 50
+
+
+def _retry_delay(attempts: int) -> timedelta:
+    return timedelta(seconds=min(2.0**attempts, 600.0))  # 2 s, 4 s, ... at most 10 min
+
+
+def _describe(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}"[:300]
+
+
+def retry_failed_effects(tx: Tx, *, now: datetime) -> int:
+    """Apply again the effects of stored events that failed and are due (a writer job of
+    the link's sweep). Oldest first per hub, as they happened; the state changes they
+    make are conditional on the entry's state, so an effect that comes late moves
+    nothing back. Each at most `RETRY_ATTEMPTS` times, backing off. Returns how many
+    now held."""
+    due = tx.all(
+        "SELECT f.hub_id, f.epoch, f.seq, f.attempts, e.event_id, e.kind, e.ts, e.data,"
+        " e.prev_hash, e.sig, e.received_at FROM hub_event_failures f JOIN hub_events e"
+        " ON e.hub_id = f.hub_id AND e.epoch = f.epoch AND e.seq = f.seq"
+        " WHERE f.next_at IS NOT NULL AND f.next_at <= ?"
+        " ORDER BY f.hub_id, f.epoch, f.seq LIMIT ?",
+        (tx.time(now), RETRY_BATCH),
+    )
+    held = 0
+    for hub_id, epoch, seq, attempts, event_id, kind, ts, data, prev_hash, sig, received in due:
+        event = Event(
+            hub=hub_id, epoch=epoch, seq=seq, event_id=event_id, ts=ts, kind=kind,
+            data=orjson.loads(data) if isinstance(data, (str, bytes)) else data,
+            prev_hash=prev_hash, sig=sig,
+        )  # fmt: skip
+        key = (hub_id, epoch, seq)
+        try:
+            # As of its arrival: the entry's times are the event's, not the retry's.
+            _effects(tx, hub_id, event, tx.parse_time(received) or now)
+        except Exception as error:
+            attempts += 1
+            if attempts >= RETRY_ATTEMPTS:
+                log.error("gave up applying event %s/%s of %s after %d attempts: %s",
+                          epoch, seq, hub_id, attempts, _describe(error))  # fmt: skip
+                next_at = None
+            else:
+                log.warning("applying event %s/%s of %s failed again (attempt %d): %s",
+                            epoch, seq, hub_id, attempts, _describe(error))  # fmt: skip
+                next_at = tx.time(now + _retry_delay(attempts))
+            tx.run(
+                "UPDATE hub_event_failures SET attempts = ?, next_at = ?, error = ?"
+                " WHERE hub_id = ? AND epoch = ? AND seq = ?",
+                (attempts, next_at, _describe(error), *key),
+            )
+            continue
+        tx.run("DELETE FROM hub_event_failures WHERE hub_id = ? AND epoch = ? AND seq = ?", key)
+        log.info("applied event %s/%s of %s on attempt %d", epoch, seq, hub_id, attempts + 1)
+        held += 1
+    return held
 
 
 def _have(tx: Tx, hub_id: str, event: Event) -> bool:
