@@ -27,13 +27,19 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import orjson
+from pydantic import ValidationError
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from doorstep.clock import Clock
 from doorstep.grants.models import HubShadow
 from doorstep.protocol.grants import GrantSigner
-from doorstep.protocol.shadow import MAX_REVOKED_TOKENS, ReportedDocument, sign_shadow
+from doorstep.protocol.shadow import (
+    MAX_REVOKED_TOKENS,
+    DesiredCredential,
+    ReportedDocument,
+    sign_shadow,
+)
 from doorstep.sql import Tx
 
 if TYPE_CHECKING:
@@ -114,19 +120,26 @@ def build_desired(tx: Tx, *, hub_id: str, now: datetime, signer: GrantSigner) ->
         if remaining == 0:
             continue
         start, end = tx.parse_time(starts), tx.parse_time(ends)
-        credentials.append(
-            {
-                "id": grant_id,
-                "access_point": slug,
-                "name": _lock_name(label),
-                "pin": sealed,
-                "valid_from": int(start.timestamp()) if start else None,
-                "valid_until": int(end.timestamp()) if end else None,
-                "week_days": [_week_day(window) for window in orjson.loads(windows)],
-                "year_days": _year_days(start, end, zone),
-                "uses": remaining,
-            }
-        )
+        credential = {
+            "id": grant_id,
+            "access_point": slug,
+            "name": _lock_name(label),
+            "pin": sealed,
+            "valid_from": int(start.timestamp()) if start else None,
+            "valid_until": int(end.timestamp()) if end else None,
+            "week_days": [_week_day(window) for window in orjson.loads(windows)],
+            "year_days": _year_days(start, end, zone),
+            "uses": remaining,
+        }
+        try:
+            DesiredCredential.model_validate(credential)
+        except ValidationError:
+            # One code the lock cannot hold (a start before 2000, a range that ends
+            # before it starts on the wall clock) stays off it; it must not keep the
+            # whole document, with every revocation in it, from reaching the hub.
+            log.warning("keypad grant %s cannot be sent to hub %s; left out", grant_id, hub_id)
+            continue
+        credentials.append(credential)
     revoked = [
         {"token_id": token_id, "expires": int(expires.timestamp())}
         for token_id, expires in (

@@ -228,10 +228,13 @@ class CredentialManager:
                 return None
             self._revoke(doc.revoked_tokens)
             self._desired = {credential.id: credential for credential in doc.credentials}
-            self._set_zone(doc.zone)
-            self._settle_all()
+            # The new target is written down before any lock is touched: a crash while
+            # settling resumes towards it on start, never back to the codes it revoked.
             self.version = doc.version
             self._persist(payload)
+            self._set_zone(doc.zone)
+            self._settle_all()
+            self._persist()
             report = self.report()
         self._publish(report.to_bytes())
         self._record(
