@@ -13,6 +13,13 @@ attributes and events mean for the hub's lock model), `config` (the settings).
   refuses the command, the connection drops before the answer, or the lock reports
   nothing within `operation_timeout`, a LockOperationError(UNSPECIFIED) made here. A lock
   that answers FAILURE and also reports its own LockOperationError is reported once.
+  Only a remote (or unspecified) source answers a request: a keypad, button or
+  thumb-turn movement or refusal meanwhile is reported as itself.
+- Fail closed on an unlock with no known outcome: when the lock reports nothing in time,
+  or the connection drops before the server's answer, the bolt may still move after the
+  hub reported the unlock as failed. So LockDoor (source AUTO) follows at once, or as
+  soon as the lock is reachable again, so that a late unlock cannot leave the door open
+  unnoticed.
 - Online means connected to the server AND the node is known AND `available`. Otherwise
   `unlock()`, `lock()`, `refresh()` and the keypad methods raise LockError (fail closed).
   A dropped connection is retried with a capped exponential backoff until `close()`;
@@ -100,6 +107,10 @@ log = logging.getLogger(__name__)
 
 IM_STATUS_FAILURE = 0x01
 _COMMANDS = {LockOperationType.LOCK: "LockDoor", LockOperationType.UNLOCK: "UnlockDoor"}
+# Sources a lock may name for a command from a controller: only these answer a request.
+_REQUEST_SOURCES = frozenset(
+    {OperationSource.REMOTE, OperationSource.PROPRIETARY_REMOTE, OperationSource.UNSPECIFIED}
+)
 
 
 @dataclass(frozen=True)
@@ -133,6 +144,8 @@ class MatterLock:
         self._requests: defaultdict[LockOperationType, deque[_Request]] = defaultdict(deque)
         # FAILURE answers reported already, whose LockOperationError from the lock may follow.
         self._refused: Counter[LockOperationType] = Counter()
+        # An unlock ended with no known outcome (overdue, or cut off): a LockDoor is owed.
+        self._relock_owed = False
         self._subscribers: list[Callable[[LockEvent], None]] = []
         self._outbox: queue.SimpleQueue[LockEvent | None] = queue.SimpleQueue()
         self._deliverer = threading.Thread(
@@ -339,7 +352,11 @@ class MatterLock:
             if isinstance(error, CommandFailed) and error.status == IM_STATUS_FAILURE:
                 self._refused[request.operation] += 1
             self._fail(request)
+            # Cut off before any answer: the lock may have taken the unlock all the same.
+            if not isinstance(error, CommandFailed):
+                self._owe_relock(request)
         log.warning("%s was not carried out: %s", _COMMANDS[request.operation], error)
+        self._pay_relock()
 
     def _on_overdue(self, request: _Request) -> None:
         with self._mutex:
@@ -347,12 +364,37 @@ class MatterLock:
                 return
             self._settle(request)
             self._fail(request)
+            self._owe_relock(request)
         log.warning(
             "node %d reported no outcome of %s within %s s",
             self._config.node_id,
             _COMMANDS[request.operation],
             self._config.operation_timeout,
         )
+        self._pay_relock()
+
+    def _owe_relock(self, request: _Request) -> None:
+        if request.operation == LockOperationType.UNLOCK:
+            self._relock_owed = True
+
+    def _pay_relock(self) -> None:
+        """Send the LockDoor owed after an unlock with no known outcome, if the lock is
+        reachable now; otherwise it stays owed until the lock is reachable again.
+        Never call it with the mutex held."""
+        with self._mutex:
+            if not self._relock_owed or self._closed:
+                return
+            try:
+                self._check_reachable()
+            except LockError:
+                return
+            self._relock_owed = False
+        try:
+            self._request(LockOperationType.LOCK, OperationSource.AUTO)
+        except LockError as exc:
+            with self._mutex:
+                self._relock_owed = True
+            log.warning("relock after an unlock with no known outcome failed: %s", exc)
 
     def _fail(self, request: _Request) -> None:
         self._queue(
@@ -377,9 +419,11 @@ class MatterLock:
     def _reported(self, event: LockEvent) -> None:
         """Queue an event from the lock, matching it with the request it answers."""
         if isinstance(event, LockOperation):
-            self._settle_oldest(event.operation)
+            if event.source in _REQUEST_SOURCES:  # not a keypad, button or hand
+                self._settle_oldest(event.operation)
         elif isinstance(event, LockOperationError):
-            answered = self._settle_oldest(event.operation)
+            from_request = event.source in _REQUEST_SOURCES
+            answered = from_request and self._settle_oldest(event.operation)
             operation = event.operation
             if not answered and event.source == OperationSource.REMOTE and self._refused[operation]:
                 self._refused[operation] -= 1
@@ -431,6 +475,7 @@ class MatterLock:
             self._connected = True
             self._load(node)
             self._changed.notify_all()
+        self._pay_relock()
 
     def _on_disconnected(self) -> None:
         with self._changed:
@@ -450,6 +495,7 @@ class MatterLock:
             elif event == "node_removed" and data == self._config.node_id:
                 self._load(None)
             self._changed.notify_all()
+        self._pay_relock()
 
     def _load(self, node: dict[str, Any] | None) -> None:
         self._queue(*self._node.load(node))

@@ -43,7 +43,11 @@ Failing closed:
   those came back (the driver asks with `/get`). Otherwise requests raise LockError (a
   lock request does not wait for a fresh state), and a pending request fails at once.
   Unknown lock and door states read as NOT_FULLY_LOCKED and UNSPECIFIED_ERROR: never as
-  locked or closed. A contact sensor that goes unavailable makes the door unknown.
+  locked or closed. A contact sensor that goes unavailable makes the door unknown, and so
+  does a lock's own `door_state: "undefined"` (doorState 0xFF) after a known position.
+- A lock document the broker replays at subscribe time (retained, with Zigbee2MQTT's
+  `retain: true` device option) is history: its bolt state is dropped, so only the
+  answer to the driver's `/get` (or a later live report) makes the lock online.
 - Commands go out at QoS 0: paho keeps an unsent QoS 1 message and sends it after a
   reconnect, which for an unlock could be long after anyone asked for it.
 - Bad payloads are logged and ignored (`_zigbee2mqtt/payloads.py`). Keypad codes, and
@@ -166,7 +170,7 @@ class Zigbee2MqttLock:
         }
         states: dict[str, Callable[[dict[str, Any]], None]] = {
             broker.topic(self._name): lambda document: model.on_lock_document(
-                document, door_from_lock=sensor is None
+                _undefined_door_is_unknown(document), door_from_lock=sensor is None
             )
         }
         if sensor is not None:
@@ -382,11 +386,11 @@ class Zigbee2MqttLock:
 
     def _on_message(self, _c: paho.Client, _u: Any, message: paho.MQTTMessage) -> None:
         try:
-            self._handle(message.topic, bytes(message.payload))
+            self._handle(message.topic, bytes(message.payload), retained=message.retain)
         except Exception:  # the process edge: the driver must outlive any payload
             log.exception("%s: handling a message on %s failed", self._name, message.topic)
 
-    def _handle(self, topic: str, payload: bytes) -> None:
+    def _handle(self, topic: str, payload: bytes, *, retained: bool = False) -> None:
         on_presence = self._presence_routes.get(topic)
         if on_presence is not None:
             online = read_presence(payload)
@@ -397,6 +401,9 @@ class Zigbee2MqttLock:
             return
         on_state = self._state_routes.get(topic)
         document = read_document(payload, topic) if on_state is not None else None
+        if document is not None and retained and topic == self.settings.broker.topic(self._name):
+            # Replayed at subscribe: not a report since the link came back (see above).
+            document = {k: v for k, v in document.items() if k not in _BOLT_STATE_KEYS}
         if on_state is not None and document is not None:
             self._apply(lambda: on_state(document))
 
@@ -415,6 +422,18 @@ class Zigbee2MqttLock:
             except LockError as exc:
                 log.warning("%s", exc)
         self._outbox.deliver()
+
+
+_BOLT_STATE_KEYS = frozenset({"state", "lock_state"})
+
+
+def _undefined_door_is_unknown(document: dict[str, Any]) -> dict[str, Any]:
+    """A lock's `door_state: "undefined"` says its sensor does not know where the door
+    is: read it as an unknown door (UNSPECIFIED_ERROR), never as no news, which would
+    keep an earlier "closed"."""
+    if document.get("door_state") == "undefined":
+        return {**document, "door_state": "error_unspecified"}
+    return document
 
 
 def _check_user(user: int) -> None:
