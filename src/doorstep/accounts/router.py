@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from doorstep.accounts import service, signins
+from doorstep.accounts import service, signins, twofactor
 from doorstep.accounts.models import ApiClient, PrincipalKind, Role, User
 from doorstep.accounts.schemas import (
     CarrierCreate,
@@ -49,8 +49,10 @@ def sign_up(body: ResidentCreate, session: SessionDep, runtime: RuntimeDep) -> o
 @router.post("/auth/token", response_model=TokenRead)
 async def token(request: Request, runtime: RuntimeDep) -> object:
     """OAuth2 token endpoint: `grant_type=password` (people) or `client_credentials`
-    (carrier API clients), form-encoded as RFC 6749 says, or as JSON. Each attempt is
-    audited (`accounts.signins`), without the password or secret."""
+    (carrier API clients), form-encoded as RFC 6749 says, or as JSON. With two-step
+    sign-in on, the password grant also needs `code` (from the authenticator app, or a
+    recovery code), as the web sign-in does. Each attempt is audited
+    (`accounts.signins`), without the password, code or secret."""
     form = await _read_form(request)
     key = f"{request.client.host if request.client else '-'}"
     if not runtime.login_limiter.allow(key, runtime.clock.timestamp()):
@@ -66,13 +68,18 @@ def _sign_in(runtime: Runtime, form: dict[str, str], key: str) -> TokenRead:
     now = runtime.clock.now()
     with runtime.sessions() as session:
         try:
-            kind, principal_id = _authenticate(session, form, now)
-        except NotAuthenticated as exc:
+            kind, principal_id = _authenticate(session, form, now, runtime.totp_key)
+        except (NotAuthenticated, twofactor.CodeLocked) as exc:
+            reason = (
+                signins.Failure.CODE_LOCKED
+                if isinstance(exc, twofactor.CodeLocked)
+                else signins.failure_of(exc)
+            )
             signins.sign_in_failed(
                 session, subject=_claimed_account(session, form), via=signins.Via.API,
-                client=key, reason=signins.failure_of(exc), now=now,
+                client=key, reason=reason, now=now,
             )  # fmt: skip
-            session.commit()
+            session.commit()  # the code's failure count, a spent recovery code
             raise
         issued = service.issue_token(
             session, kind=kind, principal_id=principal_id, now=now, ttl=ttl
@@ -84,13 +91,14 @@ def _sign_in(runtime: Runtime, form: dict[str, str], key: str) -> TokenRead:
 
 
 def _authenticate(
-    session: Session, form: dict[str, str], now: datetime
+    session: Session, form: dict[str, str], now: datetime, totp_key: bytes
 ) -> tuple[PrincipalKind, str]:
     grant = form.get("grant_type")
     if grant == "password":
         user = service.authenticate_password(
             session, email=_field(form, "username"), password=_field(form, "password"), now=now
         )
+        _check_second_factor(session, user, form.get("code"), now, totp_key)
         return PrincipalKind.USER, user.id
     if grant == "client_credentials":
         client = service.authenticate_client(
@@ -98,6 +106,19 @@ def _authenticate(
         )
         return PrincipalKind.CLIENT, client.id
     raise InvalidRequest("grant_type must be 'password' or 'client_credentials'")
+
+
+def _check_second_factor(
+    session: Session, user: User, code: str | None, now: datetime, totp_key: bytes
+) -> None:
+    """With two-step sign-in on, the password alone earns no token: a code is checked
+    as at the web sign-in (good once, wrong ones counting toward the account's lock)."""
+    if not twofactor.is_on(session, user_id=user.id):
+        return
+    if not code:
+        raise twofactor.CodeRefused("two-step sign-in is on: send the code from the app")
+    if not twofactor.verify(session, user_id=user.id, code=code, now=now, key=totp_key):
+        raise twofactor.CodeRefused("that code is not right, or was already used")
 
 
 def _actor(session: Session, kind: PrincipalKind, principal_id: str) -> str:

@@ -31,9 +31,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from doorstep.accounts import twofactor
 from doorstep.accounts.models import User
 from doorstep.audit import service as audit
 from doorstep.audit.models import AuditEvent
@@ -46,7 +47,6 @@ UNKNOWN = "unknown"
 
 PAUSE_AFTER = 10
 PAUSE_WINDOW = timedelta(minutes=15)
-_LOOK_BACK = 100  # records of the account read at most, newest first
 
 
 class Via(StrEnum):
@@ -70,23 +70,30 @@ class Failure(StrEnum):
 
 def paused(session: Session, *, user_id: str, now: datetime) -> bool:
     """Whether this account's password sign-in is paused: `PAUSE_AFTER` wrong passwords
-    within `PAUSE_WINDOW` and no successful sign-in or re-authentication since."""
-    rows = session.execute(
-        select(AuditEvent.action, AuditEvent.data)
+    within `PAUSE_WINDOW` and no successful sign-in or re-authentication since.
+
+    Only the records that count are read (successes and wrong passwords): the attempts
+    refused while paused, as many as a guesser cares to send, must not push the wrong
+    passwords out of sight and so lift the pause early."""
+    actions = session.scalars(
+        select(AuditEvent.action)
         .where(
             AuditEvent.subject == user_id,
             AuditEvent.action.in_(_ATTEMPTS),
             AuditEvent.ts > now - PAUSE_WINDOW,
+            or_(
+                AuditEvent.action.in_(_SUCCESSES),
+                AuditEvent.data["reason"].as_string() == Failure.WRONG_CREDENTIALS.value,
+            ),
         )
         .order_by(AuditEvent.seq.desc())
-        .limit(_LOOK_BACK)
+        .limit(PAUSE_AFTER)
     ).all()
     wrong = 0
-    for action, data in rows:
+    for action in actions:
         if action in _SUCCESSES:
             break
-        if (data or {}).get("reason") == Failure.WRONG_CREDENTIALS:
-            wrong += 1
+        wrong += 1
     return wrong >= PAUSE_AFTER
 
 
@@ -97,6 +104,8 @@ def failure_of(error: Exception, *, otherwise: Failure = Failure.WRONG_CREDENTIA
 
     if isinstance(error, SignInPaused):
         return Failure.PAUSED
+    if isinstance(error, twofactor.CodeRefused):
+        return Failure.WRONG_CODE
     return Failure.WRONG_CREDENTIALS if isinstance(error, NotAuthenticated) else otherwise
 
 

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from doorstep.accounts import totp
 from doorstep.accounts.models import RecoveryCode, TotpCredential, User
 from doorstep.audit import service as audit
-from doorstep.errors import Conflict, TooManyRequests
+from doorstep.errors import Conflict, NotAuthenticated, TooManyRequests
 
 MAX_FAILURES = 5
 LOCK_SECONDS = 300
@@ -59,6 +59,11 @@ def unseal(key: bytes, user_id: str, stored: bytes) -> bytes:
 
 class CodeLocked(TooManyRequests):
     code = "code_locked"
+
+
+class CodeRefused(NotAuthenticated):
+    """The password was right, but two-step sign-in is on and the code was missing or
+    wrong (or already used)."""
 
 
 def credential(session: Session, *, user_id: str) -> TotpCredential | None:
