@@ -17,6 +17,7 @@ from sqlalchemy import select
 from doorstep import demo
 from doorstep.access.models import Entry
 from doorstep.audit.models import AuditEvent
+from doorstep.grants.models import HubShadow
 from doorstep.notify.models import OutboxMessage
 from doorstep.settings import NotifySettings
 from polling import poll
@@ -358,3 +359,38 @@ def _keypad_entry(live: Any, grant_id: str) -> str | None:
     with live.sessions() as session:
         entry = session.scalar(select(Entry).where(Entry.grant_id == grant_id))
         return entry.id if entry is not None and entry.method == "keypad" else None
+
+
+def test_a_revoked_code_stuck_on_an_unreachable_lock_is_not_reported_cleared(
+    live: Any, world: demo.World
+) -> None:
+    """The lock is offline when the code is revoked: the hub applies the new document
+    but cannot take the code off, so the code still opens the door once the lock is
+    back, until the hub's retry clears it. Until then the resident must not be told it
+    is cleared."""
+    home = world.homes[0]
+    body = {"access_point": "front", "label": "Cleaner", "kind": "always", "method": "keypad"}
+    created = home.resident.call("POST", f"/v1/homes/{home.id}/grants", 201, json=body)
+    pin, grant_id = created["pin"], created["grant"]["id"]
+    poll(lambda: home.resident.call("GET", f"/v1/grants/{grant_id}"),
+         lambda g: g["enforced_at_hub"], timeout=10)  # fmt: skip
+
+    home.door("offline")
+    revoked = home.resident.call("DELETE", f"/v1/grants/{grant_id}")
+    needed = revoked["shadow_version"]
+
+    def reported() -> int:
+        with live.sessions() as session:
+            row = session.scalar(select(HubShadow).where(HubShadow.hub_id == home.hub_id))
+            return row.reported_version if row is not None else 0
+
+    poll(reported, lambda version: version >= needed, timeout=10)
+    stuck = home.resident.call("GET", f"/v1/grants/{grant_id}")
+    assert stuck["enforced_at_hub"] is False  # the hub took the version, not the code off
+
+    home.door("online")
+    cleared = poll(lambda: home.resident.call("GET", f"/v1/grants/{grant_id}"),
+                   lambda g: g["enforced_at_hub"], timeout=20)  # fmt: skip
+    assert cleared["enforced_at_hub"] is True  # the retry (every 10 s) took it off
+    refused = home.type_code(pin)
+    assert (refused["granted"], refused["error"]) == (False, "invalid_credential")

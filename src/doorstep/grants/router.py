@@ -45,11 +45,19 @@ def grant_read(session: Session, grant: AccessGrant) -> GrantRead:
     point = session.get(AccessPoint, grant.access_point_id)
     if point is None or point.hub_id is None:
         return GrantRead.of(grant)
-    version, reported, _states = shadow.reported_state(session, point.hub_id)
-    needed = grant.revoked_version if grant.revoked_at is not None else None
-    if needed is None and grant.pin_sealed is not None:
+    version, reported, states = shadow.reported_state(session, point.hub_id)
+    held = states.get(grant.id)  # the code's state in the hub's last report, if it holds it
+    if grant.revoked_at is not None:
+        needed = grant.revoked_version
+        # The hub has applied a version without it AND no longer holds the code: one it
+        # could not take off an unreachable lock stays in its report as
+        # `failed:lock_unreachable`, and still opens the door until the retry clears it.
+        enforced = None if needed is None else reported >= needed and held is None
+    elif grant.pin_sealed is not None:
         needed = version  # a code is on the lock once the hub applied a version with it
-    enforced = None if needed is None else reported >= needed
+        enforced = reported >= needed and held is not None and not held.startswith("failed")
+    else:
+        needed, enforced = None, None
     return GrantRead.of(grant, shadow_version=needed, enforced_at_hub=enforced)
 
 
