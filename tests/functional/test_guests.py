@@ -288,6 +288,15 @@ BAD_GRANTS = [
     ),
     ({"kind": "weekly", "email": "x@example.org", "windows": []}, "1 to 7 windows"),
     ({"kind": "always", "method": "keypad", "pin": "12"}, "pin"),
+    (  # a lock's year-day schedules count from 2000: the code could never be programmed
+        {
+            "kind": "range",
+            "method": "keypad",
+            "starts_at": "1999-12-31T12:00:00+00:00",
+            "ends_at": "2030-01-01T00:00:00+00:00",
+        },
+        "a lock cannot hold a keypad code with this schedule",
+    ),
     ({"kind": "always", "email": "resident1@doorstep.test"}, "another kind of account"),
     ({"kind": "sometimes", "email": "x@example.org"}, "kind"),
 ]

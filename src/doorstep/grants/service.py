@@ -32,7 +32,7 @@ from doorstep.db import new_id
 from doorstep.errors import Conflict, InvalidRequest, NotAuthenticated, NotFound
 from doorstep.grants import schedule as schedules
 from doorstep.grants.models import AccessGrant, Invitation, Method, Purpose
-from doorstep.grants.shadow import bump
+from doorstep.grants.shadow import bump, lock_schedule_problem
 from doorstep.homes.models import AccessPoint, Home, Hub
 from doorstep.homes.service import owned_home
 from doorstep.notify import outbox
@@ -85,6 +85,11 @@ def create_grant(
         raise InvalidRequest("this schedule has already ended")
     if spec.method == Method.APP and not spec.email:
         raise InvalidRequest("an app grant needs the guest's email, to invite them")
+    if spec.method == Method.KEYPAD:
+        windows = [window.to_json() for window in schedule.windows]
+        problem = lock_schedule_problem(schedule.starts_at, schedule.ends_at, windows, zone)
+        if problem is not None:
+            raise InvalidRequest(f"a lock cannot hold a keypad code with this schedule: {problem}")
     grant = AccessGrant(
         id=new_id("agr"),
         home_id=home.id,

@@ -100,6 +100,36 @@ _REVOKED_TOKENS = (
 )
 
 
+def _schedule_fields(
+    start: datetime | None, end: datetime | None, windows: list[dict[str, Any]], zone: ZoneInfo
+) -> dict[str, Any]:
+    """When a keypad code may open the door, in the desired document's terms."""
+    return {
+        "valid_from": int(start.timestamp()) if start else None,
+        "valid_until": int(end.timestamp()) if end else None,
+        "week_days": [_week_day(window) for window in windows],
+        "year_days": _year_days(start, end, zone),
+    }
+
+
+def lock_schedule_problem(
+    start: datetime | None, end: datetime | None, windows: list[dict[str, Any]], zone: ZoneInfo
+) -> str | None:
+    """Why a keypad code with this schedule cannot be programmed on a lock (a start
+    before 2000, where the lock's year-day schedules begin; a range that ends before it
+    starts on the home's wall clock), or None. Checked when a keypad grant is made."""
+    placeholder = {"id": "agr-check", "access_point": "front", "name": "check", "pin": "AA"}
+    try:
+        DesiredCredential.model_validate(
+            {**placeholder, **_schedule_fields(start, end, windows, zone)}
+        )
+    except (ValidationError, ValueError, OverflowError) as error:
+        if isinstance(error, ValidationError):  # pydantic's words, without its prefix
+            return str(error.errors()[0]["msg"]).removeprefix("Value error, ")
+        return str(error)
+    return None
+
+
 def build_desired(tx: Tx, *, hub_id: str, now: datetime, signer: GrantSigner) -> bytes | None:
     """The hub's signed desired document as of now; None for a hub with no shadow yet."""
     row = tx.one(
@@ -125,10 +155,7 @@ def build_desired(tx: Tx, *, hub_id: str, now: datetime, signer: GrantSigner) ->
             "access_point": slug,
             "name": _lock_name(label),
             "pin": sealed,
-            "valid_from": int(start.timestamp()) if start else None,
-            "valid_until": int(end.timestamp()) if end else None,
-            "week_days": [_week_day(window) for window in orjson.loads(windows)],
-            "year_days": _year_days(start, end, zone),
+            **_schedule_fields(start, end, orjson.loads(windows), zone),
             "uses": remaining,
         }
         try:
@@ -136,7 +163,9 @@ def build_desired(tx: Tx, *, hub_id: str, now: datetime, signer: GrantSigner) ->
         except ValidationError:
             # One code the lock cannot hold (a start before 2000, a range that ends
             # before it starts on the wall clock) stays off it; it must not keep the
-            # whole document, with every revocation in it, from reaching the hub.
+            # whole document, with every revocation in it, from reaching the hub. New
+            # grants are checked when made (`lock_schedule_problem`); this is for those
+            # made before that check.
             log.warning("keypad grant %s cannot be sent to hub %s; left out", grant_id, hub_id)
             continue
         credentials.append(credential)
