@@ -259,18 +259,18 @@ def test_stop_keeps_an_open_entry_for_the_next_start(cameras: Cameras, tmp_path:
 _CRASHING_RECORDER = """
 import sys, time
 from pathlib import Path
-from doorstep.video.recorder import Recorder, RecorderOptions, WindowKept
-recorder = Recorder(sys.argv[1], Path(sys.argv[2]), RecorderOptions(pre_roll=float(sys.argv[3])))
+sys.path.insert(0, sys.argv[4])  # tests/, for the bounded waits of `polling`
+from polling import wait_until
+from doorstep.video.recorder import Recorder, RecorderOptions
+pre_roll = float(sys.argv[3])
+recorder = Recorder(sys.argv[1], Path(sys.argv[2]), RecorderOptions(pre_roll=pre_roll))
 recorder.start()
-deadline = time.monotonic() + 30
-while recorder.buffered_seconds() < float(sys.argv[3]) and time.monotonic() < deadline:
-    time.sleep(0.05)
+wait_until(lambda: recorder.buffered_seconds() >= pre_roll, 30, "the pre-roll")
 recorder.arm("ent-crash")
 armed = recorder.liveness().frames
-while recorder.liveness().frames < armed + 30 and time.monotonic() < deadline:
-    time.sleep(0.05)
+wait_until(lambda: recorder.liveness().frames >= armed + 30, 30, "two seconds of the entry")
 print(time.time(), flush=True)
-time.sleep(60)
+sys.stdin.read()  # until the test kills this process
 """
 
 
@@ -280,10 +280,12 @@ def test_a_recorder_killed_mid_entry_loses_none_of_its_video(
     camera = cameras(Source.SCENE)
     spool = tmp_path / "spool"
     with subprocess.Popen(
-        [sys.executable, "-c", _CRASHING_RECORDER, camera.url, str(spool), str(PRE_ROLL)],
+        [sys.executable, "-c", _CRASHING_RECORDER, camera.url, str(spool), str(PRE_ROLL),
+         str(Path(__file__).parents[1])],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-    ) as crashing:
+    ) as crashing:  # fmt: skip
         try:
             assert crashing.stdout is not None
             line = crashing.stdout.readline()  # two seconds of the entry are recorded

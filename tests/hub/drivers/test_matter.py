@@ -38,6 +38,7 @@ from doorstep.hub.lock import (
     OperationError,
     OperationSource,
 )
+from polling import wait_until
 
 from .matter_peer import MatterServerPeer, load_node, running_peer
 
@@ -71,8 +72,10 @@ class Events:
 
 
 @pytest.fixture
-def peer() -> Iterator[MatterServerPeer]:
-    with running_peer(load_node()) as peer:
+def peer(request: pytest.FixtureRequest) -> Iterator[MatterServerPeer]:
+    """The stand-in server with the recorded node (another fixture node by indirect
+    parametrisation)."""
+    with running_peer(load_node(getattr(request, "param", "matter_door_lock.json"))) as peer:
         yield peer
 
 
@@ -501,3 +504,84 @@ def test_a_closed_driver_refuses_everything(lock_and_events: tuple[MatterLock, E
     with pytest.raises(LockError, match="closed"):
         lock.clear_pin(1)
     lock.close()  # twice is fine
+
+
+# --- unlocks whose outcome never comes: a LockDoor follows (fail closed) ----------------
+
+STARTS_LOCKED = pytest.mark.parametrize("peer", ["matter_door_lock_with_usr.json"], indirect=True)
+
+
+@STARTS_LOCKED
+def test_an_unlock_reported_after_its_timeout_is_relocked(
+    peer: MatterServerPeer, make_lock: Callable[..., tuple[MatterLock, Events]]
+) -> None:
+    # A slow lock: the bolt draws back only after the driver has given up on it. The
+    # hub already reported the unlock as failed (the agent closes the entry on that),
+    # so the late unlock must not leave the door unlocked with nobody watching it.
+    lock, events = make_lock(operation_timeout=0.2)
+    assert lock.status().lock_state == LockState.LOCKED
+    peer.motor_seconds = 0.6
+
+    lock.unlock(REMOTE)
+
+    assert events.next() == LockOperationError(UNLOCK, REMOTE, OperationError.UNSPECIFIED)
+    seen: list[LockEvent] = []
+    while LockOperation(LOCK, REMOTE) not in seen:  # the lock's word on the relock
+        seen.append(events.next())
+    assert LockOperation(UNLOCK, REMOTE) in seen  # the late unlock is reported as it is
+    assert lock.status().lock_state == LockState.LOCKED
+    assert [args["command_name"] for args in peer.commands] == ["UnlockDoor", "LockDoor"]
+
+
+@STARTS_LOCKED
+def test_an_unlock_cut_off_by_a_dropped_connection_is_relocked_on_reconnect(
+    peer: MatterServerPeer, make_lock: Callable[..., tuple[MatterLock, Events]]
+) -> None:
+    # The server took the UnlockDoor and the connection dropped before its answer: the
+    # driver reports a failure, yet the bolt may well move. Once back, it must relock.
+    lock, events = make_lock()
+    assert peer.wait_for_listeners(1)
+    peer.motor_seconds = 0.2
+    peer.hold_answers = True
+    lock.unlock(REMOTE)
+    wait_until(lambda: peer.accepted == 1, WAIT, "the UnlockDoor reaching the lock")
+    peer.refuse_connections = True
+    peer.drop_connections()
+    assert events.next() == LockOperationError(UNLOCK, REMOTE, OperationError.UNSPECIFIED)
+    _until(lock, lambda status: not status.online)
+    # The motor finishes while nobody listens.
+    wait_until(lambda: peer.attribute(LOCK_STATE) == 2, WAIT, "the bolt drawn back")
+    peer.hold_answers = False
+    peer.refuse_connections = False
+
+    assert events.next() == LockOperation(UNLOCK, OperationSource.UNSPECIFIED)  # seen on re-read
+    _until(lock, lambda status: status.online and status.lock_state == LockState.LOCKED)
+    assert [args["command_name"] for args in peer.commands] == ["UnlockDoor", "LockDoor"]
+
+
+@STARTS_LOCKED
+def test_a_keypad_refusal_does_not_settle_a_remote_unlock(
+    peer: MatterServerPeer, make_lock: Callable[..., tuple[MatterLock, Events]]
+) -> None:
+    # While the hub's UnlockDoor is under way, someone types a wrong code at the keypad.
+    # That refusal is not the remote unlock's outcome: if the lock then never reports,
+    # the driver's own timeout must still report the remote unlock as failed.
+    lock, events = make_lock(operation_timeout=0.3)
+    peer.silent = True
+    lock.unlock(REMOTE)
+    wrong_code = {
+        "lockOperationType": 1,
+        "operationSource": 3,  # keypad
+        "operationError": 1,  # invalid credential
+        "userIndex": None,
+        "fabricIndex": None,
+        "sourceNode": None,
+        "credentials": None,
+    }
+    with peer._mutex:
+        peer._emit(3, wrong_code)
+
+    assert events.next() == LockOperationError(
+        UNLOCK, OperationSource.KEYPAD, OperationError.INVALID_CREDENTIAL
+    )
+    assert events.next() == LockOperationError(UNLOCK, REMOTE, OperationError.UNSPECIFIED)
