@@ -198,6 +198,8 @@ def test_the_expiry_sweep_ends_what_it_expires_and_nothing_moves_it_after(
     assert (expired, again) == (1, 0)
     assert _state(migrated_engine) == ("expired",)
     assert _actions(migrated_engine) == ["entry:expired", "entry:unlocked_after_end"]
+    # The resident hears of it: their door was unlocked with no entry open.
+    assert "ent-1.unlocked_after_end" in _notified(migrated_engine)
     assert "ent-1.unlocked" not in _notified(migrated_engine)
     with pytest.raises(Conflict):
         _transaction(migrated_engine, _abort)

@@ -997,12 +997,27 @@ def _unlocked_after_end(
 ) -> None:  # fmt: skip
     """The unlock reached the hub after the entry ended here (the courier called it off,
     or the expiry sweep ended it, while the command was on its way): on record, beside
-    the relock the hub was sent (`abort_entry`) or does by itself. The entry stays ended."""
+    the relock the hub was sent (`abort_entry`) or does by itself, and the resident is
+    emailed, since their door was unlocked with no entry open. The entry stays ended."""
     append_tx(
         tx, at=now, actor=f"hub:{hub_id}", action="entry:unlocked_after_end",
         subject=entry_id, home_id=home_id,
         data={"state": state, "epoch": event.epoch, "seq": event.seq},
     )  # fmt: skip
+    if home_id is not None:
+        outbox.resident_mail(
+            tx, event_id=f"{entry_id}.unlocked_after_end", event_type="entry.unlocked_after_end",
+            home_id=home_id, subject=LATE_UNLOCK_MAIL[0], text=LATE_UNLOCK_MAIL[1], at=now,
+            entry_id=entry_id,
+        )  # fmt: skip
+
+
+LATE_UNLOCK_MAIL = (
+    "Alert: your door was unlocked after an entry had ended",
+    "An unlock sent for an entry reached your door after that entry had already ended "
+    "(called off, or expired). Your hub locks the door again by itself and reports when "
+    "it has; the entry's history in the app shows each step.",
+)
 
 
 # The grant a keypad code belongs to, and the entry open at its door if any (at most one:
