@@ -36,8 +36,12 @@ Failing closed:
 - `lock_state` is the truth. A request completes when the lock reports the target
   state; `not_fully_locked`, `action: "error_jammed"` or `alarm: "deadbolt_jammed"` is a
   jam (DoorLockAlarm LOCK_JAMMED, plus LockOperationError for a pending request); no
-  report within `command_timeout` is a LockOperationError, and a timed-out unlock is
-  followed by a lock request, so a late unlock cannot leave the door open unnoticed.
+  report within `command_timeout` is a LockOperationError.
+- An unlock with no known outcome (no report in time, or the broker, the bridge or the
+  lock lost before its report) owes a relock: a lock request (source AUTO) that goes
+  out at once, or as soon as the lock is reachable again, so that a late unlock cannot
+  leave the door open unnoticed. A relock the broker does not take, or that is cut off
+  the same way, stays owed; while one is owed no unlock goes out ahead of it.
 - Online means: connected, `bridge/state` online, the lock's availability online
   (unless `require_availability` is off), and a lock state reported since the last of
   those came back (the driver asks with `/get`). Otherwise requests raise LockError (a
@@ -47,7 +51,9 @@ Failing closed:
   does a lock's own `door_state: "undefined"` (doorState 0xFF) after a known position.
 - A lock document the broker replays at subscribe time (retained, with Zigbee2MQTT's
   `retain: true` device option) is history: its bolt state is dropped, so only the
-  answer to the driver's `/get` (or a later live report) makes the lock online.
+  answer to the driver's `/get` (or a later live report) makes the lock online; and so
+  is its one-shot `action`: a replayed keypad refusal, jam or operation is not news.
+- A payload over `MAX_PAYLOAD_BYTES` (64 KiB) is dropped unread, logged by its topic.
 - Commands go out at QoS 0: paho keeps an unsent QoS 1 message and sends it after a
   reconnect, which for an unlock could be long after anyone asked for it.
 - Bad payloads are logged and ignored (`_zigbee2mqtt/payloads.py`). Keypad codes, and
@@ -91,6 +97,7 @@ from doorstep.hub.drivers._zigbee2mqtt.discovery import (
 from doorstep.hub.drivers._zigbee2mqtt.model import LockModel, Pending
 from doorstep.hub.drivers._zigbee2mqtt.outbox import Outbox
 from doorstep.hub.drivers._zigbee2mqtt.payloads import (
+    MAX_PAYLOAD_BYTES,
     MAX_PIN_USER,
     PinSlotChange,
     PinSlotStatus,
@@ -327,16 +334,22 @@ class Zigbee2MqttLock:
             if refusal is not None:
                 raise LockError(f"{self._name}: {refusal}")
             pending = None
+            owed = self._model.take_relock()
             if self._model.pending is not None:  # the motor is busy with the last request
                 self._model.refuse(operation, source)
-            else:
-                pending = self._begin(operation, source)
+            elif owed and operation == _UNLOCK:  # the relock goes first; the motor is busy
+                pending = self._begin(_LOCK, OperationSource.AUTO, relock=True)
+                self._model.refuse(operation, source)
+            else:  # a lock request pays the relock owed, if there is one
+                pending = self._begin(operation, source, relock=owed)
         self._outbox.deliver()
         if pending is not None:
             self._send_motion(pending)
 
-    def _begin(self, operation: LockOperationType, source: OperationSource) -> Pending:
-        pending = Pending(operation, source)
+    def _begin(
+        self, operation: LockOperationType, source: OperationSource, *, relock: bool = False
+    ) -> Pending:
+        pending = Pending(operation, source, relock=relock)
         timeout = self.settings.command_timeout
         pending.timer = threading.Timer(timeout, lambda: self._on_timeout(pending))
         pending.timer.daemon = True
@@ -345,31 +358,47 @@ class Zigbee2MqttLock:
         return pending
 
     def _send_motion(self, pending: Pending) -> None:
+        """Publish `pending`'s command, or raise LockError; a relock not sent stays owed."""
         try:
             self._publish("set", {"state": _COMMANDS[pending.operation]})
         except LockError:
             with self._mutex:
                 if self._model.pending is pending:
                     self._model.cancel_pending()
+                if pending.relock:
+                    self._model.owe_relock()
             raise
 
     def _on_timeout(self, pending: Pending) -> None:
         # Fail closed: after an unanswered unlock, ask for a lock, so that an unlock
         # that lands late cannot leave the door open with no entry watching it.
-        relock = None
         with self._mutex:
             if self._model.pending is not pending:
                 return  # answered, or failed, while the timer was firing
             self._model.fail_pending(f"no report within {self.settings.command_timeout:.1f} s")
-            if pending.operation == _UNLOCK and self._model.refusal(need_state=False) is None:
-                relock = self._begin(_LOCK, OperationSource.AUTO)
+            if pending.operation == _UNLOCK:
+                self._model.owe_relock()
+            relock = self._begin_owed_relock()
             self._changed.notify_all()
         self._outbox.deliver()
-        if relock is not None:
-            try:
-                self._send_motion(relock)
-            except LockError as exc:
-                log.warning("%s: relock after a timed-out unlock failed: %s", self._name, exc)
+        self._send_relock(relock)
+
+    def _begin_owed_relock(self) -> Pending | None:
+        """Start the relock owed, if the model says now is the time. Mutex held."""
+        if not self._model.take_relock():
+            return None
+        return self._begin(_LOCK, OperationSource.AUTO, relock=True)
+
+    def _send_relock(self, relock: Pending | None) -> None:
+        # No caller to raise to: the relock stays owed (`_send_motion`) and goes out
+        # with the next message that finds the lock reachable; a reconnect always
+        # brings some (Zigbee2MQTT's retained bridge state and availability).
+        if relock is None:
+            return
+        try:
+            self._send_motion(relock)
+        except LockError as exc:
+            log.warning("%s: relock not sent, still owed: %s", self._name, exc)
 
     def _publish(self, leaf: str, document: dict[str, Any]) -> None:
         """Send `document` to `<base>/<lock>/<leaf>` at QoS 0, or raise LockError. Never
@@ -391,6 +420,9 @@ class Zigbee2MqttLock:
             log.exception("%s: handling a message on %s failed", self._name, message.topic)
 
     def _handle(self, topic: str, payload: bytes, *, retained: bool = False) -> None:
+        if len(payload) > MAX_PAYLOAD_BYTES:  # not parsed; logged without its contents
+            log.warning("ignored a payload on %s: %d bytes, over the limit", topic, len(payload))
+            return
         on_presence = self._presence_routes.get(topic)
         if on_presence is not None:
             online = read_presence(payload)
@@ -401,21 +433,27 @@ class Zigbee2MqttLock:
             return
         on_state = self._state_routes.get(topic)
         document = read_document(payload, topic) if on_state is not None else None
-        if document is not None and retained and topic == self.settings.broker.topic(self._name):
-            # Replayed at subscribe: not a report since the link came back (see above).
-            document = {k: v for k, v in document.items() if k not in _BOLT_STATE_KEYS}
+        if document is not None and retained:
+            # Replayed at subscribe: history, not a report since the link came back, and
+            # its one-shot action happened long ago (see above).
+            history = _HISTORY_KEYS
+            if topic == self.settings.broker.topic(self._name):
+                history |= _BOLT_STATE_KEYS
+            document = {k: v for k, v in document.items() if k not in history}
         if on_state is not None and document is not None:
             self._apply(lambda: on_state(document))
 
     def _apply(self, change: Callable[[], None]) -> None:
-        """Move the model under the mutex; then send the read it asked for, and deliver
-        its notices, outside it."""
+        """Move the model under the mutex; then send the relock owed and the read it
+        asked for, and deliver its notices, outside it."""
         with self._mutex:
             if self._model.closed:
                 return
             change()
             refresh = self._model.take_refresh()
+            relock = self._begin_owed_relock()
             self._changed.notify_all()
+        self._send_relock(relock)
         if refresh:
             try:
                 self._publish("get", {"state": ""})
@@ -425,6 +463,8 @@ class Zigbee2MqttLock:
 
 
 _BOLT_STATE_KEYS = frozenset({"state", "lock_state"})
+# What Zigbee2MQTT publishes once, with the state it merges in (never cached by it).
+_HISTORY_KEYS = frozenset({"action", "action_source_name", "action_user", "action_source"})
 
 
 def _undefined_door_is_unknown(document: dict[str, Any]) -> dict[str, Any]:

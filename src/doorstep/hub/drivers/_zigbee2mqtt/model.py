@@ -1,14 +1,19 @@
 """The lock as the Zigbee2MQTT driver knows it, moved only by what Zigbee2MQTT says.
 
 `LockModel` holds the link facts (connected, bridge online, lock available, a state
-reported since the link came back), the lock and door states, and the one pending
-request; it turns readings into hub lock events in its `Outbox`. It does no I/O and
-takes no locks: the driver calls it with its mutex held, and sends the reads the model
-asks for (`take_refresh`) after releasing it.
+reported since the link came back), the lock and door states, the one pending request
+and whether a relock is owed; it turns readings into hub lock events in its `Outbox`.
+It does no I/O and takes no locks: the driver calls it with its mutex held, and sends
+the reads and relocks the model asks for (`take_refresh`, `take_relock`) after
+releasing it.
 
 Rules, all failing closed:
 - A pending request completes when the lock reports its target state; it fails on a
   jam, on losing the link, the bridge or the lock, or (driver's timer) on silence.
+- An unlock with no known outcome (silence, or cut off by losing the link, the bridge
+  or the lock) owes a relock: a LOCK (source AUTO) the driver sends as soon as the lock
+  is reachable. It stays owed until it is sent, and is owed again if it is cut off in
+  turn (a relock that meets silence or a jam is not sent again: that is an error event).
 - `not_fully_locked` (as a change), `action: "error_jammed"` and a new
   `alarm: "deadbolt_jammed"` are jams: one LOCK_JAMMED alarm until the lock reports
   locked or unlocked again.
@@ -68,6 +73,7 @@ class Pending:
     operation: LockOperationType
     source: OperationSource
     timer: threading.Timer | None = None
+    relock: bool = False  # it pays the relock owed (see the module docstring)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +109,7 @@ class LockModel:
         self._lock_available: bool | None = None
         self._fresh = False  # a lock state arrived since the link last came back
         self._refresh = False  # Zigbee2MQTT should be asked to read the bolt
+        self._relock_owed = False
         self._seen_lock = False
         self._lock_state: LockState | None = None
         self._door_state: DoorState | None = None
@@ -147,6 +154,19 @@ class LockModel:
         refresh, self._refresh = self._refresh, False
         return refresh
 
+    def take_relock(self) -> bool:
+        """Whether to start the relock owed now: one is owed, the lock is reachable and
+        the motor is free. True settles the debt; `owe_relock` if it is not sent."""
+        if not self._relock_owed or self.pending is not None:
+            return False
+        if self.refusal(need_state=False) is not None:
+            return False
+        self._relock_owed = False
+        return True
+
+    def owe_relock(self) -> None:
+        self._relock_owed = True
+
     # --- the link ----------------------------------------------------------------------
 
     def on_connected(self) -> None:
@@ -159,7 +179,7 @@ class LockModel:
         self._connected = False
         self._bridge_online = self._lock_available = None
         self._fresh = False
-        self.fail_pending("broker connection lost")
+        self.fail_pending("broker connection lost", cut_off=True)
 
     def on_closed(self) -> None:
         self._closed = True
@@ -169,14 +189,14 @@ class LockModel:
     def on_bridge(self, online: bool) -> None:
         previous, self._bridge_online = self._bridge_online, online
         if not online:
-            self.fail_pending("Zigbee2MQTT bridge went offline")
+            self.fail_pending("Zigbee2MQTT bridge went offline", cut_off=True)
         elif previous is not True:
             self._request_refresh()
 
     def on_lock_availability(self, online: bool) -> None:
         previous, self._lock_available = self._lock_available, online
         if not online:
-            self.fail_pending("lock went offline")
+            self.fail_pending("lock went offline", cut_off=True)
         elif previous is not True:
             self._request_refresh()
 
@@ -195,13 +215,18 @@ class LockModel:
             self.pending.timer.cancel()
         self.pending = None
 
-    def fail_pending(self, reason: str) -> None:
+    def fail_pending(self, reason: str, *, cut_off: bool = False) -> None:
+        """Fail the pending request with an error event. `cut_off`: the lock went out of
+        reach before it answered, so an unlock (or a relock) may still land or be lost,
+        and a relock is owed."""
         pending = self.pending
         if pending is None:
             return
         self.cancel_pending()
         log.warning("%s: requested %s failed: %s", self.name, pending.operation.name, reason)
         self.refuse(pending.operation, pending.source)
+        if cut_off and (pending.operation == _UNLOCK or pending.relock):
+            self.owe_relock()
 
     def refuse(self, operation: LockOperationType, source: OperationSource) -> None:
         self._outbox.put(LockOperationError(operation, source, OperationError.UNSPECIFIED))

@@ -10,7 +10,10 @@ IAS zone `contact` of contact sensors (true = closed).
 A value that is present but not understood is logged and read as absent, so a bad
 payload can never move the model (in particular never to "unlocked"). Log lines carry
 the field name and a short repr of that one field: never a whole payload, which may
-hold keypad codes (`users.N.pin_code` with the `expose_pin` option).
+hold keypad codes (`users.N.pin_code` with the `expose_pin` option). A payload that is
+not JSON (including JSON nested deeper than the parser takes) or not the expected shape
+is dropped whole, logged by topic and size only; the driver parses nothing over
+`MAX_PAYLOAD_BYTES`.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from doorstep.hub.lock import (
 log = logging.getLogger("doorstep.hub.drivers.zigbee2mqtt")
 
 MAX_PIN_USER = 0xFFFE  # ZCL user ids are uint16; Zigbee2MQTT checks the device's own limit
+# A lock's whole state with 250 keypad slots, codes included, is under 16 KiB.
+MAX_PAYLOAD_BYTES = 64 * 1024
 
 JAM_ACTION = "error_jammed"
 JAM_ALARM = "deadbolt_jammed"
@@ -168,17 +173,17 @@ def read_presence(payload: bytes) -> bool | None:
         return payload == b"online"
     try:
         document = json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested past the parser's depth
         return None
     state = document.get("state") if isinstance(document, dict) else None
     return {"online": True, "offline": False}.get(state) if isinstance(state, str) else None
 
 
 def read_document(payload: bytes, topic: str) -> dict[str, Any] | None:
-    """A device state payload as a JSON object, or None (logged)."""
+    """A device state payload as a JSON object, or None (logged, never its contents)."""
     try:
         document = json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested past the parser's depth
         log.warning("ignored a payload on %s: not JSON (%d bytes)", topic, len(payload))
         return None
     if not isinstance(document, dict):
