@@ -15,6 +15,7 @@ from doorstep.hub.credential_store import CredentialStore
 from doorstep.hub.credentials import CredentialManager
 from doorstep.hub.drivers.simulated import SimulatedLock
 from doorstep.hub.journal import Journal
+from doorstep.hub.keypad import KeypadLimits
 from doorstep.hub.scheduling import ManualScheduler
 from doorstep.protocol import seal
 from doorstep.protocol.grants import public_key_bytes
@@ -113,8 +114,15 @@ def test_a_revoked_code_stays_off_after_a_power_cut_during_the_revocation(hub: H
 def test_a_revoked_code_stays_off_after_a_power_cut_while_its_slot_is_reused(
     hub: Hub,
 ) -> None:
-    """The revoked code's slot goes to a new code in the same document; the hub dies
-    while programming that one (after it wrote the slot down)."""
+    """The revoked code's slot goes to a new code in the same document (a lock with one
+    slot: a just-freed slot is reused only when no other is free); the hub dies while
+    programming that one (after it wrote the slot down)."""
+    hub.lock.close()
+    hub.lock = CutAfterClear(
+        scheduler=ManualScheduler(),
+        clock=lambda: T,
+        keypad_limits=KeypadLimits(total_users=1, pin_credentials=1),
+    )
     first = hub.boot()
     first.apply(hub.desired(1, hub.credential("grt-revoked", REVOKED_PIN)))
 
@@ -132,4 +140,5 @@ def test_a_revoked_code_stays_off_after_a_power_cut_while_its_slot_is_reused(
 
     assert hub.lock.keypad_entry(REVOKED_PIN).error is not None
     assert second.report().credentials == {"grt-new": "active"}
-    assert hub.lock.keypad_entry(NEW_PIN).error is None
+    verdict = hub.lock.keypad_entry(NEW_PIN)
+    assert (verdict.error, verdict.user_index) == (None, 1)

@@ -6,7 +6,10 @@
 - one row per credential the hub holds or still has to take off a lock: where it lives
   (access point, lock user index, credential index), its state, remaining uses and the
   fingerprint of the programming it carries;
-- revoked grant token ids, until they expire.
+- revoked grant token ids, until they expire;
+- for each lock user slot the hub has cleared, when (a count that only goes up) and
+  whose code it held last, so a restart keeps reusing the least recently freed slot
+  first (`CredentialManager._free_slot`).
 Never a PIN: the hub opens sealed PINs in memory, only to program them.
 """
 
@@ -26,6 +29,9 @@ CREATE TABLE IF NOT EXISTS credentials (
     state TEXT NOT NULL, user_index INTEGER, credential_index INTEGER, uses INTEGER);
 CREATE TABLE IF NOT EXISTS revoked_tokens (
     token_id BLOB PRIMARY KEY, expires INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS freed_slots (
+    access_point TEXT NOT NULL, user_index INTEGER NOT NULL, freed_seq INTEGER NOT NULL,
+    credential_id TEXT NOT NULL, PRIMARY KEY (access_point, user_index));
 """
 
 
@@ -40,6 +46,17 @@ class HeldCredential:
     state: str
     slot: int | None = None
     uses: int | None = None
+
+
+@dataclass(frozen=True)
+class FreedSlot:
+    """A lock user slot the hub cleared: the `seq`-th slot it freed (a count that only
+    goes up, never a clock), and the credential whose code it held last."""
+
+    access_point: str
+    slot: int
+    seq: int
+    credential_id: str
 
 
 class CredentialStore:
@@ -77,8 +94,10 @@ class CredentialStore:
         payload: bytes | None = None,
         held: Sequence[HeldCredential] = (),
         dropped: Sequence[str] = (),
+        freed: Sequence[FreedSlot] = (),
     ) -> None:
-        """Write a new applied version and credential changes in one transaction."""
+        """Write a new applied version, credential changes and freed slots in one
+        transaction."""
         with self._lock:
             self._db.execute("BEGIN")
             try:
@@ -98,10 +117,22 @@ class CredentialStore:
                 self._db.executemany(
                     "DELETE FROM credentials WHERE id = ?", [(i,) for i in dropped]
                 )
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO freed_slots (access_point, user_index, freed_seq,"
+                    " credential_id) VALUES (?, ?, ?, ?)",
+                    [(f.access_point, f.slot, f.seq, f.credential_id) for f in freed],
+                )
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    def freed_slots(self) -> list[FreedSlot]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT access_point, user_index, freed_seq, credential_id FROM freed_slots"
+            ).fetchall()
+        return [FreedSlot(str(a), int(s), int(q), str(c)) for a, s, q, c in rows]
 
     def revoke(self, tokens: Sequence[tuple[bytes, int]]) -> None:
         with self._lock:

@@ -27,6 +27,11 @@ as `failed:<reason>` and is retried every `RETRY_SECONDS` until it is gone. Befo
 is programmed its slot is written down, so a crash half-way leaves a slot the next start
 clears rather than a code nobody knows about.
 
+Slots: a keypad lock event names only the lock user (`user_index`), and is credited to
+the code in that slot when it arrives (`credential_at`). So a slot a code has just left is
+the last one given to another code (`_free_slot`): a late event for the old code then
+finds nobody in it rather than the new code.
+
 Uses: `uses` in the document is what the service knows is left; the hub counts down
 itself (`record_use`) and keeps the smaller of the two for an unchanged code. A single-use
 code without schedules is a Matter DISPOSABLE user; one with schedules keeps its schedule
@@ -48,7 +53,7 @@ from zoneinfo import ZoneInfo
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from doorstep.hub.credential_store import CredentialStore, HeldCredential
+from doorstep.hub.credential_store import CredentialStore, FreedSlot, HeldCredential
 from doorstep.hub.journal import Journal
 from doorstep.hub.keypad import (
     DaysMask,
@@ -147,6 +152,8 @@ class CredentialManager:
             if held.slot is not None
         }
         self._dropped: set[str] = set()
+        self._freed = {(f.access_point, f.slot): f for f in store.freed_slots()}
+        self._freed_unsaved: list[FreedSlot] = []
         self._revoked = store.revoked()
         self._timers: dict[str, Cancellable] = {}
         self._retry: Cancellable | None = None
@@ -263,6 +270,9 @@ class CredentialManager:
     def credential_at(self, access_point: str, user_index: int | None) -> str | None:
         """The credential whose code is lock user `user_index` at `access_point`, if any.
 
+        The slot as it is now: an event that arrives after its slot went to another code
+        is credited to that code (`_free_slot` makes this rare, not impossible).
+
         No mutex: lock events ask this while an apply may be waiting on a slow lock; the
         map is rebuilt whole under the mutex after every change (`_persist`)."""
         if user_index is None:
@@ -360,13 +370,22 @@ class CredentialManager:
                 self._schedule_retry()
                 return False
         log.info("keypad user %d cleared at %s (%s)", held.slot, held.access_point, held.id)
+        self._note_freed(held.access_point, held.slot, held.id)
         held.slot = None
         return True
+
+    def _note_freed(self, access_point: str, slot: int, credential_id: str) -> None:
+        """Remember the slot as the most recently freed; written with the next `_persist`,
+        in the transaction that takes it from its credential."""
+        seq = max((freed.seq for freed in self._freed.values()), default=0) + 1
+        freed = FreedSlot(access_point, slot, seq, credential_id)
+        self._freed[(access_point, slot)] = freed
+        self._freed_unsaved.append(freed)
 
     def _program(self, desired: DesiredCredential, held: HeldCredential) -> None:
         driver = _keypad(self._locks[desired.access_point])
         try:
-            slot = self._free_slot(desired.access_point, driver)
+            slot = self._free_slot(desired.access_point, driver, desired.id)
         except (KeypadError, LockError) as exc:
             held.state = failed(_reason(exc))
             self._schedule_retry()
@@ -406,15 +425,41 @@ class CredentialManager:
             raise _BadPin
         return raw.decode("ascii")
 
-    def _free_slot(self, access_point: str, driver: KeypadLock) -> int | None:
+    def _free_slot(self, access_point: str, driver: KeypadLock, credential_id: str) -> int | None:
+        """A slot for `credential_id`'s code: one never freed, or last held by this same
+        credential, first (lowest index first); else the least recently freed. None when
+        every slot is taken (by our codes, or by codes set at the lock itself).
+
+        Why: lock events carry no time, so the hub cannot tell a late event for a code it
+        has just cleared (the lock reports the unlock after the slot was reprogrammed)
+        from one for the slot's new code; it credits the slot's holder. Reusing the least
+        recently freed slot keeps a freed slot empty as long as any other is free. What
+        is left: when every other slot is in use the just-freed one is taken at once (a
+        lock with a single slot always does), and a slot freed long ago is reused once
+        the others have had their turn, so an event delayed past that is credited to
+        the new code. Slots freed before the order was kept count as never freed. The
+        order is written in the transaction that releases the slot, so a restart keeps
+        it."""
         limits = (
             driver.keypad_attributes().limits
             if callable(getattr(driver, "keypad_attributes", None))
             else KeypadLimits()
         )
         ours = {h.slot for h in self._held.values() if h.access_point == access_point}
-        for index in range(1, min(limits.total_users, limits.pin_credentials) + 1):
-            if index not in ours and not _occupied(driver, index):
+        free = [
+            index
+            for index in range(1, min(limits.total_users, limits.pin_credentials) + 1)
+            if index not in ours
+        ]
+
+        def reuse_order(index: int) -> tuple[int, int]:
+            freed = self._freed.get((access_point, index))
+            if freed is None or freed.credential_id == credential_id:
+                return (0, index)  # no other code of ours has left this slot
+            return (freed.seq, index)
+
+        for index in sorted(free, key=reuse_order):
+            if not _occupied(driver, index):  # asked in that order: each is a round trip
                 return index
         return None
 
@@ -526,8 +571,10 @@ class CredentialManager:
             payload=payload,
             held=list(self._held.values()),
             dropped=sorted(self._dropped),
+            freed=self._freed_unsaved,
         )
         self._dropped.clear()
+        self._freed_unsaved = []
 
 
 def _write(
