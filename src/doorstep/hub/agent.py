@@ -13,9 +13,10 @@ The unlock is answered by the lock's report of a remote unlock (or of its failur
 never by the button or thumb-turn meanwhile. A failed unlock that left the bolt off
 locked (a jam half-way) is refused all the same, and the bolt relocked and watched.
 When the door closes during an entry, the hub relocks; the entry is secured only when
-the bolt reports locked AND the door sensor reports closed. An unlocked door that nobody
-opens is relocked (and the relock watched) after `RelockPolicy.unopened_seconds`, for
-locks that do not relock themselves.
+the lock is online and the bolt reports locked AND the door sensor reports closed (an
+offline lock's last word is no verification: the relock deadline alarms as for a relock
+that failed). An unlocked door that nobody opens is relocked (and the relock watched)
+after `RelockPolicy.unopened_seconds`, for locks that do not relock themselves.
 
 A remote lock (`lock` command, the resident's "Lock now") is checked the same way
 (a grant with scope "lock", single use), refused while another entry is in progress at
@@ -826,7 +827,14 @@ class HubAgent:
 
     def _maybe_secured(self, access_point: str, visit: _Visit | None, data: dict[str, Any]) -> None:
         # The entry ends only on the lock's and the sensor's word, not on anyone's tap.
-        if visit is None or not self.locks[access_point].status().secure:
+        if visit is None:
+            return
+        status = self.locks[access_point].status()
+        if not status.secure:
+            if status.door_state == DoorState.CLOSED:
+                # Shut, yet not verified (an offline lock's word may be stale): the relock
+                # deadline raises the alarm unless the lock is secure by then.
+                self._watch_relock(access_point, visit)
             return
         # `opened` false: the lock relocked itself (auto-relock) before anyone went in.
         self.record(EventKind.ENTRY_SECURED, {**data, "opened": visit.opened})

@@ -142,8 +142,15 @@ class LockStatus:
 
     @property
     def secure(self) -> bool:
-        """Bolt locked AND door closed: the only state that ends an entry (DESIGN 4)."""
-        return self.lock_state == LockState.LOCKED and self.door_state == DoorState.CLOSED
+        """Online, bolt locked AND door closed: the only state that ends an entry (DESIGN 4).
+
+        Fail closed: an offline lock's states are only its last word, which may be stale,
+        so it is never secure, whatever it last reported."""
+        return (
+            self.online
+            and self.lock_state == LockState.LOCKED
+            and self.door_state == DoorState.CLOSED
+        )
 
 
 class LockError(Exception):
