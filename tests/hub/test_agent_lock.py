@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from conftest import Hub
 
 LOCK_ID = "lck-0123456789abcdef"  # the grant's id for a lock that ends no entry
+NEXT_ENTRY = "ent-0123456789abcdef"  # another entry at the same door, after the first
 
 
 def _lock_command(hub: Hub, token: bytes | None = None, **claims: Any) -> Command:
@@ -105,8 +106,8 @@ def test_lock_ends_the_residents_own_unlock_before_anyone_went_in(hub: Hub) -> N
     assert outcome.data["entry_id"] == hub.entry_id
     [secured] = hub.events(EventKind.ENTRY_SECURED)
     assert (secured.data["entry_id"], secured.data["opened"]) == (hub.entry_id, False)
-    # The entry is over: the next unlock is not refused as `entry_in_progress`.
-    unlock = hub.command(hub.grant())
+    # The entry is over: the next entry's unlock is not refused as `entry_in_progress`.
+    unlock = hub.command(hub.grant(entry_id=NEXT_ENTRY), entry_id=NEXT_ENTRY)
     hub.send(unlock)
     after = hub.stored_reply(unlock.command_id)
     assert after is not None and after.result == "ok"

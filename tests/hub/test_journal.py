@@ -151,6 +151,22 @@ def test_forgetting_expired_tokens_keeps_live_ones(open_journal: OpenJournal) ->
     assert not journal.use_token(live, expires=int(T) + 600, now=T)
 
 
+def test_an_ended_entry_is_remembered_across_a_restart_until_forgotten(
+    open_journal: OpenJournal,
+) -> None:
+    open_journal().end_entry("ent-1", until=int(T) + 600)
+
+    journal = open_journal()
+    assert journal.entry_ended("ent-1", now=T)
+    assert not journal.entry_ended("ent-2", now=T)
+    assert not journal.entry_ended("ent-1", now=T + 601)  # past its time
+    journal.end_entry("ent-1", until=int(T) + 10)  # never shortened
+    journal.forget_ended_entries_before(int(T) + 600)
+    assert journal.entry_ended("ent-1", now=T)
+    journal.forget_ended_entries_before(int(T) + 601)
+    assert not journal.entry_ended("ent-1", now=T)
+
+
 def test_command_replies_are_remembered_across_a_restart(open_journal: OpenJournal) -> None:
     open_journal().record_command("cmd-00000001", b'{"result": "ok"}', T)
 

@@ -89,6 +89,9 @@ _ALARM_KINDS = {
 
 RESEND_SECONDS = 3.0
 TOKEN_RETENTION_SECONDS = 3600
+# How long an entry a lock command ended is remembered (`Journal.end_entry`): longer than
+# any grant for it can live (the service's `grant_ttl_seconds` is at most an hour).
+ENDED_ENTRY_SECONDS = 2 * TOKEN_RETENTION_SECONDS
 # How long a phone has to sign the hub's challenge (`protocol.pop`).
 CHALLENGE_SECONDS = 60.0
 
@@ -314,6 +317,7 @@ class HubAgent:
                 self._resend()
                 cutoff = int(self._clock()) - TOKEN_RETENTION_SECONDS
                 self.journal.forget_tokens_expired_before(cutoff)
+                self.journal.forget_ended_entries_before(int(self._clock()))
             except Exception:  # the process edge: keep resending
                 log.exception("resend failed")
 
@@ -385,6 +389,8 @@ class HubAgent:
         """The checks an unlock and its challenge share: the grant, its door, the entry,
         no other entry in progress, a ready lock."""
         claims, driver = self._granted(command, scope="unlock")
+        if self.journal.entry_ended(claims.entry_id, now=self._clock()):
+            raise Refusal(Reason.ENTRY_ENDED, "a lock command has ended this entry")
         access_point = claims.access_point
         if access_point in self._visits:
             raise Refusal(Reason.ENTRY_IN_PROGRESS, "another entry is open at this door")
@@ -477,7 +483,9 @@ class HubAgent:
         opened; the entry then ends as secured without anyone going in. When that
         entry's unlock is still moving the bolt (the lock came right behind it), the
         lock waits for the unlock's report and then goes ahead: thrown at once, the bolt
-        would be drawn back by the unlock still under way.
+        would be drawn back by the unlock still under way. When the lock comes before
+        that entry's unlock, the entry is remembered as ended (`Journal.end_entry`), and
+        the unlock, when it comes, is refused `entry_ended`.
 
         The reply follows the lock's own report, verified as the relock watch does
         (bolt locked AND door closed), or a failure: a jam, a refusal, or no report by
@@ -485,6 +493,10 @@ class HubAgent:
         it, and a failure is reported either way.
         """
         claims, driver = self._granted(command, scope="lock")
+        # Whatever this lock does at the door, the service has ended its entry: an unlock
+        # for it that comes after (the two travel apart, and with several service
+        # processes may arrive in either order) is refused, not carried out.
+        self.journal.end_entry(claims.entry_id, until=int(self._clock()) + ENDED_ENTRY_SECONDS)
         access_point = claims.access_point
         visit = self._visits.get(access_point)
         if visit is not None and visit.entry_id != claims.entry_id:

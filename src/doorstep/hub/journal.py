@@ -4,8 +4,9 @@ Every event is written here, signed and hash-chained, *before* it is published; 
 until the service acknowledges it. Each process start is a new boot epoch; sequence
 numbers restart at 1 in each epoch, so (hub, epoch, seq) names an event forever.
 The journal also remembers every grant token id the hub has accepted (so a grant is
-single-use across restarts) and the reply to every command it has handled (so a
-redelivered command is answered, not executed twice).
+single-use across restarts), the reply to every command it has handled (so a
+redelivered command is answered, not executed twice), and the entries a lock command
+ended (so an unlock for one of them that arrives after its lock is refused).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ CREATE TABLE IF NOT EXISTS commands (
 CREATE TABLE IF NOT EXISTS visits (
     access_point TEXT PRIMARY KEY, entry_id TEXT NOT NULL, command_id TEXT NOT NULL,
     replied INTEGER NOT NULL, opened INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS ended_entries (
+    entry_id TEXT PRIMARY KEY, until INTEGER NOT NULL);
 """
 
 _INSERT_EVENT = "INSERT INTO events (epoch, seq, body) VALUES (?, ?, ?)"
@@ -47,6 +50,7 @@ _SAVE_VISIT = (
     " (access_point, entry_id, command_id, replied, opened) VALUES (?, ?, ?, ?, ?)"
 )
 _ACKNOWLEDGE = "DELETE FROM events WHERE epoch = ? AND seq <= ?"
+_ENTRY_ENDED = "SELECT 1 FROM ended_entries WHERE entry_id = ? AND until >= ?"
 
 
 class Journal:
@@ -184,6 +188,26 @@ class Journal:
         with self._lock:
             self._db.execute("DELETE FROM used_tokens WHERE expires < ?", (cutoff,))
 
+    # --- entries a lock command ended -------------------------------------------------
+
+    def end_entry(self, entry_id: str, *, until: int) -> None:
+        """Remember that a lock command ended `entry_id`, until `until` (epoch seconds):
+        an unlock naming it that comes later is refused (`entry_ended`)."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO ended_entries (entry_id, until) VALUES (?, ?)"
+                " ON CONFLICT(entry_id) DO UPDATE SET until = max(until, excluded.until)",
+                (entry_id, until),
+            )
+
+    def entry_ended(self, entry_id: str, *, now: float) -> bool:
+        with self._lock:
+            return self._db.execute(_ENTRY_ENDED, (entry_id, int(now))).fetchone() is not None
+
+    def forget_ended_entries_before(self, cutoff: int) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM ended_entries WHERE until < ?", (cutoff,))
+
     def command_reply(self, command_id: str) -> bytes | None:
         with self._lock:
             row = self._db.execute(_COMMAND_REPLY, (command_id,)).fetchone()
@@ -242,6 +266,7 @@ class Journal:
             (_RECORD_COMMAND, ("", b"", 0.0)),
             (_SAVE_VISIT, ("", "", "", 0, 0)),
             (_ACKNOWLEDGE, (0, 0)),
+            (_ENTRY_ENDED, ("", 0)),
         )
         with self._lock:
             self._db.execute("BEGIN")

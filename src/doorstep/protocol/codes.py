@@ -71,6 +71,7 @@ class Reason(StrEnum):
     CAMERA_NOT_LIVE = "camera_not_live"  # camera first: no live camera, no unlock
     ACTUATOR_FAILED = "actuator_failed"
     TOKEN_REVOKED = "token_revoked"  # the token id is in the hub's desired revocation list
+    ENTRY_ENDED = "entry_ended"  # a lock command ended this entry before its unlock came
 
     # Hub-side refusals of a desired (shadow) document (`protocol.shadow`); nothing changes.
     SHADOW_MALFORMED = "shadow_malformed"
