@@ -4,7 +4,8 @@
 Every change that a hub must enforce (a keypad code to program or clear, a grant whose
 unused tokens must be refused) bumps that hub's shadow version in the same transaction
 (`shadow.bump`); the caller publishes the new document once the transaction has
-committed (`shadow.publish_pending`).
+committed (`router.publish_bumped`). A hub holds at most `MAX_CODES_PER_HUB` keypad
+codes (all its doors together), a door `MAX_CODES_PER_DOOR`.
 
 Keypad codes are never stored or logged in the clear: the service keeps an argon2 hash
 (to refuse a code already in use at that door) and the code sealed to the hub's own key
@@ -32,17 +33,19 @@ from doorstep.db import new_id
 from doorstep.errors import Conflict, InvalidRequest, NotAuthenticated, NotFound
 from doorstep.grants import schedule as schedules
 from doorstep.grants.models import AccessGrant, Invitation, Method, Purpose
-from doorstep.grants.shadow import bump, lock_schedule_problem
+from doorstep.grants.shadow import bump, held_codes, lock_schedule_problem
 from doorstep.homes.models import AccessPoint, Home, Hub
 from doorstep.homes.service import owned_home
 from doorstep.notify import outbox
 from doorstep.protocol.messages import b64encode
 from doorstep.protocol.seal import seal
+from doorstep.protocol.shadow import MAX_CREDENTIALS
 from doorstep.sql import Tx
 
 INVITATION_TTL = timedelta(days=7)
 PIN_DIGITS = 6
 MAX_CODES_PER_DOOR = 25
+MAX_CODES_PER_HUB = MAX_CREDENTIALS  # what one hub's desired document can carry
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,13 +117,11 @@ def create_grant(
         grant.grantee_id = guest.id
     pin = None
     if spec.method == Method.KEYPAD:
-        pin = _program_code(session, grant, point, spec.pin)
+        pin = _program_code(session, grant, point, spec.pin, now)
     session.add(grant)
     session.flush()
     if token is not None and guest is not None:
         _invite(session, guest, grant, token, now)
-    if pin is not None and point.hub_id is not None:
-        bump(session, point.hub_id, now)
     audit.append(
         session, at=now, actor=owner.actor, action="grant:created", subject=grant.id,
         home_id=home.id,
@@ -231,9 +232,17 @@ def _period(start: datetime | None, end: datetime | None, zone: ZoneInfo) -> str
     return f"until {moment(end)}" if end is not None else ""
 
 
-def _program_code(session: Session, grant: AccessGrant, point: AccessPoint, pin: str | None) -> str:
-    """Choose or check the code, refuse one already in use at this door, and seal it to
-    the hub. Returns the code (to show once)."""
+def _program_code(
+    session: Session, grant: AccessGrant, point: AccessPoint, pin: str | None, now: datetime
+) -> str:
+    """Choose or check the code, refuse one already in use at this door or one more than
+    the door or its hub may hold, seal it to the hub and bump the hub's shadow. Returns
+    the code (to show once).
+
+    The hub's shadow is bumped before the codes are counted: that holds its row until
+    this transaction ends, so two codes made at once for one hub are counted one after
+    the other and cannot both take its last place (see `shadow.bump`). A refusal rolls
+    the bump back with everything else."""
     hub = session.get(Hub, point.hub_id) if point.hub_id else None
     if hub is None or hub.claimed_at is None:
         raise Conflict("this door has no enrolled hub to program a code on")
@@ -241,6 +250,13 @@ def _program_code(session: Session, grant: AccessGrant, point: AccessPoint, pin:
         raise Conflict("this hub was enrolled before keypad codes; enroll it again to use them")
     if pin is not None and not (pin.isdigit() and 4 <= len(pin) <= 8):
         raise InvalidRequest("a keypad code is 4 to 8 digits")
+    bump(session, hub.id, now)
+    if held_codes(Tx.of_session(session), hub_id=hub.id, now=now) >= MAX_CODES_PER_HUB:
+        raise Conflict(
+            f"this door's hub already holds {MAX_CODES_PER_HUB} keypad codes, the most a hub"
+            " can hold (on all its doors); revoke one first",
+            details={"limit": MAX_CODES_PER_HUB},
+        )
     others = session.scalars(
         select(AccessGrant.pin_digest).where(
             AccessGrant.access_point_id == point.id,

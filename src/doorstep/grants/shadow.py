@@ -16,6 +16,12 @@
 The document (see `protocol.shadow`) holds every keypad grant of the hub's doors that is
 not revoked, not ended and not used up, with the code sealed to that hub, and the token
 ids of grants issued for entries of revoked grants that have not expired yet.
+
+A hub holds at most `MAX_CREDENTIALS` codes. A new code that would take it past that is
+refused when made (`grants.service`, which counts `held_codes` under the lock `bump`
+takes); should the store hold more anyway, the document keeps the oldest and leaves the
+newest out (logged as an error), so it can still be signed and every revocation still
+reaches the hub.
 """
 
 from __future__ import annotations
@@ -28,13 +34,16 @@ from zoneinfo import ZoneInfo
 
 import orjson
 from pydantic import ValidationError
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from doorstep.clock import Clock
 from doorstep.grants.models import HubShadow
 from doorstep.protocol.grants import GrantSigner
 from doorstep.protocol.shadow import (
+    MAX_CREDENTIALS,
     MAX_REVOKED_TOKENS,
     DesiredCredential,
     ReportedDocument,
@@ -55,20 +64,26 @@ _MATTER_DAY = {day: 1 << ((index + 1) % 7) for index, day in enumerate(
 
 
 def bump(session: Session, hub_id: str, now: datetime) -> int:
-    """Raise the hub's shadow version in this transaction; returns the new version."""
+    """Raise the hub's shadow version in this transaction; returns the new version.
+
+    The hub's shadow row is then held until the transaction ends (PostgreSQL's row lock;
+    on SQLite every writing transaction holds the write lock from its start), so what a
+    transaction reads of the hub's codes after bumping cannot change under it. The row is
+    made on the first bump; two first bumps at once both go through, one after the other
+    (`ON CONFLICT DO NOTHING`, then the update)."""
+    dialect = session.get_bind().dialect.name
+    make = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    session.execute(
+        make(HubShadow)
+        .values(hub_id=hub_id, version=0, changed_at=now, reported_version=0, reported="{}")
+        .on_conflict_do_nothing(index_elements=[HubShadow.hub_id])
+    )
     version = session.execute(
         update(HubShadow)
         .where(HubShadow.hub_id == hub_id)
         .values(version=HubShadow.version + 1, changed_at=now)
         .returning(HubShadow.version)
-    ).scalar()
-    if version is None:
-        session.execute(
-            insert(HubShadow).values(
-                hub_id=hub_id, version=1, changed_at=now, reported_version=0, reported="{}"
-            )
-        )
-        version = 1
+    ).scalar_one()
     session.info.setdefault(_BUMPED, set()).add(hub_id)
     return int(version)
 
@@ -85,7 +100,7 @@ _CREDENTIALS = (
     " FROM access_grants g JOIN access_points ap ON ap.id = g.access_point_id"
     " WHERE ap.hub_id = ? AND g.method = 'keypad' AND g.revoked_at IS NULL"
     " AND g.pin_sealed IS NOT NULL AND (g.ends_at IS NULL OR g.ends_at > ?)"
-    " ORDER BY g.created_at"
+    " ORDER BY g.created_at, g.id"
 )
 # Tokens issued for entries that can no longer be allowed: their grant was revoked, or
 # the worker or guest behind them was deactivated; only those not expired yet.
@@ -140,7 +155,50 @@ def build_desired(tx: Tx, *, hub_id: str, now: datetime, signer: GrantSigner) ->
     if row is None:
         return None
     version, timezone = int(row[0]), str(row[1])
-    zone = ZoneInfo(timezone)
+    credentials = _credentials(tx, hub_id, now, ZoneInfo(timezone))
+    if len(credentials) > MAX_CREDENTIALS:
+        # New codes are refused past the limit (`grants.service`); should more be stored
+        # anyway, the newest stay off the lock (fail closed) rather than keep a document
+        # the hub would refuse, with every revocation in it, from being signed at all.
+        left_out = [credential["id"] for credential in credentials[MAX_CREDENTIALS:]]
+        log.error("hub %s has %d keypad codes, more than %d; the newest left out: %s",
+                  hub_id, len(credentials), MAX_CREDENTIALS, ", ".join(left_out))  # fmt: skip
+        credentials = credentials[:MAX_CREDENTIALS]
+    revoked = [
+        {"token_id": token_id, "expires": int(expires.timestamp())}
+        for token_id, expires in (
+            (token, tx.parse_time(at))
+            for token, at in tx.all(
+                _REVOKED_TOKENS, (hub_id, tx.time(now), False, False, MAX_REVOKED_TOKENS)
+            )
+        )
+        if expires is not None
+    ]
+    document = {
+        "v": 1,
+        "hub": hub_id,
+        "version": version,
+        "issued_at": int(now.timestamp()),
+        "timezone": timezone,
+        "credentials": credentials,
+        "revoked_tokens": revoked,
+    }
+    return sign_shadow(document, signer.private_key, signer.kid)
+
+
+def held_codes(tx: Tx, *, hub_id: str, now: datetime) -> int:
+    """How many keypad codes the hub's desired document would hold as of now, before
+    the `MAX_CREDENTIALS` cap: those of all its doors, not revoked, not ended, not used
+    up and with a schedule a lock can hold."""
+    row = tx.one(
+        "SELECT h.timezone FROM hubs hub JOIN homes h ON h.id = hub.home_id WHERE hub.id = ?",
+        (hub_id,),
+    )
+    return 0 if row is None else len(_credentials(tx, hub_id, now, ZoneInfo(str(row[0]))))
+
+
+def _credentials(tx: Tx, hub_id: str, now: datetime, zone: ZoneInfo) -> list[dict[str, Any]]:
+    """The hub's keypad codes in force or to come, oldest first, as document entries."""
     credentials = []
     for grant_id, label, slug, sealed, kind, starts, ends, windows, limit, used in tx.all(
         _CREDENTIALS, (hub_id, tx.time(now))
@@ -169,26 +227,7 @@ def build_desired(tx: Tx, *, hub_id: str, now: datetime, signer: GrantSigner) ->
             log.warning("keypad grant %s cannot be sent to hub %s; left out", grant_id, hub_id)
             continue
         credentials.append(credential)
-    revoked = [
-        {"token_id": token_id, "expires": int(expires.timestamp())}
-        for token_id, expires in (
-            (token, tx.parse_time(at))
-            for token, at in tx.all(
-                _REVOKED_TOKENS, (hub_id, tx.time(now), False, False, MAX_REVOKED_TOKENS)
-            )
-        )
-        if expires is not None
-    ]
-    document = {
-        "v": 1,
-        "hub": hub_id,
-        "version": version,
-        "issued_at": int(now.timestamp()),
-        "timezone": timezone,
-        "credentials": credentials,
-        "revoked_tokens": revoked,
-    }
-    return sign_shadow(document, signer.private_key, signer.kid)
+    return credentials
 
 
 def _lock_name(label: str) -> str:
