@@ -138,6 +138,7 @@ def test_every_api_route_refuses_another_residents_token(
         ("POST", "/v1/homes/{home_id}/doors/{slug}/unlock"): {"password": password},
         ("POST", "/v1/homes/{home_id}/grants"): {
             "access_point": "front", "label": "X", "kind": "always", "email": "x@example.org"},
+        ("POST", "/v1/homes/{home_id}/revoke-everything"): {"password": password},
         ("PUT", "/v1/homes/{home_id}/preferences"): {**prefs, "pet_notes": "changed"},
         ("PUT", "/v1/homes/{home_id}/video-settings"): {"retention_days": 1},
         ("POST", "/v1/providers/{provider_id}/workers"): {"email": "x@iso.test", "name": "X"},

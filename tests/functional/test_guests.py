@@ -248,14 +248,17 @@ def test_revoke_everything_and_other_residents_cannot_touch_grants(
         },
     )
     other = stack.enter_context(stranger(world.service.url))
-    for method, path in [
-        ("GET", f"/v1/grants/{grant['id']}"),
-        ("DELETE", f"/v1/grants/{grant['id']}"),
-        ("GET", f"/v1/homes/{home.id}/grants"),
-        ("POST", f"/v1/homes/{home.id}/revoke-everything"),
+    for method, path, body in [
+        ("GET", f"/v1/grants/{grant['id']}", None),
+        ("DELETE", f"/v1/grants/{grant['id']}", None),
+        ("GET", f"/v1/homes/{home.id}/grants", None),
+        # With the stranger's own password, right: still not their home.
+        ("POST", f"/v1/homes/{home.id}/revoke-everything", {"password": "stranger-password"}),
     ]:
-        assert other.http.request(method, path).status_code == 404, path
-    answer = home.resident.call("POST", f"/v1/homes/{home.id}/revoke-everything")
+        assert other.http.request(method, path, json=body).status_code == 404, path
+    answer = home.resident.call(
+        "POST", f"/v1/homes/{home.id}/revoke-everything", json={"password": demo.PASSWORD}
+    )
     assert answer == {"revoked": 2}
     listed = home.resident.call("GET", f"/v1/homes/{home.id}/grants")
     assert {g["id"] for g in listed} == {grant["id"], second["grant"]["id"]}

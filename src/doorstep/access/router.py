@@ -397,7 +397,12 @@ async def remote_unlock(
     if link is None or writer is None:
         raise ServiceUnavailable("the hub link is not running")
     client = request.client.host if request.client else "-"
-    await run_in_threadpool(_reauthenticate, runtime, resident, body, client)
+    await run_in_threadpool(
+        functools.partial(
+            reauthenticate, runtime, resident, password=body.password, code=body.code,
+            client=client, via=signins.Via.REMOTE_UNLOCK, undone="nothing was unlocked",
+        )
+    )  # fmt: skip
     now = runtime.clock.now()
     decision = await run_decision(
         runtime,
@@ -409,9 +414,15 @@ async def remote_unlock(
     return entry_read(await send_and_wait(runtime, decision, wait == "unlocked"))
 
 
-def _reauthenticate(runtime: Runtime, resident: Principal, body: RemoteUnlock, client: str) -> None:
-    """The password (and the second factor, when on) of the signed-in resident; each
-    attempt is audited (`accounts.signins`)."""
+def reauthenticate(
+    runtime: Runtime, resident: Principal, *, password: str, code: str | None, client: str,
+    via: signins.Via, undone: str,
+) -> None:  # fmt: skip
+    """The password (and the second factor, when on) of the signed-in resident, sent
+    again with a request that must not rest on a session alone (remote unlock, "revoke
+    everything"); each attempt is audited (`accounts.signins`) and counts toward the
+    sign-in limits. A refusal is `NotAuthenticated`, its message ending with `undone`
+    (what was not done). Blocks: call it off the event loop."""
     user_id = resident.id
     limiter_key = f"reauth:{user_id}"
     if not runtime.login_limiter.allow(limiter_key, runtime.clock.timestamp()):
@@ -421,16 +432,15 @@ def _reauthenticate(runtime: Runtime, resident: Principal, body: RemoteUnlock, c
         user = session.get(User, user_id)
         failure: signins.Failure | None
         if signins.paused(session, user_id=user_id, now=now):  # too many wrong lately
-            security.verify_password(None, body.password)  # the same work, not checked
+            security.verify_password(None, password)  # the same work, not checked
             ok, failure = False, signins.Failure.PAUSED
         else:
-            ok = security.verify_password(user.password_hash if user else None, body.password)
+            ok = security.verify_password(user.password_hash if user else None, password)
             failure = None if ok else signins.Failure.WRONG_CREDENTIALS
-        via = signins.Via.REMOTE_UNLOCK
         if ok and twofactor.is_on(session, user_id=user_id):
             try:
-                ok = body.code is not None and twofactor.verify(
-                    session, user_id=user_id, code=body.code, now=now, key=runtime.totp_key
+                ok = code is not None and twofactor.verify(
+                    session, user_id=user_id, code=code, now=now, key=runtime.totp_key
                 )
             except twofactor.CodeLocked:
                 signins.reauth_failed(session, actor=resident.actor, user_id=user_id, via=via,
@@ -447,7 +457,7 @@ def _reauthenticate(runtime: Runtime, resident: Principal, body: RemoteUnlock, c
                                   client=client, reason=failure, now=now)  # fmt: skip
         session.commit()  # a spent recovery code stays spent; the attempt stays on record
     if not ok:
-        raise NotAuthenticated("wrong password or code; nothing was unlocked")
+        raise NotAuthenticated(f"wrong password or code; {undone}")
 
 
 class DoorLockRead(BaseModel):

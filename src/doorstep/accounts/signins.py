@@ -5,7 +5,7 @@ address, and whether it worked; never a password, a code, a secret or a token.
     account:signin_failed   data.reason: wrong_credentials | not_a_resident | wrong_code
                             | code_locked
     account:reauth          the signed-in person proved it is them again (web page, or the
-                            password sent with the API's remote unlock)
+                            password sent with the API's remote unlock or revoke-everything)
     account:reauth_failed   data.reason as above
 
 A failed attempt names the account it was for only when the email (or client id) is one;
@@ -56,6 +56,7 @@ class Via(StrEnum):
     WEB_CODE = "web_code"  # its second step, a code from the app or a recovery code
     API = "api"  # POST /v1/auth/token
     REMOTE_UNLOCK = "remote_unlock"  # the password sent with POST .../unlock
+    REVOKE_EVERYTHING = "revoke_everything"  # the password sent with POST .../revoke-everything
 
 
 class Failure(StrEnum):

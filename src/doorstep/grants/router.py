@@ -10,9 +10,18 @@ from sqlalchemy.orm import Session
 
 from doorstep.access import service as entries
 from doorstep.access import visits
-from doorstep.access.router import entry_read, run_decision, send_and_wait
+from doorstep.access.router import entry_read, reauthenticate, run_decision, send_and_wait
 from doorstep.access.schemas import EntryProof, EntryRead
-from doorstep.deps import Resident, Runtime, RuntimeDep, SessionDep, Visitor, VisitorBrief
+from doorstep.accounts import signins
+from doorstep.deps import (
+    Resident,
+    ResidentBrief,
+    Runtime,
+    RuntimeDep,
+    SessionDep,
+    Visitor,
+    VisitorBrief,
+)
 from doorstep.errors import ServiceUnavailable, TooManyRequests
 from doorstep.grants import service, shadow
 from doorstep.grants.models import AccessGrant
@@ -23,6 +32,7 @@ from doorstep.grants.schemas import (
     GrantRead,
     InvitationAccept,
     RevokedEverything,
+    RevokeEverything,
     VisitCreate,
 )
 from doorstep.homes.models import AccessPoint
@@ -109,9 +119,20 @@ def revoke_grant(
 
 @router.post("/homes/{home_id}/revoke-everything", response_model=RevokedEverything)
 def revoke_everything(
-    home_id: str, session: SessionDep, runtime: RuntimeDep, owner: Resident
-) -> object:
-    """Every guest grant and provider appointment of the home, revoked now."""
+    home_id: str, body: RevokeEverything, request: Request, session: SessionDep,
+    runtime: RuntimeDep, owner: ResidentBrief,
+) -> object:  # fmt: skip
+    """Every guest grant and provider appointment of the home, revoked now, after the
+    password again (and the code, with two-step sign-in on), as for a remote unlock: a
+    wrong one is 401 and revokes nothing, and counts toward the sign-in limits.
+
+    The password is checked before `session` is first used: its transaction (on SQLite,
+    the write lock) begins only after the check's own has committed."""
+    client = request.client.host if request.client else "-"
+    reauthenticate(
+        runtime, owner, password=body.password, code=body.code, client=client,
+        via=signins.Via.REVOKE_EVERYTHING, undone="nothing was revoked",
+    )  # fmt: skip
     revoked = service.revoke_everything(
         session, owner=owner, home_id=home_id, now=runtime.clock.now()
     )

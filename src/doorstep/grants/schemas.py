@@ -85,6 +85,14 @@ class GrantCreated(Output):
     pin: str | None = Field(default=None, description="the keypad code; shown this once")
 
 
+class RevokeEverything(Input):
+    """The resident's password again (and the six-digit code when two-step sign-in is
+    on), as for a remote unlock: revoking everything is never done on a session alone."""
+
+    password: str = Field(min_length=1, max_length=200)
+    code: str | None = Field(default=None, max_length=32)
+
+
 class RevokedEverything(Output):
     revoked: int
 
