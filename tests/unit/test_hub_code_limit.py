@@ -1,5 +1,5 @@
 """The most keypad codes one hub holds (`MAX_CREDENTIALS`, what its desired document can
-carry), at the two places that keep it:
+carry), at the two places that keep it, and the most one door holds:
 
 - making a code (`grants.service.create_grant`) counts the hub's codes under the lock its
   shadow bump takes, so two codes made at once for the last place do not both get it
@@ -170,3 +170,23 @@ def test_the_document_leaves_the_newest_codes_out_and_is_still_signed(
     ids = [credential.id for credential in doc.credentials]
     assert ids == [f"agr-{number:04d}" for number in range(MAX_CREDENTIALS)]
     assert "agr-0250, agr-0251, agr-0252" in caplog.text
+
+
+def test_a_door_full_of_ended_codes_takes_a_new_one(migrated_engine: Engine) -> None:
+    """The door limit counts codes in force: ended ones are off the lock."""
+    _seed(migrated_engine, PER_DOOR, doors=1)
+    with sessionmaker(migrated_engine)() as session:
+        with pytest.raises(Conflict, match=f"already has {PER_DOOR} codes"):
+            _new_code(session, "d0")
+        session.rollback()
+    ended = _transaction(migrated_engine, lambda tx: tx.run(
+        "UPDATE access_grants SET ends_at = ? WHERE id = 'agr-0000'",
+        (tx.time(NOW - timedelta(minutes=1)),)))  # fmt: skip
+    assert ended == 1
+
+    with sessionmaker(migrated_engine)() as session:
+        _new_code(session, "d0")
+        session.commit()
+        with pytest.raises(Conflict, match=f"already has {PER_DOOR} codes"):
+            _new_code(session, "d0")  # 24 in force and the new one: full again
+        session.rollback()

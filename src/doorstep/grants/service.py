@@ -257,17 +257,22 @@ def _program_code(
             " can hold (on all its doors); revoke one first",
             details={"limit": MAX_CODES_PER_HUB},
         )
-    others = session.scalars(
-        select(AccessGrant.pin_digest).where(
+    others = session.execute(
+        select(AccessGrant.pin_digest, AccessGrant.ends_at).where(
             AccessGrant.access_point_id == point.id,
             AccessGrant.method == Method.KEYPAD,
             AccessGrant.revoked_at.is_(None),
         )
     ).all()
-    if len(others) >= MAX_CODES_PER_DOOR:
+    # The limit counts the codes still in force or to come: one whose schedule has ended
+    # is off the lock (the hub clears it at its end). Every unrevoked code, ended or
+    # not, still keeps its digits from being given again at this door.
+    in_force = [ends for _, ends in others if ends is None or ends > now]
+    if len(in_force) >= MAX_CODES_PER_DOOR:
         raise Conflict(f"this door already has {MAX_CODES_PER_DOOR} codes; revoke one first")
-    code = pin or _new_code(others)
-    if any(security.verify_password(digest, code) for digest in others if digest):
+    digests = [digest for digest, _ in others]
+    code = pin or _new_code(digests)
+    if any(security.verify_password(digest, code) for digest in digests if digest):
         raise Conflict("this code is already in use at this door; choose another")
     grant.pin_digest = security.hash_password(code)
     sealed = seal(hub.seal_key, code.encode(), hub_id=hub.id, context=grant.id)
