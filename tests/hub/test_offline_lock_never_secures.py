@@ -89,3 +89,27 @@ def test_a_restart_with_the_lock_offline_does_not_secure_the_entry(
     clock.advance(POLICY.deadline_seconds)
     assert _alerts(hub) == [Alert.RELOCK_FAILED]
     assert [visit[1] for visit in hub.journal.visits()] == [hub.entry_id]
+
+
+def test_a_lock_back_online_with_its_bolt_thrown_secures_the_entry_at_the_next_look(
+    make_hub: Callable[..., Hub],
+) -> None:
+    """It reports no change (its bolt never moved again), so only the hub's next look at
+    it ends the entry; until then the entry stays open and alarmed."""
+    hub, clock = _entered(make_hub)
+    hub.lock.close_door()
+    hub.lock.set_online(False)
+    clock.advance(MOTOR_SECONDS)
+    clock.advance(POLICY.deadline_seconds)
+    assert _alerts(hub) == [Alert.RELOCK_FAILED]
+
+    clock.advance(POLICY.recheck_seconds)  # still offline: still open, alarmed once
+    assert _secured(hub) == []
+    assert _alerts(hub) == [Alert.RELOCK_FAILED]
+
+    hub.lock.set_online(True)
+    assert _secured(hub) == []  # no report came
+    clock.advance(POLICY.recheck_seconds)
+
+    assert _secured(hub) == [hub.entry_id]
+    assert hub.journal.visits() == []

@@ -15,8 +15,10 @@ locked (a jam half-way) is refused all the same, and the bolt relocked and watch
 When the door closes during an entry, the hub relocks; the entry is secured only when
 the lock is online and the bolt reports locked AND the door sensor reports closed (an
 offline lock's last word is no verification: the relock deadline alarms as for a relock
-that failed). An unlocked door that nobody opens is relocked (and the relock watched)
-after `RelockPolicy.unopened_seconds`, for locks that do not relock themselves.
+that failed, and the hub looks again every `RelockPolicy.recheck_seconds`, since a lock
+back online with its bolt thrown may report no change). An unlocked door that nobody
+opens is relocked (and the relock watched) after `RelockPolicy.unopened_seconds`, for
+locks that do not relock themselves.
 
 A remote lock (`lock` command, the resident's "Lock now") is checked the same way
 (a grant with scope "lock", single use), refused while another entry is in progress at
@@ -146,6 +148,9 @@ class RelockPolicy:
     # A remote lock must report locked (and the door closed) within this, or it failed.
     # Shorter than the service's wait for the reply, so the resident hears the failure.
     lock_confirm_seconds: float = 8.0
+    # After `relock_failed`, how often the hub looks at the lock again: one back online
+    # with its bolt thrown reports nothing new, yet now secures the entry.
+    recheck_seconds: float = 10.0
 
 
 class Refusal(Exception):
@@ -985,14 +990,22 @@ class HubAgent:
         self._scheduler.call_later(self._policy.retry_seconds, retry)
 
     def _relock_deadline(self, access_point: str, visit: _Visit) -> None:
+        """The door has been shut `deadline_seconds` (or `recheck_seconds` since the last
+        look): secured if the lock now says so, else `relock_failed` (once) and another
+        look in `recheck_seconds`. A lock that comes back online, its bolt thrown, may
+        report no change at all; only looking again ends its entry."""
         with self._mutex:
             visit.deadline_timer = None
-            if (
-                self._visits.get(access_point) is visit
-                and not self.locks[access_point].status().secure
-            ):
-                data = {"access_point": access_point, "entry_id": visit.entry_id}
-                self._alert(visit, Alert.RELOCK_FAILED, data)
+            if self._visits.get(access_point) is not visit:
+                return
+            data = {"access_point": access_point, "entry_id": visit.entry_id}
+            if self.locks[access_point].status().secure:
+                self._maybe_secured(access_point, visit, data)
+                return
+            self._alert(visit, Alert.RELOCK_FAILED, data)
+            visit.deadline_timer = self._scheduler.call_later(
+                self._policy.recheck_seconds, lambda: self._relock_deadline(access_point, visit)
+            )
 
     def _door_deadline(self, access_point: str, visit: _Visit) -> None:
         with self._mutex:
