@@ -18,6 +18,7 @@ the unlock to after the relock, with the restart as a gap in it.
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from doorstep.hub.liveview import LiveStreamer
     from doorstep.hub.uploader import Uploader
 
-__all__ = ["EntryCamera", "RecorderCamera", "RecorderOptions"]
+__all__ = ["EntryCamera", "RecorderCamera", "RecorderOptions", "salvage_spool"]
 
 log = logging.getLogger(__name__)
 
@@ -171,3 +172,28 @@ class RecorderCamera:
     def _report(self, liveness: Liveness) -> None:
         for watcher in list(self._watchers):
             watcher(liveness)
+
+
+def salvage_spool(spool: Path, *, access_point: str, uploader: Uploader) -> list[str]:
+    """The spool of a door that no longer has a camera (taken off it in the hub's lock
+    configuration, perhaps in the middle of an entry): the video of each entry it still
+    holds is cut into a clip (`Recorder.salvage`: to where the recording stopped, marked
+    incomplete) and queued for upload, and the spool is deleted, so no video of the home
+    is left behind unencrypted and unsent. The entries whose clips were queued."""
+    queued = []
+    for entry_id, future in Recorder("", spool).salvage().items():
+        try:
+            clip = future.result()
+        except Exception as exc:  # no video in its window: nothing to send
+            log.warning("entry %s on %s left no clip to salvage: %s", entry_id, access_point, exc)
+            continue
+        uploader.enqueue(clip, access_point=access_point)
+        queued.append(entry_id)
+        log.warning(
+            "the camera of %s was removed during entry %s: the video recorded until then"
+            " is queued for upload",
+            access_point,
+            entry_id,
+        )
+    shutil.rmtree(spool, ignore_errors=True)
+    return queued

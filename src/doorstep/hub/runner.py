@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from doorstep.hub import config as hub_config
 from doorstep.hub import lockconfig
 from doorstep.hub.agent import HubAgent, RelockPolicy
-from doorstep.hub.camera import EntryCamera, RecorderCamera
+from doorstep.hub.camera import EntryCamera, RecorderCamera, salvage_spool
 from doorstep.hub.credential_store import CredentialStore
 from doorstep.hub.credentials import CredentialManager, KeypadDefaults
 from doorstep.hub.drivers.simulated import SimulatedLock
@@ -111,13 +111,23 @@ def _cameras(
     key: Ed25519PrivateKey,
 ) -> dict[str, EntryCamera]:
     """A recorder per door with a camera; their clips go to one uploader, their live
-    view through one streamer."""
+    view through one streamer. The spool of a door whose camera was taken away is
+    salvaged first: its entries' video goes to the uploader (`camera.salvage_spool`)."""
     points = [point for point, spec in specs.items() if spec.get("camera")]
-    if not points:
+    video = options.data_dir / "video"
+    spools = video.iterdir() if video.is_dir() else iter(())
+    orphans = sorted(spool for spool in spools if spool.is_dir() and spool.name not in points)
+    queue = options.data_dir / "uploads" / "queue.db"
+    if not points and not orphans and not queue.exists():
         return {}
     uploader = Uploader(
         options.data_dir, hub_id=config.hub_id, key=key, service_url=options.service_url
     )
+    for spool in orphans:
+        salvage_spool(spool, access_point=spool.name, uploader=uploader)
+    if not points:  # nothing else will keep the uploader going
+        uploader.drain()
+        return {}
     cameras: dict[str, RecorderCamera] = {}
     live = LiveStreamer(
         cameras, hub_id=config.hub_id, key=key, service_url=lambda: uploader.service_url

@@ -108,6 +108,7 @@ class Uploader:
         self._halt = threading.Event()
         self._thread: threading.Thread | None = None
         self._users = 0
+        self._draining = False  # `drain`: the worker stops once the queue is empty
         self.uploaded: list[str] = []  # clip ids stored by the service, this run
 
     # ---- the queue -------------------------------------------------------------------
@@ -286,6 +287,13 @@ class Uploader:
             self._http.close()
             self._http = httpx.Client(timeout=self._timeout)
 
+    def drain(self) -> None:
+        """Send what is queued, then stop: for a hub with no camera left to keep the
+        worker running (a camera's clips salvaged after it was removed, or queued before).
+        What is still queued when the hub stops is sent at its next start."""
+        self._draining = True
+        self.retain()
+
     def close(self) -> None:
         self._users = 1
         self.release()
@@ -301,6 +309,8 @@ class Uploader:
             except Exception:  # the worker's edge: log and carry on
                 log.exception("clip upload round failed")
             due = [item.next_at for item in self.pending()]
+            if not due and self._draining:
+                return
             wait = max(0.05, min(due) - self._clock()) if due else 30.0
             self._wake.wait(min(wait, 30.0))
 

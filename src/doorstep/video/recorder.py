@@ -62,7 +62,7 @@ import urllib.parse
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO
 
@@ -231,6 +231,40 @@ class Recorder:
         for future in futures:
             if not future.done():
                 future.set_exception(WindowKept("recorder stopped; the window is kept"))
+
+    def salvage(self) -> dict[str, Future[Clip]]:
+        """For a spool whose camera is gone for good (taken off its door, perhaps in the
+        middle of an entry), instead of `start`: each window an earlier run left (open,
+        or closed and not yet assembled) is closed where its video ends and cut into a
+        clip from what was recorded (one left open is incomplete: its entry went on
+        unfilmed); then everything else in the spool is deleted. By entry id, the Futures
+        of those clips, all resolved (a window that holds no video resolves to an error).
+        No camera is read."""
+        if self._maintainer is not None:
+            raise RecorderError("recorder already started")
+        shutil.rmtree(self.clips_dir, ignore_errors=True)
+        self._restore()
+        cut_short = set()
+        with self._lock:
+            for window in self._windows.values():
+                if window.stop_at is None:  # the entry went on after the recording ended
+                    cut_short.add(window.entry_id)
+                    held = for_window(self._segments.values(), window)
+                    window.disarmed_at = max(window.armed_at, held[-1].end if held else 0.0)
+                    window.stop_at = window.disarmed_at
+            due = self._take(lambda _window: True)
+            futures = dict(self._futures)
+        for window in due:
+            self._assembler.submit(self._finish, window, final=True)
+        self._assembler.shutdown(wait=True)
+        shutil.rmtree(self.segments_dir, ignore_errors=True)
+        (self.spool / WINDOWS_FILE).unlink(missing_ok=True)
+        for entry_id in cut_short & futures.keys():
+            if futures[entry_id].exception() is None:
+                incomplete: Future[Clip] = Future()
+                incomplete.set_result(replace(futures[entry_id].result(), complete=False))
+                futures[entry_id] = incomplete
+        return futures
 
     def __enter__(self) -> Recorder:
         self.start()
