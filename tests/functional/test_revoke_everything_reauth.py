@@ -1,15 +1,19 @@
 """`POST /v1/homes/{id}/revoke-everything` asks for the password again (and the code, with
 two-step sign-in on), as the remote unlock does and as the web page does: a session's
-token alone revokes nothing. A wrong password is 401, revokes nothing, is audited and
-counts toward the sign-in limits."""
+token alone revokes nothing. A wrong password (or, with two-step sign-in on, a missing,
+wrong or spent code) is 401, revokes nothing, is audited and counts toward the sign-in
+limits."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from sqlalchemy import select
 
 from doorstep import demo
+from doorstep.accounts import totp, twofactor
+from doorstep.accounts.models import User
 from doorstep.accounts.signins import PAUSE_AFTER
 from doorstep.audit.models import AuditEvent
 
@@ -70,3 +74,94 @@ def test_wrong_passwords_count_toward_the_sign_in_pause(live: Any, world: demo.W
     assert paused.status_code == 401, paused.text
     assert not _revoked(home, grant_id)
     assert _reauth_records(live)[-1] == ("account:reauth_failed", "paused")
+
+
+def _two_step_on(live: Any, email: str) -> bytes:
+    """Turn on two-step sign-in for the account, as the security page does (a key, then
+    its current code); the app's key. The confirming code's step is then spent."""
+    now = live.runtime.clock.now()
+    with live.sessions() as session:
+        user = session.scalars(select(User).where(User.email == email)).one()
+        secret = twofactor.start_enrollment(session, user=user, now=now, key=live.runtime.totp_key)
+        code = totp.totp(secret, now.timestamp())
+        codes = twofactor.confirm(session, user=user, code=code, now=now, key=live.runtime.totp_key)
+        assert codes is not None
+        session.commit()
+    return secret
+
+
+def _next_code(secret: bytes) -> str:
+    """The code of the step after the one the enrolment spent: accepted (one step of
+    drift), and newer than any accepted so far."""
+    return totp.totp(secret, time.time() + totp.PERIOD_SECONDS)
+
+
+def _other(code: str) -> str:
+    return f"{(int(code) + 1) % 1_000_000:06d}"
+
+
+def test_with_two_step_sign_in_on_the_code_is_needed_too(live: Any, world: demo.World) -> None:
+    home = world.homes[0]
+    secret = _two_step_on(live, "resident1@doorstep.test")
+    grant_id = _keypad_grant(home)
+    path = f"/v1/homes/{home.id}/revoke-everything"
+    right = _next_code(secret)
+
+    attempts = [
+        {"password": demo.PASSWORD},  # no code
+        {"password": demo.PASSWORD, "code": _other(right)},
+        {"password": demo.PASSWORD, "code": ""},
+        {"password": "not the password", "code": right},
+    ]
+    for body in attempts:
+        refused = home.resident.http.post(path, json=body)
+        assert refused.status_code == 401, (body, refused.text)
+        assert "nothing was revoked" in refused.json()["error"]["message"]
+    assert not _revoked(home, grant_id)
+    assert _reauth_records(live) == [
+        ("account:reauth_failed", "wrong_code"),
+        ("account:reauth_failed", "wrong_code"),
+        ("account:reauth_failed", "wrong_code"),
+        ("account:reauth_failed", "wrong_credentials"),
+    ]
+
+    answer = home.resident.call("POST", path, json={"password": demo.PASSWORD, "code": right})
+
+    assert answer == {"revoked": 1}
+    assert _revoked(home, grant_id)
+    assert _reauth_records(live)[-1] == ("account:reauth", None)
+    again = home.resident.http.post(path, json={"password": demo.PASSWORD, "code": right})
+    assert again.status_code == 401, again.text  # a code is good once
+    assert _reauth_records(live)[-1] == ("account:reauth_failed", "wrong_code")
+
+
+def test_wrong_codes_lock_the_code_and_attempts_are_limited(live: Any, world: demo.World) -> None:
+    """After `twofactor.MAX_FAILURES` wrong codes even the right one is refused (429,
+    recorded `code_locked`); past the sign-in limit per minute nothing is checked at all.
+    Nothing is revoked on the way."""
+    home = world.homes[0]
+    secret = _two_step_on(live, "resident1@doorstep.test")
+    grant_id = _keypad_grant(home)
+    path = f"/v1/homes/{home.id}/revoke-everything"
+    right = _next_code(secret)
+    for _ in range(twofactor.MAX_FAILURES):
+        wrong = home.resident.http.post(
+            path, json={"password": demo.PASSWORD, "code": _other(right)}
+        )
+        assert wrong.status_code == 401, wrong.text
+
+    right_body = {"password": demo.PASSWORD, "code": right}
+    locked = home.resident.http.post(path, json=right_body)
+
+    assert locked.status_code == 429, locked.text
+    assert locked.json()["error"]["code"] == "code_locked"
+    assert _reauth_records(live)[-1] == ("account:reauth_failed", "code_locked")
+    checked = twofactor.MAX_FAILURES + 1
+    answer = home.resident.http.post(path, json=right_body)
+    while answer.json()["error"]["code"] == "code_locked" and checked < 200:
+        checked += 1
+        answer = home.resident.http.post(path, json=right_body)
+    assert answer.status_code == 429, answer.text
+    assert "too many attempts" in answer.json()["error"]["message"]
+    assert len(_reauth_records(live)) == checked  # the one past the limit was not checked
+    assert not _revoked(home, grant_id)
