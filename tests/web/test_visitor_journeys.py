@@ -5,9 +5,9 @@ notes), and opens the door with the phone's key: the hub really unlocks, the tes
 the door open and shut, and the page ends on the verified relock without a reload. A
 provider's admin invites a worker and assigns an appointment in the portal; the worker
 accepts in the browser and opens the door; once deactivated (after a confirmation), the
-worker is shown the denial and its advice. Screenshots in `artifacts/guest-*.png` and
-`artifacts/provider-*.png`; no console errors; labelled controls, readable contrast, no
-sideways scrolling; CSP on everything.
+worker is shown the denial and its advice, and their access no longer lists the home.
+Screenshots in `artifacts/guest-*.png` and `artifacts/provider-*.png`; no console errors;
+labelled controls, readable contrast, no sideways scrolling; CSP on everything.
 """
 
 from __future__ import annotations
@@ -247,8 +247,12 @@ def test_a_provider_assigns_a_worker_who_opens_the_door_until_deactivated(
     check_page(worker, "02-appointment")
     open_door(worker.page, "Home 1 · Front door")
     walk_through_the_door(worker.page, world, worker, "03")
+    worker.page.get_by_role("link", name="Back to your access").click()
+    worker.page.get_by_role("link", name="Open the door: Home 1 · Front door").click()
+    expect(worker.page.get_by_role("button", name="Open the door")).to_be_enabled()
 
-    # Deactivated, after a confirmation: the worker's next try is denied, with the advice.
+    # Deactivated, after a confirmation: the worker's next try, from the page still open,
+    # is denied, with the advice; their access no longer shows the home.
     admin.page.get_by_role("link", name="Deactivate Wes Worker").click()
     expect(admin.page.get_by_role("heading", level=1)).to_have_text("Deactivate Wes Worker?")
     check_page(admin, "04-confirm")
@@ -257,13 +261,15 @@ def test_a_provider_assigns_a_worker_who_opens_the_door_until_deactivated(
     expect(admin.page.locator(".worker")).to_contain_text("Deactivated")
     check_page(admin, "05-deactivated")
     calls = unlock_calls(world)
-    worker.page.get_by_role("link", name="Back to your access").click()
-    open_door(worker.page, "Home 1 · Front door")
+    worker.page.get_by_role("button", name="Open the door").click()
     expect(headline(worker.page)).to_have_text("The door stays locked", timeout=LIVE_TIMEOUT_MS)
     expect(worker.page.locator("#detail")).to_have_text(COURIER_ADVICE[Reason.VISITOR_INACTIVE])
     expect(worker.page.get_by_role("button", name="Try again")).to_be_visible()
     check_page(worker, "04-denied")
     assert unlock_calls(world) == calls
+    worker.page.goto("/guest")
+    expect(worker.page.get_by_text("No access right now.")).to_be_visible()
+    expect(worker.page.get_by_text("Please water the plants.")).to_have_count(0)
 
     # A worker is no admin: the portal is "not found" to them.
     worker.expect_status(404)

@@ -4,7 +4,11 @@ entry on it (to pick up again after a reload).
 
 Built from `grants.service.grants_of_visitor`, the same list `GET /v1/me/grants`
 answers, with what that answer leaves out (the home's name and address, the door's
-name). A grant that is not this person's, or no longer in force, is "not found".
+name). A grant that is not this person's, or no longer in force, is "not found"; so is
+a provider's appointment once its worker has been let go or the provider is inactive
+(the entry engine refuses them then, `access.visits`): the page would otherwise go on
+telling someone who no longer works there the home's address, when it is visited and
+the resident's notes.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from doorstep.access.models import OPEN_STATES, Entry
 from doorstep.accounts.service import Principal
 from doorstep.errors import NotFound
 from doorstep.grants import service as grants
-from doorstep.grants.models import AccessGrant, Provider, Purpose
+from doorstep.grants.models import AccessGrant, Provider, ProviderMember, Purpose
 from doorstep.grants.schedule import ScheduleKind
 from doorstep.homes.models import AccessPoint, Home
 
@@ -45,14 +49,30 @@ class Pass:
 
 def mine(session: Session, *, person: Principal) -> list[Pass]:
     """The person's grants still in force, newest first."""
-    return [_pass(session, grant) for grant in grants.grants_of_visitor(session, visitor=person)]
+    return [_pass(session, grant) for grant in _in_force(session, person)]
 
 
 def one(session: Session, *, person: Principal, grant_id: str) -> Pass:
-    for grant in grants.grants_of_visitor(session, visitor=person):
+    for grant in _in_force(session, person):
         if grant.id == grant_id:
             return _pass(session, grant)
     raise NotFound("no such access")
+
+
+def _in_force(session: Session, person: Principal) -> list[AccessGrant]:
+    """The person's unrevoked grants, less the appointments of a provider they no longer
+    work for (or that is inactive)."""
+    return [
+        grant
+        for grant in grants.grants_of_visitor(session, visitor=person)
+        if grant.provider_id is None or _works_for(session, person, grant.provider_id)
+    ]
+
+
+def _works_for(session: Session, person: Principal, provider_id: str) -> bool:
+    member = session.get(ProviderMember, (provider_id, person.id))
+    provider = session.get(Provider, provider_id)
+    return bool(member and member.active and provider and provider.active)
 
 
 def open_entry(session: Session, *, person: Principal, grant_id: str) -> str | None:
