@@ -74,7 +74,10 @@ def remote_unlock(
         raise Conflict(f"another entry is open at this door ({open_entry}); wait for it to end")
     target = service._Target(None, home_id, point_id, slug, hub_id, None, None)
     target = replace(target, purpose=PURPOSE)
-    decision = service._authorize(tx, resident, target, now, settings, signer)
+    try:
+        decision = service._authorize(tx, resident, target, now, settings, signer)
+    except service.Denied as exc:  # a concurrent decision took the door since it was read
+        raise Conflict("another entry is open at this door; wait for it to end") from exc
     tx.run("UPDATE entries SET method = 'remote' WHERE id = ?", (decision.entry.id,))
     return decision
 

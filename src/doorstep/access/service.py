@@ -5,8 +5,11 @@ courier's token, reads the delivery, package, home, door, hub and any open entry
 query, checks, and either records a denial (state `denied`, a reason code, no grant) or
 creates the entry, signs a grant bound to it and returns the unlock command, which the
 caller publishes once the transaction has committed. The checks and the insert run in the
-same serialized transaction, so two couriers cannot both open one door; a unique index
-on open entries per access point enforces it in the database as well.
+same transaction, so two couriers cannot both open one door; a unique index on open
+entries per access point enforces it in the database as well. On PostgreSQL decisions
+of several writers run concurrently: one that finds the door taken by that index when
+it inserts (the other decision committed after this one's check) is denied
+`entry_in_progress`, on record, like one whose check saw the door taken.
 
 `apply_reply` and `apply_hub_event` move entries forward as the hub reports; an entry
 never moves backwards. Every change queues its carrier webhook and resident email in the
@@ -92,6 +95,12 @@ _INSERT_ENTRY = (
     " courier_id, state, reason, token_id, command_id, grant_expires_at, created_at,"
     " updated_at, grant_token, device_key_id, purpose, grant_id)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# An open entry goes in only while its door has none. The checks read the door free, but
+# on PostgreSQL a concurrent decision (another process, or the other writer) may have
+# taken it since: the insert waits for that one's commit, then adds nothing.
+_INSERT_OPEN_ENTRY = (
+    f"{_INSERT_ENTRY} ON CONFLICT (access_point_id) WHERE state IN ({_OPEN}) DO NOTHING"
 )
 
 
@@ -198,12 +207,12 @@ def decide(
             raise Denied(
                 Reason.SOMEONE_ANSWERED, delivery_id=target.delivery_id, home_id=target.home_id
             )
+        target = replace(target, device_key_id=request.device_key_id, pop_key=pop_key)
+        if target.approval_mode == ApprovalMode.ASK:
+            return EntryDecision(_await_approval(tx, courier, target, now, new_id=new_id), None)
+        return _authorize(tx, courier, target, now, settings, signer, new_id=new_id)
     except Denied as denial:
         return EntryDecision(_deny(tx, courier, request, denial, now, new_id=new_id), None)
-    target = replace(target, device_key_id=request.device_key_id, pop_key=pop_key)
-    if target.approval_mode == ApprovalMode.ASK:
-        return EntryDecision(_await_approval(tx, courier, target, now, new_id=new_id), None)
-    return _authorize(tx, courier, target, now, settings, signer, new_id=new_id)
 
 
 def _device_key(
@@ -406,7 +415,8 @@ def _authorize(
 ) -> EntryDecision:
     """Sign a grant for this entry and return the unlock command to publish. With
     `entry_id`, an entry that was awaiting the resident's approval is authorized;
-    otherwise a new entry is made (with `new_id`, if given)."""
+    otherwise a new entry is made (with `new_id`, if given), or, when a concurrent
+    decision took the door meanwhile, nothing is written and `Denied` is raised."""
     token_id = new_token_id()
     issued = int(now.timestamp())
     expires = issued + settings.grant_ttl_seconds
@@ -490,9 +500,11 @@ def _insert_entry(
     grant_id: str | None = None,
 ) -> None:
     """Record a new entry: denied (no target), awaiting approval, or authorized. A denied
-    visit names its purpose and grant without a target."""
-    tx.run(
-        _INSERT_ENTRY,
+    visit names its purpose and grant without a target. An open entry (with a target)
+    whose door a concurrent decision took meanwhile is not recorded: `Denied`
+    (`entry_in_progress`) is raised, for the caller to record as its denial."""
+    added = tx.run(
+        _INSERT_ENTRY if target is None else _INSERT_OPEN_ENTRY,
         (
             entry.id,
             entry.delivery_id,
@@ -514,6 +526,9 @@ def _insert_entry(
             target.grant_id if target else grant_id,
         ),
     )
+    if target is not None and not added:
+        extra = {"grant_id": target.grant_id} if target.grant_id else {}
+        raise Denied(Reason.ENTRY_IN_PROGRESS, target.delivery_id, target.home_id, extra)
 
 
 def _await_approval(
@@ -553,8 +568,8 @@ def _await_approval(
 _AWAITING = (
     "SELECT e.courier_id, e.delivery_id, e.home_id, e.access_point_id, e.hub_id,"
     " e.package_id, e.approval_deadline, ap.slug, p.barcode, h.owner_id, hub.online,"
-    " e.device_key_id, dk.point"
-    " FROM entries e JOIN homes h ON h.id = e.home_id"
+    " e.device_key_id, dk.point, u.active"
+    " FROM entries e JOIN homes h ON h.id = e.home_id JOIN users u ON u.id = e.courier_id"
     " JOIN access_points ap ON ap.id = e.access_point_id"
     " LEFT JOIN packages p ON p.id = e.package_id"
     " LEFT JOIN hubs hub ON hub.id = e.hub_id"
@@ -575,7 +590,8 @@ def answer_approval(
 ) -> EntryDecision:
     """The home's resident approves (the grant is issued now) or declines an entry that
     is awaiting approval. Another resident's entry is not found; an entry no longer
-    awaiting (answered, timed out) is a conflict."""
+    awaiting (answered, timed out) is a conflict. An approval is declined instead when
+    the hub went offline, the courier was suspended or the phone key revoked meanwhile."""
     row = tx.one(_AWAITING, (entry_id,))
     if row is None:
         current = tx.one(
@@ -586,7 +602,7 @@ def answer_approval(
             raise NotFound("no such entry")
         raise Conflict(_NOT_AWAITING)
     courier_id, delivery_id, home_id, point_id, hub_id, package_id, deadline = row[:7]
-    slug, barcode, owner_id, online, device_key_id, point = row[7:]
+    slug, barcode, owner_id, online, device_key_id, point, courier_active = row[7:]
     if owner_id != resident.id:
         raise NotFound("no such entry")
     deadline_at = tx.parse_time(deadline)
@@ -600,6 +616,8 @@ def answer_approval(
         )
         return _declined(tx, entry_id, home_id, reason, now, actor=resident.actor)
     courier = Principal(PrincipalKind.USER, courier_id, PrincipalRole.COURIER, None)
+    if not courier_active:  # suspended while the resident was asked
+        return _declined(tx, entry_id, home_id, Reason.COURIER_INACTIVE, now, actor=resident.actor)
     if device_key_id is not None and point is None:  # the phone was revoked meanwhile
         return _declined(
             tx, entry_id, home_id, Reason.DEVICE_KEY_REQUIRED, now, actor=resident.actor

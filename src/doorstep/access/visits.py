@@ -106,11 +106,12 @@ def decide_visit(
         service._check_courier_limits(tx, visitor, now, settings)
         pop_key = service._device_key(tx, visitor, request.device_key_id, settings)
         target = _check(tx, visitor, request, now, settings)
+        target = replace(target, device_key_id=request.device_key_id, pop_key=pop_key)
+        # Denied too if a concurrent decision took the door since `_check` read it free.
+        return service._authorize(tx, visitor, target, now, settings, signer)
     except service.Denied as denial:
         home_id = denial.home_id
         return service.EntryDecision(_deny(tx, visitor, request, denial, home_id, now), None)
-    target = replace(target, device_key_id=request.device_key_id, pop_key=pop_key)
-    return service._authorize(tx, visitor, target, now, settings, signer)
 
 
 def _visitor(tx: Tx, token: str, now: datetime) -> tuple[Principal, bool]:

@@ -1,0 +1,211 @@
+"""Entry decisions as an attacker or bad timing would have them: two decisions racing
+for one door, and a resident's approval that comes after the courier was suspended.
+
+On PostgreSQL two decisions can run in concurrent transactions (several `serve`
+processes; the hot writer process beside the service's writer thread), so both may read
+the door free. The database's one-open-entry-per-door index lets only one of them in;
+the other must be an ordinary, audited denial (`entry_in_progress`, no grant, no
+command), not a server error with nothing on record."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import Engine
+
+from doorstep import db
+from doorstep.access import remote
+from doorstep.access import service as access
+from doorstep.accounts.models import PrincipalKind
+from doorstep.accounts.service import Principal
+from doorstep.errors import Conflict
+from doorstep.permissions import PrincipalRole
+from doorstep.protocol.grants import GrantSigner, public_key_bytes
+from doorstep.security import token_digest
+from doorstep.settings import EntrySettings
+from doorstep.sql import Tx
+from polling import poll
+from postgres import postgres_database
+
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+OWNER, COURIER, CARRIER = "usr-owner", "usr-courier", "car-a"
+HOME, HUB, DOOR, DELIVERY = "home-a", "hub-a", "ap-a", "dlv-a"
+TOKEN, BARCODE = "courier-token", "PKG-1"
+KEY = Ed25519PrivateKey.generate()
+SETTINGS = EntrySettings(require_proof_of_possession=False)
+RESIDENT = Principal(PrincipalKind.USER, OWNER, PrincipalRole.RESIDENT, None)
+AT_THE_DOOR = access.EntryRequest(DELIVERY, BARCODE, 0.0, 0.0, 5.0)
+
+Job = Callable[[Tx], Any]
+
+
+@pytest.fixture
+def pg_engine() -> Iterator[Engine]:
+    with postgres_database() as url:
+        engine = db.make_engine(url)
+        db.upgrade(engine)
+        yield engine
+        engine.dispose()
+
+
+def _transaction(engine: Engine, job: Job) -> Any:
+    connection = engine.raw_connection()
+    try:
+        tx = Tx(connection.driver_connection, engine.dialect.name)
+        result = job(tx)
+        connection.commit()
+        return result
+    finally:
+        connection.close()
+
+
+def _seed(tx: Tx) -> None:
+    """A home with one door on an online hub, and a booked delivery to it with one
+    parcel, for a courier signed in with `TOKEN`."""
+    at = tx.time(NOW)
+    tx.run("INSERT INTO carriers (id, name, created_at) VALUES (?, 'Carrier', ?)", (CARRIER, at))
+    for user, role, carrier in ((OWNER, "resident", None), (COURIER, "courier", CARRIER)):
+        tx.run("INSERT INTO users (id, email, name, password_hash, role, carrier_id, active,"
+               " created_at) VALUES (?, ?, ?, 'x', ?, ?, ?, ?)",
+               (user, f"{user}@example.org", user, role, carrier, True, at))  # fmt: skip
+    tx.run("INSERT INTO access_tokens (digest, principal_kind, principal_id, expires_at,"
+           " created_at) VALUES (?, 'user', ?, ?, ?)",
+           (token_digest(TOKEN), COURIER, tx.time(NOW + timedelta(hours=1)), at))  # fmt: skip
+    tx.run("INSERT INTO homes (id, owner_id, name, address, latitude, longitude, geofence_m,"
+           " timezone, in_home_enabled, created_at, allowed_weekdays, approval_mode,"
+           " approval_timeout_seconds, pet_notes, placement_notes) VALUES"
+           " (?, ?, 'Home', 'Street 1', 0, 0, 50, 'UTC', ?, ?, 127, 'auto', 120, '', '')",
+           (HOME, OWNER, True, at))  # fmt: skip
+    tx.run("INSERT INTO hubs (id, home_id, online, created_at, public_key, claimed_at, epoch)"
+           " VALUES (?, ?, ?, ?, ?, ?, 1)",
+           (HUB, HOME, True, at, public_key_bytes(KEY.public_key()), at))  # fmt: skip
+    tx.run("INSERT INTO access_points (id, home_id, slug, name, kind, created_at, hub_id)"
+           " VALUES (?, ?, 'front', 'Front', 'door', ?, ?)", (DOOR, HOME, at, HUB))  # fmt: skip
+    tx.run("INSERT INTO deliveries (id, carrier_id, home_id, access_point_id, courier_id,"
+           " window_start, window_end, reference, status, created_at)"
+           " VALUES (?, ?, ?, ?, ?, ?, ?, '', 'booked', ?)",
+           (DELIVERY, CARRIER, HOME, DOOR, COURIER, tx.time(NOW - timedelta(hours=1)),
+            tx.time(NOW + timedelta(hours=1)), at))  # fmt: skip
+    tx.run("INSERT INTO packages (id, delivery_id, barcode) VALUES ('pkg-1', ?, ?)",
+           (DELIVERY, BARCODE))  # fmt: skip
+
+
+def _courier_asks(tx: Tx) -> access.EntryDecision:
+    """The courier at the door asks to enter with the parcel (one request)."""
+    return access.decide(tx, token=TOKEN, request=AT_THE_DOOR, now=NOW, settings=SETTINGS,
+                         signer=GrantSigner(KEY))  # fmt: skip
+
+
+def _resident_unlocks(tx: Tx) -> access.EntryDecision:
+    return remote.remote_unlock(tx, resident=RESIDENT, home_id=HOME, slug="front", now=NOW,
+                                settings=SETTINGS, signer=GrantSigner(KEY))  # fmt: skip
+
+
+def _race(engine: Engine, first: Job, second: Job) -> Any:
+    """`first` runs and holds its transaction open; `second`, in another connection,
+    reads the door free and blocks on inserting its entry; then `first` commits and
+    `second` finishes (committed). Returns what `second` returned, or what it raised."""
+    first_connection, second_connection = engine.raw_connection(), engine.raw_connection()
+    try:
+        first_tx = Tx(first_connection.driver_connection, "postgresql")
+        second_tx = Tx(second_connection.driver_connection, "postgresql")
+        pid = second_tx.one("SELECT pg_backend_pid()")
+        second_connection.commit()
+        first(first_tx)
+        with ThreadPoolExecutor(1) as pool:
+            blocked = pool.submit(second, second_tx)
+            waiting = poll(lambda: _wait_event(engine, pid), lambda kind: kind == "Lock", 10)
+            assert waiting == "Lock", f"the second decision never waited on a lock ({waiting})"
+            first_connection.commit()
+            try:
+                result = blocked.result(timeout=10)
+            except Exception as exc:
+                second_connection.rollback()
+                return exc
+        second_connection.commit()
+        return result
+    finally:
+        first_connection.close()
+        second_connection.close()
+
+
+def _wait_event(engine: Engine, pid: Any) -> Any:
+    row = _transaction(engine, lambda tx: tx.one(
+        "SELECT wait_event_type FROM pg_stat_activity WHERE pid = ?", pid))  # fmt: skip
+    return row[0] if row else None
+
+
+def _entries(engine: Engine) -> list[tuple[Any, ...]]:
+    sql = "SELECT state, reason FROM entries ORDER BY state"
+    return list(_transaction(engine, lambda tx: tx.all(sql)))
+
+
+def _audited(engine: Engine, entry_id: str) -> list[tuple[str, dict[str, Any]]]:
+    """The entry's audit records: action and data (decoded: SQLite keeps JSON as text)."""
+    sql = "SELECT action, data FROM audit_events WHERE subject = ? ORDER BY seq"
+    rows = _transaction(engine, lambda tx: tx.all(sql, (entry_id,)))
+    return [
+        (action, orjson.loads(data) if isinstance(data, str) else data) for action, data in rows
+    ]
+
+
+@pytest.mark.postgres
+def test_two_requests_racing_for_one_parcel_let_one_in_and_deny_the_other_on_record(
+    pg_engine: Engine,
+) -> None:
+    _transaction(pg_engine, _seed)
+
+    second = _race(pg_engine, _courier_asks, _courier_asks)
+
+    assert isinstance(second, access.EntryDecision), f"the second request failed: {second!r}"
+    assert not second.authorized and second.command is None
+    assert (second.entry.state, second.entry.reason) == ("denied", "entry_in_progress")
+    assert _entries(pg_engine) == [("authorized", None), ("denied", "entry_in_progress")]
+    [(action, data)] = _audited(pg_engine, second.entry.id)
+    assert action == "entry:denied"
+    assert data["reason"] == "entry_in_progress"
+
+
+@pytest.mark.postgres
+def test_a_remote_unlock_racing_a_courier_for_the_door_is_refused_as_a_conflict(
+    pg_engine: Engine,
+) -> None:
+    _transaction(pg_engine, _seed)
+
+    second = _race(pg_engine, _courier_asks, _resident_unlocks)
+
+    assert isinstance(second, Conflict), f"not refused as a conflict: {second!r}"
+    assert _entries(pg_engine) == [("authorized", None)]
+
+
+def test_an_approval_after_the_courier_was_suspended_issues_no_grant(
+    migrated_engine: Engine,
+) -> None:
+    """The carrier suspends the courier ("stop a courier at once") while the resident's
+    approval is pending; the resident then approves. The entry is declined as the
+    courier's next request would be (`courier_inactive`), and no grant is signed."""
+    _transaction(migrated_engine, _seed)
+    _transaction(migrated_engine, lambda tx: tx.run("UPDATE homes SET approval_mode = 'ask'"))
+    waiting = _transaction(migrated_engine, _courier_asks)
+    assert waiting.entry.state == "awaiting_approval"
+    _transaction(migrated_engine, lambda tx: tx.run(
+        "UPDATE users SET active = ? WHERE id = ?", (False, COURIER)))  # fmt: skip
+
+    answer = _transaction(migrated_engine, lambda tx: access.answer_approval(
+        tx, resident=RESIDENT, entry_id=waiting.entry.id, approve=True,
+        now=NOW + timedelta(seconds=30), settings=SETTINGS, signer=GrantSigner(KEY),
+    ))  # fmt: skip
+
+    assert answer.command is None
+    assert (answer.entry.state, answer.entry.reason) == ("declined", "courier_inactive")
+    actions = [action for action, _ in _audited(migrated_engine, waiting.entry.id)]
+    assert actions == ["entry:awaiting_approval", "entry:declined"]
+    assert _transaction(migrated_engine, lambda tx: tx.one(
+        "SELECT token_id, grant_expires_at FROM entries WHERE id = ?", (waiting.entry.id,)
+    )) == (None, None)  # fmt: skip
