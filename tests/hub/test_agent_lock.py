@@ -10,16 +10,26 @@ without MQTT; see conftest.py.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import cbor2
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from doorstep.hub.drivers.simulated import ManualScheduler
-from doorstep.hub.lock import DoorState, LockState, OperationSource
+from doorstep.hub.agent import HubAgent
+from doorstep.hub.drivers.simulated import ManualScheduler, SimulatedLock
+from doorstep.hub.lock import (
+    DoorState,
+    LockError,
+    LockEvent,
+    LockState,
+    LockStatus,
+    OperationSource,
+)
 from doorstep.protocol import Reason
-from doorstep.protocol.grants import ALG_EDDSA
+from doorstep.protocol.grants import ALG_EDDSA, GrantVerifier, public_key_bytes
 from doorstep.protocol.messages import Command, CommandKind, Event, EventKind, Reply
 
 if TYPE_CHECKING:
@@ -288,6 +298,52 @@ def test_lock_offline_is_refused(hub: Hub) -> None:
     _assert_refused(hub, hub.send(_lock_command(hub)), Reason.LOCK_NOT_READY)
 
 
+class _RadioJustFailed:
+    """The simulated lock behind a radio that has just failed: its status still reads
+    online (the driver has not noticed yet), but no request gets through (LockError)."""
+
+    def __init__(self, lock: SimulatedLock) -> None:
+        self._lock = lock
+
+    def status(self) -> LockStatus:
+        return self._lock.status()
+
+    def unlock(self, source: OperationSource) -> None:
+        raise LockError("the request could not be sent")
+
+    def lock(self, source: OperationSource) -> None:
+        raise LockError("the request could not be sent")
+
+    def subscribe(self, callback: Callable[[LockEvent], None]) -> None:
+        self._lock.subscribe(callback)
+
+    def close(self) -> None:
+        self._lock.close()
+
+
+def test_a_lock_request_the_radio_cannot_send_is_refused_not_ready(hub: Hub) -> None:
+    # "Lock now" never reached the motor: the resident is told the lock is out of reach
+    # (try again shortly), not that its motor failed.
+    hub.lock.manual_unlock()
+    hub.lock.hub_process_died()  # the hub starts again, driving the lock through the radio
+    verifier = GrantVerifier(
+        hub_id=hub.hub_id,
+        issuer_keys={hub.signer.kid: public_key_bytes(hub.issuer_key.public_key())},
+        clock=lambda: hub.now,
+    )
+    hub.agent = HubAgent(
+        hub_id=hub.hub_id,
+        journal=hub.journal,
+        locks={hub.door: _RadioJustFailed(hub.lock)},
+        verifier=verifier,
+        clock=lambda: hub.now,
+        scheduler=ManualScheduler(),
+    )
+
+    _assert_refused(hub, hub.send(_lock_command(hub)), Reason.LOCK_NOT_READY)
+    assert hub.lock.status().lock_state == LockState.UNLOCKED
+
+
 # --- accepted, but the door is not verified locked -------------------------------------
 
 
@@ -307,6 +363,49 @@ def test_a_jam_is_reported(hub: Hub) -> None:
     assert len(hub.events(EventKind.LOCK_JAMMED)) == 1
     assert hub.lock.lock_calls == 1
     assert not hub.lock.status().secure
+
+
+def test_a_lock_that_drops_offline_while_locking_is_answered_not_ready(
+    make_hub: Callable[..., Hub],
+) -> None:
+    scheduler = ManualScheduler()
+    hub = make_hub(scheduler=scheduler, motor_seconds=20)
+    hub.lock.manual_unlock()
+    command = _lock_command(hub)
+    assert hub.send(command) is None  # the bolt is moving
+    hub.lock.set_online(False)  # the radio drops before the lock reports
+
+    scheduler.advance(8)  # lock_confirm_seconds
+
+    reply = hub.stored_reply(command.command_id)
+    assert reply is not None
+    assert (reply.result, reply.reason) == ("refused", Reason.LOCK_NOT_READY)
+    [outcome] = _outcomes(hub, command.command_id)
+    assert (outcome.data["result"], outcome.data["reason"]) == ("failed", Reason.LOCK_NOT_READY)
+
+
+def test_a_lock_behind_an_unlock_finding_the_lock_offline_is_answered_not_ready(
+    make_hub: Callable[..., Hub], caplog: pytest.LogCaptureFixture
+) -> None:
+    scheduler = ManualScheduler()
+    hub = make_hub(scheduler=scheduler, motor_seconds=2, auto_relock_seconds=None)
+    hub.send(hub.command(hub.grant()))  # the resident's remote unlock: the bolt is moving
+    command = _lock_command(hub, entry_id=hub.entry_id)
+    assert hub.send(command) is None  # waits for the unlock's report
+    hub.lock.set_online(False)  # the unlock's report is the lock's last word
+
+    with caplog.at_level(logging.WARNING, logger="doorstep.hub.agent"):
+        scheduler.advance(2)
+
+    reply = hub.stored_reply(command.command_id)
+    assert reply is not None
+    assert (reply.result, reply.reason) == ("refused", Reason.LOCK_NOT_READY)
+    assert hub.lock.lock_calls == 1  # asked, and the request could not be sent
+    # Expected on a home's radio: a line in the log, not a stack trace.
+    [warning] = [r for r in caplog.records if "lock after the unlock" in r.getMessage()]
+    assert (warning.levelno, warning.exc_info) == (logging.WARNING, None)
+    # The entry it was to end is still open, its relock still owed and watched.
+    assert [visit[1] for visit in hub.journal.visits()] == [hub.entry_id]
 
 
 def test_no_report_by_the_deadline_is_a_failure(make_hub: Callable[..., Hub]) -> None:

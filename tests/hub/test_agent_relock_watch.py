@@ -146,3 +146,23 @@ def test_a_relock_the_radio_did_not_carry_is_retried(make_hub: Callable[..., Hub
     assert hub.lock.status().secure
     assert _secured(hub)
     assert _alerts(hub) == []
+
+
+def test_a_lock_out_of_reach_through_every_retry_is_relocked_once_reachable(
+    make_hub: Callable[..., Hub],
+) -> None:
+    """The radio drops as the courier shuts the door, for longer than the retries last.
+    The lock comes back, its bolt still drawn: the hub's next look throws it, rather
+    than only watching an unlocked door it could lock."""
+    hub, clock = _entered(make_hub)
+    hub.lock.set_online(False)
+    hub.lock.close_door()  # the relock cannot be sent, nor can any retry
+    clock.advance(POLICY.retry_seconds * (POLICY.retries + 1))
+    assert hub.lock.lock_calls == 1 + POLICY.retries
+    hub.lock.set_online(True)  # back, and reporting nothing new: the bolt never moved
+
+    clock.advance(POLICY.deadline_seconds)
+
+    assert _alerts(hub) == [Alert.RELOCK_FAILED]  # late, so raised all the same
+    assert hub.lock.status().secure
+    assert _secured(hub)

@@ -351,3 +351,18 @@ def test_callbacks_may_read_status_from_the_timer_thread() -> None:
     assert done.wait(timeout=5.0)
     assert seen == [LockState.UNLOCKED]
     lock.close()
+
+
+def test_a_movement_outlives_the_hub_process_that_asked_for_it(clock: ManualScheduler) -> None:
+    before: list[LockEvent] = []
+    lock = make_lock(clock, before, motor_seconds=1.0)
+    lock.unlock(REMOTE)
+
+    lock.hub_process_died()
+    after: list[LockEvent] = []
+    lock.subscribe(after.append)  # the next hub process
+    assert lock.status().lock_state is LockState.LOCKED  # still its word from before
+    clock.advance(1.0)
+
+    assert lock.status().lock_state is LockState.UNLOCKED
+    assert (before, after) == ([], [UNLOCKED_REMOTELY])

@@ -16,9 +16,12 @@ When the door closes during an entry, the hub relocks; the entry is secured only
 the lock is online and the bolt reports locked AND the door sensor reports closed (an
 offline lock's last word is no verification: the relock deadline alarms as for a relock
 that failed, and the hub looks again every `RelockPolicy.recheck_seconds`, since a lock
-back online with its bolt thrown may report no change). An unlocked door that nobody
+back online with its bolt thrown may report no change; one back with its bolt drawn,
+whose relock could not be sent, is relocked at that look). An unlocked door that nobody
 opens is relocked (and the relock watched) after `RelockPolicy.unopened_seconds`, for
-locks that do not relock themselves.
+locks that do not relock themselves. After a restart, an entry whose unlock never
+reported is not ended on the lock's word (its motor may still be moving) until that
+unlock reports or the relock deadline passes (`resume`).
 
 A remote lock (`lock` command, the resident's "Lock now") is checked the same way
 (a grant with scope "lock", single use), refused while another entry is in progress at
@@ -89,6 +92,15 @@ _ALARM_KINDS = {
     AlarmCode.DOOR_FORCED_OPEN: EventKind.DOOR_FORCED,
 }
 
+# Bolt states an unlock ends in: a restored entry whose lock reads one of these has seen
+# its unlock land, reported or not.
+_DRAWN = frozenset({LockState.UNLOCKED, LockState.UNLATCHED})
+# The sources a lock names for a command a controller sent (drivers that cannot tell say
+# UNSPECIFIED): only these can report the outcome of the hub's unlock.
+_REQUEST_SOURCES = frozenset(
+    {OperationSource.REMOTE, OperationSource.PROPRIETARY_REMOTE, OperationSource.UNSPECIFIED}
+)
+
 RESEND_SECONDS = 3.0
 TOKEN_RETENTION_SECONDS = 3600
 # How long an entry a lock command ended is remembered (`Journal.end_entry`): longer than
@@ -106,8 +118,12 @@ class _Visit:
     command_id: str
     replied: bool = False
     opened: bool = False  # whether the door opened during the entry
+    # Restored with its unlock never reported and the bolt not reading drawn back: the
+    # motor may still be drawing it, so the lock's word ends nothing yet (`resume`).
+    unlock_in_doubt: bool = False
     # Watching the relock (in memory; a restart starts watching again from `resume`):
     relock_attempts: int = 0
+    relock_unsent: bool = False  # the last relock could not even be sent (LockError)
     unopened_timer: Cancellable | None = None
     door_timer: Cancellable | None = None
     deadline_timer: Cancellable | None = None
@@ -241,7 +257,10 @@ class HubAgent:
         for an entry that is no longer open here (it ended just before the restart) is
         closed. An unlock the previous run left unanswered is owed no answer by this one
         (the service has given up waiting): the door is watched as for any answered
-        unlock."""
+        unlock. Its bolt may still be moving (a hub restarts faster than a motor turns),
+        so a lock that reads locked is no proof: the entry stays open until that unlock
+        reports (and the bolt is thrown again at once, `_settle_doubt`) or until the
+        relock deadline, by which any motor has stopped."""
         with self._mutex:
             for access_point, camera in self.cameras.items():
                 visit = self._visits.get(access_point)
@@ -249,12 +268,13 @@ class HubAgent:
                     if visit is None or visit.entry_id != entry_id:
                         self._end_recording(access_point, entry_id)
             for access_point, visit in list(self._visits.items()):
+                status = self.locks[access_point].status()
+                visit.unlock_in_doubt = not visit.replied and status.lock_state not in _DRAWN
                 visit.replied = True
                 self._rearm(access_point, visit)
-                status = self.locks[access_point].status()
                 data = {"access_point": access_point, "entry_id": visit.entry_id}
                 if status.secure:
-                    self._maybe_secured(access_point, visit, data)
+                    self._maybe_secured(access_point, visit, data)  # in doubt: watched
                 elif status.door_state == DoorState.CLOSED:
                     self._relock(access_point)
                     self._watch_relock(access_point, visit)
@@ -494,8 +514,9 @@ class HubAgent:
 
         The reply follows the lock's own report, verified as the relock watch does
         (bolt locked AND door closed), or a failure: a jam, a refusal, or no report by
-        `lock_confirm_seconds`. A jammed lock is still asked: a new movement may free
-        it, and a failure is reported either way.
+        `lock_confirm_seconds`. A lock out of reach (offline, or the request not sent)
+        is `lock_not_ready`: nothing says its motor was even tried. A jammed lock is
+        still asked: a new movement may free it, and a failure is reported either way.
         """
         claims, driver = self._granted(command, scope="lock")
         # Whatever this lock does at the door, the service has ended its entry: an unlock
@@ -534,9 +555,9 @@ class HubAgent:
             return None  # `_lock_after_unlock` moves the bolt once the unlock reports
         try:
             driver.lock(OperationSource.REMOTE)
-        except LockError as exc:
+        except LockError as exc:  # not sent: the lock is out of reach, its motor untried
             self._drop_lock(pending)
-            raise Refusal(Reason.ACTUATOR_FAILED, str(exc)) from exc
+            raise Refusal(Reason.LOCK_NOT_READY, str(exc)) from exc
         return pending.reply  # set when the lock reported at once; else it follows
 
     def _lock_after_unlock(self, access_point: str) -> None:
@@ -553,9 +574,9 @@ class HubAgent:
             return
         try:
             self.locks[access_point].lock(OperationSource.REMOTE)
-        except LockError:
-            log.exception("lock after the unlock at %s failed to start", access_point)
-            self._settle_lock(pending, Reason.ACTUATOR_FAILED)
+        except LockError as exc:  # the lock out of reach: expected, and answered as such
+            log.warning("lock after the unlock at %s not sent: %s", access_point, exc)
+            self._settle_lock(pending, Reason.LOCK_NOT_READY)
 
     def _unlock_moving(self, pending: _PendingLock) -> bool:
         """Whether the unlock of the entry `pending` ends has yet to report."""
@@ -582,13 +603,17 @@ class HubAgent:
     def _settle_lock(self, pending: _PendingLock, failure: Reason | None = None) -> None:
         """Journal the outcome (`lock.command`), then reply: ok only when the lock and the
         sensor agree the door is shut and locked, whatever was reported before, and no
-        unlock is still moving the bolt away (a lock still waiting for one has failed)."""
+        unlock is still moving the bolt away (a lock still waiting for one has failed).
+        A lock offline by then is `lock_not_ready`: its last word, whatever it says,
+        verifies nothing, and its motor may never have been reached."""
         self._drop_lock(pending)
         status = self.locks[pending.access_point].status()
         if pending.after_unlock and self._unlock_moving(pending):
             reason = failure or Reason.ACTUATOR_FAILED
         elif status.secure:
             reason = None
+        elif not status.online:
+            reason = Reason.LOCK_NOT_READY
         elif status.door_state != DoorState.CLOSED:
             reason = Reason.DOOR_OPEN
         else:
@@ -703,6 +728,12 @@ class HubAgent:
             pending = self._locking.get(access_point)
             if pending is not None and _is_lock_operation(event):
                 data["command_id"] = pending.command_id
+            # The unlock a restart left in doubt reports: its entry is watched as usual now.
+            doubt = visit if visit is not None and visit.unlock_in_doubt else None
+            if doubt is not None and _ends_unlock(event):
+                doubt.unlock_in_doubt = False
+            else:
+                doubt = None
             if isinstance(event, LockOperation):
                 self._on_operation(access_point, visit, event, data)
             elif isinstance(event, LockOperationError):
@@ -712,6 +743,8 @@ class HubAgent:
             elif isinstance(event, DoorLockAlarm):
                 self.record(_ALARM_KINDS.get(event.alarm, EventKind.LOCK_ALARM),
                             {**data, "alarm": int(event.alarm)})  # fmt: skip
+            if doubt is not None:
+                self._settle_doubt(access_point, doubt, data)
             self._lock_report(access_point, event)
             # Last: the bolt it throws reports through this method again.
             self._lock_after_unlock(access_point)
@@ -847,7 +880,7 @@ class HubAgent:
         if visit is None:
             return
         status = self.locks[access_point].status()
-        if not status.secure:
+        if not status.secure or visit.unlock_in_doubt:
             if status.door_state == DoorState.CLOSED:
                 # Shut, yet not verified (an offline lock's word may be stale): the relock
                 # deadline raises the alarm unless the lock is secure by then.
@@ -858,13 +891,29 @@ class HubAgent:
         visit.cancel_timers()
         self._close_visit(access_point)
 
+    def _settle_doubt(self, access_point: str, visit: _Visit, data: dict[str, Any]) -> None:
+        """The unlock a restart left in doubt has reported, done or failed: nobody waits
+        for it any more, so a bolt it left off locked behind a shut door is thrown again
+        at once, and watched; one still locked and shut ends the entry (`_maybe_secured`)."""
+        if self._visits.get(access_point) is not visit:
+            return
+        status = self.locks[access_point].status()
+        if status.door_state == DoorState.CLOSED and status.lock_state != LockState.LOCKED:
+            self._relock(access_point)
+            self._watch_relock(access_point, visit)
+        else:
+            self._maybe_secured(access_point, visit, data)
+
     def _relock(self, access_point: str) -> None:
+        visit = self._visits.get(access_point)
+        if visit is not None:
+            visit.relock_unsent = False
         try:
             self.locks[access_point].lock(OperationSource.AUTO)
         except LockError:  # not sent (a radio blip): retried as a relock the lock refused
             log.warning("relock of %s failed; the entry stays open", access_point)
-            visit = self._visits.get(access_point)
             if visit is not None:
+                visit.relock_unsent = True  # sent again once the lock is reachable
                 self._retry_relock(access_point, visit)
 
     # --- the camera ---------------------------------------------------------------------
@@ -993,16 +1042,30 @@ class HubAgent:
         """The door has been shut `deadline_seconds` (or `recheck_seconds` since the last
         look): secured if the lock now says so, else `relock_failed` (once) and another
         look in `recheck_seconds`. A lock that comes back online, its bolt thrown, may
-        report no change at all; only looking again ends its entry."""
+        report no change at all; only looking again ends its entry. One back with its
+        bolt still drawn, whose last relock could not be sent (out of reach through
+        every retry), is relocked at that look; one that was asked and failed (a jam, a
+        flat battery) is left to the alarm, not asked again every look."""
         with self._mutex:
             visit.deadline_timer = None
             if self._visits.get(access_point) is not visit:
                 return
+            visit.unlock_in_doubt = False  # no motor runs this long: the lock's word stands
             data = {"access_point": access_point, "entry_id": visit.entry_id}
-            if self.locks[access_point].status().secure:
+            status = self.locks[access_point].status()
+            if status.secure:
                 self._maybe_secured(access_point, visit, data)
                 return
             self._alert(visit, Alert.RELOCK_FAILED, data)
+            if (
+                visit.relock_unsent
+                and status.online
+                and status.door_state == DoorState.CLOSED
+                and status.lock_state != LockState.LOCKED
+            ):
+                self._relock(access_point)
+                if self._visits.get(access_point) is not visit:
+                    return  # that relock secured the entry at once
             visit.deadline_timer = self._scheduler.call_later(
                 self._policy.recheck_seconds, lambda: self._relock_deadline(access_point, visit)
             )
@@ -1057,6 +1120,16 @@ def _answers(visit: _Visit | None, event: LockOperation | LockOperationError) ->
         and not visit.replied
         and event.operation == LockOperationType.UNLOCK
         and event.source == OperationSource.REMOTE
+    )
+
+
+def _ends_unlock(event: LockEvent) -> bool:
+    """Whether `event` could be the outcome of an unlock the hub asked for (done or
+    failed): the sources a lock names for a controller's command, or none."""
+    return (
+        isinstance(event, (LockOperation, LockOperationError))
+        and event.operation == LockOperationType.UNLOCK
+        and event.source in _REQUEST_SOURCES
     )
 
 

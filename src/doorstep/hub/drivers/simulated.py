@@ -4,7 +4,8 @@
 request a motor movement and return; the outcome arrives as events after
 `motor_seconds`. It can jam, run flat, go offline, auto-relock, and be handled by a
 person (`open_door`, `close_door`, thumb-turn `manual_lock`/`manual_unlock`), which is
-how tests and the demo play the courier's hands.
+how tests and the demo play the courier's hands. It outlives a hub process that dies
+(`hub_process_died`): a movement under way finishes for the next one to hear.
 
 It has a keypad too (`hub.keypad.KeypadLock`): users, PIN codes, week-day and year-day
 schedules and the wrong-code lockout, kept in a `KeypadStore`. `keypad_entry(pin)` plays
@@ -336,6 +337,15 @@ class SimulatedLock:
                 self._jammed = False
                 self._become_locked(OperationSource.MANUAL)
         self._deliver()
+
+    def hub_process_died(self) -> None:
+        """The hub's process died (a crash, a power cut of the hub alone): what it had
+        subscribed hears nothing more, and it cancels nothing. The bolt, the door and a
+        movement under way carry on, as a real lock's motor does not stop with the hub;
+        the next hub process subscribes afresh. (`close()` is the hub letting go in
+        order, and stops the motor with the driver.)"""
+        with self._mutex:
+            self._subscribers.clear()
 
     def inject_jam(self, on: bool) -> None:
         """While on, every motor movement stalls half-way."""
