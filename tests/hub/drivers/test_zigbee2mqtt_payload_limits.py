@@ -1,12 +1,15 @@
 """The Zigbee2MQTT driver reads no payload past its size cap, and no JSON nested past
 what the parser can take: either is dropped with a warning that names the topic and
-never the payload, and changes nothing. Real Mosquitto and the Zigbee2MQTT peer."""
+never the payload, and changes nothing. One far past the cap is not even sent by the
+broker (the client's MQTT 5 Maximum Packet Size). Real Mosquitto and the Zigbee2MQTT
+peer."""
 
 from __future__ import annotations
 
 import json
 import logging
 
+import paho.mqtt.client as paho
 import pytest
 
 from doorstep.hub.drivers._zigbee2mqtt.payloads import MAX_PAYLOAD_BYTES
@@ -60,3 +63,38 @@ def test_a_payload_past_the_limits_is_dropped_naming_only_its_topic(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     for fragment in (CODE, "zzzz", '{"x":{"x":', "[[[["):
         assert fragment not in caplog.text
+
+
+def test_a_message_far_past_the_cap_never_reaches_the_hub(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The cap alone is checked after paho has read the whole message into memory. The
+    # Maximum Packet Size announced in CONNECT has the broker drop it instead.
+    received = _BytesRead(monkeypatch)
+    driver, events = rig.driver()
+    huge = b'{"lock_state":"unlocked","x":"' + b"z" * (4 * 1024 * 1024) + b'"}'
+
+    rig.peer.publish_raw(LOCK, huge)
+    rig.peer.report(LOCK, {"battery": 55})  # read after it
+
+    assert driver.wait_for(lambda status: status.battery_percent == 55, WAIT)
+    assert received.total < MAX_PAYLOAD_BYTES, received.total
+    assert events.snapshot() == []
+    assert driver.status().lock_state == LockState.LOCKED
+    assert "zzzz" not in caplog.text
+
+
+class _BytesRead:
+    """Every byte any paho client in this process reads from its socket (the peer
+    subscribes to no device state, so the driver's client reads the lock's)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.total = 0
+        real_recv = paho.Client._sock_recv
+
+        def recv(client: paho.Client, bufsize: int) -> bytes:
+            data = real_recv(client, bufsize)
+            self.total += len(data)
+            return data
+
+        monkeypatch.setattr(paho.Client, "_sock_recv", recv)

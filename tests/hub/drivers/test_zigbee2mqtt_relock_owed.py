@@ -130,3 +130,54 @@ def test_no_unlock_goes_out_while_a_relock_is_owed(
 
     assert rig.peer.wait_for(lambda got: sum(c.leaf == "set" for c in got) >= 2)
     assert rig.peer.commands(LOCK, "set")[:2] == [UNLOCK_SENT, RELOCK_SENT]
+
+
+def test_the_hub_s_relock_joins_the_relock_owed_instead_of_failing_as_motor_busy(
+    rig: Rig,
+) -> None:
+    # The hub relocks (the door closed) while the driver's own relock is moving the
+    # bolt: that is the same movement, not a failure to report, nor a retry to burn.
+    driver, events = rig.driver(command_timeout=1.0)
+    rig.peer.script[(LOCK, "UNLOCK")] = "silent"
+    rig.peer.script[(LOCK, "LOCK")] = "silent"  # the lock's report is played below
+    driver.unlock(REMOTE)
+    assert rig.peer.wait_for(lambda got: any(c.body == RELOCK_SENT for c in got))
+
+    driver.lock(AUTO)
+    rig.peer.report(LOCK, rig.peer.fragments["operation_lock_rf"])
+    rig.peer.report(LOCK, rig.peer.fragments["lock_locked"])
+    rig.peer.report(LOCK, {"battery": 55})  # read after them: every event is in by then
+
+    assert driver.wait_for(lambda status: status.battery_percent == 55, WAIT)
+    assert events.snapshot() == [
+        LockOperationError(UNLOCK, REMOTE, OperationError.UNSPECIFIED),
+        LockOperation(LOCK_, AUTO),
+    ]
+    assert rig.peer.commands(LOCK, "set") == [UNLOCK_SENT, RELOCK_SENT]
+
+
+@pytest.mark.parametrize("cause", ["broker", "bridge", "lock"])
+def test_a_relock_cut_off_before_its_report_is_sent_again_once_the_lock_is_back(
+    rig: Rig, cause: str
+) -> None:
+    # The hub relocked after the door closed; the lock went out of reach before it
+    # reported. The bolt may still be open, and the hub has given up by the time the
+    # lock is back: the driver owes the relock.
+    driver, events = rig.driver()
+    driver.unlock(REMOTE)
+    events.wait(1)
+    rig.peer.script[(LOCK, "LOCK")] = "silent"
+    driver.lock(AUTO)
+    assert rig.peer.wait_for(lambda got: any(c.body == RELOCK_SENT for c in got))
+
+    bring_back = _cut_off(rig, cause)
+
+    assert events.wait(2)[1] == LockOperationError(LOCK_, AUTO, OperationError.UNSPECIFIED)
+    bring_back()
+    assert rig.peer.wait_for(lambda got: [c.body for c in got].count(RELOCK_SENT) == 2)
+    assert rig.peer.commands(LOCK, "set") == [UNLOCK_SENT, RELOCK_SENT, RELOCK_SENT]
+    # The lock acts on it (played here: the peer reads its script when its motor stops,
+    # and the first relock's motor may stop only now).
+    rig.peer.report(LOCK, rig.peer.fragments["operation_lock_rf"])
+    rig.peer.report(LOCK, rig.peer.fragments["lock_locked"])
+    assert events.wait(3)[2] == LockOperation(LOCK_, AUTO)

@@ -1,6 +1,7 @@
 """The Zigbee2MQTT driver: a lock document the broker replays at subscribe time (retained)
 is history, so its one-shot `action` is no keypad action, jam or hint about who moved
-the bolt. Real Mosquitto and the Zigbee2MQTT peer (conftest.py)."""
+the bolt, and its cached jam alarm is no jam now. Real Mosquitto and the Zigbee2MQTT
+peer (conftest.py)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,13 @@ from doorstep.hub.lock import (
     LockOperation,
     LockOperationError,
     LockOperationType,
+    LockState,
     OperationError,
     OperationSource,
 )
 
 from .conftest import WAIT, Rig
+from .test_zigbee2mqtt_relock_owed import _drop_the_driver_off_the_broker
 from .z2m_peer import ALARM_LOCK, LOCK, load_fragments
 
 KEYPAD = OperationSource.KEYPAD
@@ -73,3 +76,32 @@ def test_a_replayed_keypad_unlock_does_not_name_who_moves_the_bolt_next(rig: Rig
     assert events.wait(1, WAIT) == [
         LockOperation(LockOperationType.UNLOCK, OperationSource.UNSPECIFIED)
     ]
+
+
+# Yale's vendor alarm converter (devices/yale.ts `c4_alarm`, alarm code 9); Zigbee2MQTT
+# caches `alarm`, so every later state it publishes still carries it.
+DEADBOLT_JAMMED = {"alarm": "deadbolt_jammed", "lock_state": "not_fully_locked", "state": "UNLOCK"}
+
+
+@pytest.mark.parametrize("freed", [True, False], ids=["freed_since", "still_jammed"])
+def test_a_jam_alarm_replayed_after_a_reconnect_is_judged_by_the_fresh_read(
+    rig: Rig, freed: bool
+) -> None:
+    rig.peer.retained.add(LOCK)  # Zigbee2MQTT's `retain: true`: replayed at subscribe
+    driver, events = rig.driver()
+    _drop_the_driver_off_the_broker(rig)
+    assert driver.wait_for(lambda status: not status.online, WAIT)
+
+    rig.peer.report(LOCK, DEADBOLT_JAMMED)  # while the hub was away (paho waits >= 1 s)
+    if freed:
+        rig.peer.report(LOCK, rig.peer.fragments["lock_locked"])  # a hand freed the bolt
+
+    assert driver.wait_for(lambda status: status.online or status.jammed, WAIT)
+    rig.peer.report(LOCK, {"battery": 55})  # read after the replay and the read
+    assert driver.wait_for(lambda status: status.battery_percent == 55, WAIT)
+    if freed:  # no jam now, and the bolt never moved as far as anyone here knows
+        assert events.snapshot() == []
+        assert driver.status().lock_state == LockState.LOCKED
+    else:
+        assert events.snapshot() == [DoorLockAlarm(AlarmCode.LOCK_JAMMED)]
+        assert driver.status().jammed

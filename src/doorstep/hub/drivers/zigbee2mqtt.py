@@ -34,14 +34,23 @@ Wire contract (base topic B, default `zigbee2mqtt`; friendly names L lock, S sen
 
 Failing closed:
 - `lock_state` is the truth. A request completes when the lock reports the target
-  state; `not_fully_locked`, `action: "error_jammed"` or `alarm: "deadbolt_jammed"` is a
-  jam (DoorLockAlarm LOCK_JAMMED, plus LockOperationError for a pending request); no
+  state as a movement: from a state it reported elsewhere, or after the lock's own
+  operation event for it (`action: "lock"`/`"unlock"`). Zigbee2MQTT republishes its
+  cached state with every message, and a `/get` answer may have been read before the
+  command landed, so a report of the state the bolt was already in completes nothing.
+  `not_fully_locked`, `action: "error_jammed"` or `alarm: "deadbolt_jammed"` is a jam
+  (DoorLockAlarm LOCK_JAMMED, plus LockOperationError for a pending request); no
   report within `command_timeout` is a LockOperationError.
 - An unlock with no known outcome (no report in time, or the broker, the bridge or the
   lock lost before its report) owes a relock: a lock request (source AUTO) that goes
   out at once, or as soon as the lock is reachable again, so that a late unlock cannot
-  leave the door open unnoticed. A relock the broker does not take, or that is cut off
-  the same way, stays owed; while one is owed no unlock goes out ahead of it.
+  leave the door open unnoticed. So does a lock request cut off the same way: the bolt
+  may still be open. A relock the broker does not take stays owed; while one is owed
+  no unlock goes out ahead of it.
+- A lock request made while a lock is already in motion (the hub's relock meeting the
+  relock the driver owed) joins it: nothing more is sent, and that movement's outcome
+  is the answer to both. Any other request while the motor is busy is refused (a
+  LockOperationError).
 - Online means: connected, `bridge/state` online, the lock's availability online
   (unless `require_availability` is off), and a lock state reported since the last of
   those came back (the driver asks with `/get`). Otherwise requests raise LockError (a
@@ -52,8 +61,15 @@ Failing closed:
 - A lock document the broker replays at subscribe time (retained, with Zigbee2MQTT's
   `retain: true` device option) is history: its bolt state is dropped, so only the
   answer to the driver's `/get` (or a later live report) makes the lock online; and so
-  is its one-shot `action`: a replayed keypad refusal, jam or operation is not news.
+  is its one-shot `action` (a replayed keypad refusal, jam or operation is not news),
+  and its `alarm: "deadbolt_jammed"`, which Zigbee2MQTT caches long after the bolt is
+  freed (a jam still there shows in the `/get` answer).
 - A payload over `MAX_PAYLOAD_BYTES` (64 KiB) is dropped unread, logged by its topic.
+  The CONNECT announces an MQTT 5 Maximum Packet Size of `MAX_PACKET_BYTES` (the cap
+  plus room for the topic), so a broker that keeps the standard (Mosquitto does) never
+  sends a much larger message at all: without it, paho reads a whole message, up to
+  the broker's own limit, into memory before the cap is checked. A broker that ignores
+  the limit is not bounded by it: paho has no receive limit of its own.
 - Commands go out at QoS 0: paho keeps an unsent QoS 1 message and sends it after a
   reconnect, which for an unlock could be long after anyone asked for it.
 - Bad payloads are logged and ignored (`_zigbee2mqtt/payloads.py`). Keypad codes, and
@@ -82,6 +98,8 @@ from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from doorstep.hub.drivers._zigbee2mqtt.config import (
     Zigbee2MqttBroker,
@@ -132,6 +150,10 @@ log = logging.getLogger(__name__)
 
 MAX_AUTO_RELOCK_SECONDS = 3600
 PIN_PATTERN = re.compile(r"[0-9]{4,8}")
+# What a PUBLISH holds besides its payload: fixed header, topic (a base topic and a
+# friendly name), packet id and properties. A message just over the payload cap still
+# arrives, to be dropped and logged by `_handle`; a much larger one never does.
+MAX_PACKET_BYTES = MAX_PAYLOAD_BYTES + 4096
 
 _LOCK, _UNLOCK = LockOperationType.LOCK, LockOperationType.UNLOCK
 _COMMANDS = {_LOCK: "LOCK", _UNLOCK: "UNLOCK"}
@@ -169,20 +191,24 @@ class Zigbee2MqttLock:
 
     def _routes(
         self,
-    ) -> tuple[dict[str, Callable[[bool], None]], dict[str, Callable[[dict[str, Any]], None]]]:
+    ) -> tuple[
+        dict[str, Callable[[bool], None]], dict[str, Callable[[dict[str, Any], bool], None]]
+    ]:
         broker, sensor, model = self.settings.broker, self.settings.contact_sensor, self._model
         presence: dict[str, Callable[[bool], None]] = {
             broker.topic("bridge", "state"): model.on_bridge,
             broker.topic(self._name, "availability"): model.on_lock_availability,
         }
-        states: dict[str, Callable[[dict[str, Any]], None]] = {
-            broker.topic(self._name): lambda document: model.on_lock_document(
-                _undefined_door_is_unknown(document), door_from_lock=sensor is None
+        states: dict[str, Callable[[dict[str, Any], bool], None]] = {
+            broker.topic(self._name): lambda document, replayed: model.on_lock_document(
+                _undefined_door_is_unknown(document),
+                door_from_lock=sensor is None,
+                replayed=replayed,
             )
         }
         if sensor is not None:
             presence[broker.topic(sensor, "availability")] = model.on_sensor_availability
-            states[broker.topic(sensor)] = lambda document: model.on_sensor_document(
+            states[broker.topic(sensor)] = lambda document, _: model.on_sensor_document(
                 document, sensor
             )
         return presence, states
@@ -218,7 +244,11 @@ class Zigbee2MqttLock:
                 raise LockError(f"{self._name}: driver is closed or already connected")
             self._client = client
         # Clean start: a stale session would replay old state and hold nothing we need.
-        client.connect_async(broker.host, broker.port, keepalive=15, clean_start=True)
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.MaximumPacketSize = MAX_PACKET_BYTES
+        client.connect_async(
+            broker.host, broker.port, keepalive=15, clean_start=True, properties=properties
+        )
         client.loop_start()
         if not answered.wait(self.settings.connect_timeout) or refused:
             self.close()
@@ -333,9 +363,11 @@ class Zigbee2MqttLock:
             refusal = self._model.refusal(need_state=operation == _UNLOCK)
             if refusal is not None:
                 raise LockError(f"{self._name}: {refusal}")
-            pending = None
+            pending, busy = None, self._model.pending
             owed = self._model.take_relock()
-            if self._model.pending is not None:  # the motor is busy with the last request
+            if busy is not None and busy.operation == operation == _LOCK:
+                pass  # a lock already in motion: its outcome answers this request too
+            elif busy is not None:  # the motor is busy with the last request
                 self._model.refuse(operation, source)
             elif owed and operation == _UNLOCK:  # the relock goes first; the motor is busy
                 pending = self._begin(_LOCK, OperationSource.AUTO, relock=True)
@@ -354,7 +386,7 @@ class Zigbee2MqttLock:
         pending.timer = threading.Timer(timeout, lambda: self._on_timeout(pending))
         pending.timer.daemon = True
         pending.timer.start()
-        self._model.pending = pending
+        self._model.begin(pending)
         return pending
 
     def _send_motion(self, pending: Pending) -> None:
@@ -435,13 +467,13 @@ class Zigbee2MqttLock:
         document = read_document(payload, topic) if on_state is not None else None
         if document is not None and retained:
             # Replayed at subscribe: history, not a report since the link came back, and
-            # its one-shot action happened long ago (see above).
+            # its one-shot action happened long ago (see above; the model reads its alarm).
             history = _HISTORY_KEYS
             if topic == self.settings.broker.topic(self._name):
                 history |= _BOLT_STATE_KEYS
             document = {k: v for k, v in document.items() if k not in history}
         if on_state is not None and document is not None:
-            self._apply(lambda: on_state(document))
+            self._apply(lambda: on_state(document, retained))
 
     def _apply(self, change: Callable[[], None]) -> None:
         """Move the model under the mutex; then send the relock owed and the read it

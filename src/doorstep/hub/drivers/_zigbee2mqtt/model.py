@@ -8,11 +8,17 @@ the reads and relocks the model asks for (`take_refresh`, `take_relock`) after
 releasing it.
 
 Rules, all failing closed:
-- A pending request completes when the lock reports its target state; it fails on a
+- A pending request completes when the lock reports its target state after showing it
+  acted: the bolt was unknown or elsewhere when it was asked (or in a report since), so
+  the report is a movement; or the lock's operation event for it came after the request.
+  A report of the state the bolt was already in proves nothing (Zigbee2MQTT republishes
+  its cached state with every message, and a `/get` answer may have been read before
+  the command landed): the request then waits for evidence or times out. It fails on a
   jam, on losing the link, the bridge or the lock, or (driver's timer) on silence.
 - An unlock with no known outcome (silence, or cut off by losing the link, the bridge
   or the lock) owes a relock: a LOCK (source AUTO) the driver sends as soon as the lock
-  is reachable. It stays owed until it is sent, and is owed again if it is cut off in
+  is reachable. So does any lock request cut off before its report: the bolt may still
+  be open. A relock stays owed until it is sent, and is owed again if it is cut off in
   turn (a relock that meets silence or a jam is not sent again: that is an error event).
 - `not_fully_locked` (as a change), `action: "error_jammed"` and a new
   `alarm: "deadbolt_jammed"` are jams: one LOCK_JAMMED alarm until the lock reports
@@ -21,7 +27,10 @@ Rules, all failing closed:
   if that came within `HINT_SECONDS` before; otherwise UNSPECIFIED.
 - First readings (bolt, door) say where things are, not that they changed: no event.
 - `alarm` is cached by Zigbee2MQTT, so only a change of it is news, and the value in
-  the first document is history.
+  the first document is history. So is a jam alarm in a replayed (retained) document:
+  Zigbee2MQTT keeps `deadbolt_jammed` long after the bolt is freed, and whether it is
+  jammed now is for the fresh read to say. Other alarm values new in a replayed
+  document were raised while the link was down, and are reported.
 """
 
 from __future__ import annotations
@@ -64,6 +73,7 @@ UNKNOWN_LOCK = LockState.NOT_FULLY_LOCKED  # never LOCKED: unknown must not look
 UNKNOWN_DOOR = DoorState.UNSPECIFIED_ERROR  # never CLOSED, for the same reason
 
 _LOCK, _UNLOCK = LockOperationType.LOCK, LockOperationType.UNLOCK
+_TARGETS = {_LOCK: LockState.LOCKED, _UNLOCK: LockState.UNLOCKED}
 
 
 @dataclass(eq=False)
@@ -74,6 +84,7 @@ class Pending:
     source: OperationSource
     timer: threading.Timer | None = None
     relock: bool = False  # it pays the relock owed (see the module docstring)
+    proven: bool = False  # the lock has shown it acted on it (see the module docstring)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +178,12 @@ class LockModel:
     def owe_relock(self) -> None:
         self._relock_owed = True
 
+    def begin(self, pending: Pending) -> None:
+        """Make `pending` the request in motion. A bolt already reported at its target
+        says nothing about the request until it has moved (see the module docstring)."""
+        pending.proven = self._lock_state != _TARGETS[pending.operation]
+        self.pending = pending
+
     # --- the link ----------------------------------------------------------------------
 
     def on_connected(self) -> None:
@@ -217,15 +234,15 @@ class LockModel:
 
     def fail_pending(self, reason: str, *, cut_off: bool = False) -> None:
         """Fail the pending request with an error event. `cut_off`: the lock went out of
-        reach before it answered, so an unlock (or a relock) may still land or be lost,
-        and a relock is owed."""
+        reach before it answered, so an unlock may still land, or a lock be lost with
+        the bolt open: a relock is owed."""
         pending = self.pending
         if pending is None:
             return
         self.cancel_pending()
         log.warning("%s: requested %s failed: %s", self.name, pending.operation.name, reason)
         self.refuse(pending.operation, pending.source)
-        if cut_off and (pending.operation == _UNLOCK or pending.relock):
+        if cut_off:
             self.owe_relock()
 
     def refuse(self, operation: LockOperationType, source: OperationSource) -> None:
@@ -238,7 +255,10 @@ class LockModel:
         if door is not None:
             self._set_door(door)
 
-    def on_lock_document(self, document: dict[str, Any], *, door_from_lock: bool) -> None:
+    def on_lock_document(
+        self, document: dict[str, Any], *, door_from_lock: bool, replayed: bool = False
+    ) -> None:
+        """Read one lock document; `replayed`: the broker's retained copy, not a report."""
         reading = read_lock_document(document, self.name)
         first, self._seen_lock = not self._seen_lock, True
         if reading.battery is not None:
@@ -248,7 +268,8 @@ class LockModel:
         for user, status in reading.pin_slots:
             self._set_pin_slot(user, status)
         jammed = self._on_action(reading)
-        jammed = self._on_alarm(reading.alarm, first) or jammed
+        history = first or (replayed and reading.alarm == JAM_ALARM)
+        jammed = self._on_alarm(reading.alarm, history) or jammed
         if jammed:
             self._jam()
         if reading.lock_state is not None:
@@ -268,14 +289,17 @@ class LockModel:
             self._outbox.put(LockOperationError(failure[0], action.source, failure[1]))
         elif move is not None:
             self._hint = _Hint(move[0], move[1], self._clock())
+            if self.pending is not None and self.pending.operation == move[0]:
+                self.pending.proven = True  # the lock says it made this movement
         elif slot is not None:
             self._set_pin_slot(*slot)
         return False
 
-    def _on_alarm(self, alarm: str | None, first: bool) -> bool:
-        """Act on a change of the cached `alarm`; True when it reports a jam."""
+    def _on_alarm(self, alarm: str | None, history: bool) -> bool:
+        """Act on a change of the cached `alarm`; True when it reports a jam. `history`:
+        the value says where things stand, not that they changed."""
         previous, self._alarm = self._alarm, alarm
-        if first or alarm is None or alarm == previous:
+        if history or alarm is None or alarm == previous:
             return False
         if alarm == JAM_ALARM:
             return True
@@ -294,7 +318,9 @@ class LockModel:
         operation = _LOCK if state == LockState.LOCKED else _UNLOCK
         self._jammed = False
         pending = self.pending
-        if pending is not None and pending.operation == operation:
+        if pending is not None and pending.operation != operation:
+            pending.proven = True  # the bolt is elsewhere: reaching the target is a movement
+        if pending is not None and pending.operation == operation and pending.proven:
             self.cancel_pending()
             self._hint = None
             self._outbox.put(LockOperation(operation, pending.source))
