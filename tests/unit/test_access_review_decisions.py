@@ -1,5 +1,6 @@
 """Entry decisions as an attacker or bad timing would have them: two decisions racing
-for one door, and a resident's approval that comes after the courier was suspended.
+for one door, a resident's approval that comes after the courier was suspended or the
+delivery's window closed, and grants that would outlive the window they were signed in.
 
 On PostgreSQL two decisions can run in concurrent transactions (several `serve`
 processes; the hot writer process beside the service's writer thread), so both may read
@@ -26,7 +27,14 @@ from doorstep.accounts.models import PrincipalKind
 from doorstep.accounts.service import Principal
 from doorstep.errors import Conflict
 from doorstep.permissions import PrincipalRole
-from doorstep.protocol.grants import GrantSigner, public_key_bytes
+from doorstep.protocol.grants import (
+    DEFAULT_LEEWAY_SECONDS,
+    GrantRefused,
+    GrantSigner,
+    GrantVerifier,
+    public_key_bytes,
+)
+from doorstep.protocol.messages import b64decode
 from doorstep.security import token_digest
 from doorstep.settings import EntrySettings
 from doorstep.sql import Tx
@@ -209,3 +217,75 @@ def test_an_approval_after_the_courier_was_suspended_issues_no_grant(
     assert _transaction(migrated_engine, lambda tx: tx.one(
         "SELECT token_id, grant_expires_at FROM entries WHERE id = ?", (waiting.entry.id,)
     )) == (None, None)  # fmt: skip
+
+
+def _window_ends_in(seconds: int) -> Job:
+    """The delivery window ends `seconds` after NOW (before it, if negative)."""
+    return lambda tx: tx.run(
+        "UPDATE deliveries SET window_end = ?", (tx.time(NOW + timedelta(seconds=seconds)),)
+    )
+
+
+def _claims(decision: access.EntryDecision, at: datetime) -> Any:
+    assert decision.command is not None and decision.command.grant is not None
+    verifier = GrantVerifier(
+        hub_id=HUB, issuer_keys={GrantSigner(KEY).kid: public_key_bytes(KEY.public_key())},
+        clock=at.timestamp,
+    )  # fmt: skip
+    return verifier.verify(b64decode(decision.command.grant), required_scope="unlock")
+
+
+def test_a_grant_asked_for_near_the_windows_end_expires_with_the_window(
+    migrated_engine: Engine,
+) -> None:
+    """Grants live `grant_ttl_seconds` (5 minutes), but the carrier booked the courier in
+    only until the window's end plus its tolerance (5 minutes): a grant signed 200 s
+    after the window's end must not open the door more than 100 s later."""
+    _transaction(migrated_engine, _seed)
+    _transaction(migrated_engine, _window_ends_in(-200))
+    window_closes = NOW + timedelta(seconds=-200 + SETTINGS.window_tolerance_seconds)
+    assert window_closes < NOW + timedelta(seconds=SETTINGS.grant_ttl_seconds)
+
+    decision = _transaction(migrated_engine, _courier_asks)
+
+    assert decision.authorized
+    assert _claims(decision, NOW).expires == int(window_closes.timestamp())
+    with pytest.raises(GrantRefused) as refused:
+        _claims(decision, window_closes + timedelta(seconds=DEFAULT_LEEWAY_SECONDS + 1))
+    assert refused.value.reason == "token_expired"
+
+
+def test_an_approval_after_the_delivery_window_closed_issues_no_grant(
+    migrated_engine: Engine,
+) -> None:
+    _transaction(migrated_engine, _seed)
+    _transaction(migrated_engine, lambda tx: tx.run("UPDATE homes SET approval_mode = 'ask'"))
+    _transaction(migrated_engine, _window_ends_in(-200))
+    waiting = _transaction(migrated_engine, _courier_asks)
+    closed = NOW + timedelta(seconds=-200 + SETTINGS.window_tolerance_seconds + 1)
+
+    late = _transaction(migrated_engine, lambda tx: access.answer_approval(
+        tx, resident=RESIDENT, entry_id=waiting.entry.id, approve=True, now=closed,
+        settings=SETTINGS, signer=GrantSigner(KEY),
+    ))  # fmt: skip
+
+    assert late.command is None
+    assert (late.entry.state, late.entry.reason) == ("declined", "outside_window")
+
+
+def test_an_approval_in_time_signs_a_grant_that_ends_with_the_window(
+    migrated_engine: Engine,
+) -> None:
+    _transaction(migrated_engine, _seed)
+    _transaction(migrated_engine, lambda tx: tx.run("UPDATE homes SET approval_mode = 'ask'"))
+    _transaction(migrated_engine, _window_ends_in(-200))
+    waiting = _transaction(migrated_engine, _courier_asks)
+    answered = NOW + timedelta(seconds=30)
+
+    approved = _transaction(migrated_engine, lambda tx: access.answer_approval(
+        tx, resident=RESIDENT, entry_id=waiting.entry.id, approve=True, now=answered,
+        settings=SETTINGS, signer=GrantSigner(KEY),
+    ))  # fmt: skip
+
+    window_closes = NOW + timedelta(seconds=-200 + SETTINGS.window_tolerance_seconds)
+    assert _claims(approved, answered).expires == int(window_closes.timestamp())

@@ -144,3 +144,30 @@ def test_schedules_that_make_no_sense_are_refused_clearly(
 ) -> None:
     with pytest.raises(InvalidRequest, match=problem):
         build(kind, PARIS, starts_at=starts, ends_at=ends, windows=windows)
+
+
+def test_what_lets_someone_in_now_ends_with_the_stretch_of_the_schedule() -> None:
+    """`open_until`: a grant signed inside a window must not outlive it (a 5-minute grant
+    asked for at 16:58 would otherwise open the door until 17:03)."""
+    office = build(
+        ScheduleKind.WEEKLY, PARIS, starts_at=None, ends_at=None,
+        windows=[
+            {"days": ["mon"], "start": "09:00", "end": "17:00"},
+            {"days": ["mon"], "start": "16:00", "end": "18:30"},  # overlapping: the later end
+        ],
+    )  # fmt: skip
+    assert office.open_until(at("2026-11-23T10:00:00")) == at("2026-11-23T17:00:00")
+    assert office.open_until(at("2026-11-23T16:58:00")) == at("2026-11-23T18:30:00")
+    until_noon = build(
+        ScheduleKind.WEEKLY, PARIS, starts_at=None,
+        ends_at=datetime(2026, 11, 23, 12, 0),
+        windows=[{"days": ["mon"], "start": "09:00", "end": "17:00"}],
+    )  # fmt: skip
+    assert until_noon.open_until(at("2026-11-23T10:00:00")) == at("2026-11-23T12:00:00")
+    one_day = build(
+        ScheduleKind.RANGE, PARIS, starts_at=datetime(2026, 11, 23, 8, 0),
+        ends_at=datetime(2026, 11, 23, 20, 0), windows=[],
+    )  # fmt: skip
+    assert one_day.open_until(at("2026-11-23T19:59:00")) == at("2026-11-23T20:00:00")
+    always = build(ScheduleKind.ALWAYS, PARIS, starts_at=None, ends_at=None, windows=[])
+    assert always.open_until(at("2026-11-23T10:00:00")) is None

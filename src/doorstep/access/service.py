@@ -166,6 +166,9 @@ class _Target:
     pop_key: bytes | None = None
     purpose: str = "delivery"
     grant_id: str | None = None
+    # The end of the window this entry is allowed in (a delivery's, with its tolerance; a
+    # visit's schedule): no grant for it outlives that, however long grants live.
+    until: datetime | None = None
 
     def audit_data(self) -> dict[str, Any]:
         if self.purpose != "delivery":
@@ -363,6 +366,7 @@ def _check(
         request.barcode,
         ApprovalMode(approval_mode),
         int(approval_timeout),
+        until=end + tolerance,
     )
 
 
@@ -420,6 +424,8 @@ def _authorize(
     token_id = new_token_id()
     issued = int(now.timestamp())
     expires = issued + settings.grant_ttl_seconds
+    if target.until is not None:
+        expires = min(expires, int(target.until.timestamp()))
     entry = EntryView(
         entry_id or new_id or ordered_id("ent"),
         EntryState.AUTHORIZED,
@@ -568,9 +574,10 @@ def _await_approval(
 _AWAITING = (
     "SELECT e.courier_id, e.delivery_id, e.home_id, e.access_point_id, e.hub_id,"
     " e.package_id, e.approval_deadline, ap.slug, p.barcode, h.owner_id, hub.online,"
-    " e.device_key_id, dk.point, u.active"
+    " e.device_key_id, dk.point, u.active, d.window_end"
     " FROM entries e JOIN homes h ON h.id = e.home_id JOIN users u ON u.id = e.courier_id"
     " JOIN access_points ap ON ap.id = e.access_point_id"
+    " LEFT JOIN deliveries d ON d.id = e.delivery_id"
     " LEFT JOIN packages p ON p.id = e.package_id"
     " LEFT JOIN hubs hub ON hub.id = e.hub_id"
     " LEFT JOIN device_keys dk ON dk.id = e.device_key_id AND dk.revoked_at IS NULL"
@@ -591,7 +598,8 @@ def answer_approval(
     """The home's resident approves (the grant is issued now) or declines an entry that
     is awaiting approval. Another resident's entry is not found; an entry no longer
     awaiting (answered, timed out) is a conflict. An approval is declined instead when
-    the hub went offline, the courier was suspended or the phone key revoked meanwhile."""
+    the hub went offline, the courier was suspended, the phone key revoked or the
+    delivery's window closed meanwhile."""
     row = tx.one(_AWAITING, (entry_id,))
     if row is None:
         current = tx.one(
@@ -602,7 +610,7 @@ def answer_approval(
             raise NotFound("no such entry")
         raise Conflict(_NOT_AWAITING)
     courier_id, delivery_id, home_id, point_id, hub_id, package_id, deadline = row[:7]
-    slug, barcode, owner_id, online, device_key_id, point, courier_active = row[7:]
+    slug, barcode, owner_id, online, device_key_id, point, courier_active, window_end = row[7:]
     if owner_id != resident.id:
         raise NotFound("no such entry")
     deadline_at = tx.parse_time(deadline)
@@ -618,6 +626,13 @@ def answer_approval(
     courier = Principal(PrincipalKind.USER, courier_id, PrincipalRole.COURIER, None)
     if not courier_active:  # suspended while the resident was asked
         return _declined(tx, entry_id, home_id, Reason.COURIER_INACTIVE, now, actor=resident.actor)
+    until = tx.parse_time(window_end)
+    if until is not None:
+        until += timedelta(seconds=settings.window_tolerance_seconds)
+        if now > until:  # the delivery's window closed while the resident was asked
+            return _declined(
+                tx, entry_id, home_id, Reason.OUTSIDE_WINDOW, now, actor=resident.actor
+            )
     if device_key_id is not None and point is None:  # the phone was revoked meanwhile
         return _declined(
             tx, entry_id, home_id, Reason.DEVICE_KEY_REQUIRED, now, actor=resident.actor
@@ -625,6 +640,7 @@ def answer_approval(
     target = _Target(
         delivery_id, home_id, point_id, slug, hub_id, package_id, barcode,
         device_key_id=device_key_id, pop_key=bytes(point) if point is not None else None,
+        until=until,
     )  # fmt: skip
     decision = _authorize(tx, courier, target, now, settings, signer, entry_id=entry_id)
     view = load_entry(tx, entry_id)

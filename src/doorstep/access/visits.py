@@ -189,7 +189,7 @@ def _check(
     service._check_home_limit(tx, home_id, now, settings, {"home_id": home_id})
     return service._Target(
         None, home_id, access_point_id, slug, hub_id, None, None,
-        purpose=str(purpose), grant_id=request.grant_id,
+        purpose=str(purpose), grant_id=request.grant_id, until=schedule.open_until(now),
     )  # fmt: skip
 
 

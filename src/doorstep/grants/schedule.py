@@ -95,6 +95,23 @@ class Schedule:
         local = now.astimezone(self.zone)
         return any(window.covers(local) for window in self.windows)
 
+    def open_until(self, now: datetime) -> datetime | None:
+        """For a `now` the schedule allows: when the stretch it is in ends (the end of
+        the weekly window, or of the validity period if sooner), None if never. What
+        lets someone in now must not outlive it."""
+        end = self.ends_at
+        if self.kind == ScheduleKind.WEEKLY:
+            local = now.astimezone(self.zone)
+            ends = [
+                local.replace(hour=window.end.hour, minute=window.end.minute, second=0)
+                for window in self.windows
+                if window.covers(local)
+            ]
+            if ends:
+                window_end = max(ends).replace(microsecond=0).astimezone(UTC)
+                end = window_end if end is None else min(end, window_end)
+        return end
+
     def ended(self, now: datetime) -> bool:
         """Whether the schedule can never let anyone in again."""
         return self.ends_at is not None and now > self.ends_at
