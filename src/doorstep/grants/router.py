@@ -22,7 +22,7 @@ from doorstep.deps import (
     Visitor,
     VisitorBrief,
 )
-from doorstep.errors import ServiceUnavailable, TooManyRequests
+from doorstep.errors import NotAuthenticated, ServiceUnavailable, TooManyRequests
 from doorstep.grants import service, shadow
 from doorstep.grants.models import AccessGrant
 from doorstep.grants.schemas import (
@@ -145,14 +145,21 @@ def accept_invitation(
     body: InvitationAccept, request: Request, session: SessionDep, runtime: RuntimeDep
 ) -> object:
     """Accept a guest's or a worker's invitation: choose a password (then sign in at
-    `/v1/auth/token`). The token comes from the link in the email. Guesses are limited."""
+    `/v1/auth/token`). The token comes from the link in the email. Guesses are limited.
+    An account that already has a password (a guest invited again before accepting)
+    accepts its other invitations with that password, which stays as it is; a wrong one
+    is 401 `existing_password_required` and is audited as a failed sign-in."""
     client = request.client.host if request.client else "unknown"
     if not runtime.claim_limiter.allow(f"invite:{client}", runtime.clock.timestamp()):
         raise TooManyRequests("too many attempts; wait a minute")
-    user = service.accept_invitation(
-        session, token=body.token, password=body.password, name=body.name,
-        now=runtime.clock.now(),
-    )  # fmt: skip
+    try:
+        user = service.accept_invitation(
+            session, token=body.token, password=body.password, name=body.name,
+            now=runtime.clock.now(), via=signins.Via.API, client=client,
+        )  # fmt: skip
+    except NotAuthenticated:
+        session.commit()  # the refusal's record, if any; nothing else was changed
+        raise
     return user
 
 

@@ -22,17 +22,25 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import orjson
-from sqlalchemy import select, update
+from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.orm import Session
 
 from doorstep import security
+from doorstep.accounts import signins
 from doorstep.accounts.models import Role, User
 from doorstep.accounts.service import Principal
 from doorstep.audit import service as audit
 from doorstep.db import new_id
 from doorstep.errors import Conflict, InvalidRequest, NotAuthenticated, NotFound
 from doorstep.grants import schedule as schedules
-from doorstep.grants.models import AccessGrant, Invitation, Method, Purpose
+from doorstep.grants.models import (
+    AccessGrant,
+    Invitation,
+    Method,
+    Provider,
+    ProviderMember,
+    Purpose,
+)
 from doorstep.grants.shadow import bump, held_codes, lock_schedule_problem
 from doorstep.homes.models import AccessPoint, Home, Hub
 from doorstep.homes.service import owned_home
@@ -339,32 +347,104 @@ def revoke_everything(
     return list(grants)
 
 
+class ExistingPasswordRequired(NotAuthenticated):
+    """A further invitation for an account that already has a password, sent without
+    that password (or while the account's sign-in is paused, `signins.paused`)."""
+
+    code = "existing_password_required"
+
+
 def accept_invitation(
-    session: Session, *, token: str, password: str, name: str | None, now: datetime
-) -> User:
-    """Redeem an invitation, once: the account gets its password (and name)."""
+    session: Session, *, token: str, password: str, name: str | None, now: datetime,
+    via: signins.Via = signins.Via.VISITOR_WEB, client: str = signins.UNKNOWN,
+) -> User:  # fmt: skip
+    """Redeem an invitation, once. The first an account accepts gives it its password
+    (and name). A guest invited again before accepting holds more than one link: once
+    the account has a password, another of its invitations is accepted only with that
+    password, and changes neither it nor the name, so that whoever holds an older link (a
+    forwarded email, a shared phone) cannot choose a new password and take the account.
+
+    That check is a sign-in's password check (`accounts.signins`): a wrong password, or
+    any while the account's sign-in is paused, is recorded as `account:signin_failed`
+    (`via`, from `client`), counts toward the pause, and raises
+    `ExistingPasswordRequired` with nothing else changed; the caller commits the record
+    before answering, as the sign-in routes do.
+
+    The invitation's and the account's rows are locked (on PostgreSQL) before they are
+    read, so two of an account's invitations accepted at once cannot both set its
+    password: the second waits, then finds the password set."""
     invitation = session.scalar(
-        select(Invitation).where(Invitation.token_digest == security.token_digest(token))
+        select(Invitation)
+        .where(Invitation.token_digest == security.token_digest(token))
+        .with_for_update()
     )
     if invitation is None or invitation.accepted_at is not None or invitation.expires_at <= now:
         raise NotAuthenticated("this invitation is unknown, used or expired")
-    user = session.get(User, invitation.user_id)
+    user = session.get(User, invitation.user_id, with_for_update=True)
     if user is None or not user.active:
         raise NotAuthenticated("this invitation is unknown, used or expired")
+    first = not _has_password(session, user)
+    if first:
+        user.password_hash = security.hash_password(password)
+        if name:
+            user.name = name
+    else:
+        _check_existing_password(session, user, password, via=via, client=client, now=now)
     invitation.accepted_at = now
-    user.password_hash = security.hash_password(password)
-    if name:
-        user.name = name
     audit.append(session, at=now, actor=f"{user.role}:{user.id}", action="invitation:accepted",
                  subject=invitation.id, data={"grant_id": invitation.grant_id,
-                                              "provider_id": invitation.provider_id})  # fmt: skip
+                                              "provider_id": invitation.provider_id,
+                                              "password_set": first})  # fmt: skip
     return user
 
 
+def _has_password(session: Session, user: User) -> bool:
+    """Whether the account has chosen its password: it has accepted an invitation (an
+    invited account is made with a random one nobody knows)."""
+    accepted = session.scalar(
+        select(Invitation.id)
+        .where(Invitation.user_id == user.id, Invitation.accepted_at.is_not(None))
+        .limit(1)
+    )
+    return accepted is not None
+
+
+def _check_existing_password(
+    session: Session, user: User, password: str, *, via: signins.Via, client: str, now: datetime
+) -> None:
+    if signins.paused(session, user_id=user.id, now=now):
+        security.verify_password(None, password)  # the same work; not checked
+        failure = signins.Failure.PAUSED
+    elif security.verify_password(user.password_hash, password):
+        return
+    else:
+        failure = signins.Failure.WRONG_CREDENTIALS
+    signins.sign_in_failed(session, subject=user.id, via=via, client=client, reason=failure,
+                           now=now)  # fmt: skip
+    raise ExistingPasswordRequired(
+        "this account already has a password: accept the invitation with it"
+    )
+
+
 def grants_of_visitor(session: Session, *, visitor: Principal) -> Sequence[AccessGrant]:
-    """What a guest or worker may use: their grants still in force, newest first."""
+    """What a guest or worker may use: their grants still in force, newest first. A
+    provider's appointment counts only while they are an active worker of it and it is
+    an active provider (as the entry engine checks, `access.visits`): one let go must
+    not go on learning where, when and with which notes its homes are visited."""
+    working = exists().where(
+        ProviderMember.provider_id == AccessGrant.provider_id,
+        ProviderMember.user_id == AccessGrant.grantee_id,
+        ProviderMember.active.is_(True),
+    )
+    provider_active = exists().where(
+        Provider.id == AccessGrant.provider_id, Provider.active.is_(True)
+    )
     return session.scalars(
         select(AccessGrant)
-        .where(AccessGrant.grantee_id == visitor.id, AccessGrant.revoked_at.is_(None))
+        .where(
+            AccessGrant.grantee_id == visitor.id,
+            AccessGrant.revoked_at.is_(None),
+            or_(AccessGrant.provider_id.is_(None), and_(working, provider_active)),
+        )
         .order_by(AccessGrant.created_at.desc())
     ).all()
