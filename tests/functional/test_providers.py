@@ -127,11 +127,15 @@ def test_a_provider_worker_enters_on_an_appointment_until_deactivated_or_blocked
     assert (unassigned["state"], unassigned["reason"]) == ("denied", "not_granted")
     listed = admin.call("GET", f"/v1/providers/{provider['id']}/appointments")
     assert [a["id"] for a in listed] == [appointment["id"]]
+    # A worker reads only the appointments assigned to them, not the provider's book.
+    assert worker.call("GET", f"/v1/providers/{provider['id']}/appointments") == []
     admin.call(
         "POST",
         f"/v1/appointments/{appointment['id']}/assign",
         json={"worker_id": invited["user_id"]},
     )
+    mine = worker.call("GET", f"/v1/providers/{provider['id']}/appointments")
+    assert [a["id"] for a in mine] == [appointment["id"]]
     entry = _visit(worker, appointment["id"])
     assert entry["state"] == "unlocked", entry
     home.door("open_door")

@@ -198,12 +198,17 @@ def assign_worker(
 def appointments_of(
     session: Session, *, person: Principal, provider_id: str
 ) -> Sequence[AccessGrant]:
-    _membership(session, person, provider_id)
-    return session.scalars(
-        select(AccessGrant)
-        .where(AccessGrant.provider_id == provider_id)
-        .order_by(AccessGrant.starts_at)
-    ).all()
+    """A provider's appointments: every one for its admins, only their own for a worker
+    (another worker's clients, their addresses, hours and notes are not theirs to
+    read). An inactive provider is "not found", as to the entry engine."""
+    member = _membership(session, person, provider_id)
+    provider = session.get(Provider, provider_id)
+    if provider is None or not provider.active:
+        raise NotFound("no such provider")
+    query = select(AccessGrant).where(AccessGrant.provider_id == provider_id)
+    if member.role != MemberRole.ADMIN:
+        query = query.where(AccessGrant.grantee_id == person.id)
+    return session.scalars(query.order_by(AccessGrant.starts_at)).all()
 
 
 # --- the resident's side -----------------------------------------------------------
