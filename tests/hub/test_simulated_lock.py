@@ -238,6 +238,27 @@ def test_offline_raises_and_never_reaches_the_actuator(clock: ManualScheduler) -
     assert events == []
 
 
+def test_a_lost_door_sensor_reads_unknown_and_reports_the_door_when_found(
+    clock: ManualScheduler,
+) -> None:
+    events: list[LockEvent] = []
+    lock = make_lock(clock, events)
+
+    lock.lose_door_sensor(True)
+    lock.open_door()  # the door moves; nobody hears of it
+    lock.lock(REMOTE)  # still not thrown into the open door
+
+    assert lock.status().door_state is DoorState.UNSPECIFIED_ERROR
+    assert not lock.status().secure
+    lock.lose_door_sensor(False)
+    assert lock.status().door_state is DoorState.OPEN
+    assert events == [
+        DoorStateChange(DoorState.UNSPECIFIED_ERROR),
+        LockOperationError(LockOperationType.LOCK, REMOTE, OperationError.UNSPECIFIED),
+        DoorStateChange(DoorState.OPEN),
+    ]
+
+
 def test_flat_battery_refuses_to_move(clock: ManualScheduler) -> None:
     events: list[LockEvent] = []
     lock = make_lock(clock, events)

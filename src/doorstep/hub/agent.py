@@ -7,11 +7,17 @@ Order of an unlock (DESIGN principles 1, 2, 4, 5):
      entry);
   3. the lock is online, not jammed, locked, and the door is closed;
   4. the token id is recorded as used, durably: a grant opens a door once, ever;
-  5. only then is the actuator called. Any failure before 5 is a refusal, journalled,
-     and the lock is never touched.
+  5. the camera opens the entry's recording (camera first: one that cannot is a refusal,
+     `camera_not_live`, and the door is free again);
+  6. only then is the actuator called. Any failure before 6 is a refusal, journalled,
+     and the lock is never touched; so is a request the driver cannot send (LockError:
+     the lock out of reach, `lock_not_ready`).
 The unlock is answered by the lock's report of a remote unlock (or of its failure),
 never by the button or thumb-turn meanwhile. A failed unlock that left the bolt off
-locked (a jam half-way) is refused all the same, and the bolt relocked and watched.
+locked (a jam half-way) is refused all the same, and the bolt relocked and watched. One
+failed for no stated reason (OperationError UNSPECIFIED: the drivers' word for an unlock
+whose answer was lost) keeps its entry open until it lands (relocked at once) or the
+relock deadline passes (`_after_failed_unlock`).
 When the door closes during an entry, the hub relocks; the entry is secured only when
 the lock is online and the bolt reports locked AND the door sensor reports closed (an
 offline lock's last word is no verification: the relock deadline alarms as for a relock
@@ -61,6 +67,7 @@ from doorstep.hub.lock import (
     LockOperationError,
     LockOperationType,
     LockState,
+    OperationError,
     OperationSource,
 )
 from doorstep.hub.scheduling import Cancellable, Scheduler, ThreadScheduler
@@ -95,6 +102,8 @@ _ALARM_KINDS = {
 # Bolt states an unlock ends in: a restored entry whose lock reads one of these has seen
 # its unlock land, reported or not.
 _DRAWN = frozenset({LockState.UNLOCKED, LockState.UNLATCHED})
+# Door states in which a bolt thrown is not known to stand in an open door frame.
+_NOT_SEEN_OPEN = frozenset({DoorState.CLOSED, DoorState.UNSPECIFIED_ERROR})
 # The sources a lock names for a command a controller sent (drivers that cannot tell say
 # UNSPECIFIED): only these can report the outcome of the hub's unlock.
 _REQUEST_SOURCES = frozenset(
@@ -118,8 +127,10 @@ class _Visit:
     command_id: str
     replied: bool = False
     opened: bool = False  # whether the door opened during the entry
-    # Restored with its unlock never reported and the bolt not reading drawn back: the
-    # motor may still be drawing it, so the lock's word ends nothing yet (`resume`).
+    # Restored with its unlock never reported and the bolt not reading drawn back, or its
+    # unlock reported failed for no stated reason (its answer may have been lost): the
+    # motor may still be drawing it, so the lock's word ends nothing yet (`resume`,
+    # `_after_failed_unlock`).
     unlock_in_doubt: bool = False
     # Watching the relock (in memory; a restart starts watching again from `resume`):
     relock_attempts: int = 0
@@ -260,7 +271,15 @@ class HubAgent:
         unlock. Its bolt may still be moving (a hub restarts faster than a motor turns),
         so a lock that reads locked is no proof: the entry stays open until that unlock
         reports (and the bolt is thrown again at once, `_settle_doubt`) or until the
-        relock deadline, by which any motor has stopped."""
+        relock deadline, by which any motor has stopped.
+
+        A shut door is relocked at once; an open one when it closes. So is a door whose
+        sensor does not know where it is (DoorUnspecifiedError: a sleepy contact sensor
+        that has not reported since the hub restarted) when the entry never opened it:
+        it was shut when the bolt was drawn and never seen open since, and the relock is
+        watched (`relock_failed` at the deadline until the sensor confirms it shut). A
+        deadbolt is thrown only into a shut door, so an unknown door the entry did open
+        is treated as open: watched, and relocked when the sensor reports it closed."""
         with self._mutex:
             for access_point, camera in self.cameras.items():
                 visit = self._visits.get(access_point)
@@ -275,7 +294,9 @@ class HubAgent:
                 data = {"access_point": access_point, "entry_id": visit.entry_id}
                 if status.secure:
                     self._maybe_secured(access_point, visit, data)  # in doubt: watched
-                elif status.door_state == DoorState.CLOSED:
+                elif status.door_state == DoorState.CLOSED or (
+                    status.door_state == DoorState.UNSPECIFIED_ERROR and not visit.opened
+                ):
                     self._relock(access_point)
                     self._watch_relock(access_point, visit)
                 else:
@@ -477,16 +498,21 @@ class HubAgent:
         self._visits[access_point] = visit
         camera = self.cameras.get(access_point)
         if camera is not None:
-            camera.arm(claims.entry_id)  # before the bolt moves: the clip shows the unlock
+            try:
+                camera.arm(claims.entry_id)  # before the bolt moves: the clip shows the unlock
+            except VideoError as exc:  # camera first: no recording, no entry
+                self._visits.pop(access_point)
+                self.journal.drop_visit(access_point)  # nothing armed, nothing moved
+                raise Refusal(Reason.CAMERA_NOT_LIVE, f"the camera cannot record: {exc}") from exc
             # The first heartbeat goes out before the unlock's reply, on the same
             # connection: a service that sees the unlock watches the camera from then on,
             # even if the hub dies before its next report.
             self._send_beat(access_point, visit, camera.liveness())
         try:
             driver.unlock(OperationSource.REMOTE)
-        except LockError as exc:
+        except LockError as exc:  # not sent: the lock is out of reach, its motor untried
             self._close_visit(access_point)
-            raise Refusal(Reason.ACTUATOR_FAILED, str(exc)) from exc
+            raise Refusal(Reason.LOCK_NOT_READY, str(exc)) from exc
         return None  # the reply follows the lock's own report (see _on_lock_event)
 
     def _lock(self, command: Command) -> Reply | None:
@@ -776,8 +802,9 @@ class HubAgent:
         elif event.operation == LockOperationType.LOCK:
             self.record(EventKind.LOCK_LOCKED, data)
             door = self.locks[access_point].status().door_state
-            if visit is not None and door != DoorState.CLOSED:
-                # A bolt thrown into an open door frame is an alarm, never a success.
+            if visit is not None and door not in _NOT_SEEN_OPEN:
+                # A bolt thrown into an open door frame is an alarm, never a success. (One
+                # behind a door of unknown position is no success either: unverified.)
                 self._alert(visit, Alert.LOCKED_WHILE_OPEN, data)
             self._maybe_secured(access_point, visit, data)
 
@@ -816,21 +843,30 @@ class HubAgent:
                 command_id=visit.command_id, result="refused", reason=Reason.ACTUATOR_FAILED
             )
             self._record_and_reply(EventKind.LOCK_ERROR, data, reply)
-            self._after_failed_unlock(access_point, visit)
+            self._after_failed_unlock(access_point, visit, event.error)
         else:
             self.record(EventKind.LOCK_ERROR, data)
         if event.operation == LockOperationType.LOCK and visit is not None:
             self._retry_relock(access_point, visit)
 
-    def _after_failed_unlock(self, access_point: str, visit: _Visit) -> None:
-        """A refused unlock ends the entry, unless it left the bolt off locked (a jam
-        half-way): that bolt is relocked and watched as for a closed door, and the entry
-        kept until the relock is verified."""
-        if self.locks[access_point].status().lock_state == LockState.LOCKED:
-            self._close_visit(access_point)  # nothing for a restart to resume
-        else:
+    def _after_failed_unlock(self, access_point: str, visit: _Visit, error: OperationError) -> None:
+        """A refused unlock ends the entry when the lock said why its motor did not run
+        (a flat battery, say) and the bolt reads locked. One that left the bolt off
+        locked (a jam half-way) is relocked and watched as for a closed door, the entry
+        kept until the relock is verified. One failed for no stated reason may have been
+        cut off on the way back (the Matter and Zigbee2MQTT drivers report an unlock they
+        heard no outcome of in time as failed), and may still land: its bolt reading
+        locked is no proof, so the entry stays open, its unlock in doubt, until that
+        unlock reports (and a bolt it drew is thrown again at once, `_settle_doubt`) or
+        until the relock deadline, as after a restart mid-motion."""
+        if self.locks[access_point].status().lock_state != LockState.LOCKED:
             self._relock(access_point)
             self._watch_relock(access_point, visit)
+        elif error == OperationError.UNSPECIFIED:
+            visit.unlock_in_doubt = True
+            self._watch_relock(access_point, visit)
+        else:
+            self._close_visit(access_point)  # nothing for a restart to resume
 
     def _keypad_refused(self, access_point: str, event: LockOperationError) -> None:
         data: dict[str, Any] = {

@@ -54,7 +54,7 @@ _REASONS: dict[str, str] = {
     Reason.OUTSIDE_WINDOW: "The courier came outside the delivery window.",
     Reason.OUTSIDE_GEOFENCE: "The courier's phone was not at your address.",
     Reason.HUB_OFFLINE: "Your hub was offline.",
-    Reason.LOCK_NOT_READY: "The lock was not ready.",
+    Reason.LOCK_NOT_READY: "Your hub could not reach the lock; the bolt was not moved.",
     Reason.ENTRY_IN_PROGRESS: "Another entry was in progress at this door.",
     Reason.TOO_MANY_ATTEMPTS: "Too many entry attempts.",
     Reason.RESIDENT_DECLINED: "You declined.",
@@ -67,7 +67,10 @@ _REASONS: dict[str, str] = {
     Reason.DOOR_NEVER_OPENED: "The door relocked before anyone opened it.",
     Reason.LOCK_JAMMED: "The lock is jammed.",
     Reason.DOOR_OPEN: "The door was open.",
-    Reason.ACTUATOR_FAILED: "The lock's motor failed; the door stayed locked.",
+    # Not "the door stayed locked": a jam may leave the bolt part-way, and an unlock whose
+    # answer was lost may still land; the hub relocks either (a failed relock is flagged).
+    Reason.ACTUATOR_FAILED: "The lock did not confirm the unlock; if its bolt moved at all, "
+    "your hub locks it again.",
     Reason.VISITOR_INACTIVE: "Their account, or their organisation's, is deactivated.",
     Reason.GRANT_REVOKED: "You had revoked their access.",
     Reason.PROVIDER_BLOCKED: "You blocked this provider.",

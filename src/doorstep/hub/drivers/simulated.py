@@ -2,9 +2,10 @@
 
 `SimulatedLock` behaves like a Matter Door Lock seen from the hub: `unlock()`/`lock()`
 request a motor movement and return; the outcome arrives as events after
-`motor_seconds`. It can jam, run flat, go offline, auto-relock, and be handled by a
-person (`open_door`, `close_door`, thumb-turn `manual_lock`/`manual_unlock`), which is
-how tests and the demo play the courier's hands. It outlives a hub process that dies
+`motor_seconds`. It can jam, run flat, go offline, lose its door sensor
+(`lose_door_sensor`), auto-relock, and be handled by a person (`open_door`,
+`close_door`, thumb-turn `manual_lock`/`manual_unlock`), which is how tests and the demo
+play the courier's hands. It outlives a hub process that dies
 (`hub_process_died`): a movement under way finishes for the next one to hear.
 
 It has a keypad too (`hub.keypad.KeypadLock`): users, PIN codes, week-day and year-day
@@ -121,7 +122,8 @@ class SimulatedLock:
         self._lockout_timer: Cancellable | None = None
         self._mutex = threading.Lock()
         self._lock_state = LockState.LOCKED
-        self._door_state = DoorState.CLOSED
+        self._door_state = DoorState.CLOSED  # where the door is; `status` may not know
+        self._sensor_lost = False
         self._battery_percent = battery_percent
         self._jam_injected = False
         self._jammed = False
@@ -145,7 +147,7 @@ class SimulatedLock:
         with self._mutex:
             return LockStatus(
                 lock_state=self._lock_state,
-                door_state=self._door_state,
+                door_state=DoorState.UNSPECIFIED_ERROR if self._sensor_lost else self._door_state,
                 battery_percent=self._battery_percent,
                 jammed=self._jammed,
                 online=self._online,
@@ -307,8 +309,8 @@ class SimulatedLock:
             if self._door_state in _DOOR_OPEN_STATES:
                 return
             self._door_state = DoorState.OPEN
-            self._outbox.append(DoorStateChange(DoorState.OPEN))
-            if self._lock_state == LockState.LOCKED:
+            self._report_door()
+            if self._lock_state == LockState.LOCKED and not self._sensor_lost:
                 self._outbox.append(DoorLockAlarm(AlarmCode.DOOR_FORCED_OPEN))
         self._deliver()
 
@@ -317,7 +319,7 @@ class SimulatedLock:
             if self._door_state == DoorState.CLOSED:
                 return
             self._door_state = DoorState.CLOSED
-            self._outbox.append(DoorStateChange(DoorState.CLOSED))
+            self._report_door()
             if self._relock_on_close:
                 self._auto_relock()
         self._deliver()
@@ -336,6 +338,22 @@ class SimulatedLock:
             if self._lock_state != LockState.LOCKED:
                 self._jammed = False
                 self._become_locked(OperationSource.MANUAL)
+        self._deliver()
+
+    def lose_door_sensor(self, lost: bool) -> None:
+        """While lost, the door position sensor does not know where the door is: status
+        reads DoorUnspecifiedError (as Zigbee2MQTT's sleepy contact sensor does until it
+        first reports after a restart), and the door's movements are not reported, nor
+        a forced opening, which only the sensor can tell. The door still opens and
+        shuts, and the lock still refuses to throw its bolt into an open door. Found
+        again, the sensor reports where the door is."""
+        with self._mutex:
+            if lost == self._sensor_lost:
+                return
+            self._sensor_lost = lost
+            self._outbox.append(
+                DoorStateChange(DoorState.UNSPECIFIED_ERROR if lost else self._door_state)
+            )
         self._deliver()
 
     def hub_process_died(self) -> None:
@@ -364,6 +382,10 @@ class SimulatedLock:
             self._battery_percent = percent
 
     # --- motor and auto-relock (called with the mutex held) ----------------------------
+
+    def _report_door(self) -> None:
+        if not self._sensor_lost:
+            self._outbox.append(DoorStateChange(self._door_state))
 
     def _check_reachable(self) -> None:
         if self._closed:
