@@ -34,6 +34,9 @@ from doorstep.protocol.grants import public_key_bytes
 from doorstep.protocol.messages import EventKind, Reply, b64encode
 from doorstep.protocol.shadow import DesiredDocument, sign_shadow
 from doorstep.video.camera import SimulatedCamera, Source
+from doorstep.video.clips import Clip
+from doorstep.video.errors import VideoError
+from doorstep.video.liveness import CameraState, Liveness
 from polling import wait_until
 
 PIN = "4711"
@@ -484,6 +487,45 @@ def test_a_keypad_entry_is_recorded_from_before_the_unlock(make_rig) -> None:
         assert clip.data["started_at"] < typed_at < clip.data["ended_at"]
     finally:
         camera.stop()
+
+
+class _RecorderDown:
+    """A live camera whose recorder will not open an entry's window (its disk full)."""
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def liveness(self) -> Liveness:
+        return Liveness(CameraState.LIVE, 100, 10, "0123456789abcdef", 0.1, 0.0)
+
+    def watch(self, callback: Callable[[Liveness], None]) -> None: ...
+    def watch_clips(self, callback: Callable[[Clip], None]) -> None: ...
+    def restored(self) -> list[str]:
+        return []
+
+    def arm(self, entry_id: str) -> None:
+        raise VideoError("the recorder is not running")
+
+    def disarm(self, entry_id: str) -> None:
+        raise VideoError(f"entry {entry_id} is not armed")
+
+
+def test_a_keypad_entry_whose_camera_cannot_record_is_still_watched_and_relocked(rig) -> None:
+    """The code has already drawn the bolt: a recorder that fails must not cost the entry
+    its record, its relock or its end (the video is lost, the door is not)."""
+    hub, service = rig
+    hub.agent.cameras[DOOR] = _RecorderDown()
+    service.publish_desired(hub.desired(hub.credential(GRANT, PIN)))
+    states(service, 1)
+
+    assert hub.type_code(PIN)["granted"]
+    [unlocked] = hub.events(EventKind.LOCK_UNLOCKED)
+    assert unlocked.data["grant_id"] == GRANT
+    entry_id = unlocked.data["entry_id"]
+    hub.door("open_door")
+    hub.door("close_door")
+
+    assert hub.lock.status().secure
+    assert [e.data["entry_id"] for e in hub.events(EventKind.ENTRY_SECURED)] == [entry_id]
 
 
 def test_a_keypad_entry_left_open_is_secured_after_a_restart(rig) -> None:

@@ -815,13 +815,18 @@ class HubAgent:
 
     def _open_keypad_visit(self, access_point: str) -> _Visit:
         """A code opened the lock: an entry starts now, as a grant's would. No command
-        is owed a reply. The camera is armed at once; its pre-roll holds the unlock."""
+        is owed a reply. The camera is armed at once; its pre-roll holds the unlock. The
+        bolt has already moved, so a recorder that cannot arm is logged, never fatal:
+        the entry's record and relock matter more than its video (as in `_rearm`)."""
         entry_id = f"ent-{secrets.token_hex(8)}"  # the shape of the service's `db.new_id`
         visit = _Visit(entry_id, command_id="", replied=True)
         self._open_visit(access_point, visit)
         camera = self.cameras.get(access_point)
         if camera is not None:
-            camera.arm(entry_id)
+            try:
+                camera.arm(entry_id)
+            except VideoError:
+                log.exception("keypad entry %s at %s is not recorded", entry_id, access_point)
             self._send_beat(access_point, visit, camera.liveness())
         return visit
 
