@@ -18,8 +18,10 @@ opening the resident must still own the home and the entry must still be open. T
 stream then runs until the viewer leaves, the entry ends or the hub goes quiet. Each
 opening is audited (`live:viewed`). The URL is never logged.
 
-The relay holds the latest frame per door in memory, on the event loop: a viewer must
-reach the service process its hub posts to (one `serve` process, or sticky routing).
+The relay holds the latest frame of each watched door in memory, on the event loop (a
+frame of a door nobody watches is dropped, and a door's last frame goes with its last
+viewer): a viewer must reach the service process its hub posts to (one `serve` process,
+or sticky routing).
 """
 
 from __future__ import annotations
@@ -97,9 +99,6 @@ class LiveRelay:
         self._channels: dict[tuple[str, str], _Channel] = {}
         self._wanted: dict[str, asyncio.Event] = {}
 
-    def _channel(self, hub_id: str, access_point: str) -> _Channel:
-        return self._channels.setdefault((hub_id, access_point), _Channel())
-
     def wanted(self, hub_id: str) -> list[str]:
         return sorted(
             point for (hub, point), ch in self._channels.items() if hub == hub_id and ch.viewers
@@ -115,8 +114,13 @@ class LiveRelay:
         return self.wanted(hub_id)
 
     async def publish(self, hub_id: str, access_point: str, frame: bytes) -> bool:
-        """Hand a frame to the door's viewers; whether anyone is watching."""
-        channel = self._channel(hub_id, access_point)
+        """Hand a frame to the door's viewers; whether anyone is watching. A frame of a
+        door nobody watches is dropped: the door is the hub's word, and the relay holds
+        frames only of doors a resident opened (a hub naming ever new doors would
+        otherwise fill the service's memory)."""
+        channel = self._channels.get((hub_id, access_point))
+        if channel is None or not channel.viewers:
+            return False
         async with channel.changed:
             channel.seq += 1
             channel.frame = frame
@@ -126,7 +130,8 @@ class LiveRelay:
     async def watch(self, hub_id: str, access_point: str) -> AsyncIterator[bytes]:
         """The door's frames as MJPEG parts, from the next one on, until `QUIET_SECONDS`
         pass without one (or the caller stops iterating)."""
-        channel = self._channel(hub_id, access_point)
+        key = (hub_id, access_point)
+        channel = self._channels.setdefault(key, _Channel())
         channel.viewers += 1
         self._wanted.setdefault(hub_id, asyncio.Event()).set()
         try:
@@ -141,6 +146,8 @@ class LiveRelay:
                 yield _part(frame)
         finally:
             channel.viewers -= 1
+            if not channel.viewers and self._channels.get(key) is channel:
+                del self._channels[key]  # its last frame goes with it
 
 
 async def _newer(channel: _Channel, seen: int) -> None:

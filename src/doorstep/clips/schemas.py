@@ -20,6 +20,12 @@ class PartInfo(BaseModel):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
+class ThumbnailInfo(PartInfo):
+    """A thumbnail is one small JPEG: it is decrypted whole into memory to be served."""
+
+    size: int = Field(ge=1, le=MAX_THUMBNAIL_BYTES)
+
+
 class ClipAnnounce(BaseModel):
     """The recorder's `video.clips.Clip`, without its files (times are Unix seconds)."""
 
@@ -37,7 +43,7 @@ class ClipAnnounce(BaseModel):
     gaps: list[tuple[float, float]] = Field(default_factory=list, max_length=1000)
     complete: bool
     video: PartInfo
-    thumbnail: PartInfo
+    thumbnail: ThumbnailInfo
 
 
 class UploadStatus(BaseModel):
