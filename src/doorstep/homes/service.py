@@ -153,7 +153,9 @@ def claim_hub(
     """Redeem a claim code, once: the hub gets its broker password; its key is pinned,
     and its seal key (for keypad codes) kept."""
     digest = security.token_digest(security.normalise_claim_code(code))
-    hub = session.scalar(select(Hub).where(Hub.claim_digest == digest))
+    # FOR UPDATE: on PostgreSQL (READ COMMITTED) a second redemption racing this one
+    # waits for it, then finds the code spent, instead of pinning its key over ours.
+    hub = session.scalar(select(Hub).where(Hub.claim_digest == digest).with_for_update())
     if hub is None or hub.claim_expires_at is None or hub.claim_expires_at <= now:
         raise NotAuthenticated("claim code is unknown, used or expired")
     if len(public_key) != 32:
