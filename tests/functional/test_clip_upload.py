@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import shutil
 import socket
 import subprocess
@@ -272,3 +273,20 @@ def test_only_the_entrys_own_hub_can_upload(
     assert post(hub_key, home.hub_id, now) == 422
     assert _clip_rows(live, done_entry["id"]) == []
     shutil.rmtree(clip.video.parent)
+
+
+def test_a_clip_the_service_refuses_as_invalid_is_dropped_not_retried_forever(
+    live: Any, world: demo.World, done_entry: dict[str, Any], tmp_path: Path
+) -> None:
+    """A 422 (here a thumbnail far past the service's 1 MiB cap) will be the same answer
+    at every try: the hub drops the clip and logs it, instead of sending it for ever."""
+    clip, _ = _recorded(tmp_path, done_entry)
+    clip.thumbnail.write_bytes(os.urandom(3 * 1024 * 1024 // 2))
+    uploader = _uploader(world, live.url)
+    uploader.enqueue(clip, access_point="front")
+
+    assert uploader.run_pending() == 0
+    assert uploader.pending() == []
+    assert not (world.homes[0].hub_dir / "uploads" / clip.clip_id).exists()
+    uploader.close()
+    assert _clip_rows(live, done_entry["id"]) == []
