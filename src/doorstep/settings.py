@@ -36,6 +36,11 @@ class AuthSettings(BaseModel):
     token_ttl_seconds: int = Field(default=3600, ge=60, le=30 * 86400)
     claim_code_ttl_seconds: int = Field(default=3600, ge=60)
     max_login_failures_per_minute: int = Field(default=10, ge=1)
+    # "Forgot your password?" (`accounts.passwords`): how long an emailed link works, and
+    # how many links one account is sent per hour (further requests are answered alike,
+    # and send nothing).
+    password_reset_ttl_seconds: int = Field(default=1800, ge=300, le=86400)
+    password_resets_per_hour: int = Field(default=3, ge=1, le=20)
 
 
 class NotifySettings(BaseModel):

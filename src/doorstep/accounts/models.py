@@ -95,3 +95,16 @@ class RecoveryCode(Base):
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class PasswordReset(Base):
+    """An emailed link to choose a new password (`accounts.passwords`). Only the SHA-256
+    of its token is kept. A newer request deletes the account's older links, a reset
+    deletes them all, and an expired one goes at the next request for any account."""
+
+    __tablename__ = "password_resets"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

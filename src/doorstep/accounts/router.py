@@ -1,4 +1,5 @@
-"""Sign-up, tokens (OAuth2 password and client-credentials grants), carriers, couriers."""
+"""Sign-up, tokens (OAuth2 password and client-credentials grants), password changes,
+carriers, couriers."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ from fastapi import APIRouter, Request
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from doorstep.accounts import service, signins, twofactor
+from doorstep import security
+from doorstep.accounts import passwords, service, signins, twofactor
 from doorstep.accounts.models import ApiClient, PrincipalKind, Role, User
 from doorstep.accounts.schemas import (
     CarrierCreate,
     CarrierCreated,
     CourierCreate,
+    PasswordChange,
+    PasswordChanged,
     ResidentCreate,
     TokenRead,
     UserRead,
@@ -28,7 +32,7 @@ from doorstep.deps import (
     RuntimeDep,
     SessionDep,
 )
-from doorstep.errors import InvalidRequest, NotAuthenticated, TooManyRequests
+from doorstep.errors import Forbidden, InvalidRequest, NotAuthenticated, TooManyRequests
 from doorstep.permissions import PrincipalRole
 
 router = APIRouter(prefix="/v1", tags=["accounts"])
@@ -156,6 +160,45 @@ async def _read_form(request: Request) -> dict[str, str]:
         return dict(parse_qsl(body.decode("utf-8"), strict_parsing=bool(body)))
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequest("body is not a valid form or JSON object") from exc
+
+
+@router.post("/me/password", response_model=PasswordChanged)
+def change_password(body: PasswordChange, request: Request, runtime: RuntimeDep) -> object:
+    """Change the signed-in person's password: the current one is needed (and `code`,
+    with two-step sign-in on), and the new one follows the sign-up rules. Every other
+    session and API token of the account ends; the token that asked stays. Attempts
+    count toward the sign-in limits and are audited (`accounts.passwords`), without the
+    passwords or the code; the owner is emailed."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise NotAuthenticated("a bearer token is required")
+    client = request.client.host if request.client else "-"
+    if not runtime.login_limiter.allow(client, runtime.clock.timestamp()):
+        raise TooManyRequests("too many attempts; wait a minute")
+    now = runtime.clock.now()
+    # A session of its own, committed before a refusal is raised: the failed attempt and
+    # a wrong code's count must stay on record (the request's unit of work would roll back).
+    with runtime.sessions() as session:
+        principal = service.resolve_token(session, token=token.strip(), now=now)
+        user = session.get(User, principal.id) if principal.kind == PrincipalKind.USER else None
+        if user is None:
+            raise Forbidden("only people have passwords")
+        failure = passwords.confirm_identity(
+            session, user=user, password=body.current_password, code=body.code, now=now,
+            key=runtime.totp_key, via=signins.Via.API_PASSWORD_CHANGE, client=client,
+        )  # fmt: skip
+        if failure is not None:
+            session.commit()
+            if failure == signins.Failure.CODE_LOCKED:
+                raise twofactor.CodeLocked("too many wrong codes; wait a few minutes")
+            raise NotAuthenticated("wrong password or code; the password was not changed")
+        ended = passwords.set_password(
+            session, user=user, password=body.new_password, now=now,
+            via=signins.Via.API_PASSWORD_CHANGE, client=client,
+            keep=security.token_digest(token.strip()),
+        )  # fmt: skip
+        session.commit()
+    return PasswordChanged(sessions_ended=ended)
 
 
 @router.post("/carriers", status_code=201, response_model=CarrierCreated)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from doorstep.schemas import Input, Output
 
@@ -46,3 +46,26 @@ class TokenRead(Output):
     access_token: str
     token_type: str = "bearer"  # noqa: S105 - the OAuth2 token type, not a secret
     expires_in: int
+
+
+class PasswordChange(Input):
+    """The current password (and the code, with two-step sign-in on) and the new one,
+    which follows the sign-up rules. Kept as typed: sign-in compares passwords unstripped."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+    current_password: str = Field(min_length=1, max_length=200)
+    new_password: str = Password
+    code: str | None = Field(default=None, max_length=32)
+
+
+class NewPassword(Input):
+    """A password chosen on a form (the sign-up rules), kept as typed."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+    password: str = Password
+
+
+class PasswordChanged(Output):
+    sessions_ended: int  # other sessions and API tokens of the account, now ended

@@ -1,11 +1,12 @@
-"""Accounts: create users and carriers, authenticate, issue and resolve bearer tokens."""
+"""Accounts: create users and carriers, authenticate, issue, resolve and end bearer
+tokens."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -150,6 +151,20 @@ def resolve_token(session: Session, *, token: str, now: datetime) -> Principal:
     if user is None or not user.active:
         raise NotAuthenticated("account is disabled")
     return Principal(PrincipalKind.USER, user.id, PrincipalRole(user.role), user.carrier_id)
+
+
+def end_sessions(session: Session, *, user_id: str, keep: str | None = None) -> int:
+    """Delete every token of the user (browser sessions of all three web apps and API
+    bearer tokens) but the one whose digest is `keep`; returns how many were deleted.
+    The web app's rows about its sessions are its own to tidy (`web.sessions`)."""
+    condition = [
+        AccessToken.principal_kind == PrincipalKind.USER,
+        AccessToken.principal_id == user_id,
+    ]
+    if keep is not None:
+        condition.append(AccessToken.digest != keep)
+    result = session.execute(delete(AccessToken).where(*condition))
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def set_courier_active(

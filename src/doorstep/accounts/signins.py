@@ -6,7 +6,8 @@ address, and whether it worked; never a password, a code, a secret or a token.
                             | code_locked
     account:reauth          the signed-in person proved it is them again (web page, or the
                             password sent with the API's remote unlock or revoke-everything)
-    account:reauth_failed   data.reason as above
+    account:reauth_failed   data.reason as above (also the current password on the
+                            password change page and POST /v1/me/password)
 
 A failed attempt names the account it was for only when the email (or client id) is one;
 an email that is no account is not stored at all, since people type passwords into the
@@ -20,7 +21,8 @@ checked at all until the window has passed (`paused`, enforced by
 `accounts.service.authenticate_password`). A paused attempt is answered exactly as a
 wrong password is, so the pause says nothing about whether the account exists, and is
 recorded with reason `paused`, which does not count: a guesser gets at most `PAUSE_AFTER`
-tries per window, and the owner can sign in again once it has passed. The owner is
+tries per window, and the owner can sign in again once it has passed, or at once after
+choosing a new password ("Forgot your password?", `accounts.passwords`). The owner is
 emailed when a pause begins (at most once per window), so a pause they did not cause is
 news, not a mystery. Counted from the audit log, the pause holds across restarts and
 across service processes.
@@ -57,6 +59,10 @@ class Via(StrEnum):
     API = "api"  # POST /v1/auth/token
     REMOTE_UNLOCK = "remote_unlock"  # the password sent with POST .../unlock
     REVOKE_EVERYTHING = "revoke_everything"  # the password sent with POST .../revoke-everything
+    # Names of ways in, not secrets (S105):
+    PASSWORD_CHANGE = "password_change"  # noqa: S105 - the current password on /account/password
+    API_PASSWORD_CHANGE = "api_password_change"  # noqa: S105 - ... sent to POST /v1/me/password
+    PASSWORD_RESET = "password_reset"  # noqa: S105 - an emailed link (`accounts.passwords`)
 
 
 class Failure(StrEnum):
@@ -71,7 +77,8 @@ class Failure(StrEnum):
 
 def paused(session: Session, *, user_id: str, now: datetime) -> bool:
     """Whether this account's password sign-in is paused: `PAUSE_AFTER` wrong passwords
-    within `PAUSE_WINDOW` and no successful sign-in or re-authentication since.
+    within `PAUSE_WINDOW` and no successful sign-in, re-authentication or password
+    change since.
 
     Only the records that count are read (successes and wrong passwords): the attempts
     refused while paused, as many as a guesser cares to send, must not push the wrong
@@ -110,7 +117,8 @@ def failure_of(error: Exception, *, otherwise: Failure = Failure.WRONG_CREDENTIA
     return Failure.WRONG_CREDENTIALS if isinstance(error, NotAuthenticated) else otherwise
 
 
-_SUCCESSES = ("account:signin", "account:reauth")
+# A changed password is a fresh start too: the wrong guesses before it were at the old one.
+_SUCCESSES = ("account:signin", "account:reauth", "account:password:changed")
 _ATTEMPTS = (*_SUCCESSES, "account:signin_failed", "account:reauth_failed")
 
 

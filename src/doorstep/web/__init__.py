@@ -26,10 +26,14 @@ file, served by the access service itself.
     GET  /approvals                 entries awaiting the resident's answer (live)
     GET  /approvals/stream, /approvals/live
     POST /entries/{entry_id}/approval            approve or decline
-    GET  /account/security          two-step sign-in, active sessions
+    GET  /account/security          password, two-step sign-in, active sessions
+    GET  /account/password, POST    change the password (`doorstep.web.passwords`)
+    GET  /password/forgot, POST     "Forgot your password?": a link by email
+    GET  /password/reset, POST      choose a new password with that link
     POST /account/sessions/end      end one session
     POST /account/signout-everywhere             (needs a recent re-authentication)
-    POST /account/totp/setup, /confirm, /disable (setup and disable need one too)
+    POST /account/totp/setup, /confirm, /disable (setup and disable need one too;
+                                    confirming ends the account's other sessions)
     GET  /account/reauth, POST      re-enter the password (`doorstep.web.reauth`)
     GET  /account/notifications, POST            which emails to get
     GET  /static/...                app.css, app.js, favicon.svg
@@ -57,6 +61,7 @@ from doorstep.web import (
     homes,
     live,
     notifications,
+    passwords,
     preferences,
     reauth,
     remote,
@@ -93,6 +98,7 @@ def install(app: FastAPI) -> None:
     for router in (
         account.router,
         account_security.router,
+        passwords.router,
         reauth.router,
         homes.router,
         preferences.router,

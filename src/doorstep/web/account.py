@@ -67,7 +67,7 @@ def _client(request: Request) -> str:
     return request.client.host if request.client else "-"
 
 
-def _visitor_page(
+def visitor_page(
     request: Request,
     web: WebContext,
     template: str,
@@ -91,9 +91,7 @@ def root() -> RedirectResponse:
 
 @router.get("/signup")
 def sign_up_form(request: Request, web: WebDep) -> HTMLResponse:
-    return _visitor_page(
-        request, web, "signup.html", {"title": SIGN_UP, "values": {}, "errors": {}}
-    )
+    return visitor_page(request, web, "signup.html", {"title": SIGN_UP, "values": {}, "errors": {}})
 
 
 @router.post("/signup")
@@ -102,7 +100,7 @@ def sign_up(
 ) -> Response:
     shown = {"title": SIGN_UP, "values": values(form, "name", "email")}
     if not runtime.login_limiter.allow(_client(request), runtime.clock.timestamp()):
-        return _visitor_page(
+        return visitor_page(
             request, web, "signup.html", {**shown, "errors": {"form": TOO_MANY}}, 429
         )
     try:
@@ -113,7 +111,7 @@ def sign_up(
         )
     except ValidationError as exc:
         errors = field_errors(exc, SIGN_UP_HINTS)
-        return _visitor_page(request, web, "signup.html", {**shown, "errors": errors}, 422)
+        return visitor_page(request, web, "signup.html", {**shown, "errors": errors}, 422)
     try:
         create_user(
             session,
@@ -129,7 +127,7 @@ def sign_up(
             "form": "We could not create an account with these details. "
             "If you already have one, sign in instead."
         }
-        return _visitor_page(request, web, "signup.html", {**shown, "errors": errors}, 422)
+        return visitor_page(request, web, "signup.html", {**shown, "errors": errors}, 422)
     return RedirectResponse("/signin?notice=created", status_code=303, headers=NO_STORE)
 
 
@@ -141,7 +139,7 @@ def sign_in_form(request: Request, web: WebDep, notice: str = "") -> HTMLRespons
         "errors": {},
         "notice": NOTICES.get(notice),
     }
-    return _visitor_page(request, web, "signin.html", context)
+    return visitor_page(request, web, "signin.html", context)
 
 
 @router.post("/signin")
@@ -150,7 +148,7 @@ def sign_in(
 ) -> Response:
     shown = {"title": SIGN_IN, "values": values(form, "email"), "notice": None}
     if not runtime.login_limiter.allow(_client(request), runtime.clock.timestamp()):
-        return _visitor_page(
+        return visitor_page(
             request, web, "signin.html", {**shown, "errors": {"form": TOO_MANY}}, 429
         )
     try:
@@ -166,7 +164,7 @@ def sign_in(
             reason=signins.failure_of(exc, otherwise=signins.Failure.NOT_A_RESIDENT),
         )  # fmt: skip
         message = WRONG if wrong else "This web app is for residents."
-        return _visitor_page(
+        return visitor_page(
             request, web, "signin.html", {**shown, "errors": {"form": message}}, 422
         )
     if twofactor.is_on(session, user_id=user.id):
@@ -221,7 +219,7 @@ def _start_session(
 def code_form(request: Request, web: WebDep, runtime: RuntimeDep) -> Response:
     if _pending_user(request, web, runtime.clock.timestamp()) is None:
         return RedirectResponse("/signin?notice=code-expired", status_code=303, headers=NO_STORE)
-    return _visitor_page(request, web, "signin_code.html", {"title": CODE_TITLE, "errors": {}})
+    return visitor_page(request, web, "signin_code.html", {"title": CODE_TITLE, "errors": {}})
 
 
 @router.post(CODE_PATH)
@@ -234,7 +232,7 @@ def sign_in_with_code(
         return RedirectResponse("/signin?notice=code-expired", status_code=303, headers=NO_STORE)
     shown = {"title": CODE_TITLE}
     if not runtime.login_limiter.allow(_client(request), runtime.clock.timestamp()):
-        return _visitor_page(
+        return visitor_page(
             request, web, "signin_code.html", {**shown, "errors": {"form": TOO_MANY}}, 429
         )
     try:
@@ -248,11 +246,11 @@ def sign_in_with_code(
     except twofactor.CodeLocked:
         _code_failed(request, session, runtime, user, signins.Failure.CODE_LOCKED)
         errors = {"form": "Too many wrong codes. Wait five minutes, then try again."}
-        return _visitor_page(request, web, "signin_code.html", {**shown, "errors": errors}, 429)
+        return visitor_page(request, web, "signin_code.html", {**shown, "errors": errors}, 429)
     if not good:
         _code_failed(request, session, runtime, user, signins.Failure.WRONG_CODE)
         errors = {"code": "That code is not right, or was already used. Try the newest one."}
-        return _visitor_page(request, web, "signin_code.html", {**shown, "errors": errors}, 422)
+        return visitor_page(request, web, "signin_code.html", {**shown, "errors": errors}, 422)
     return _start_session(request, session, runtime, web, user, signins.Via.WEB_CODE)
 
 

@@ -3,7 +3,10 @@ active sessions (device, signed in, last seen, expiry) with "end" for each, and 
 everywhere" (every session and API token of the account).
 
 Turning two-step sign-in on or off and signing out everywhere need a recent
-re-authentication (`doorstep.web.reauth`); ending one session does not.
+re-authentication (`doorstep.web.reauth`); ending one session does not. Turning it on
+ends every other session and API token of the account (`account:sessions:revoked`,
+`why` `totp_on`); this browser's stays. The password is changed on its own page
+(`doorstep.web.passwords`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ SECURITY_PATH = "/account/security"
 NOTICES = {
     "totp-off": "Two-step sign-in is off. Your password alone now signs you in.",
     "session-ended": "That session was ended.",
+    "password-changed": "Your password is changed. Every other browser, phone and API token "
+    "of this account was signed out; this browser has a new session.",
 }
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
@@ -140,18 +145,17 @@ def confirm_totp(
     runtime: RuntimeDep,
     web: WebDep,
 ) -> HTMLResponse:
+    now = runtime.clock.now()
     codes = twofactor.confirm(
-        session,
-        user=user.user,
-        code=form.get("code", ""),
-        now=runtime.clock.now(),
-        key=runtime.totp_key,
+        session, user=user.user, code=form.get("code", ""), now=now, key=runtime.totp_key
     )
     if codes is None:
         pending = twofactor.pending_secret(session, user_id=user.user.id, key=runtime.totp_key)
         assert pending is not None  # `confirm` raised otherwise
         errors = {"code": "That code is not right. Type the 6 digits the app shows now."}
         return _setup_page(request, web, user, pending, errors, 422)
+    # A session that began on the password alone must not outlast the second factor.
+    sessions.sign_out_elsewhere(session, user=user, now=now, why="totp_on")
     context = {
         "title": "Save your recovery codes",
         "user": user.user,

@@ -3,8 +3,10 @@ its access token, the second factor (TOTP and its recovery codes), and which ema
 resident wants.
 
 A web session row is keyed by the digest of its access token (`access_tokens.digest`),
-never the token. It is deleted with the token; a token without a row (an API bearer
-token, or a session from before 0011) is listed as "API token or older session".
+never the token. It is deleted with the token, or, when the token was ended outside this
+app (a password changed through `POST /v1/me/password`), at the user's next sign-in; a
+token without a row (an API bearer token, or a session from before 0011) is listed as
+"API token or older session".
 """
 
 from __future__ import annotations

@@ -5,9 +5,11 @@ Each browser session also has a `web_sessions` row (keyed by that digest): the b
 user agent, when it was last seen (refreshed at most once a minute), and when the resident
 last re-entered their password on it (`doorstep.web.reauth`). Only residents use this app
 for now. "Sign out everywhere" deletes every token of the user, API bearer tokens
-included; the sessions list shows the device, when each was issued, last seen and when it
-expires, never the token or its digest: a row is named by an HMAC of its digest under the
-web key, which is what "revoke" sends back.
+included; turning two-step sign-in on deletes all but this browser's, and a password
+change all of them (`accounts.passwords`; the page then starts a fresh session). The
+sessions list shows the device, when each was issued, last seen and when it expires,
+never the token or its digest: a row is named by an HMAC of its digest under the web
+key, which is what "revoke" sends back.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from doorstep.accounts.service import (
     IssuedToken,
     Principal,
     authenticate_password,
+    end_sessions,
     issue_token,
     resolve_token,
 )
@@ -74,13 +77,7 @@ def start(
 ) -> IssuedToken:
     """Issue a session token for `user` (whose password, and code, were checked)."""
     issued = issue_token(session, kind=PrincipalKind.USER, principal_id=user.id, now=now, ttl=ttl)
-    # Rows of this user's sessions whose tokens are gone (expired and purged) go too.
-    session.execute(
-        delete(WebSession).where(
-            WebSession.user_id == user.id,
-            WebSession.digest.not_in(select(AccessToken.digest)),
-        )
-    )
+    forget_ended(session, user_id=user.id)
     session.add(
         WebSession(
             digest=token_digest(issued.access_token),
@@ -92,6 +89,17 @@ def start(
         )
     )
     return issued
+
+
+def forget_ended(session: Session, *, user_id: str) -> None:
+    """Delete the rows of this user's sessions whose tokens are gone (expired and purged,
+    or ended elsewhere: `accounts.service.end_sessions`)."""
+    session.execute(
+        delete(WebSession).where(
+            WebSession.user_id == user_id,
+            WebSession.digest.not_in(select(AccessToken.digest)),
+        )
+    )
 
 
 def sign_in(
@@ -146,6 +154,27 @@ def sign_out_everywhere(session: Session, *, user: SignedIn, now: datetime) -> i
         data={"sessions": count},
     )
     return count
+
+
+def sign_out_elsewhere(session: Session, *, user: SignedIn, now: datetime, why: str) -> int:
+    """End every other session and API token of the user, keeping this browser's (after
+    a change that a session started before it must not outlive: two-step sign-in turned
+    on); returns how many ended."""
+    ended = end_sessions(session, user_id=user.user.id, keep=user.digest)
+    session.execute(
+        delete(WebSession).where(
+            WebSession.user_id == user.user.id, WebSession.digest != user.digest
+        )
+    )
+    audit.append(
+        session,
+        at=now,
+        actor=user.principal.actor,
+        action="account:sessions:revoked",
+        subject=user.user.id,
+        data={"sessions": ended, "kept_current": True, "why": why},
+    )
+    return ended
 
 
 def handle_of(key: bytes, digest: str) -> str:

@@ -1,5 +1,5 @@
 // Doorstep resident pages: live updates from the server's event stream, approval
-// countdowns, and the time zone default. Hand-written, no dependencies. The server renders
+// countdowns, the time zone default, and the password reset link's token. Hand-written, no dependencies. The server renders
 // every page complete; this only keeps the live parts fresh and never puts server text
 // into HTML (textContent only).
 "use strict";
@@ -280,9 +280,30 @@
     if (option) select.value = zone;
   }
 
+  // The reset link carries its token in the fragment, which no server sees: move it into
+  // the form, and out of the address bar (it is a password until it is used).
+  function resetToken() {
+    var form = document.getElementById("reset-form");
+    if (!form) return;
+    var field = document.getElementById("reset-token");
+    var token = decodeURIComponent(window.location.hash.slice(1));
+    if (token) {
+      field.value = token;
+      window.history.replaceState(null, "", window.location.pathname);
+    }
+    if (field.value) {
+      form.hidden = false;
+      var first = form.querySelector("[aria-invalid=true]") || document.getElementById("password");
+      if (first) first.focus();
+    } else if (!document.querySelector(".alert[role=alert]:not([hidden])")) {
+      document.getElementById("no-reset-token").hidden = false;
+    }
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     startLive();
     startCountdowns();
     defaultTimeZone();
+    resetToken();
   });
 })();
