@@ -12,6 +12,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -20,6 +21,7 @@ from fastapi import FastAPI
 from sqlalchemy import select
 
 from doorstep import demo
+from doorstep.accounts import passwords, signins
 from doorstep.accounts.models import User
 from doorstep.audit.models import AuditEvent
 from doorstep.settings import NotifySettings
@@ -153,6 +155,10 @@ def test_an_older_invitation_cannot_set_a_new_password_on_the_guest_web_app(
     thief = stack.enter_context(httpx.Client(base_url=url))
     taken = _accept_on_the_web(thief, second, THIEF_PASSWORD)
     assert taken.status_code == 422
+    # Told what to do (the link is good: it needs the account's password), not that the
+    # link is gone.
+    assert "already has a password" in taken.text
+    assert "unknown, used or expired" not in taken.text
     assert "doorstep_guest" not in thief.cookies  # not signed in
     assert [r["via"] for r in refusals(live, before.id)] == ["visitor_web"]
     assert ana(live).password_hash == before.password_hash
@@ -162,3 +168,26 @@ def test_an_older_invitation_cannot_set_a_new_password_on_the_guest_web_app(
     again = _accept_on_the_web(stack.enter_context(httpx.Client(base_url=url)), second, PASSWORD)
     assert again.status_code == 303  # her own password: accepted, and she is signed in
     assert ana(live).password_hash == before.password_hash
+
+
+def test_an_invitation_cannot_set_a_password_the_guest_chose_by_a_reset(
+    live: Any, world: demo.World, mailbox: tuple[Mailbox, int]
+) -> None:
+    """Ana never accepted either link but chose her password with "Forgot your
+    password?": the links in her mailbox are then further invitations like any other."""
+    url = live.url
+    first, _second = invited_twice(world, mailbox[0])
+    with live.sessions() as session:
+        user = session.scalar(select(User).where(User.email == EMAIL))
+        assert user is not None
+        passwords.set_password(session, user=user, password=PASSWORD, now=datetime.now(UTC),
+                               via=signins.Via.PASSWORD_RESET, client="test")  # fmt: skip
+        session.commit()
+
+    taken = accept_by_api(url, first, THIEF_PASSWORD, name="Mallory")
+
+    assert taken.status_code == 401
+    assert taken.json()["error"]["code"] == "existing_password_required"
+    assert sign_in_status(url, THIEF_PASSWORD) == 401
+    assert sign_in_status(url, PASSWORD) == 200
+    assert accept_by_api(url, first, PASSWORD).status_code == 200

@@ -26,10 +26,11 @@ from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.orm import Session
 
 from doorstep import security
-from doorstep.accounts import signins
+from doorstep.accounts import passwords, signins
 from doorstep.accounts.models import Role, User
 from doorstep.accounts.service import Principal
 from doorstep.audit import service as audit
+from doorstep.audit.models import AuditEvent
 from doorstep.db import new_id
 from doorstep.errors import Conflict, InvalidRequest, NotAuthenticated, NotFound
 from doorstep.grants import schedule as schedules
@@ -399,14 +400,22 @@ def accept_invitation(
 
 
 def _has_password(session: Session, user: User) -> bool:
-    """Whether the account has chosen its password: it has accepted an invitation (an
-    invited account is made with a random one nobody knows)."""
+    """Whether the account has chosen its password (an invited account is made with a
+    random one nobody knows): it has accepted an invitation, or set one since, by a
+    change or an emailed reset link (`accounts.passwords`)."""
     accepted = session.scalar(
         select(Invitation.id)
         .where(Invitation.user_id == user.id, Invitation.accepted_at.is_not(None))
         .limit(1)
     )
-    return accepted is not None
+    if accepted is not None:
+        return True
+    changed = session.scalar(
+        select(AuditEvent.seq)
+        .where(AuditEvent.subject == user.id, AuditEvent.action == passwords.CHANGED)
+        .limit(1)
+    )
+    return changed is not None
 
 
 def _check_existing_password(

@@ -41,6 +41,10 @@ from doorstep.web.rendering import NO_STORE
 
 NOTICES = {"signed-out": "You are signed out."}
 INVITATION_GONE = "This invitation is unknown, used or expired. Ask for a new one."
+ALREADY_SET_UP = (
+    "This account already has a password: enter it to accept this invitation (or use"
+    ' "Forgot your password?" on the sign-in page).'
+)
 ACCEPT_HINTS = {"password": "At least 10 characters.", "token": INVITATION_GONE}
 
 router = APIRouter(route_class=VisitorPageRoute, include_in_schema=False)
@@ -114,7 +118,9 @@ def accept_form(request: Request, web: WebDep) -> HTMLResponse:
 def accept(
     request: Request, form: VisitorForm, session: UnitOfWork, runtime: RuntimeDep, web: WebDep
 ) -> Response:
-    """Accept the invitation (the password is set, and the name if given), then sign in."""
+    """Accept the invitation, then sign in: the first one an account accepts sets its
+    password (and the name if given); a further one takes that password, unchanged
+    (`grants.accept_invitation`)."""
     token = form.get("token", "")
     shown = {"title": "Accept your invitation", "token": token, "values": values(form, "name")}
     if not runtime.claim_limiter.allow(f"invite:{_client(request)}", runtime.clock.timestamp()):
@@ -126,7 +132,7 @@ def accept(
         )
         user = grants.accept_invitation(
             session, token=body.token, password=body.password, name=body.name,
-            now=runtime.clock.now(),
+            now=runtime.clock.now(), client=_client(request),
         )  # fmt: skip
         issued = sessions.start(session, user=user, now=runtime.clock.now(), ttl=_ttl(runtime))
     except ValidationError as exc:
@@ -135,6 +141,9 @@ def accept(
             errors = {"form": INVITATION_GONE}
         return _anonymous_page(request, web, "visitor_accept.html",
                                {**shown, "errors": errors}, 422)  # fmt: skip
+    except grants.ExistingPasswordRequired:
+        return _anonymous_page(request, web, "visitor_accept.html",
+                               {**shown, "errors": {"form": ALREADY_SET_UP}}, 422)  # fmt: skip
     except NotAuthenticated:
         return _anonymous_page(request, web, "visitor_accept.html",
                                {**shown, "errors": {"form": INVITATION_GONE}}, 422)  # fmt: skip
