@@ -1,6 +1,6 @@
 """The resident's live event stream (Server-Sent Events) over real HTTP: a delivery shows
-up as it happens, a reconnect with Last-Event-ID gets what it missed, and another
-resident cannot listen."""
+up as it happens, a reconnect with Last-Event-ID gets what it missed, another resident
+cannot listen, and a stream ends once its token is ended."""
 
 from __future__ import annotations
 
@@ -11,7 +11,11 @@ import httpx
 import orjson
 import pytest
 
+import doorstep.live
 from doorstep import demo
+from doorstep.accounts.models import AccessToken
+from doorstep.accounts.service import end_sessions
+from doorstep.security import token_digest
 
 
 @pytest.fixture
@@ -114,3 +118,32 @@ def test_another_resident_cannot_listen(live: Any, world: demo.World) -> None:
         listener.start()
         listener.join(10)
         assert listener.status == 403
+
+
+def test_a_stream_ends_once_its_token_is_ended(
+    live: Any, world: demo.World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Signed out everywhere, or a password changed: the stream the token opened does not
+    go on telling whoever holds it what happens at the home."""
+    monkeypatch.setattr(doorstep.live, "KEEPALIVE_SECONDS", 0.5)
+    home = world.homes[0]
+    url = f"{live.url}/v1/homes/{home.id}/events"
+    token = _token(home.resident)
+    listener = Listener(url, token, until="never")
+    listener.start()
+    assert listener.connected.wait(10) and listener.status == 200
+    listener.join(1.5)
+    assert listener.is_alive()  # a valid token: the stream goes on
+
+    with live.sessions() as session:
+        owner = session.get(AccessToken, token_digest(token))
+        assert owner is not None
+        end_sessions(session, user_id=owner.principal_id)
+        session.commit()
+
+    listener.join(10)
+    assert not listener.is_alive()
+    again = Listener(url, token, until="never")
+    again.start()
+    again.join(10)
+    assert again.status == 401
