@@ -11,31 +11,39 @@ as `skipped` in one job.
 
 Webhook targets must be public addresses: a carrier cannot point the service at its own
 loopback or private network (`allow_private_targets` lifts this, for tests and
-development). Redirects are not followed.
+development); the address checked is the one connected to (`targets`). Redirects are not
+followed. A request takes at most `webhook_timeout_seconds` as a whole, and an endpoint
+that fails to answer is not tried again in the same round (its other messages wait for
+their next attempt), so one carrier's dead endpoint delays the others by one timeout a
+round at most.
+
+Once a message is final (sent, or failed for good), its row keeps only what the
+operator's views need (type, recipient, state, times, the email's subject and ids): an
+email's text may hold a live single-use link (an invitation, a password reset), which
+anyone reading the database or a backup of it could otherwise use. A message set aside
+as `skipped` keeps its text: it was never sent, and it is all there is of it.
+Header values a user may have written (a home's name, a guest's label in a subject) are
+folded onto one line, so they cannot add headers or recipients.
 """
 
 from __future__ import annotations
 
 import functools
-import ipaddress
 import logging
 import random
 import smtplib
-import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
-from urllib.parse import urlsplit
 
-import httpx
 import orjson
 
 from doorstep.audit.service import append_tx
 from doorstep.clock import Clock
-from doorstep.notify import signing
+from doorstep.notify import signing, targets
 from doorstep.notify.models import Channel
 from doorstep.settings import NotifySettings
 from doorstep.sql import Submits, Tx
@@ -89,7 +97,10 @@ class Dispatcher:
         self._stopping = threading.Event()
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="notify", daemon=True)
-        self._http = httpx.Client(timeout=settings.webhook_timeout_seconds, follow_redirects=False)
+        self._http = targets.WebhookClient(
+            timeout=settings.webhook_timeout_seconds,
+            allow_private=settings.allow_private_targets,
+        )
 
     def start(self) -> None:
         self._thread.start()
@@ -120,10 +131,11 @@ class Dispatcher:
         now = self._clock.now()
         claimed = self._writer.submit(functools.partial(_claim, now=now)).result(timeout=60)
         skipped: list[tuple[Claimed, str]] = []
+        unanswered: set[str] = set()  # webhook endpoints that failed to answer this round
         for message in claimed:
             if self._stopping.is_set():
                 break
-            reason = self._deliver(message)
+            reason = self._deliver(message, unanswered)
             if reason is not None:
                 skipped.append((message, reason))
         if skipped:
@@ -132,12 +144,12 @@ class Dispatcher:
             self._writer.submit(_mark_skipped(skipped)).result(timeout=60)
         return len(claimed)
 
-    def _deliver(self, message: Claimed) -> str | None:
+    def _deliver(self, message: Claimed, unanswered: set[str]) -> str | None:
         """Send `message` and record the outcome; or, when its channel is switched off
         here, say why (the round sets such messages aside together)."""
         try:
             if message.channel == Channel.WEBHOOK:
-                self._post(message)
+                self._post(message, unanswered)
             elif message.channel == Channel.EMAIL:
                 self._mail(message)
             else:
@@ -150,11 +162,11 @@ class Dispatcher:
         self._record(message, error=None, permanent=False)
         return None
 
-    def _post(self, message: Claimed) -> None:
+    def _post(self, message: Claimed, unanswered: set[str]) -> None:
         if not message.endpoint_active or message.url is None or message.secret is None:
             raise PermanentError("the carrier's webhook endpoint is disabled or gone")
-        if not self._settings.allow_private_targets:
-            _refuse_private(message.url)
+        if message.target in unanswered:
+            raise DeliveryError("not tried: the endpoint failed to answer earlier this round")
         body = orjson.dumps(message.payload)
         timestamp = int(self._clock.timestamp())
         headers = {
@@ -165,21 +177,27 @@ class Dispatcher:
             signing.EVENT_TYPE_HEADER: message.event_type,
         }
         try:
-            response = self._http.post(message.url, content=body, headers=headers)
-        except httpx.HTTPError as exc:
-            raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
-        if not 200 <= response.status_code < 300:
-            raise DeliveryError(f"the endpoint answered {response.status_code}")
+            status = self._http.post(message.url, body, headers)
+        except targets.Refused as exc:
+            raise PermanentError(str(exc)) from exc
+        except targets.Unreachable as exc:
+            unanswered.add(message.target)
+            raise DeliveryError(str(exc)) from exc
+        if not 200 <= status < 300:
+            raise DeliveryError(f"the endpoint answered {status}")
 
     def _mail(self, message: Claimed) -> None:
         settings = self._settings
         if not settings.smtp_host:
             raise NotConfigured("no SMTP server is configured (notify.smtp_host)")
         mail = EmailMessage()
-        mail["From"] = settings.smtp_sender
-        mail["To"] = message.target
-        mail["Subject"] = str(message.payload.get("subject", "Doorstep"))
-        mail["Message-ID"] = f"<{message.event_id}@doorstep>"
+        try:
+            mail["From"] = settings.smtp_sender
+            mail["To"] = message.target
+            mail["Subject"] = _one_line(str(message.payload.get("subject", "Doorstep")))
+            mail["Message-ID"] = f"<{message.event_id}@doorstep>"
+        except ValueError as exc:  # a line break left in an address: no such mail can go
+            raise PermanentError(f"cannot write the mail's headers: {exc}") from exc
         mail.set_content(str(message.payload.get("text", "")))
         try:
             with smtplib.SMTP(
@@ -256,8 +274,9 @@ def _mark_sent(message: Claimed, now: datetime) -> Callable[[Tx], None]:
 
 def _sent(tx: Tx, *, message: Claimed, now: datetime) -> None:
     tx.run(
-        "UPDATE outbox SET state = 'sent', sent_at = ?, last_error = NULL WHERE id = ?",
-        (tx.time(now), message.id),
+        "UPDATE outbox SET state = 'sent', sent_at = ?, last_error = NULL, payload = ?j"
+        " WHERE id = ?",
+        (tx.time(now), tx.json(_kept(message)), message.id),
     )
 
 
@@ -290,8 +309,8 @@ def _mark_failed(message: Claimed, now: datetime, error: str) -> Callable[[Tx], 
 
 def _failed(tx: Tx, *, message: Claimed, now: datetime, error: str) -> None:
     tx.run(
-        "UPDATE outbox SET state = 'failed', last_error = ? WHERE id = ?",
-        (error[:500], message.id),
+        "UPDATE outbox SET state = 'failed', last_error = ?, payload = ?j WHERE id = ?",
+        (error[:500], tx.json(_kept(message)), message.id),
     )
     append_tx(
         tx,
@@ -308,15 +327,18 @@ def _backoff(attempt: int, settings: NotifySettings) -> float:
     return float(base * random.uniform(0.8, 1.2))  # noqa: S311 - jitter, not a secret
 
 
-def _refuse_private(url: str) -> None:
-    host = urlsplit(url).hostname
-    if not host:
-        raise PermanentError("webhook URL has no host")
-    try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
-    except OSError as exc:
-        raise DeliveryError(f"cannot resolve {host}: {exc}") from exc
-    for address in addresses:
-        ip = ipaddress.ip_address(str(address).split("%")[0])
-        if not ip.is_global:
-            raise PermanentError(f"webhook host {host} resolves to a non-public address")
+def _kept(message: Claimed) -> dict[str, Any]:
+    """What a final message's row keeps: a webhook's event (ids and states, nothing
+    secret); of an email, its subject and ids, never its text (it may hold a live link)."""
+    if message.channel != Channel.EMAIL:
+        return message.payload
+    return {
+        key: value
+        for key, value in message.payload.items()
+        if key == "subject" or key.endswith("_id")
+    }
+
+
+def _one_line(value: str) -> str:
+    """`value` with every run of whitespace, line breaks included, made one space."""
+    return " ".join(value.split())
