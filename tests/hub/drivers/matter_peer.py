@@ -15,7 +15,12 @@ it plays the lock and enforces what a lock enforces, so a driver that forgets fa
   LockState NotFullyLocked, DoorLockAlarm LockJammed, LockOperationError;
 - an unavailable node gets NodeNotReady (error_code 3) and is announced with
   `node_updated`; commands outside the node's FeatureMap or AcceptedCommandList get
-  UNSUPPORTED_COMMAND; users, PIN credentials and schedules follow the spec's checks.
+  UNSUPPORTED_COMMAND; users, PIN credentials and schedules follow the spec's checks;
+- every event is numbered from one node-wide counter and kept: `replay_events()` sends
+  them all again with their old numbers, as python-matter-server forwards them when the
+  SDK resubscribes to the node (it subscribes with no event-number filter);
+- with `lose_answers`, lock and unlock still reach the motor but are answered with
+  SDKStackError (error_code 7), as when the lock's InvokeResponse is lost on the radio.
 Errors look as python-matter-server sends them: the SDK's InteractionModelError is not a
 ChipStackError, so it arrives as error_code 0 with `str(err)` in `details`.
 
@@ -82,6 +87,11 @@ IM_STATUS = {
 }
 
 
+# A ChipStackError as python-matter-server answers it (ErrorCode.STACK_ERROR, str(err)).
+LOST_ANSWER = {"error_code": 7, "details": "CHIP Error 0x00000032: Timeout"}
+_MOVES = ("LockDoor", "UnlockDoor")
+
+
 def load_node(name: str = "matter_door_lock.json") -> dict[str, Any]:
     node: dict[str, Any] = json.loads((FIXTURES / name).read_text())
     return node
@@ -125,6 +135,7 @@ class MatterServerPeer:
         self.silent = False  # accept lock/unlock, then report nothing
         self.hold_answers = False  # never answer device_command
         self.error_event_first = True  # FAILURE: LockOperationError event before the answer
+        self.lose_answers = False  # LockDoor/UnlockDoor run, answered with a stack error
         self.refuse_connections = False  # close every new connection before server info
         self.commands: list[dict[str, Any]] = []  # every device_command's args, in order
         self.accepted = 0  # lock/unlock commands that reached the motor
@@ -138,6 +149,7 @@ class MatterServerPeer:
         self._clients: list[_Client] = []
         self._timers: list[threading.Timer] = []
         self._event_numbers = itertools.count(1)
+        self.history: list[dict[str, Any]] = []  # every node_event sent, in order
         self._server: Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -196,6 +208,13 @@ class MatterServerPeer:
 
     def close_door(self) -> None:
         self._move_door(1)
+
+    def replay_events(self) -> None:
+        """Send every event again, unchanged: a resubscription's replay of the lock's
+        event buffer, as python-matter-server forwards it."""
+        with self._mutex:
+            for event in list(self.history):
+                self._broadcast("node_event", event)
 
     def drop_connections(self) -> None:
         """Cut every connection at the TCP level, as a crashed server or a Wi-Fi drop would."""
@@ -259,6 +278,9 @@ class MatterServerPeer:
                     "error_code": refused.error_code,
                     "details": refused.details,
                 }
+            moved = command == "device_command" and args.get("command_name") in _MOVES
+            if moved and self.lose_answers and "result" in reply:
+                reply = {"message_id": message_id, **LOST_ANSWER}
             if not (command == "device_command" and self.hold_answers):
                 self._send(client, reply)
             for action in after:
@@ -289,20 +311,19 @@ class MatterServerPeer:
     def _emit(self, event_id: int, data: dict[str, Any]) -> None:
         if not self.node["available"]:
             return  # the server hears nothing from a node it cannot reach
-        self._broadcast(
-            "node_event",
-            {
-                "node_id": self.node_id,
-                "endpoint_id": ENDPOINT,
-                "cluster_id": DOOR_LOCK,
-                "event_id": event_id,
-                "event_number": next(self._event_numbers),
-                "priority": 2,  # critical
-                "timestamp": int(time.time() * 1000),
-                "timestamp_type": 1,  # epoch
-                "data": data,
-            },
-        )
+        event = {
+            "node_id": self.node_id,
+            "endpoint_id": ENDPOINT,
+            "cluster_id": DOOR_LOCK,
+            "event_id": event_id,
+            "event_number": next(self._event_numbers),
+            "priority": 2,  # critical
+            "timestamp": int(time.time() * 1000),
+            "timestamp_type": 1,  # epoch
+            "data": data,
+        }
+        self.history.append(event)
+        self._broadcast("node_event", event)
 
     # --- server commands ----------------------------------------------------------------
 

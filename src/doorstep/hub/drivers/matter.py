@@ -14,12 +14,17 @@ attributes and events mean for the hub's lock model), `config` (the settings).
   nothing within `operation_timeout`, a LockOperationError(UNSPECIFIED) made here. A lock
   that answers FAILURE and also reports its own LockOperationError is reported once.
   Only a remote (or unspecified) source answers a request: a keypad, button or
-  thumb-turn movement or refusal meanwhile is reported as itself.
+  thumb-turn movement or refusal meanwhile is reported as itself; and only an event the
+  lock sends after it (`_matter/node.py`: a resubscription's replay is dropped).
 - Fail closed on an unlock with no known outcome: when the lock reports nothing in time,
-  or the connection drops before the server's answer, the bolt may still move after the
-  hub reported the unlock as failed. So LockDoor (source AUTO) follows at once, or as
-  soon as the lock is reachable again, so that a late unlock cannot leave the door open
-  unnoticed.
+  the connection drops before the server's answer, or the answer is an error that does
+  not say the command never ran (an SDK error such as a lost InvokeResponse, error_code
+  7; or an unknown error without the lock's own status), the bolt may still move after
+  the hub reported the unlock as failed. So LockDoor (source AUTO) follows at once, or
+  as soon as the lock is reachable again, so that a late unlock cannot leave the door
+  open unnoticed. So does a LockDoor (the hub's or this one) cut off by a dropped
+  connection: the bolt may still be drawn. A LockDoor met by silence or an SDK error is
+  not sent again here: that is its error event, for the hub to retry.
 - Online means connected to the server AND the node is known AND `available`. Otherwise
   `unlock()`, `lock()`, `refresh()` and the keypad methods raise LockError (fail closed).
   A dropped connection is retried with a capped exponential backoff until `close()`;
@@ -106,6 +111,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 IM_STATUS_FAILURE = 0x01
+ERROR_UNKNOWN = 0  # python-matter-server's UnknownError: how a lock's IM status arrives
+# Server errors that say the command never left the server: NodeNotReady,
+# NodeNotResolving, NodeNotExists, InvalidArguments, InvalidCommand.
+_NOT_SENT = frozenset({3, 4, 5, 8, 9})
 _COMMANDS = {LockOperationType.LOCK: "LockDoor", LockOperationType.UNLOCK: "UnlockDoor"}
 # Sources a lock may name for a command from a controller: only these answer a request.
 _REQUEST_SOURCES = frozenset(
@@ -144,7 +153,7 @@ class MatterLock:
         self._requests: defaultdict[LockOperationType, deque[_Request]] = defaultdict(deque)
         # FAILURE answers reported already, whose LockOperationError from the lock may follow.
         self._refused: Counter[LockOperationType] = Counter()
-        # An unlock ended with no known outcome (overdue, or cut off): a LockDoor is owed.
+        # A LockDoor is owed: an unlock with no known outcome, or any request cut off.
         self._relock_owed = False
         self._subscribers: list[Callable[[LockEvent], None]] = []
         self._outbox: queue.SimpleQueue[LockEvent | None] = queue.SimpleQueue()
@@ -352,10 +361,12 @@ class MatterLock:
             if isinstance(error, CommandFailed) and error.status == IM_STATUS_FAILURE:
                 self._refused[request.operation] += 1
             self._fail(request)
-            # Cut off before any answer: the lock may have taken the unlock all the same.
+            # No word that it never ran: the lock may have taken it all the same.
             if not isinstance(error, CommandFailed):
+                self._relock_owed = True  # cut off: paid once the lock is reachable again
+            elif not _never_ran(error):
                 self._owe_relock(request)
-        log.warning("%s was not carried out: %s", _COMMANDS[request.operation], error)
+        log.warning("%s failed or got no answer: %s", _COMMANDS[request.operation], error)
         self._pay_relock()
 
     def _on_overdue(self, request: _Request) -> None:
@@ -551,6 +562,14 @@ def _notify(callback: Callable[[LockEvent], None], event: LockEvent) -> None:
         callback(event)
     except Exception:
         log.exception("lock event subscriber failed on %r", event)
+
+
+def _never_ran(error: CommandFailed) -> bool:
+    """Whether an error answer says the command did not run: the lock's own status
+    (an InteractionModelError) or a server refusal before sending."""
+    if error.error_code in _NOT_SENT:
+        return True
+    return error.error_code == ERROR_UNKNOWN and error.status is not None
 
 
 def _dl_status(status: object) -> str:

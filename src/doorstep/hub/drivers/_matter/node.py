@@ -12,6 +12,15 @@ driver calls it under its own mutex and delivers what it returns.
   LockOperationError events, one for one. LockJammed sets `jammed` until the bolt next
   completes a movement. A LockOperation also sets LockState, which the hub reads on it,
   because its attribute report may come later.
+- An event is news only if its `event_number` is above every number seen from the node
+  (any endpoint or cluster): the spec numbers a node's events in one counter that keeps
+  rising across reboots. python-matter-server subscribes with no event-number filter, so
+  when the SDK resubscribes (a radio blip) the lock sends its buffered events again,
+  forwarded as live `node_event`s with their old numbers: a replayed LockOperation
+  would answer a request the lock never carried out and set the bolt's state back, a
+  replayed DoorStateChange the door's, a replayed LockJammed raise a jam long freed.
+  Nothing is known before the first event: a replay that comes before any live event
+  since the driver started is not recognised. An event without a number is taken.
 - `attribute_updated`: a DoorState report without its event still yields one
   DoorStateChange; each door change is reported once, by whichever comes first.
 - `load` (a fresh dump after a reconnect, or `node_updated`) and `apply_read`: a change
@@ -70,6 +79,7 @@ class LockNode:
         self.jammed = False
         self._attributes: dict[str, Any] = {}
         self._loaded = False
+        self._last_event_number: int | None = None  # the highest seen from the node
 
     # --- what the server says -----------------------------------------------------------
 
@@ -77,6 +87,7 @@ class LockNode:
         """Take a whole node (None: the server does not have it); report what changed."""
         if node is None:
             self.known = self.available = False
+            self._last_event_number = None  # a node added again starts its own count
             return []
         before = self._states() if self._loaded else None
         attributes = node.get("attributes")
@@ -101,10 +112,11 @@ class LockNode:
 
     def node_event(self, data: Any) -> list[LockEvent]:
         """Take a `node_event` event's data: a MatterNodeEvent."""
-        if not isinstance(data, Mapping):
+        if not isinstance(data, Mapping) or data.get("node_id") != self.node_id:
             return []
-        where = (data.get("node_id"), data.get("endpoint_id"), data.get("cluster_id"))
-        if where != (self.node_id, self.endpoint, DOOR_LOCK_CLUSTER):
+        if not self._is_new(data.get("event_number")):
+            return []  # replayed by a resubscription: history, not news
+        if (data.get("endpoint_id"), data.get("cluster_id")) != (self.endpoint, DOOR_LOCK_CLUSTER):
             return []
         fields = data.get("data")
         handlers: dict[object, Callable[[Mapping[str, Any]], list[LockEvent]]] = {
@@ -189,6 +201,16 @@ class LockNode:
         return [LockOperationError(operation, _source(fields), error)]
 
     # --- helpers ------------------------------------------------------------------------
+
+    def _is_new(self, event_number: object) -> bool:
+        """Whether an event numbered `event_number` comes after every one seen; it then
+        becomes the highest seen."""
+        if not _is_int(event_number):
+            return True
+        if self._last_event_number is not None and event_number <= self._last_event_number:
+            return False
+        self._last_event_number = event_number
+        return True
 
     def _states(self) -> tuple[LockState, DoorState]:
         return self.lock_state, self.door_state
