@@ -15,6 +15,9 @@ same: another courier's entry is "not found" here as there.
     POST /courier/api/entries/{id}/abort       call the entry off (pet/person/unsafe/other)
     GET  /courier/api/entries/{id}?seen=&wait= the entry; long-polls until its `version`
                                                differs from `seen` (at most `wait` s)
+    GET  /courier/api/stops/{id}/entry         the stop's entry that has not ended yet
+                                               (404 if none): for a page whose request
+                                               got no answer (the network dropped)
 """
 
 from __future__ import annotations
@@ -34,11 +37,11 @@ from doorstep.access.router import decide_entry, publish_relock, send_and_wait
 from doorstep.access.router import run_write as write
 from doorstep.access.schemas import EntryAbort, EntryCreate, EntryProof
 from doorstep.accounts.service import Principal
-from doorstep.courier_web import progress
+from doorstep.courier_web import progress, stops
 from doorstep.courier_web.deps import ApiCourier, WritingCourier
 from doorstep.courier_web.schemas import CourierEntryRead, DeviceKeyIdRead
 from doorstep.deps import Runtime, RuntimeDep
-from doorstep.errors import ServiceUnavailable
+from doorstep.errors import NotFound, ServiceUnavailable
 from doorstep.sql import Tx, Writer
 from doorstep.web.deps import UnitOfWork
 from doorstep.web.rendering import NO_STORE
@@ -158,6 +161,26 @@ async def follow(
     )
     response.headers.update(NO_STORE)
     return current
+
+
+@router.get("/stops/{delivery_id}/entry", response_model=CourierEntryRead)
+async def open_entry(
+    delivery_id: str, runtime: RuntimeDep, courier: ApiCourier, response: Response
+) -> CourierEntryRead:
+    """This courier's entry at this stop that has not ended, as the stop page picks up on
+    a reload; "not found" when there is none, or the stop is not this courier's."""
+
+    def load() -> str | None:
+        with runtime.sessions() as session:
+            db.read_only(session)
+            stops.one(session, courier=courier.principal, delivery_id=delivery_id)
+            return stops.open_entry(session, courier=courier.principal, delivery_id=delivery_id)
+
+    entry_id = await run_in_threadpool(load)
+    if entry_id is None:
+        raise NotFound("no open entry at this stop")
+    response.headers.update(NO_STORE)
+    return await run_in_threadpool(_load, runtime, courier.principal, entry_id)
 
 
 async def long_poll(

@@ -81,7 +81,12 @@ class Reason(StrEnum):
     SHADOW_STALE = "shadow_stale"  # a version at or below the one already applied
 
 
-# What the courier is told to do instead, per denial. Shown verbatim in the courier app.
+# The hub could not check the entry (its clock, keys or software disagree with the
+# service's): retrying will not help.
+_DOOR_CANNOT_CHECK = "The door could not check this entry; leave it at the door and tell dispatch."
+
+# What the courier is told to do instead, per denial or refusal (every reason an entry
+# can end with; the shadow refusals end none). Shown verbatim in the courier app.
 COURIER_ADVICE: dict[Reason, str] = {
     Reason.COURIER_NOT_ASSIGNED: "This stop is assigned to another courier; return the parcel.",
     Reason.COURIER_INACTIVE: "Your account cannot make in-home deliveries; return the parcel.",
@@ -114,6 +119,33 @@ COURIER_ADVICE: dict[Reason, str] = {
     Reason.CAMERA_NOT_LIVE: "The home's camera is not recording; leave it at the door.",
     Reason.HUB_TIMEOUT: "The door did not answer in time; leave it at the door.",
     Reason.DOOR_NEVER_OPENED: "The door relocked before it was opened; request entry again.",
+    # Ended before the door was asked (`access.service.end_unsent`): nothing is wrong at
+    # the home, so asking again is the advice.
+    Reason.SERVICE_RESTARTED: "The service restarted before the door was asked; request "
+    "entry again.",
+    Reason.REQUEST_ABANDONED: "The service answered too late and the door was not asked; "
+    "request entry again.",
+    # The hub's refusals: the door stays locked.
+    Reason.LOCK_JAMMED: "The lock is jammed; leave it at the door.",
+    Reason.DOOR_OPEN: "The door is not shut and locked, so no entry can start; do not go "
+    "in. Leave it at the door.",
+    Reason.ACTUATOR_FAILED: "The lock did not open; leave it at the door.",
+    Reason.ENTRY_ENDED: "This entry was already called off, so the door stayed locked.",
+    Reason.PROOF_REQUIRED: "The door got no answer from this phone; request entry again.",
+    Reason.COMMAND_EXPIRED: "The door got the request too late; request entry again.",
+    Reason.TOKEN_EXPIRED: "This entry's pass expired before the door used it; request entry again.",
+    Reason.TOKEN_REPLAYED: "This entry's pass was already used; request entry again.",
+    Reason.TOKEN_REVOKED: "This entry was withdrawn; leave it at the door.",
+    Reason.TOKEN_NOT_YET_VALID: _DOOR_CANNOT_CHECK,
+    Reason.TOKEN_MALFORMED: _DOOR_CANNOT_CHECK,
+    Reason.TOKEN_ALGORITHM: _DOOR_CANNOT_CHECK,
+    Reason.TOKEN_UNKNOWN_KEY: _DOOR_CANNOT_CHECK,
+    Reason.TOKEN_SIGNATURE: _DOOR_CANNOT_CHECK,
+    Reason.TOKEN_AUDIENCE: _DOOR_CANNOT_CHECK,
+    Reason.TOKEN_SCOPE: _DOOR_CANNOT_CHECK,
+    Reason.TOKEN_ENTRY_MISMATCH: _DOOR_CANNOT_CHECK,
+    Reason.BAD_MESSAGE: _DOOR_CANNOT_CHECK,
+    Reason.UNSUPPORTED_VERSION: _DOOR_CANNOT_CHECK,
     Reason.NOT_GRANTED: "You have no access here; ask the resident.",
     Reason.VISITOR_INACTIVE: "Your account cannot open this door; ask the resident or your "
     "organisation.",

@@ -68,6 +68,26 @@ _ADVICE: dict[str, str] = {
     "call the resident.",
     Reason.HUB_TIMEOUT: "The door did not answer in time; try again in a minute.",
     Reason.TOO_MANY_ATTEMPTS: "Too many attempts; wait a while, or call the resident.",
+    Reason.LOCK_JAMMED: "The lock is jammed; call the resident.",
+    Reason.DOOR_OPEN: "The door is not shut and locked, so no entry can start; do not go "
+    "in, and call the resident.",
+    Reason.ACTUATOR_FAILED: "The lock did not open; try again in a minute, or call the resident.",
+    Reason.TOKEN_REVOKED: "Your access was withdrawn; ask the resident.",
+    **dict.fromkeys(
+        (
+            Reason.TOKEN_NOT_YET_VALID,
+            Reason.TOKEN_MALFORMED,
+            Reason.TOKEN_ALGORITHM,
+            Reason.TOKEN_UNKNOWN_KEY,
+            Reason.TOKEN_SIGNATURE,
+            Reason.TOKEN_AUDIENCE,
+            Reason.TOKEN_SCOPE,
+            Reason.TOKEN_ENTRY_MISMATCH,
+            Reason.BAD_MESSAGE,
+            Reason.UNSUPPORTED_VERSION,
+        ),
+        "The door could not check your access; call the resident.",
+    ),
 }
 
 

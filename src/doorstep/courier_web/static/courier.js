@@ -12,10 +12,33 @@
   const WAIT_SECONDS = 20;
   const RETRY_MS = 2000;
   const SIGN_IN = "/courier/signin";
+  const NO_ANSWER = "No answer from the service (check your signal); nothing was opened. Try again.";
 
   const $ = (id) => document.getElementById(id);
   const { ApiError, client, prepare, sign, locate } = window.DoorstepPhone; // phonekey.js
   const api = client(SIGN_IN);
+
+  const pause = (ms) => new Promise((resolve) => window.setTimeout(resolve, ms));
+
+  // GET `path` until the service answers: the entry, or null when there is none (404).
+  // While the network or the service is down, `lost(true)` says so, and it asks again.
+  async function answered(path, lost) {
+    for (;;) {
+      try {
+        const entry = await api("GET", path);
+        lost(false);
+        return entry;
+      } catch (error) {
+        if (error instanceof ApiError && error.status === 404) {
+          lost(false);
+          return null;
+        }
+        if (error instanceof ApiError && error.status < 500) throw error;
+        lost(true);
+        await pause(RETRY_MS);
+      }
+    }
+  }
 
   function prepareDevice() {
     return prepare({
@@ -119,15 +142,12 @@
       barcode.focus();
     });
 
-    form.addEventListener("submit", async (event) => {
-      event.preventDefault();
-      if (button.disabled) return;
-      busy = true;
-      showProblem("");
-      refresh();
+    // The entry request. Without an answer (the network dropped, or the service failed)
+    // the request may have been made all the same: its entry is picked up, never asked
+    // for twice (a second request would be refused while the first holds the door).
+    async function ask(position) {
       try {
-        const position = await locate();
-        const answer = await api("POST", "/courier/api/entries", {
+        return await api("POST", "/courier/api/entries", {
           delivery_id: deliveryId,
           barcode: barcode.value.trim(),
           latitude: position.coords.latitude,
@@ -136,6 +156,25 @@
           nobody_answered: true,
           device_key_id: key.id,
         });
+      } catch (error) {
+        if (error instanceof ApiError && error.status < 500) throw error;
+        const made = await answered("/courier/api/stops/" + encodeURIComponent(deliveryId) + "/entry", (lost) => {
+          hint.textContent = lost ? "Connection lost; retrying…" : "Asking the door…";
+        });
+        if (made) return made;
+        throw error instanceof ApiError ? error : new ApiError(0, NO_ANSWER);
+      }
+    }
+
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      if (button.disabled) return;
+      busy = true;
+      showProblem("");
+      refresh();
+      try {
+        const position = await locate();
+        const answer = await ask(position);
         $("prepare").hidden = true;
         entry.follow(answer, key);
       } catch (error) {
@@ -204,6 +243,11 @@
           $("connection").hidden = true;
           show(entry);
         } catch (error) {
+          if (error instanceof ApiError && error.status === 409) {
+            // The entry moved on while this phone signed (ended meanwhile): the next
+            // read shows where it is now; the challenge is never signed twice.
+            continue;
+          }
           if (error instanceof ApiError && error.status < 500) {
             // Asking again will not help (no key, or the service said no): say so, stop.
             $("connection").hidden = true;
@@ -211,17 +255,27 @@
             return;
           }
           $("connection").hidden = false; // the network or the service: try again
-          await new Promise((resolve) => window.setTimeout(resolve, RETRY_MS));
+          await pause(RETRY_MS);
         }
       }
     }
 
+    // After a reload: the open entry, read again until the service answers (a page
+    // that gave up would offer a second request, refused while this one holds the door).
     async function resume(entryId, key) {
-      let entry;
+      panel.hidden = false;
+      $("headline").textContent = "Picking up your entry…";
+      let entry = null;
       try {
-        entry = await api("GET", "/courier/api/entries/" + encodeURIComponent(entryId));
+        entry = await answered("/courier/api/entries/" + encodeURIComponent(entryId), (lost) => {
+          $("connection").hidden = !lost;
+        });
       } catch (error) {
-        onRetry(); // it could not be read again: start this stop afresh
+        entry = null;
+      }
+      if (!entry) {
+        panel.hidden = true;
+        onRetry(); // it has gone (or is not this courier's): start this stop afresh
         return;
       }
       await follow(entry, key);
