@@ -11,6 +11,7 @@ import asyncio
 import concurrent.futures
 import functools
 import logging
+import re
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -35,6 +36,7 @@ from doorstep.access.router import ENTRY_ROUTE, entry_openapi
 from doorstep.access.router import router as access_router
 from doorstep.accounts import twofactor
 from doorstep.accounts.router import router as accounts_router
+from doorstep.clips import live
 from doorstep.clock import Clock, SystemClock
 from doorstep.deliveries.router import router as deliveries_router
 from doorstep.deps import Runtime
@@ -180,9 +182,16 @@ def create_app(
     app.add_middleware(
         BodyLimit,
         max_bytes=settings.max_body_bytes,
-        larger={clips.UPLOAD_PREFIX: settings.clips.upload_chunk_bytes},
+        larger={
+            re.compile(re.escape(clips.UPLOAD_PREFIX)): settings.clips.upload_chunk_bytes,
+            # One JPEG of the live view, which the route itself caps.
+            LIVE_FRAME_PATH: live.MAX_FRAME_BYTES,
+        },
     )
     return app
+
+
+LIVE_FRAME_PATH = re.compile(r"/v1/hub/live/[^/]+/frame$")
 
 
 class DoorstepApp(FastAPI):
@@ -302,11 +311,12 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 class BodyLimit:
-    """Refuse request bodies over `max_bytes` (413) before any route reads them; paths
-    under a prefix of `larger` (the hub's clip upload) have that prefix's limit."""
+    """Refuse request bodies over `max_bytes` (413) before any route reads them; a path
+    that a pattern of `larger` matches from its start (the hub's clip upload, its live
+    frames) has that pattern's limit."""
 
     def __init__(
-        self, app: ASGIApp, *, max_bytes: int, larger: dict[str, int] | None = None
+        self, app: ASGIApp, *, max_bytes: int, larger: dict[re.Pattern[str], int] | None = None
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
@@ -317,7 +327,7 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         limit = next(
-            (size for prefix, size in self.larger.items() if scope["path"].startswith(prefix)),
+            (size for pattern, size in self.larger.items() if pattern.match(scope["path"])),
             self.max_bytes,
         )
         declared = dict(scope["headers"]).get(b"content-length")

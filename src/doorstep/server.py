@@ -11,21 +11,24 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import uvicorn
+from sqlalchemy.exc import OperationalError
 
 from doorstep import db, heap
 from doorstep.app import create_app
 from doorstep.broker import Mosquitto
 from doorstep.broker.supervisor import free_port
+from doorstep.cli.config import cannot_open
 from doorstep.clips.storage import object_store
 from doorstep.homes.service import broker_credentials
 from doorstep.protocol.mqtt import BrokerAddress
-from doorstep.settings import Settings
+from doorstep.settings import Settings, is_loopback
 
 log = logging.getLogger(__name__)
 
 
 def serve(settings: Settings) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    warn_of_links_in_clear(settings)
     check_clip_store(settings)
     migrate(settings)
     # uvicorn re-raises SIGTERM after its graceful shutdown; turning it into SystemExit
@@ -55,6 +58,18 @@ def serve(settings: Settings) -> None:
         )
 
 
+def warn_of_links_in_clear(settings: Settings) -> None:
+    """Reachable from other machines over plain http (allowed outside production, e.g. on
+    a home network): say that links and sign-in cookies then travel unencrypted."""
+    if is_loopback(settings.http_host) or not settings.resolved_public_url.startswith("http:"):
+        return
+    log.warning(
+        "web: DOORSTEP_PUBLIC_URL is http://, so password-reset and invitation links and "
+        "the sign-in cookie cross the network in clear; put the service behind HTTPS and "
+        "set an https:// DOORSTEP_PUBLIC_URL (production requires it)"
+    )
+
+
 def check_clip_store(settings: Settings) -> None:
     """With clips in an S3 bucket, find out now, not at the first upload, that the bucket
     is missing or the keys are wrong (`ClipStoreUnavailable`, which says which)."""
@@ -71,14 +86,21 @@ def check_clip_store(settings: Settings) -> None:
 def migrate(settings: Settings) -> None:
     """Bring the schema up to date before anything starts (`db.migrate`: with
     `database_owner_url`, as the owner, granting the service's role its share); a role
-    setup that cannot work stops here (`db.RoleSetupError`)."""
+    setup that cannot work stops here (`db.RoleSetupError`), and so does a database that
+    cannot be opened (`DatabaseUnavailable`)."""
     engine = db.make_engine(
         settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous
     )
     try:
         db.migrate(engine, settings.database_owner_url)
+    except OperationalError as exc:
+        raise DatabaseUnavailable(cannot_open(exc)) from exc
     finally:
         engine.dispose()
+
+
+class DatabaseUnavailable(Exception):
+    """The database could not be opened at start (down, wrong address or password)."""
 
 
 def _exit(_signum: int, _frame: object) -> None:

@@ -4,6 +4,7 @@ passed to `create_app`; nothing reads settings at import time."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -15,6 +16,17 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` names this machine only ("localhost" or a loopback address); any
+    other name is taken as remote (nothing is resolved)."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class EntrySettings(BaseModel):
@@ -49,7 +61,12 @@ class NotifySettings(BaseModel):
     # SMTP for resident email; empty: email is not sent (each message is set aside, skipped).
     smtp_host: str | None = None
     smtp_port: int = Field(default=25, ge=1, le=65535)
-    smtp_starttls: bool = False
+    # STARTTLS, the server's certificate verified against the system's CAs (SSL_CERT_FILE
+    # names others). Unset: on, unless `smtp_host` is a loopback address (a local sink).
+    smtp_starttls: bool | None = None
+    # Mail carries invitation and password-reset links: sending it in clear to a server
+    # that is not on this machine is refused unless this is on (smtp_starttls = false).
+    smtp_allow_plaintext: bool = False
     smtp_username: str | None = None
     smtp_password: str | None = None
     smtp_sender: str = "Doorstep <doorstep@localhost>"
@@ -61,6 +78,26 @@ class NotifySettings(BaseModel):
     retry_base_seconds: float = Field(default=2.0, gt=0, le=3600)
     retry_max_seconds: float = Field(default=3600.0, gt=0, le=86400)
     max_attempts: int = Field(default=12, ge=1, le=100)
+
+    @property
+    def starttls(self) -> bool:
+        """Whether mail goes over STARTTLS: as set, else unless the server is loopback."""
+        if self.smtp_starttls is not None:
+            return self.smtp_starttls
+        return self.smtp_host is not None and not is_loopback(self.smtp_host)
+
+    @model_validator(mode="after")
+    def _remote_mail_is_encrypted(self) -> NotifySettings:
+        if not self.smtp_host or self.starttls or self.smtp_allow_plaintext:
+            return self
+        if is_loopback(self.smtp_host):
+            return self
+        raise ValueError(
+            "notify.smtp_starttls (DOORSTEP_NOTIFY__SMTP_STARTTLS) is off for an SMTP server "
+            "that is not on this machine: its mail (password-reset and invitation links) "
+            "would cross the network in clear. Turn it on, or set "
+            "DOORSTEP_NOTIFY__SMTP_ALLOW_PLAINTEXT=true to send in clear anyway"
+        )
 
 
 class ClipSettings(BaseModel):
@@ -126,6 +163,9 @@ class Settings(BaseSettings):
     broker_public_host: str | None = None
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+    # Where users reach the service (https://doorstep.example): emailed links are built
+    # from it, never from the request. Needed in production and on a non-loopback
+    # `http_host`; unset on loopback, http://<http_host>:<http_port>.
     public_url: str | None = None
     # The entry decisions and what hubs send are stored by a child process of the service
     # (`doorstep.hotwriter`), so they do not share the service's one GIL with the HTTP
@@ -147,6 +187,22 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _reachable_links_need_a_public_url(self) -> Settings:
+        # Without it a link names the listening address (http://0.0.0.0:8000 reaches
+        # nobody), and some pages would take the request's Host header, which anyone
+        # sending the request chooses.
+        if self.environment == "production" and not (self.public_url or "").startswith("https://"):
+            raise ValueError(
+                "production needs DOORSTEP_PUBLIC_URL set to the https:// address users reach"
+            )
+        if self.public_url is None and not is_loopback(self.http_host):
+            raise ValueError(
+                "serving on an address other than loopback (DOORSTEP_HTTP_HOST) needs "
+                "DOORSTEP_PUBLIC_URL: emailed links are built from it"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _owner_is_another_postgres_role(self) -> Settings:
         if self.database_owner_url is None:
             return self
@@ -165,6 +221,16 @@ class Settings(BaseSettings):
         if service.username == owner.username:
             raise ValueError("database_owner_url must log in as another role than database_url")
         return self
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url_is_absolute(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        scheme, _, rest = value.partition("://")
+        if scheme not in ("http", "https") or not rest.split("/", 1)[0]:
+            raise ValueError("public_url must be an absolute http:// or https:// URL")
+        return value
 
     @field_validator("metrics_token")
     @classmethod

@@ -6,15 +6,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import click
+from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
 from doorstep import db
 from doorstep.cli.config import load_settings, open_database
 
 
-def _sessions(data_dir: Path | None, database_url: str | None) -> sessionmaker[Session]:
+def _sessions(
+    data_dir: Path | None, database_url: str | None, *, create: bool = False
+) -> sessionmaker[Session]:
     settings = load_settings(data_dir=data_dir, database_url=database_url)
-    return db.make_session_factory(open_database(settings))
+    return db.make_session_factory(open_database(settings, create=create))
 
 
 _data_dir = click.option("--data-dir", type=click.Path(path_type=Path))
@@ -62,19 +65,30 @@ def users() -> None:
 def create_operator(
     data_dir: Path | None, database_url: str | None, email: str, name: str, password: str
 ) -> None:
-    """Create an operator account (operators register carriers)."""
+    """Create an operator account (operators register carriers); the password follows
+    the sign-up rules. On a new data directory this creates the database."""
     from doorstep.accounts.models import Role
+    from doorstep.accounts.schemas import NewPassword
     from doorstep.accounts.service import create_user
+    from doorstep.errors import DoorstepError
 
-    with _sessions(data_dir, database_url)() as session:
-        user = create_user(
-            session,
-            email=email,
-            name=name,
-            password=password,
-            role=Role.OPERATOR,
-            now=datetime.now(UTC),
-            actor="cli",
-        )
+    try:
+        NewPassword(password=password)
+    except ValidationError as exc:
+        problem = exc.errors(include_url=False, include_input=False)[0]["msg"]
+        raise click.ClickException(f"the password is not accepted: {problem}") from None
+    with _sessions(data_dir, database_url, create=True)() as session:
+        try:
+            user = create_user(
+                session,
+                email=email,
+                name=name,
+                password=password,
+                role=Role.OPERATOR,
+                now=datetime.now(UTC),
+                actor="cli",
+            )
+        except DoorstepError as exc:  # the email is taken
+            raise click.ClickException(exc.message) from None
         session.commit()
     click.echo(f"operator {user.id} created")

@@ -57,6 +57,7 @@ def serve(
     two cores (DOORSTEP_WRITER_PROCESS=false keeps it to one).
     """
     from doorstep.db import RoleSetupError
+    from doorstep.server import DatabaseUnavailable
     from doorstep.server import serve as run
     from doorstep.video.errors import ClipStoreUnavailable
 
@@ -69,7 +70,7 @@ def serve(
     )
     try:
         run(settings)
-    except (ClipStoreUnavailable, RoleSetupError) as exc:  # checked before anything starts
+    except (ClipStoreUnavailable, RoleSetupError, DatabaseUnavailable) as exc:  # checked first
         raise click.ClickException(str(exc)) from None
 
 
