@@ -313,7 +313,10 @@ def _install_error_handlers(app: FastAPI) -> None:
 class BodyLimit:
     """Refuse request bodies over `max_bytes` (413) before any route reads them; a path
     that a pattern of `larger` matches from its start (the hub's clip upload, its live
-    frames) has that pattern's limit."""
+    frames) has that pattern's limit. A body with a Content-Length is judged by it (the
+    server reads no more than it declares); one sent without (chunked) is read here up
+    to the limit first, and handed on whole, so a route never starts on a body that
+    turns out too large (its own error handling would answer 400 or 500 first)."""
 
     def __init__(
         self, app: ASGIApp, *, max_bytes: int, larger: dict[re.Pattern[str], int] | None = None
@@ -331,27 +334,45 @@ class BodyLimit:
             self.max_bytes,
         )
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        if declared is not None:
+            if not declared.isdigit() or int(declared) > limit:
+                await _too_large(send, limit)
+                return
+            await self.app(scope, receive, send)
+            return
+        body = await _read_up_to(receive, limit)
+        if body is None:
             await _too_large(send, limit)
             return
-        seen = 0
+        await self.app(scope, _replay(body, receive), send)
 
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > limit:
-                raise _BodyTooLarge
+
+async def _read_up_to(receive: Receive, limit: int) -> Message | None:
+    """The whole body as one message, or None past `limit` bytes (a disconnect on the way
+    is handed on as it came)."""
+    chunks: list[bytes] = []
+    seen = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
             return message
+        chunk = message.get("body", b"")
+        seen += len(chunk)
+        if seen > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
 
-        try:
-            await self.app(scope, limited, send)
-        except _BodyTooLarge:
-            await _too_large(send, limit)
 
+def _replay(first: Message, receive: Receive) -> Receive:
+    """`receive` that gives `first`, then what the server sends (a disconnect)."""
+    pending = [first]
 
-class _BodyTooLarge(Exception):
-    pass
+    async def replayed() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replayed
 
 
 async def _too_large(send: Send, limit: int) -> None:

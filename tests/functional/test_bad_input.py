@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -306,3 +307,23 @@ def test_not_json_and_no_token(live: Any, world: demo.World) -> None:
             "/v1/courier/entries", json=body, headers={"authorization": "Bearer nope"}
         )
         assert response.status_code == 401
+
+
+@pytest.mark.parametrize("path", ["/v1/residents", "/v1/courier/entries", "/v1/auth/token"])
+def test_huge_bodies_sent_without_a_length_are_refused_too(
+    live: Any, world: demo.World, path: str
+) -> None:
+    """Chunked, with no Content-Length to refuse up front: still a 413 with the error
+    body, not a server error, and nothing changes."""
+    before = _snapshot(live)
+
+    def chunks() -> Iterator[bytes]:
+        for start in range(0, len(HUGE), 8192):
+            yield HUGE[start : start + 8192].encode()
+
+    response = world.homes[0].resident.http.post(
+        path, content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+    assert _snapshot(live) == before
