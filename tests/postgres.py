@@ -1,17 +1,22 @@
 """Throwaway PostgreSQL databases for the tests, in the cluster `DOORSTEP_TEST_PG_URL`
-names (`scripts/test` starts one with `scripts/pg-test-cluster`)."""
+names (`scripts/test` starts one with `scripts/pg-test-cluster`), and a committed
+transaction on either database (`committed`)."""
 
 from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
+
+from doorstep.sql import Tx
 
 PG_URL = os.environ.get("DOORSTEP_TEST_PG_URL", "")
+T = TypeVar("T")
 
 
 @contextmanager
@@ -37,3 +42,16 @@ def postgres_database() -> Iterator[str]:
             connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
     finally:
         admin.dispose()
+
+
+def committed(engine: Engine, job: Callable[[Tx], T]) -> T:
+    """Run `job` in a transaction of its own on a raw connection (as the writer runs
+    its jobs), commit it and return what it returned; SQLite or PostgreSQL."""
+    connection = engine.raw_connection()
+    try:
+        tx = Tx(connection.driver_connection, engine.dialect.name)
+        result = job(tx)
+        connection.commit()
+        return result
+    finally:
+        connection.close()

@@ -24,6 +24,8 @@ from doorstep.hub.agent import HubAgent
 from doorstep.hub.camera import EntryCamera, RecorderCamera
 from doorstep.hub.drivers.simulated import ManualScheduler, SimulatedLock
 from doorstep.hub.journal import Journal
+from doorstep.hub.lock import LockDriver
+from doorstep.hub.scheduling import Scheduler
 from doorstep.protocol import PROTOCOL_VERSION
 from doorstep.protocol.grants import (
     GrantClaims,
@@ -102,6 +104,32 @@ class Hub:
         body = self.journal.command_reply(command_id)
         return Reply.model_validate_json(body) if body is not None else None
 
+    def boot_after_crash(
+        self,
+        scheduler: Scheduler,
+        *,
+        driver: LockDriver | None = None,
+        camera: EntryCamera | None = None,
+        reopen_journal: bool = True,
+    ) -> None:
+        """The agent's process dies (nothing of it runs on, and the lock's movements go
+        on: `SimulatedLock.hub_process_died`) and a new agent starts on the same journal
+        file (reopened, a new boot epoch) and lock, driven through `driver` if given and
+        recording through `camera`. Its `resume` is the caller's to run."""
+        self.lock.hub_process_died()
+        if reopen_journal:
+            self.journal.close()
+            self.journal = Journal(self.path, hub_id=HUB_ID, signing_key=self.hub_key)
+        self.agent = HubAgent(
+            hub_id=HUB_ID,
+            journal=self.journal,
+            locks={DOOR: driver or self.lock},
+            verifier=_verifier(self.issuer_key, lambda: self.now),
+            clock=lambda: self.now,
+            scheduler=scheduler,
+            cameras={DOOR: camera} if camera is not None else None,
+        )
+
     def restart(self, **lock_options: Any) -> None:
         """Stop the agent (closing journal and lock) and boot a new one on the same file."""
         self.agent.stop()
@@ -120,11 +148,7 @@ def _boot(
     journal = Journal(path, hub_id=HUB_ID, signing_key=hub_key)
     options: dict[str, Any] = {"scheduler": ManualScheduler(), "motor_seconds": 0, **lock_options}
     lock = SimulatedLock(**options)
-    verifier = GrantVerifier(
-        hub_id=HUB_ID,
-        issuer_keys={GrantSigner(issuer_key).kid: public_key_bytes(issuer_key.public_key())},
-        clock=lambda: T,
-    )
+    verifier = _verifier(issuer_key, lambda: T)
     cameras: dict[str, EntryCamera] = {}
     if camera_url is not None:
         cameras[DOOR] = RecorderCamera(camera_url, path.with_suffix(".video"))
@@ -139,6 +163,14 @@ def _boot(
         cameras=cameras,
     )
     return journal, lock, agent
+
+
+def _verifier(issuer_key: Ed25519PrivateKey, clock: Callable[[], float]) -> GrantVerifier:
+    return GrantVerifier(
+        hub_id=HUB_ID,
+        issuer_keys={GrantSigner(issuer_key).kid: public_key_bytes(issuer_key.public_key())},
+        clock=clock,
+    )
 
 
 @pytest.fixture

@@ -17,19 +17,16 @@ from typing import TYPE_CHECKING, Any
 import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from lock_stand_ins import RadioJustFailed
 
-from doorstep.hub.agent import HubAgent
-from doorstep.hub.drivers.simulated import ManualScheduler, SimulatedLock
+from doorstep.hub.drivers.simulated import ManualScheduler
 from doorstep.hub.lock import (
     DoorState,
-    LockError,
-    LockEvent,
     LockState,
-    LockStatus,
     OperationSource,
 )
 from doorstep.protocol import Reason
-from doorstep.protocol.grants import ALG_EDDSA, GrantVerifier, public_key_bytes
+from doorstep.protocol.grants import ALG_EDDSA
 from doorstep.protocol.messages import Command, CommandKind, Event, EventKind, Reply
 
 if TYPE_CHECKING:
@@ -298,47 +295,12 @@ def test_lock_offline_is_refused(hub: Hub) -> None:
     _assert_refused(hub, hub.send(_lock_command(hub)), Reason.LOCK_NOT_READY)
 
 
-class _RadioJustFailed:
-    """The simulated lock behind a radio that has just failed: its status still reads
-    online (the driver has not noticed yet), but no request gets through (LockError)."""
-
-    def __init__(self, lock: SimulatedLock) -> None:
-        self._lock = lock
-
-    def status(self) -> LockStatus:
-        return self._lock.status()
-
-    def unlock(self, source: OperationSource) -> None:
-        raise LockError("the request could not be sent")
-
-    def lock(self, source: OperationSource) -> None:
-        raise LockError("the request could not be sent")
-
-    def subscribe(self, callback: Callable[[LockEvent], None]) -> None:
-        self._lock.subscribe(callback)
-
-    def close(self) -> None:
-        self._lock.close()
-
-
 def test_a_lock_request_the_radio_cannot_send_is_refused_not_ready(hub: Hub) -> None:
     # "Lock now" never reached the motor: the resident is told the lock is out of reach
     # (try again shortly), not that its motor failed.
     hub.lock.manual_unlock()
-    hub.lock.hub_process_died()  # the hub starts again, driving the lock through the radio
-    verifier = GrantVerifier(
-        hub_id=hub.hub_id,
-        issuer_keys={hub.signer.kid: public_key_bytes(hub.issuer_key.public_key())},
-        clock=lambda: hub.now,
-    )
-    hub.agent = HubAgent(
-        hub_id=hub.hub_id,
-        journal=hub.journal,
-        locks={hub.door: _RadioJustFailed(hub.lock)},
-        verifier=verifier,
-        clock=lambda: hub.now,
-        scheduler=ManualScheduler(),
-    )
+    # The hub starts again, driving the lock through the radio.
+    hub.boot_after_crash(ManualScheduler(), driver=RadioJustFailed(hub.lock), reopen_journal=False)
 
     _assert_refused(hub, hub.send(_lock_command(hub)), Reason.LOCK_NOT_READY)
     assert hub.lock.status().lock_state == LockState.UNLOCKED

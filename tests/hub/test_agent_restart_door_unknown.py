@@ -15,11 +15,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from doorstep.hub.agent import HubAgent, RelockPolicy
+from doorstep.hub.agent import RelockPolicy
 from doorstep.hub.drivers.simulated import ManualScheduler
-from doorstep.hub.journal import Journal
 from doorstep.hub.lock import DoorState, LockState
-from doorstep.protocol.grants import GrantVerifier, public_key_bytes
 from doorstep.protocol.messages import Alert, EventKind
 
 if TYPE_CHECKING:
@@ -41,23 +39,9 @@ def _crash_and_boot_without_the_sensor(hub: Hub) -> ManualScheduler:
     starts on the same journal and lock, as `HubAgent.start` would: `resume`. Returns
     the new process's clock (the dead one's timers never run)."""
     clock = ManualScheduler()
-    hub.lock.hub_process_died()
+    hub.lock.hub_process_died()  # first: the dead process must not hear the sensor go quiet
     hub.lock.lose_door_sensor(True)
-    hub.journal.close()
-    hub.journal = Journal(hub.path, hub_id=hub.hub_id, signing_key=hub.hub_key)
-    verifier = GrantVerifier(
-        hub_id=hub.hub_id,
-        issuer_keys={hub.signer.kid: public_key_bytes(hub.issuer_key.public_key())},
-        clock=lambda: hub.now,
-    )
-    hub.agent = HubAgent(
-        hub_id=hub.hub_id,
-        journal=hub.journal,
-        locks={hub.door: hub.lock},
-        verifier=verifier,
-        clock=lambda: hub.now,
-        scheduler=clock,
-    )
+    hub.boot_after_crash(clock)
     hub.agent.resume()
     assert hub.lock.status().door_state == DoorState.UNSPECIFIED_ERROR
     return clock

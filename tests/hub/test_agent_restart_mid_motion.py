@@ -14,11 +14,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from doorstep.hub.agent import HubAgent, RelockPolicy
+from doorstep.hub.agent import RelockPolicy
 from doorstep.hub.drivers.simulated import ManualScheduler
-from doorstep.hub.journal import Journal
 from doorstep.hub.lock import LockState
-from doorstep.protocol.grants import GrantVerifier, new_token_id, public_key_bytes
+from doorstep.protocol.grants import new_token_id
 from doorstep.protocol.messages import EventKind
 
 if TYPE_CHECKING:
@@ -38,22 +37,7 @@ def _moving(make_hub: Callable[..., Hub]) -> tuple[Hub, ManualScheduler]:
 def _crash_and_boot(hub: Hub, clock: ManualScheduler) -> None:
     """The hub's process dies (nothing of it runs on) and a new one starts on the same
     journal and the same lock, as `HubAgent.start` would: `hub.started`, then `resume`."""
-    hub.lock.hub_process_died()
-    hub.journal.close()
-    hub.journal = Journal(hub.path, hub_id=hub.hub_id, signing_key=hub.hub_key)
-    verifier = GrantVerifier(
-        hub_id=hub.hub_id,
-        issuer_keys={hub.signer.kid: public_key_bytes(hub.issuer_key.public_key())},
-        clock=lambda: hub.now,
-    )
-    hub.agent = HubAgent(
-        hub_id=hub.hub_id,
-        journal=hub.journal,
-        locks={hub.door: hub.lock},
-        verifier=verifier,
-        clock=lambda: hub.now,
-        scheduler=clock,
-    )
+    hub.boot_after_crash(clock)
     hub.agent.record(EventKind.HUB_STARTED, {"epoch": hub.journal.epoch})
     hub.agent.resume()
 

@@ -19,12 +19,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from doorstep.hub.agent import HubAgent, RelockPolicy
+from lock_stand_ins import RadioJustFailed
+
+from doorstep.hub.agent import RelockPolicy
 from doorstep.hub.camera import EntryCamera
 from doorstep.hub.drivers.simulated import ManualScheduler, SimulatedLock
 from doorstep.hub.lock import (
     LockDriver,
-    LockError,
     LockEvent,
     LockOperationError,
     LockOperationType,
@@ -34,7 +35,6 @@ from doorstep.hub.lock import (
 )
 from doorstep.protocol import Reason
 from doorstep.protocol.codes import COURIER_ADVICE
-from doorstep.protocol.grants import GrantVerifier, public_key_bytes
 from doorstep.protocol.messages import EventKind, Reply
 from doorstep.video.clips import Clip
 from doorstep.video.errors import VideoError
@@ -45,29 +45,6 @@ if TYPE_CHECKING:
 
 POLICY = RelockPolicy()
 MOTOR_SECONDS = 1.0
-
-
-class _RadioJustFailed:
-    """The simulated lock behind a radio that has just failed: its status still reads
-    online (the driver has not noticed yet), but no request gets through (LockError)."""
-
-    def __init__(self, lock: SimulatedLock) -> None:
-        self._lock = lock
-
-    def status(self) -> LockStatus:
-        return self._lock.status()
-
-    def unlock(self, source: OperationSource) -> None:
-        raise LockError("the request could not be sent")
-
-    def lock(self, source: OperationSource) -> None:
-        raise LockError("the request could not be sent")
-
-    def subscribe(self, callback: Callable[[LockEvent], None]) -> None:
-        self._lock.subscribe(callback)
-
-    def close(self) -> None:
-        self._lock.close()
 
 
 class _AnswerLost:
@@ -148,20 +125,8 @@ def _drive(
 ) -> None:
     """Boot the hub again on the same journal and lock, driving the lock through
     `driver` (and recording through `camera`)."""
-    hub.lock.hub_process_died()
-    verifier = GrantVerifier(
-        hub_id=hub.hub_id,
-        issuer_keys={hub.signer.kid: public_key_bytes(hub.issuer_key.public_key())},
-        clock=lambda: hub.now,
-    )
-    hub.agent = HubAgent(
-        hub_id=hub.hub_id,
-        journal=hub.journal,
-        locks={hub.door: driver},
-        verifier=verifier,
-        clock=lambda: hub.now,
-        scheduler=scheduler or ManualScheduler(),
-        cameras={hub.door: camera} if camera is not None else None,
+    hub.boot_after_crash(
+        scheduler or ManualScheduler(), driver=driver, camera=camera, reopen_journal=False
     )
 
 
@@ -192,7 +157,7 @@ def _secured(hub: Hub) -> list[str]:
 def test_an_unlock_the_radio_cannot_send_is_refused_not_ready(hub: Hub) -> None:
     # The motor was never reached: the courier is told the lock is not ready (and what to
     # do instead), as for a lock known to be offline, not that its motor failed.
-    _drive(hub, _RadioJustFailed(hub.lock))
+    _drive(hub, RadioJustFailed(hub.lock))
 
     reply = hub.send(hub.command(hub.grant()))
 

@@ -10,7 +10,7 @@ command), not a server error with nothing on record."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,7 +20,6 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine
 
-from doorstep import db
 from doorstep.access import remote
 from doorstep.access import service as access
 from doorstep.accounts.models import PrincipalKind
@@ -39,7 +38,7 @@ from doorstep.security import token_digest
 from doorstep.settings import EntrySettings
 from doorstep.sql import Tx
 from polling import poll
-from postgres import postgres_database
+from postgres import committed
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 OWNER, COURIER, CARRIER = "usr-owner", "usr-courier", "car-a"
@@ -51,26 +50,6 @@ RESIDENT = Principal(PrincipalKind.USER, OWNER, PrincipalRole.RESIDENT, None)
 AT_THE_DOOR = access.EntryRequest(DELIVERY, BARCODE, 0.0, 0.0, 5.0)
 
 Job = Callable[[Tx], Any]
-
-
-@pytest.fixture
-def pg_engine() -> Iterator[Engine]:
-    with postgres_database() as url:
-        engine = db.make_engine(url)
-        db.upgrade(engine)
-        yield engine
-        engine.dispose()
-
-
-def _transaction(engine: Engine, job: Job) -> Any:
-    connection = engine.raw_connection()
-    try:
-        tx = Tx(connection.driver_connection, engine.dialect.name)
-        result = job(tx)
-        connection.commit()
-        return result
-    finally:
-        connection.close()
 
 
 def _seed(tx: Tx) -> None:
@@ -144,20 +123,20 @@ def _race(engine: Engine, first: Job, second: Job) -> Any:
 
 
 def _wait_event(engine: Engine, pid: Any) -> Any:
-    row = _transaction(engine, lambda tx: tx.one(
+    row = committed(engine, lambda tx: tx.one(
         "SELECT wait_event_type FROM pg_stat_activity WHERE pid = ?", pid))  # fmt: skip
     return row[0] if row else None
 
 
 def _entries(engine: Engine) -> list[tuple[Any, ...]]:
     sql = "SELECT state, reason FROM entries ORDER BY state"
-    return list(_transaction(engine, lambda tx: tx.all(sql)))
+    return list(committed(engine, lambda tx: tx.all(sql)))
 
 
 def _audited(engine: Engine, entry_id: str) -> list[tuple[str, dict[str, Any]]]:
     """The entry's audit records: action and data (decoded: SQLite keeps JSON as text)."""
     sql = "SELECT action, data FROM audit_events WHERE subject = ? ORDER BY seq"
-    rows = _transaction(engine, lambda tx: tx.all(sql, (entry_id,)))
+    rows = committed(engine, lambda tx: tx.all(sql, (entry_id,)))
     return [
         (action, orjson.loads(data) if isinstance(data, str) else data) for action, data in rows
     ]
@@ -167,7 +146,7 @@ def _audited(engine: Engine, entry_id: str) -> list[tuple[str, dict[str, Any]]]:
 def test_two_requests_racing_for_one_parcel_let_one_in_and_deny_the_other_on_record(
     pg_engine: Engine,
 ) -> None:
-    _transaction(pg_engine, _seed)
+    committed(pg_engine, _seed)
 
     second = _race(pg_engine, _courier_asks, _courier_asks)
 
@@ -184,7 +163,7 @@ def test_two_requests_racing_for_one_parcel_let_one_in_and_deny_the_other_on_rec
 def test_a_remote_unlock_racing_a_courier_for_the_door_is_refused_as_a_conflict(
     pg_engine: Engine,
 ) -> None:
-    _transaction(pg_engine, _seed)
+    committed(pg_engine, _seed)
 
     second = _race(pg_engine, _courier_asks, _resident_unlocks)
 
@@ -198,14 +177,14 @@ def test_an_approval_after_the_courier_was_suspended_issues_no_grant(
     """The carrier suspends the courier ("stop a courier at once") while the resident's
     approval is pending; the resident then approves. The entry is declined as the
     courier's next request would be (`courier_inactive`), and no grant is signed."""
-    _transaction(migrated_engine, _seed)
-    _transaction(migrated_engine, lambda tx: tx.run("UPDATE homes SET approval_mode = 'ask'"))
-    waiting = _transaction(migrated_engine, _courier_asks)
+    committed(migrated_engine, _seed)
+    committed(migrated_engine, lambda tx: tx.run("UPDATE homes SET approval_mode = 'ask'"))
+    waiting = committed(migrated_engine, _courier_asks)
     assert waiting.entry.state == "awaiting_approval"
-    _transaction(migrated_engine, lambda tx: tx.run(
+    committed(migrated_engine, lambda tx: tx.run(
         "UPDATE users SET active = ? WHERE id = ?", (False, COURIER)))  # fmt: skip
 
-    answer = _transaction(migrated_engine, lambda tx: access.answer_approval(
+    answer = committed(migrated_engine, lambda tx: access.answer_approval(
         tx, resident=RESIDENT, entry_id=waiting.entry.id, approve=True,
         now=NOW + timedelta(seconds=30), settings=SETTINGS, signer=GrantSigner(KEY),
     ))  # fmt: skip
@@ -214,7 +193,7 @@ def test_an_approval_after_the_courier_was_suspended_issues_no_grant(
     assert (answer.entry.state, answer.entry.reason) == ("declined", "courier_inactive")
     actions = [action for action, _ in _audited(migrated_engine, waiting.entry.id)]
     assert actions == ["entry:awaiting_approval", "entry:declined"]
-    assert _transaction(migrated_engine, lambda tx: tx.one(
+    assert committed(migrated_engine, lambda tx: tx.one(
         "SELECT token_id, grant_expires_at FROM entries WHERE id = ?", (waiting.entry.id,)
     )) == (None, None)  # fmt: skip
 
@@ -241,12 +220,12 @@ def test_a_grant_asked_for_near_the_windows_end_expires_with_the_window(
     """Grants live `grant_ttl_seconds` (5 minutes), but the carrier booked the courier in
     only until the window's end plus its tolerance (5 minutes): a grant signed 200 s
     after the window's end must not open the door more than 100 s later."""
-    _transaction(migrated_engine, _seed)
-    _transaction(migrated_engine, _window_ends_in(-200))
+    committed(migrated_engine, _seed)
+    committed(migrated_engine, _window_ends_in(-200))
     window_closes = NOW + timedelta(seconds=-200 + SETTINGS.window_tolerance_seconds)
     assert window_closes < NOW + timedelta(seconds=SETTINGS.grant_ttl_seconds)
 
-    decision = _transaction(migrated_engine, _courier_asks)
+    decision = committed(migrated_engine, _courier_asks)
 
     assert decision.authorized
     assert _claims(decision, NOW).expires == int(window_closes.timestamp())
@@ -258,13 +237,13 @@ def test_a_grant_asked_for_near_the_windows_end_expires_with_the_window(
 def test_an_approval_after_the_delivery_window_closed_issues_no_grant(
     migrated_engine: Engine,
 ) -> None:
-    _transaction(migrated_engine, _seed)
-    _transaction(migrated_engine, lambda tx: tx.run("UPDATE homes SET approval_mode = 'ask'"))
-    _transaction(migrated_engine, _window_ends_in(-200))
-    waiting = _transaction(migrated_engine, _courier_asks)
+    committed(migrated_engine, _seed)
+    committed(migrated_engine, lambda tx: tx.run("UPDATE homes SET approval_mode = 'ask'"))
+    committed(migrated_engine, _window_ends_in(-200))
+    waiting = committed(migrated_engine, _courier_asks)
     closed = NOW + timedelta(seconds=-200 + SETTINGS.window_tolerance_seconds + 1)
 
-    late = _transaction(migrated_engine, lambda tx: access.answer_approval(
+    late = committed(migrated_engine, lambda tx: access.answer_approval(
         tx, resident=RESIDENT, entry_id=waiting.entry.id, approve=True, now=closed,
         settings=SETTINGS, signer=GrantSigner(KEY),
     ))  # fmt: skip
@@ -276,13 +255,13 @@ def test_an_approval_after_the_delivery_window_closed_issues_no_grant(
 def test_an_approval_in_time_signs_a_grant_that_ends_with_the_window(
     migrated_engine: Engine,
 ) -> None:
-    _transaction(migrated_engine, _seed)
-    _transaction(migrated_engine, lambda tx: tx.run("UPDATE homes SET approval_mode = 'ask'"))
-    _transaction(migrated_engine, _window_ends_in(-200))
-    waiting = _transaction(migrated_engine, _courier_asks)
+    committed(migrated_engine, _seed)
+    committed(migrated_engine, lambda tx: tx.run("UPDATE homes SET approval_mode = 'ask'"))
+    committed(migrated_engine, _window_ends_in(-200))
+    waiting = committed(migrated_engine, _courier_asks)
     answered = NOW + timedelta(seconds=30)
 
-    approved = _transaction(migrated_engine, lambda tx: access.answer_approval(
+    approved = committed(migrated_engine, lambda tx: access.answer_approval(
         tx, resident=RESIDENT, entry_id=waiting.entry.id, approve=True, now=answered,
         settings=SETTINGS, signer=GrantSigner(KEY),
     ))  # fmt: skip

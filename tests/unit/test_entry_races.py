@@ -7,7 +7,7 @@ later writer changes nothing, and writes no audit record and no notification."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,7 +16,6 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine
 
-from doorstep import db
 from doorstep.access import service as access
 from doorstep.accounts.models import PrincipalKind
 from doorstep.accounts.service import Principal
@@ -28,34 +27,13 @@ from doorstep.protocol.messages import GENESIS_HASH, Event, EventKind, b64encode
 from doorstep.settings import EntrySettings
 from doorstep.sql import Tx
 from polling import poll
-from postgres import postgres_database
+from postgres import committed
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 OWNER, COURIER, HOME, HUB, DOOR = "usr-owner", "usr-courier", "home-a", "hub-a", "ap-a"
 KEY = Ed25519PrivateKey.generate()
 
 Job = Callable[[Tx], Any]
-
-
-@pytest.fixture
-def pg_engine() -> Iterator[Engine]:
-    with postgres_database() as url:
-        engine = db.make_engine(url)
-        db.upgrade(engine)
-        yield engine
-        engine.dispose()
-
-
-def _transaction(engine: Engine, job: Job) -> Any:
-    """Run `job` in a transaction of its own, committed."""
-    connection = engine.raw_connection()
-    try:
-        tx = Tx(connection.driver_connection, engine.dialect.name)
-        result = job(tx)
-        connection.commit()
-        return result
-    finally:
-        connection.close()
 
 
 def _seed(engine: Engine, entry_state: str) -> None:
@@ -83,7 +61,7 @@ def _seed(engine: Engine, entry_state: str) -> None:
                (HOME, DOOR, HUB, COURIER, entry_state, tx.time(NOW - timedelta(minutes=1)),
                 at, at))  # fmt: skip
 
-    _transaction(engine, job)
+    committed(engine, job)
 
 
 def _unlocked(tx: Tx) -> Any:
@@ -132,24 +110,24 @@ def _race(engine: Engine, first: Job, second: Job) -> Any:
 
 
 def _wait_event(engine: Engine, pid: Any) -> Any:
-    row = _transaction(engine, lambda tx: tx.one(
+    row = committed(engine, lambda tx: tx.one(
         "SELECT wait_event_type FROM pg_stat_activity WHERE pid = ?", pid))  # fmt: skip
     return row[0] if row else None
 
 
 def _state(engine: Engine) -> Any:
-    return _transaction(engine, lambda tx: tx.one("SELECT state FROM entries WHERE id = 'ent-1'"))
+    return committed(engine, lambda tx: tx.one("SELECT state FROM entries WHERE id = 'ent-1'"))
 
 
 def _actions(engine: Engine) -> list[str]:
-    rows = _transaction(engine, lambda tx: tx.all(
+    rows = committed(engine, lambda tx: tx.all(
         "SELECT action FROM audit_events WHERE subject = 'ent-1' ORDER BY seq"))  # fmt: skip
     return [action for (action,) in rows]
 
 
 def _notified(engine: Engine) -> list[str]:
     sql = "SELECT event_id FROM outbox WHERE event_id LIKE ? ORDER BY event_id"
-    rows = _transaction(engine, lambda tx: tx.all(sql, ("ent-1.%",)))
+    rows = committed(engine, lambda tx: tx.all(sql, ("ent-1.%",)))
     return [event_id for (event_id,) in rows]
 
 
@@ -191,9 +169,9 @@ def test_the_expiry_sweep_ends_what_it_expires_and_nothing_moves_it_after(
 ) -> None:
     _seed(migrated_engine, "authorized")
 
-    expired = _transaction(migrated_engine, _expire)
-    again = _transaction(migrated_engine, _expire)
-    _transaction(migrated_engine, _unlocked)
+    expired = committed(migrated_engine, _expire)
+    again = committed(migrated_engine, _expire)
+    committed(migrated_engine, _unlocked)
 
     assert (expired, again) == (1, 0)
     assert _state(migrated_engine) == ("expired",)
@@ -202,4 +180,4 @@ def test_the_expiry_sweep_ends_what_it_expires_and_nothing_moves_it_after(
     assert "ent-1.unlocked_after_end" in _notified(migrated_engine)
     assert "ent-1.unlocked" not in _notified(migrated_engine)
     with pytest.raises(Conflict):
-        _transaction(migrated_engine, _abort)
+        committed(migrated_engine, _abort)

@@ -15,7 +15,6 @@ import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -35,23 +34,13 @@ from doorstep.protocol.grants import GrantSigner, public_key_bytes
 from doorstep.protocol.shadow import MAX_CREDENTIALS, verify_shadow
 from doorstep.sql import Tx
 from polling import poll
+from postgres import committed
 
 NOW = datetime(2026, 10, 24, 12, 0, tzinfo=UTC)
 HUB, HOME, OWNER = "hub-0123456789abcdef", "home-1", "usr-owner"
 SEALED = "c2VhbGVkLXBpbg"  # stands for a sealed code
 PER_DOOR = 25  # `grants.service.MAX_CODES_PER_DOOR`
 RESIDENT = Principal(PrincipalKind.USER, OWNER, PrincipalRole.RESIDENT)
-
-
-def _transaction(engine: Engine, job: Any) -> Any:
-    connection = engine.raw_connection()
-    try:
-        tx = Tx(connection.driver_connection, engine.dialect.name)
-        result = job(tx)
-        connection.commit()
-        return result
-    finally:
-        connection.close()
 
 
 def _seed(engine: Engine, codes: int, doors: int) -> None:
@@ -86,7 +75,7 @@ def _seed(engine: Engine, codes: int, doors: int) -> None:
                    (f"agr-{number:04d}", HOME, f"ap-{number // PER_DOOR}", False, OWNER,
                     tx.time(NOW + timedelta(seconds=number)), SEALED))  # fmt: skip
 
-    _transaction(engine, job)
+    committed(engine, job)
 
 
 def _new_code(session: Session, door: str) -> str:
@@ -107,7 +96,7 @@ def _count_and_version(engine: Engine) -> tuple[int, int]:
 
 def _waiting_on_a_lock(engine: Engine, pid: int) -> bool:
     sql = "SELECT wait_event_type FROM pg_stat_activity WHERE pid = ?"
-    row = _transaction(engine, lambda tx: tx.one(sql, (pid,)))
+    row = committed(engine, lambda tx: tx.one(sql, (pid,)))
     return row is not None and row[0] == "Lock"
 
 
@@ -161,7 +150,7 @@ def test_the_document_leaves_the_newest_codes_out_and_is_still_signed(
     signer = GrantSigner(Ed25519PrivateKey.generate())
 
     with caplog.at_level(logging.ERROR, logger="doorstep.grants.shadow"):
-        payload = _transaction(
+        payload = committed(
             over_full, lambda tx: build_desired(tx, hub_id=HUB, now=NOW, signer=signer)
         )
 
@@ -179,7 +168,7 @@ def test_a_door_full_of_ended_codes_takes_a_new_one(migrated_engine: Engine) -> 
         with pytest.raises(Conflict, match=f"already has {PER_DOOR} codes"):
             _new_code(session, "d0")
         session.rollback()
-    ended = _transaction(migrated_engine, lambda tx: tx.run(
+    ended = committed(migrated_engine, lambda tx: tx.run(
         "UPDATE access_grants SET ends_at = ? WHERE id = 'agr-0000'",
         (tx.time(NOW - timedelta(minutes=1)),)))  # fmt: skip
     assert ended == 1

@@ -5,7 +5,6 @@ first hub's."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
@@ -23,19 +22,9 @@ from doorstep.homes.models import Hub
 from doorstep.permissions import PrincipalRole
 from doorstep.protocol.grants import public_key_bytes
 from polling import wait_until
-from postgres import postgres_database
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 OWNER = Principal(PrincipalKind.USER, "usr-owner", PrincipalRole.RESIDENT)
-
-
-@pytest.fixture
-def pg_engine() -> Iterator[Engine]:
-    with postgres_database() as url:
-        engine = db.make_engine(url)
-        db.upgrade(engine)
-        yield engine
-        engine.dispose()
 
 
 def _hub_with_code(sessions: sessionmaker[Session]) -> tuple[str, str]:
