@@ -203,6 +203,11 @@ class MatterServerPeer:
             self.node["available"] = available
             self._broadcast("node_updated", self.node)
 
+    def finish_move(self, operation: int) -> None:
+        """The bolt ends a movement the lock was silent about (0 locked, 1 unlocked):
+        its LockState report, then its LockOperation event."""
+        self._finish(operation, None)
+
     def open_door(self) -> None:
         self._move_door(0)
 

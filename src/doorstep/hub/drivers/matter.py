@@ -24,7 +24,9 @@ attributes and events mean for the hub's lock model), `config` (the settings).
   as soon as the lock is reachable again, so that a late unlock cannot leave the door
   open unnoticed. So does a LockDoor (the hub's or this one) cut off by a dropped
   connection: the bolt may still be drawn. A LockDoor met by silence or an SDK error is
-  not sent again here: that is its error event, for the hub to retry.
+  not sent again here: that is its error event, for the hub to retry. No UnlockDoor goes
+  out ahead of the LockDoor owed: while one is owed, or is still awaiting its outcome,
+  `unlock()` raises LockError (the lock is not ready) and nothing is sent.
 - Online means connected to the server AND the node is known AND `available`. Otherwise
   `unlock()`, `lock()`, `refresh()` and the keypad methods raise LockError (fail closed).
   A dropped connection is retried with a capped exponential backoff until `close()`;
@@ -136,6 +138,7 @@ class _Request:
 
     operation: LockOperationType
     source: OperationSource
+    relock: bool = False  # the LockDoor owed (see the module docstring)
     answered: bool = False
     watchdog: threading.Timer | None = None
 
@@ -317,18 +320,37 @@ class MatterLock:
     # --- lock and unlock requests -------------------------------------------------------
 
     def _request(self, operation: LockOperationType, source: OperationSource) -> None:
-        command = _COMMANDS[operation]
         with self._mutex:
-            self._check_reachable()
-            payload = lock_payload(self._remote_pin())
-            request = _Request(operation, source)
-            self._requests[operation].append(request)
-            self._refused[operation] = 0
+            request, payload = self._begin(operation, source)
+        self._send(request, payload)
+
+    def _begin(
+        self, operation: LockOperationType, source: OperationSource, *, relock: bool = False
+    ) -> tuple[_Request, dict[str, Any]]:
+        """Register a request to send, or raise LockError. Mutex held."""
+        self._check_reachable()
+        if operation == LockOperationType.UNLOCK and self._relock_due():
+            raise LockError(f"node {self._config.node_id} is to be relocked first")
+        payload = lock_payload(self._remote_pin())
+        request = _Request(operation, source, relock=relock)
+        self._requests[operation].append(request)
+        self._refused[operation] = 0
+        return request, payload
+
+    def _relock_due(self) -> bool:
+        """Whether a LockDoor is owed, or sent and awaiting its outcome. Mutex held."""
+        moving = self._requests.get(LockOperationType.LOCK, ())
+        return self._relock_owed or any(request.relock for request in moving)
+
+    def _send(self, request: _Request, payload: dict[str, Any]) -> None:
+        """Send a registered request, or raise LockError (a relock not sent stays owed)."""
+        command = _COMMANDS[request.operation]
         try:
             future = self._connection.submit("device_command", self._command_args(command, payload))
         except MatterServerError as exc:
             with self._mutex:
                 self._settle(request)
+                self._relock_owed = self._relock_owed or request.relock
             raise LockError(f"{command} could not be sent: {exc}") from exc
         log.info("sent %s to node %d", command, self._config.node_id)
         self._arm_watchdog(request)
@@ -389,8 +411,8 @@ class MatterLock:
             self._relock_owed = True
 
     def _pay_relock(self) -> None:
-        """Send the LockDoor owed after an unlock with no known outcome, if the lock is
-        reachable now; otherwise it stays owed until the lock is reachable again.
+        """Send the LockDoor owed, if the lock is reachable now; otherwise it stays owed
+        until the lock is reachable again. Until its outcome, no unlock is sent (`_begin`).
         Never call it with the mutex held."""
         with self._mutex:
             if not self._relock_owed or self._closed:
@@ -399,12 +421,17 @@ class MatterLock:
                 self._check_reachable()
             except LockError:
                 return
+            try:
+                request, payload = self._begin(
+                    LockOperationType.LOCK, OperationSource.AUTO, relock=True
+                )
+            except LockError as exc:  # no PIN for a lock that wants one
+                log.warning("relock after an unlock with no known outcome failed: %s", exc)
+                return
             self._relock_owed = False
         try:
-            self._request(LockOperationType.LOCK, OperationSource.AUTO)
+            self._send(request, payload)
         except LockError as exc:
-            with self._mutex:
-                self._relock_owed = True
             log.warning("relock after an unlock with no known outcome failed: %s", exc)
 
     def _fail(self, request: _Request) -> None:
