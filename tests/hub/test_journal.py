@@ -147,8 +147,41 @@ def test_forgetting_expired_tokens_keeps_live_ones(open_journal: OpenJournal) ->
 
     journal.forget_tokens_expired_before(int(T))
 
-    assert journal.use_token(old, expires=int(T) - 1, now=T)
+    assert not journal.token_used(old)
+    assert journal.token_used(live)
     assert not journal.use_token(live, expires=int(T) + 600, now=T)
+
+
+def test_a_forgotten_token_is_never_accepted_again_even_across_a_restart(
+    open_journal: OpenJournal,
+) -> None:
+    # Forgotten by a clock that ran a day ahead: in real time its grant is alive.
+    journal = open_journal()
+    forgotten = b"f" * 16
+    journal.use_token(forgotten, expires=int(T) + 600, now=T)
+    journal.forget_tokens_expired_before(int(T) + 86_400 - 3600)
+    assert not journal.token_used(forgotten)
+
+    journal = open_journal()
+    assert journal.forgotten_through() == int(T) + 600
+    assert not journal.use_token(forgotten, expires=int(T) + 600, now=T + 10)
+    assert not journal.use_token(b"n" * 16, expires=int(T) + 600, now=T + 10)  # as early
+    assert journal.use_token(b"n" * 16, expires=int(T) + 601, now=T + 10)
+
+
+def test_forgetting_ended_entries_moves_the_horizon_to_their_latest_until(
+    open_journal: OpenJournal,
+) -> None:
+    journal = open_journal()
+    journal.end_entry("ent-1", until=int(T) + 7200)
+    journal.forget_ended_entries_before(int(T))  # nothing to forget yet
+    assert journal.forgotten_through() == 0
+
+    journal.forget_ended_entries_before(int(T) + 86_400)
+    journal.forget_tokens_expired_before(int(T) + 86_400)  # nothing: the horizon stays
+
+    assert not open_journal().entry_ended("ent-1", now=T)
+    assert open_journal().forgotten_through() == int(T) + 7200
 
 
 def test_an_ended_entry_is_remembered_across_a_restart_until_forgotten(
@@ -216,11 +249,35 @@ def test_a_token_spent_with_its_visit_keeps_both_and_a_replay_neither(
     )
 
     journal = open_journal()  # both were written, in one transaction
-    assert journal.visits() == [("front-door", "ent-1", "cmd-1", False, False)]
+    assert journal.visits() == [("front-door", "ent-1", "cmd-1", False, False, None)]
     assert not journal.use_token(
         token_id, expires=int(T) + 600, now=T, visit=("back-door", "ent-2", "cmd-2")
     )
-    assert open_journal().visits() == [("front-door", "ent-1", "cmd-1", False, False)]
+    assert open_journal().visits() == [("front-door", "ent-1", "cmd-1", False, False, None)]
+
+
+def test_a_visit_keeps_when_its_door_opened_across_a_restart(
+    open_journal: OpenJournal,
+) -> None:
+    open_journal().save_visit("front-door", "ent-1", "cmd-1", True, True, opened_at=T + 0.5)
+
+    assert open_journal().visits() == [("front-door", "ent-1", "cmd-1", True, True, T + 0.5)]
+
+
+def test_a_journal_from_before_opening_times_opens_and_keeps_its_visits(
+    tmp_path: Path, open_journal: OpenJournal
+) -> None:
+    with closing(sqlite3.connect(tmp_path / "journal.sqlite3")) as db, db:
+        db.execute(
+            "CREATE TABLE visits (access_point TEXT PRIMARY KEY, entry_id TEXT NOT NULL,"
+            " command_id TEXT NOT NULL, replied INTEGER NOT NULL, opened INTEGER NOT NULL)"
+        )
+        db.execute("INSERT INTO visits VALUES ('front-door', 'ent-1', 'cmd-1', 1, 1)")
+
+    journal = open_journal()
+    assert journal.visits() == [("front-door", "ent-1", "cmd-1", True, True, None)]
+    journal.save_visit("front-door", "ent-1", "cmd-1", True, True, opened_at=T)
+    assert open_journal().visits() == [("front-door", "ent-1", "cmd-1", True, True, T)]
 
 
 def test_a_journal_holding_the_rehearsals_keys_still_opens(open_journal: OpenJournal) -> None:

@@ -127,6 +127,9 @@ class _Visit:
     command_id: str
     replied: bool = False
     opened: bool = False  # whether the door opened during the entry
+    # When the door last opened (the hub's clock; journalled, so a restart counts the
+    # `door_held_open` limit from it); None once shut, or if it opened unseen.
+    opened_at: float | None = None
     # Restored with its unlock never reported and the bolt not reading drawn back, or its
     # unlock reported failed for no stated reason (its answer may have been lost): the
     # motor may still be drawing it, so the lock's word ends nothing yet (`resume`,
@@ -218,14 +221,16 @@ class HubAgent:
         self._client: paho.Client | None = None
         self._stop = threading.Event()
         self._resender: threading.Thread | None = None
-        for access_point, entry_id, command_id, replied, opened in journal.visits():
+        for access_point, entry_id, command_id, replied, opened, opened_at in journal.visits():
             if access_point in locks:
                 # The unlock's reply is journalled with its event; the visit's own row
                 # catches up only when the door opens. A command with a reply on record
                 # was answered: another unlock during this visit is no answer to it.
                 if not replied and command_id:
                     replied = journal.command_reply(command_id) is not None
-                self._visits[access_point] = _Visit(entry_id, command_id, replied, opened)
+                self._visits[access_point] = _Visit(
+                    entry_id, command_id, replied, opened, opened_at=opened_at
+                )
         for access_point, driver in locks.items():
             driver.subscribe(self._listener(access_point))
         for access_point, camera in self.cameras.items():
@@ -279,7 +284,10 @@ class HubAgent:
         it was shut when the bolt was drawn and never seen open since, and the relock is
         watched (`relock_failed` at the deadline until the sensor confirms it shut). A
         deadbolt is thrown only into a shut door, so an unknown door the entry did open
-        is treated as open: watched, and relocked when the sensor reports it closed."""
+        is treated as open: watched, and relocked when the sensor reports it closed. A
+        door watched while open raises `door_held_open` `door_open_seconds` after it
+        opened as the previous run saw it (at once if that is past), not after the
+        restart."""
         with self._mutex:
             for access_point, camera in self.cameras.items():
                 visit = self._visits.get(access_point)
@@ -361,11 +369,18 @@ class HubAgent:
         while not self._stop.wait(RESEND_SECONDS):
             try:
                 self._resend()
-                cutoff = int(self._clock()) - TOKEN_RETENTION_SECONDS
-                self.journal.forget_tokens_expired_before(cutoff)
-                self.journal.forget_ended_entries_before(int(self._clock()))
+                self.forget_expired()
             except Exception:  # the process edge: keep resending
                 log.exception("resend failed")
+
+    def forget_expired(self) -> None:
+        """Let the journal forget the used token ids and ended entries of grants expired
+        an hour ago. Those grants stay refused even if the clock was ahead when they were
+        forgotten (`Journal.forgotten_through`); the hour keeps that from ever refusing a
+        grant the verifier's leeway still admits."""
+        cutoff = int(self._clock()) - TOKEN_RETENTION_SECONDS
+        self.journal.forget_tokens_expired_before(cutoff)
+        self.journal.forget_ended_entries_before(cutoff)
 
     # --- messages in -------------------------------------------------------------------
 
@@ -673,9 +688,13 @@ class HubAgent:
             del self._locking[pending.access_point]
 
     def _granted(self, command: Command, *, scope: str) -> tuple[GrantClaims, LockDriver]:
-        """The grant verifies for `scope`, is not revoked, names a door of this hub, and
+        """The grant verifies for `scope`, expires after every grant whose token id or
+        entry the journal has forgotten, is not revoked, names a door of this hub, and
         the command is for the grant's entry and door."""
         claims = self._verify_grant(command, scope)
+        if claims.expires <= self.journal.forgotten_through():
+            # Its token id or entry may be forgotten (the clock ran ahead, then came back).
+            raise Refusal(Reason.TOKEN_EXPIRED, "the hub's clock has been past this grant")
         if self.credentials is not None and self.credentials.is_revoked(claims.token_id):
             raise Refusal(Reason.TOKEN_REVOKED)
         driver = self.locks.get(claims.access_point)
@@ -890,6 +909,8 @@ class HubAgent:
     ) -> None:
         if event.door_state == DoorState.CLOSED:
             self.record(EventKind.DOOR_CLOSED, data)
+            if visit is not None:
+                visit.opened_at = None  # journalled again at the next opening, not now
             if visit is not None and visit.door_timer is not None:
                 visit.door_timer.cancel()
                 visit.door_timer = None
@@ -909,8 +930,8 @@ class HubAgent:
             if visit is not None and visit.unopened_timer is not None:
                 visit.unopened_timer.cancel()
                 visit.unopened_timer = None
-            if visit is not None and not visit.opened:
-                visit.opened = True
+            if visit is not None and visit.opened_at is None:
+                visit.opened, visit.opened_at = True, self._clock()
                 self._open_visit(access_point, visit)
             self.record(EventKind.DOOR_OPENED, {**data, "door_state": int(event.door_state)})
             if visit is not None:
@@ -1058,8 +1079,18 @@ class HubAgent:
             visit.deadline_timer = None
         if visit.door_timer is None:
             visit.door_timer = self._scheduler.call_later(
-                self._policy.door_open_seconds, lambda: self._door_deadline(access_point, visit)
+                self._door_open_left(visit), lambda: self._door_deadline(access_point, visit)
             )
+
+    def _door_open_left(self, visit: _Visit) -> float:
+        """How much longer the door may stand open: `door_open_seconds` from when it
+        opened, which a restart keeps (none left: at once), or from now if unknown. A
+        door that shut and opened again while the hub was down counts from the opening
+        before: the alarm may come early, never late."""
+        limit = self._policy.door_open_seconds
+        if visit.opened_at is None:
+            return limit
+        return min(limit, max(0.0, limit - (self._clock() - visit.opened_at)))
 
     def _retry_relock(self, access_point: str, visit: _Visit) -> None:
         """A relock failed (a jam, a stalled motor, a request the radio did not carry): try
@@ -1139,7 +1170,12 @@ class HubAgent:
     def _open_visit(self, access_point: str, visit: _Visit) -> None:
         # Journalled before the bolt moves, so a restart mid-entry still relocks.
         self.journal.save_visit(
-            access_point, visit.entry_id, visit.command_id, visit.replied, visit.opened
+            access_point,
+            visit.entry_id,
+            visit.command_id,
+            visit.replied,
+            visit.opened,
+            visit.opened_at,
         )
         self._visits[access_point] = visit
 

@@ -7,6 +7,11 @@ The journal also remembers every grant token id the hub has accepted (so a grant
 single-use across restarts), the reply to every command it has handled (so a
 redelivered command is answered, not executed twice), and the entries a lock command
 ended (so an unlock for one of them that arrives after its lock is refused).
+
+Token ids and ended entries are forgotten once the hub's clock says no grant needing
+them can still be accepted. That clock can jump ahead and come back (a bad NTP answer):
+so the journal also keeps how far it has forgotten (`forgotten_through`, in meta), and
+no grant that expires by then is accepted again (`use_token`).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ CREATE TABLE IF NOT EXISTS commands (
     command_id TEXT PRIMARY KEY, reply BLOB NOT NULL, at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS visits (
     access_point TEXT PRIMARY KEY, entry_id TEXT NOT NULL, command_id TEXT NOT NULL,
-    replied INTEGER NOT NULL, opened INTEGER NOT NULL);
+    replied INTEGER NOT NULL, opened INTEGER NOT NULL, opened_at REAL);
 CREATE TABLE IF NOT EXISTS ended_entries (
     entry_id TEXT PRIMARY KEY, until INTEGER NOT NULL);
 """
@@ -46,11 +51,12 @@ _INSERT_USED = "INSERT INTO used_tokens (token_id, expires, used_at) VALUES (?, 
 _COMMAND_REPLY = "SELECT reply FROM commands WHERE command_id = ?"
 _RECORD_COMMAND = "INSERT OR REPLACE INTO commands (command_id, reply, at) VALUES (?, ?, ?)"
 _SAVE_VISIT = (
-    "INSERT OR REPLACE INTO visits"
-    " (access_point, entry_id, command_id, replied, opened) VALUES (?, ?, ?, ?, ?)"
+    "INSERT OR REPLACE INTO visits (access_point, entry_id, command_id, replied, opened,"
+    " opened_at) VALUES (?, ?, ?, ?, ?, ?)"
 )
 _ACKNOWLEDGE = "DELETE FROM events WHERE epoch = ? AND seq <= ?"
 _ENTRY_ENDED = "SELECT 1 FROM ended_entries WHERE entry_id = ? AND until >= ?"
+_FORGOTTEN_THROUGH = "forgotten_through"
 
 
 class Journal:
@@ -62,11 +68,14 @@ class Journal:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        self._upgrade()
         with self._lock:
             self.epoch = int(self._meta("epoch", "0")) + 1
             self._set_meta("epoch", str(self.epoch))
         self._seq = 0
         self._last_hash = self._meta("last_hash", GENESIS_HASH)
+        # Kept in memory too: read on every unlock, written only by `_forget`.
+        self._forgotten = int(self._meta(_FORGOTTEN_THROUGH, "0"))
         self._prepare()
 
     def close(self) -> None:
@@ -163,7 +172,8 @@ class Journal:
         now: float,
         visit: tuple[str, str, str] | None = None,
     ) -> bool:
-        """Record a grant's token id as used; False if it was used before (a replay).
+        """Record a grant's token id as used; False if it was used before (a replay),
+        or if it may have been and is forgotten: the grant expires by `forgotten_through`.
 
         With `visit` (access point, entry id, command id), the entry it opens is journalled
         as a new visit in the same transaction: one write to storage (one fsync on a real
@@ -171,9 +181,12 @@ class Journal:
         with self._lock:
             self._db.execute("BEGIN")
             try:
+                if expires <= self._forgotten:
+                    self._rollback()
+                    return False
                 self._db.execute(_INSERT_USED, (token_id, expires, now))
                 if visit is not None:
-                    self._db.execute(_SAVE_VISIT, (*visit, 0, 0))
+                    self._db.execute(_SAVE_VISIT, (*visit, 0, 0, None))
                 self._db.execute("COMMIT")
             except sqlite3.IntegrityError:
                 self._rollback()
@@ -185,14 +198,24 @@ class Journal:
 
     def forget_tokens_expired_before(self, cutoff: int) -> None:
         # An expired grant is refused on its `exp` alone, so its id no longer needs keeping.
-        with self._lock:
-            self._db.execute("DELETE FROM used_tokens WHERE expires < ?", (cutoff,))
+        self._forget(
+            "SELECT max(expires) FROM used_tokens WHERE expires < ?",
+            "DELETE FROM used_tokens WHERE expires < ?",
+            cutoff,
+        )
+
+    def forgotten_through(self) -> int:
+        """The latest expiry (epoch seconds) of a grant whose token id or entry this
+        journal may have forgotten: a grant that expires by then is never accepted,
+        whatever the clock says now (it may have run ahead when it forgot)."""
+        return self._forgotten
 
     # --- entries a lock command ended -------------------------------------------------
 
     def end_entry(self, entry_id: str, *, until: int) -> None:
-        """Remember that a lock command ended `entry_id`, until `until` (epoch seconds):
-        an unlock naming it that comes later is refused (`entry_ended`)."""
+        """Remember that a lock command ended `entry_id`, until `until` (epoch seconds,
+        later than any grant for the entry expires): an unlock naming it that comes
+        later is refused (`entry_ended`)."""
         with self._lock:
             self._db.execute(
                 "INSERT INTO ended_entries (entry_id, until) VALUES (?, ?)"
@@ -205,8 +228,31 @@ class Journal:
             return self._db.execute(_ENTRY_ENDED, (entry_id, int(now))).fetchone() is not None
 
     def forget_ended_entries_before(self, cutoff: int) -> None:
+        # Every grant for an ended entry expires before its `until` (`end_entry`'s caller
+        # sees to it), so `until` bounds the grants forgetting the entry lets through.
+        self._forget(
+            "SELECT max(until) FROM ended_entries WHERE until < ?",
+            "DELETE FROM ended_entries WHERE until < ?",
+            cutoff,
+        )
+
+    def _forget(self, latest: str, delete: str, cutoff: int) -> None:
+        """Run `delete` and move `forgotten_through` up to the latest expiry it deletes
+        (`latest`), in one transaction."""
         with self._lock:
-            self._db.execute("DELETE FROM ended_entries WHERE until < ?", (cutoff,))
+            self._db.execute("BEGIN")
+            try:
+                (expiry,) = self._db.execute(latest, (cutoff,)).fetchone()
+                if expiry is not None:
+                    self._db.execute(delete, (cutoff,))
+                    forgotten = max(self._forgotten, int(expiry))
+                    self._set_meta(_FORGOTTEN_THROUGH, str(forgotten))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+            if expiry is not None:
+                self._forgotten = forgotten
 
     def command_reply(self, command_id: str) -> bytes | None:
         with self._lock:
@@ -220,23 +266,35 @@ class Journal:
     # --- entries in progress (so a restart mid-entry still relocks) ---------------------
 
     def save_visit(
-        self, access_point: str, entry_id: str, command_id: str, replied: bool, opened: bool
+        self,
+        access_point: str,
+        entry_id: str,
+        command_id: str,
+        replied: bool,
+        opened: bool,
+        opened_at: float | None = None,
     ) -> None:
+        """Journal the entry in progress at `access_point`; `opened_at` is when its door
+        last opened (the hub's clock), None while it is not known to be open."""
         with self._lock:
             self._db.execute(
-                _SAVE_VISIT, (access_point, entry_id, command_id, int(replied), int(opened))
+                _SAVE_VISIT,
+                (access_point, entry_id, command_id, int(replied), int(opened), opened_at),
             )
 
     def drop_visit(self, access_point: str) -> None:
         with self._lock:
             self._db.execute("DELETE FROM visits WHERE access_point = ?", (access_point,))
 
-    def visits(self) -> list[tuple[str, str, str, bool, bool]]:
+    def visits(self) -> list[tuple[str, str, str, bool, bool, float | None]]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT access_point, entry_id, command_id, replied, opened FROM visits"
+                "SELECT access_point, entry_id, command_id, replied, opened, opened_at FROM visits"
             ).fetchall()
-        return [(str(a), str(e), str(c), bool(r), bool(o)) for a, e, c, r, o in rows]
+        return [
+            (str(a), str(e), str(c), bool(r), bool(o), None if t is None else float(t))
+            for a, e, c, r, o, t in rows
+        ]
 
     # --- meta --------------------------------------------------------------------------
 
@@ -246,6 +304,12 @@ class Journal:
 
     def _set_meta(self, key: str, value: str) -> None:
         self._db.execute(_SET_META, (key, value))
+
+    def _upgrade(self) -> None:
+        # A journal written before visits kept when the door opened: nobody knows when.
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(visits)")}
+        if "opened_at" not in columns:
+            self._db.execute("ALTER TABLE visits ADD COLUMN opened_at REAL")
 
     def _rollback(self) -> None:
         # After a failed write (a full disk) the transaction may be open or already gone;
@@ -264,7 +328,7 @@ class Journal:
             (_INSERT_EVENT, (0, 0, b"")),
             (_SET_META, ("", "")),
             (_RECORD_COMMAND, ("", b"", 0.0)),
-            (_SAVE_VISIT, ("", "", "", 0, 0)),
+            (_SAVE_VISIT, ("", "", "", 0, 0, None)),
             (_ACKNOWLEDGE, (0, 0)),
             (_ENTRY_ENDED, ("", 0)),
         )
