@@ -52,6 +52,10 @@ def serve(settings: Settings) -> None:
             port=settings.http_port,
             log_level="warning",
             access_log=False,
+            # X-Forwarded-For and -Proto count from these peers only (uvicorn's own default
+            # would also read FORWARDED_ALLOW_IPS); none: from nobody.
+            proxy_headers=bool(settings.trusted_proxies),
+            forwarded_allow_ips=settings.trusted_proxies or None,
             # Event streams (the pages' live updates, `/v1/homes/{id}/events`) never end by
             # themselves; on shutdown they are cut after this long, and browsers reconnect.
             timeout_graceful_shutdown=5,
@@ -109,8 +113,9 @@ def _exit(_signum: int, _frame: object) -> None:
 
 def _broker(settings: Settings, stack: ExitStack) -> tuple[BrokerAddress, Callable[[], None]]:
     if settings.broker_url:
-        log.info("broker: %s (managed elsewhere)", _redact(settings.broker_url))
-        return BrokerAddress.from_url(settings.broker_url), lambda: None
+        url = settings.broker_url.get_secret_value()
+        log.info("broker: %s (managed elsewhere)", _redact(url))
+        return BrokerAddress.from_url(url), lambda: None
     engine = db.make_engine(
         settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous
     )

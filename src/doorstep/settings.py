@@ -7,11 +7,12 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -29,7 +30,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+# A mistake in the settings is reported without the values given: pydantic's error for a
+# check over a whole section otherwise prints the section's input, passwords included.
+_NO_INPUT_IN_ERRORS = ConfigDict(hide_input_in_errors=True)
+
+
 class EntrySettings(BaseModel):
+    model_config = _NO_INPUT_IN_ERRORS
+
     grant_ttl_seconds: int = Field(default=300, ge=10, le=3600)
     window_tolerance_seconds: int = Field(default=300, ge=0, le=3600)
     hub_reply_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
@@ -45,6 +53,8 @@ class EntrySettings(BaseModel):
 
 
 class AuthSettings(BaseModel):
+    model_config = _NO_INPUT_IN_ERRORS
+
     token_ttl_seconds: int = Field(default=3600, ge=60, le=30 * 86400)
     claim_code_ttl_seconds: int = Field(default=3600, ge=60)
     max_login_failures_per_minute: int = Field(default=10, ge=1)
@@ -58,17 +68,23 @@ class AuthSettings(BaseModel):
 class NotifySettings(BaseModel):
     """Carrier webhooks and resident email (`doorstep.notify`)."""
 
+    model_config = _NO_INPUT_IN_ERRORS
+
     # SMTP for resident email; empty: email is not sent (each message is set aside, skipped).
     smtp_host: str | None = None
     smtp_port: int = Field(default=25, ge=1, le=65535)
     # STARTTLS, the server's certificate verified against the system's CAs (SSL_CERT_FILE
     # names others). Unset: on, unless `smtp_host` is a loopback address (a local sink).
     smtp_starttls: bool | None = None
+    # SMTPS: TLS from the connection's first byte (as submission on port 465 wants), the
+    # certificate verified as for STARTTLS. Unset: on when `smtp_port` is 465 (unless
+    # `smtp_starttls` is on).
+    smtp_implicit_tls: bool | None = None
     # Mail carries invitation and password-reset links: sending it in clear to a server
-    # that is not on this machine is refused unless this is on (smtp_starttls = false).
+    # that is not on this machine is refused unless this is on (and neither kind of TLS is).
     smtp_allow_plaintext: bool = False
     smtp_username: str | None = None
-    smtp_password: str | None = None
+    smtp_password: SecretStr | None = None
     smtp_sender: str = "Doorstep <doorstep@localhost>"
     smtp_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
@@ -80,28 +96,51 @@ class NotifySettings(BaseModel):
     max_attempts: int = Field(default=12, ge=1, le=100)
 
     @property
+    def implicit_tls(self) -> bool:
+        """Whether mail goes over SMTPS: as set, else on port 465 unless STARTTLS is on."""
+        if self.smtp_implicit_tls is not None:
+            return self.smtp_implicit_tls
+        return self.smtp_port == 465 and not self.smtp_starttls
+
+    @property
     def starttls(self) -> bool:
-        """Whether mail goes over STARTTLS: as set, else unless the server is loopback."""
+        """Whether mail goes over STARTTLS: never over SMTPS; else as set, else unless the
+        server is loopback."""
+        if self.implicit_tls:
+            return False
         if self.smtp_starttls is not None:
             return self.smtp_starttls
         return self.smtp_host is not None and not is_loopback(self.smtp_host)
 
     @model_validator(mode="after")
+    def _one_kind_of_tls(self) -> NotifySettings:
+        if self.smtp_implicit_tls and self.smtp_starttls:
+            raise ValueError(
+                "notify.smtp_implicit_tls (DOORSTEP_NOTIFY__SMTP_IMPLICIT_TLS) and "
+                "notify.smtp_starttls (DOORSTEP_NOTIFY__SMTP_STARTTLS) are both on: a server "
+                "speaks one or the other (SMTPS, usually port 465; STARTTLS, usually 587)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _remote_mail_is_encrypted(self) -> NotifySettings:
-        if not self.smtp_host or self.starttls or self.smtp_allow_plaintext:
+        if not self.smtp_host or self.implicit_tls or self.starttls:
             return self
-        if is_loopback(self.smtp_host):
+        if self.smtp_allow_plaintext or is_loopback(self.smtp_host):
             return self
         raise ValueError(
             "notify.smtp_starttls (DOORSTEP_NOTIFY__SMTP_STARTTLS) is off for an SMTP server "
             "that is not on this machine: its mail (password-reset and invitation links) "
-            "would cross the network in clear. Turn it on, or set "
+            "would cross the network in clear. Turn it (or SMTPS, "
+            "DOORSTEP_NOTIFY__SMTP_IMPLICIT_TLS) on, or set "
             "DOORSTEP_NOTIFY__SMTP_ALLOW_PLAINTEXT=true to send in clear anyway"
         )
 
 
 class ClipSettings(BaseModel):
     """Entry clips at the service (`doorstep.clips`)."""
+
+    model_config = _NO_INPUT_IN_ERRORS
 
     # Largest chunk of a clip the hub may send in one request (the 64 KiB body limit of
     # every other route does not apply to the upload routes).
@@ -144,17 +183,21 @@ class ClipSettings(BaseModel):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="DOORSTEP_", env_nested_delimiter="__")
+    model_config = SettingsConfigDict(
+        env_prefix="DOORSTEP_", env_nested_delimiter="__", hide_input_in_errors=True
+    )
 
     environment: Literal["development", "production"] = "development"
     data_dir: Path = Path("var")
-    database_url: str | None = None
+    # The database URLs hold passwords: kept out of `repr` (other modules read them as
+    # plain strings, so they are not `SecretStr`).
+    database_url: str | None = Field(default=None, repr=False)
     # PostgreSQL only: the role that owns the schema and runs the migrations. With it,
     # `database_url`'s role owns nothing and may not change or delete the audit log
     # (`doorstep.db.migrate`); without it, that one role does both.
-    database_owner_url: str | None = None
+    database_owner_url: str | None = Field(default=None, repr=False)
     # mqtt://user:password@host:port. Empty: `serve` starts and supervises its own Mosquitto.
-    broker_url: str | None = None
+    broker_url: SecretStr | None = None
     # MQTT client id of this service process; give each `serve` process its own.
     broker_client_id: str = "doorstep-service"
     # Port of the Mosquitto that `serve` supervises (chosen once and remembered if unset).
@@ -163,6 +206,14 @@ class Settings(BaseSettings):
     broker_public_host: str | None = None
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+    # The reverse proxies in front of `serve`, by address or network (comma-separated in
+    # DOORSTEP_TRUSTED_PROXIES): a request from one of them is taken to come from the
+    # client its X-Forwarded-For names, and the per-address limits (sign-in, password
+    # reset, claim codes) count that client; anyone else's X-Forwarded-For is ignored.
+    # The default is a proxy on this machine; a proxy on another must be named here, or
+    # every request counts as the proxy's and one client's attempts lock out everyone.
+    # Empty: nobody's.
+    trusted_proxies: Annotated[list[str], NoDecode] = ["127.0.0.1", "::1"]
     # Where users reach the service (https://doorstep.example): emailed links are built
     # from it, never from the request. Needed in production and on a non-loopback
     # `http_host`; unset on loopback, http://<http_host>:<http_port>.
@@ -230,6 +281,28 @@ class Settings(BaseSettings):
         scheme, _, rest = value.partition("://")
         if scheme not in ("http", "https") or not rest.split("/", 1)[0]:
             raise ValueError("public_url must be an absolute http:// or https:// URL")
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies_may_be_a_comma_separated_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [entry.strip() for entry in value.split(",") if entry.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_addresses_or_networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                if "/" in entry:
+                    ipaddress.ip_network(entry)
+                else:
+                    ipaddress.ip_address(entry)
+            except ValueError as exc:
+                raise ValueError(
+                    f"{exc} (give IP addresses or networks such as 10.0.0.0/8, comma-separated)"
+                ) from None
         return value
 
     @field_validator("metrics_token")

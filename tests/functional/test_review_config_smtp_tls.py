@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -153,3 +154,111 @@ def test_mail_goes_over_starttls_to_a_server_with_a_trusted_certificate(
     row = poll(lambda: _mail_row(live, email), lambda row: bool(row and row.state == "sent"), 20)
     assert row is not None and row.state == "sent", row
     assert tls_mailbox[0].subjects == [CHANGED]
+
+
+# ---- SMTPS (TLS from the first byte, port 465) --------------------------------------------
+
+SMTPS_PORT = free_port()
+SMTPS = NotifySettings(
+    smtp_host="127.0.0.1", smtp_port=SMTPS_PORT, smtp_implicit_tls=True, poll_seconds=0.1
+)
+
+
+@pytest.fixture
+def smtps_mailbox(certificate: Path) -> Iterator[Mailbox]:
+    """An SMTP server that speaks only TLS, from the connection's first byte."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certificate, certificate.with_suffix(".key"))
+    box = Mailbox()
+    controller = Controller(box, hostname="127.0.0.1", port=SMTPS_PORT, ssl_context=context)
+    controller.start()
+    yield box
+    controller.stop()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("notify_settings", [SMTPS])
+def test_mail_goes_over_implicit_tls_to_a_server_with_a_trusted_certificate(
+    certificate: Path, monkeypatch: pytest.MonkeyPatch, live: Any, smtps_mailbox: Mailbox
+) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate))
+    email = "smtps@doorstep.test"
+    _password_changed(live, email)
+    row = poll(lambda: _mail_row(live, email), lambda row: bool(row and row.state == "sent"), 20)
+    assert row is not None and row.state == "sent", row
+    assert smtps_mailbox.subjects == [CHANGED]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("notify_settings", [SMTPS])
+def test_mail_is_not_sent_over_implicit_tls_to_a_certificate_nobody_vouches_for(
+    live: Any, smtps_mailbox: Mailbox
+) -> None:
+    email = "smtps-mitm@doorstep.test"
+    _password_changed(live, email)
+    row = poll(lambda: _mail_row(live, email), lambda row: bool(row and row.last_error), 20)
+    assert row is not None and row.state == "pending", row
+    assert "CERTIFICATE_VERIFY_FAILED" in (row.last_error or ""), row.last_error
+    assert smtps_mailbox.subjects == []
+
+
+def test_port_465_means_implicit_tls_unless_told_otherwise() -> None:
+    remote = NotifySettings(smtp_host="smtp.example.com", smtp_port=465)
+    assert remote.implicit_tls and not remote.starttls
+    assert not NotifySettings(smtp_host="smtp.example.com", smtp_port=587).implicit_tls
+    told = NotifySettings(smtp_host="smtp.example.com", smtp_port=465, smtp_implicit_tls=False)
+    assert not told.implicit_tls and told.starttls
+    # Implicit TLS on another port counts as encrypted: no plain-text refusal.
+    assert NotifySettings(smtp_host="192.0.2.25", smtp_implicit_tls=True, smtp_starttls=False)
+
+
+def test_implicit_tls_and_starttls_cannot_both_be_asked_for() -> None:
+    with pytest.raises(ValueError, match="smtp_implicit_tls"):
+        NotifySettings(smtp_host="smtp.example.com", smtp_implicit_tls=True, smtp_starttls=True)
+
+
+# ---- SMTP AUTH: the password from the settings reaches the server -------------------------
+
+AUTH_PORT = free_port()
+SMTP_PASSWORD = "the-smtp-password"
+
+
+@pytest.fixture
+def auth_mailbox() -> Iterator[Mailbox]:
+    """A loopback SMTP server that takes mail only from `doorstep` / SMTP_PASSWORD."""
+
+    def authenticate(_server: Any, _session: Any, _envelope: Any, _how: str, given: Any) -> Any:
+        ok = (given.login, given.password) == (b"doorstep", SMTP_PASSWORD.encode())
+        return AuthResult(success=ok)
+
+    box = Mailbox()
+    controller = Controller(
+        box,
+        hostname="127.0.0.1",
+        port=AUTH_PORT,
+        authenticator=authenticate,
+        auth_required=True,
+        auth_require_tls=False,
+    )
+    controller.start()
+    yield box
+    controller.stop()
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")  # loopback
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(
+    "notify_settings",
+    [NotifySettings(smtp_host="127.0.0.1", smtp_port=AUTH_PORT, smtp_username="doorstep",
+                    smtp_password=SMTP_PASSWORD, poll_seconds=0.1)],  # type: ignore[arg-type]
+)  # fmt: skip
+def test_mail_is_sent_with_the_smtp_password_of_the_settings(
+    live: Any, auth_mailbox: Mailbox
+) -> None:
+    assert SMTP_PASSWORD not in repr(live.settings)
+    email = "auth@doorstep.test"
+    _password_changed(live, email)
+    row = poll(lambda: _mail_row(live, email), lambda row: bool(row and row.state != "pending"),
+               20)  # fmt: skip
+    assert row is not None and row.state == "sent", row
+    assert auth_mailbox.subjects == [CHANGED]

@@ -108,3 +108,17 @@ def test_a_home_name_cannot_add_headers_or_recipients_to_a_mail(
     assert recipients == ["ana@example.org"]
     assert message["Bcc"] is None and message["Subject"] == subject
     assert _invitation(live).state == "sent"
+
+
+@pytest.mark.parametrize("notify_settings", [NotifySettings(poll_seconds=0.1)])
+def test_an_invitation_set_aside_without_a_mail_server_leaves_no_link(
+    live: Any, world: demo.World
+) -> None:
+    """No SMTP server is configured: the mail is set aside as `skipped`, never to be sent,
+    and its text (with the link) is not kept either."""
+    home = world.homes[0]
+    _invite(home.resident, home.id)
+    row = _invitation(live)
+    assert row.state == "skipped" and row.last_error
+    assert row.payload["subject"] == "You are invited to Home 1" and "grant_id" in row.payload
+    assert "text" not in row.payload and "/guest/accept" not in orjson.dumps(row.payload).decode()

@@ -17,13 +17,14 @@ that fails to answer is not tried again in the same round (its other messages wa
 their next attempt), so one carrier's dead endpoint delays the others by one timeout a
 round at most.
 
-Once a message is final (sent, or failed for good), its row keeps only what the
-operator's views need (type, recipient, state, times, the email's subject and ids): an
-email's text may hold a live single-use link (an invitation, a password reset), which
-anyone reading the database or a backup of it could otherwise use. A message set aside
-as `skipped` keeps its text: it was never sent, and it is all there is of it.
-Mail goes over STARTTLS with the server's certificate verified (`NotifySettings.starttls`:
-on unless the server is loopback; plain text to another machine must be asked for).
+Once a message is final (sent, failed for good, or set aside as `skipped`: it is never
+sent later, even once the channel is configured), its row keeps only what the operator's
+views need (type, recipient, state, times, the email's subject and ids): an email's text
+may hold a live single-use link (an invitation, a password reset), which anyone reading
+the database or a backup of it could otherwise use.
+Mail goes over STARTTLS, or SMTPS (`NotifySettings.implicit_tls`: port 465 unless told
+otherwise), with the server's certificate verified (`NotifySettings.starttls`: on unless
+the server is loopback; plain text to another machine must be asked for).
 Header values a user may have written (a home's name, a guest's label in a subject) are
 folded onto one line, so they cannot add headers or recipients.
 """
@@ -202,16 +203,23 @@ class Dispatcher:
         except ValueError as exc:  # a line break left in an address: no such mail can go
             raise PermanentError(f"cannot write the mail's headers: {exc}") from exc
         mail.set_content(str(message.payload.get("text", "")))
+        # smtplib's own default context verifies nothing: anyone on the path could read
+        # the links in the mail. Check the server's certificate.
+        context = ssl.create_default_context()
+        host, port, timeout = settings.smtp_host, settings.smtp_port, settings.smtp_timeout_seconds
         try:
-            with smtplib.SMTP(
-                settings.smtp_host, settings.smtp_port, timeout=settings.smtp_timeout_seconds
+            with (
+                smtplib.SMTP_SSL(host, port, timeout=timeout, context=context)
+                if settings.implicit_tls
+                else smtplib.SMTP(host, port, timeout=timeout)
             ) as smtp:
                 if settings.starttls:
-                    # smtplib's own default context verifies nothing: anyone on the path
-                    # could read the links in the mail. Check the server's certificate.
-                    smtp.starttls(context=ssl.create_default_context())
+                    smtp.starttls(context=context)
                 if settings.smtp_username:
-                    smtp.login(settings.smtp_username, settings.smtp_password or "")
+                    password = settings.smtp_password
+                    smtp.login(
+                        settings.smtp_username, password.get_secret_value() if password else ""
+                    )
                 smtp.send_message(mail)
         except (OSError, smtplib.SMTPException) as exc:
             raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
@@ -292,8 +300,8 @@ def _mark_skipped(skipped: list[tuple[Claimed, str]]) -> Callable[[Tx], None]:
 def _skip(tx: Tx, *, skipped: list[tuple[Claimed, str]]) -> None:
     for message, reason in skipped:
         tx.run(
-            "UPDATE outbox SET state = 'skipped', last_error = ? WHERE id = ?",
-            (reason, message.id),
+            "UPDATE outbox SET state = 'skipped', last_error = ?, payload = ?j WHERE id = ?",
+            (reason, tx.json(_kept(message)), message.id),
         )
 
 

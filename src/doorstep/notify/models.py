@@ -49,7 +49,8 @@ class OutboxMessage(Base):
     # webhook: the endpoint id (its URL and secret are read at send time, so a rotated
     # secret or a disabled endpoint applies to messages still queued); email: the address.
     target: Mapped[str] = mapped_column(String(320))
-    # Once sent or failed, an email's keeps only its subject and ids (`dispatcher._kept`).
+    # Once sent, failed or skipped, an email's keeps only its subject and ids
+    # (`dispatcher._kept`).
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     # pending, sent, failed, or skipped (the channel is not configured here)
     state: Mapped[str] = mapped_column(String(16), default="pending")

@@ -1,6 +1,8 @@
 """A carrier's webhook endpoint: set it (getting a fresh signing secret), read it, turn it off.
 
 The secret is shown once, in the answer to the PUT that made it; a later PUT rotates it.
+The audit log records the URL without its query or fragment (`targets.redacted`): a
+receiver may take a token of its own there.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from doorstep.deps import CarrierClient, RuntimeDep, SessionDep
 from doorstep.errors import InvalidRequest, NotFound
 from doorstep.notify.models import WebhookEndpoint
 from doorstep.notify.signing import new_secret
+from doorstep.notify.targets import redacted
 from doorstep.schemas import Input, Output
 
 router = APIRouter(prefix="/v1/carrier", tags=["webhooks"])
@@ -68,7 +71,7 @@ def set_webhook(
         actor=carrier.actor,
         action="webhook:set",
         subject=endpoint.id,
-        data={"url": body.url},
+        data={"url": redacted(body.url)},
     )
     return WebhookCreated(
         id=endpoint.id, url=endpoint.url, active=endpoint.active, secret=endpoint.secret

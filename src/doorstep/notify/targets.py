@@ -20,6 +20,7 @@ import ssl
 import time
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpcore
 import httpx
@@ -31,6 +32,14 @@ _HTTP_ERRORS = (
     httpcore.UnsupportedProtocol,
     httpcore.ConnectionNotAvailable,
 )
+
+
+def redacted(url: str) -> str:
+    """`url` as records and logs may show it: scheme, host, port and path, without the
+    userinfo, query or fragment (where a receiver may have put a token of its own)."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 class Refused(Exception):
