@@ -14,7 +14,7 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -108,17 +108,19 @@ def done_entry(world: demo.World) -> dict[str, Any]:
     return demo.wait_entry(courier, entry["id"], "done")
 
 
-def _recorded(tmp_path: Path, entry: dict[str, Any]) -> tuple[Clip, str]:
+def _recorded(tmp_path: Path, entry: dict[str, Any], cut: str = "") -> tuple[Clip, str]:
     """A clip as the recorder leaves it (a real MP4 and thumbnail) for `entry`'s
-    window, and the SHA-256 of its video."""
-    folder = tmp_path / "spool" / "clips" / "c"
+    window, and the SHA-256 of its video; another `cut` is another clip of the entry
+    (another id, other bytes), as the recorder cuts again after a restore."""
+    folder = tmp_path / "spool" / "clips" / f"c{cut}"
     folder.mkdir(parents=True)
     video, thumbnail = folder / "clip.mp4", folder / "thumbnail.jpg"
     subprocess.run(
         [
             *("ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi"),
             *("-i", "testsrc2=size=320x240:rate=25:duration=5", "-c:v", "libx264"),
-            *("-crf", "2", "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(video)),
+            *("-crf", str(2 + len(cut)), "-pix_fmt", "yuv420p", "-movflags", "+faststart"),
+            str(video),
         ],
         check=True,
     )
@@ -129,7 +131,7 @@ def _recorded(tmp_path: Path, entry: dict[str, Any]) -> tuple[Clip, str]:
     start = datetime.fromisoformat(entry["unlocked_at"]).timestamp() - 1
     end = datetime.fromisoformat(entry["done_at"]).timestamp() + 1
     clip = Clip(
-        clip_id=hashlib.md5(entry["id"].encode()).hexdigest(),  # noqa: S324 - an id, not a MAC
+        clip_id=hashlib.md5((entry["id"] + cut).encode()).hexdigest(),  # noqa: S324 - an id
         entry_id=entry["id"],
         video=video,
         thumbnail=thumbnail,
@@ -290,3 +292,139 @@ def test_a_clip_the_service_refuses_as_invalid_is_dropped_not_retried_forever(
     assert not (world.homes[0].hub_dir / "uploads" / clip.clip_id).exists()
     uploader.close()
     assert _clip_rows(live, done_entry["id"]) == []
+
+
+def _audited(live: Any, action: str) -> list[dict[str, Any]]:
+    with live.sessions() as session:
+        return list(session.scalars(select(AuditEvent.data).where(AuditEvent.action == action)))
+
+
+def test_another_clip_of_the_entry_takes_over_an_unfinished_upload_never_a_stored_one(
+    live: Any,
+    world: demo.World,
+    done_entry: dict[str, Any],
+    proxy: CuttingProxy,
+    tmp_path: Path,
+) -> None:
+    """A hub that lost its queue, or was restored from a backup, cuts the entry's video
+    into a new clip: that clip replaces the upload the hub never finished (its staged
+    bytes destroyed, audited), and is stored and plays. Once the entry has a stored clip,
+    no other clip replaces it (nor a deleted one), and the clip taken over stays gone."""
+    home, storage = world.homes[0], ClipStorage.under(live.data_dir)
+    first, _ = _recorded(tmp_path, done_entry)
+    lost = _uploader(world, proxy.url)
+    lost.enqueue(first, access_point="front")
+    assert lost.run_pending() == 0  # cut mid-way: the service holds part of the video
+    assert storage.staged(first.clip_id, "video").stat().st_size > 0
+    saved = tmp_path / "kept"  # the old queue, as a backup would bring it back
+    shutil.copytree(home.hub_dir / "uploads", saved)
+    lost.close()
+    shutil.rmtree(home.hub_dir / "uploads")  # the hub loses its queue
+
+    again, digest = _recorded(tmp_path, done_entry, cut="again")
+    assert again.clip_id != first.clip_id
+    uploader = _uploader(world, live.url)
+    uploader.enqueue(again, access_point="front")
+    assert uploader.run_pending() == 1
+    uploader.close()
+
+    rows = {row.id: row for row in _clip_rows(live, done_entry["id"])}
+    assert (rows[again.clip_id].state, rows[first.clip_id].state) == ("stored", "deleted")
+    assert rows[first.clip_id].delete_reason == "superseded"
+    assert not (storage.staging / first.clip_id).exists()
+    [superseded] = _audited(live, "clip:upload_superseded")
+    assert superseded == {"clip_id": first.clip_id, "by": again.clip_id}
+    played = home.resident.http.get(f"/v1/clips/{again.clip_id}/video")
+    assert played.status_code == 200
+    assert hashlib.sha256(played.content).hexdigest() == digest
+    listed = home.resident.call("GET", f"/v1/homes/{home.id}/clips")
+    assert [clip["id"] for clip in listed] == [again.clip_id]
+
+    # The old queue comes back: its clip is gone at the service, and a third cut of the
+    # entry is refused; the hub drops both, and the stored clip is untouched.
+    shutil.rmtree(home.hub_dir / "uploads")
+    shutil.copytree(saved, home.hub_dir / "uploads")
+    restored = _uploader(world, live.url)
+    third, _ = _recorded(tmp_path, done_entry, cut="third")
+    restored.enqueue(third, access_point="front")
+    assert restored.run_pending() == 0
+    assert restored.pending() == []
+    restored.close()
+    rows = {row.id: row for row in _clip_rows(live, done_entry["id"])}
+    assert set(rows) == {first.clip_id, again.clip_id}
+    assert (rows[again.clip_id].state, rows[first.clip_id].state) == ("stored", "deleted")
+    assert not (storage.staging / first.clip_id).exists()
+    assert hashlib.sha256(_stored_video(live, home.id, again.clip_id)).hexdigest() == digest
+    assert len(_audited(live, "clip:upload_superseded")) == 1
+
+    # Nor does a clip the resident deleted come back as another cut.
+    assert home.resident.http.delete(f"/v1/clips/{again.clip_id}").status_code == 204
+    late = _uploader(world, live.url)
+    fourth, _ = _recorded(tmp_path, done_entry, cut="fourth")
+    late.enqueue(fourth, access_point="front")
+    assert late.run_pending() == 0
+    late.close()
+    assert {row.id for row in _clip_rows(live, done_entry["id"])} == rows.keys()
+    assert home.resident.call("GET", f"/v1/homes/{home.id}/clips") == []
+
+
+def test_a_queued_clip_whose_files_are_gone_is_dropped_and_holds_up_no_other(
+    live: Any, world: demo.World, done_entry: dict[str, Any], tmp_path: Path
+) -> None:
+    """A hub brought back with its queue but not the clips' files (a partial restore)
+    cannot send that clip, ever: it is dropped, and the clips queued after it (here the
+    entry's video cut again) are still sent."""
+    home = world.homes[0]
+    cuts = [_recorded(tmp_path, done_entry, cut) for cut in ("a", "b")]
+    (lost, _), (kept, digest) = sorted(cuts, key=lambda cut: cut[0].clip_id)
+    uploader = _uploader(world, live.url)
+    for clip in (lost, kept):
+        uploader.enqueue(clip, access_point="front")
+    shutil.rmtree(home.hub_dir / "uploads" / lost.clip_id)
+    assert [item.clip_id for item in uploader.pending()] == [lost.clip_id, kept.clip_id]
+
+    assert uploader.run_pending() == 1
+    assert uploader.pending() == []
+    uploader.close()
+    rows = {row.id: row.state for row in _clip_rows(live, done_entry["id"])}
+    assert rows == {lost.clip_id: "deleted", kept.clip_id: "stored"}
+    assert hashlib.sha256(_stored_video(live, home.id, kept.clip_id)).hexdigest() == digest
+
+
+def test_an_upload_given_up_while_the_hub_was_away_is_sent_again_when_it_is_back(
+    live: Any,
+    world: demo.World,
+    done_entry: dict[str, Any],
+    proxy: CuttingProxy,
+    tmp_path: Path,
+) -> None:
+    """The service gives up an upload left unfinished for `abandon_upload_hours` (its
+    staged bytes removed). A hub that was offline that long still has the clip: when it
+    is back it sends it again, whole, and the clip is stored and plays."""
+    home, storage = world.homes[0], ClipStorage.under(live.data_dir)
+    clip, digest = _recorded(tmp_path, done_entry)
+    away = _uploader(world, proxy.url)
+    away.enqueue(clip, access_point="front")
+    assert away.run_pending() == 0  # cut mid-way, then the hub is offline for days
+    away.close()
+    later = datetime.now(UTC) + timedelta(hours=49)
+    with live.sessions() as session:
+        assert (
+            service.abandon_stale_uploads(
+                session, storage, now=later, older_than=timedelta(hours=48)
+            )
+            == 1
+        )
+        session.commit()
+    assert not (storage.staging / clip.clip_id).exists()
+
+    back = _uploader(world, live.url)
+    assert back.run_pending() == 1
+    assert back.pending() == []
+    back.close()
+    [row] = _clip_rows(live, done_entry["id"])
+    assert (row.id, row.state, row.delete_reason) == (clip.clip_id, "stored", None)
+    played = home.resident.http.get(f"/v1/clips/{clip.clip_id}/video")
+    assert hashlib.sha256(played.content).hexdigest() == digest
+    [reopened] = _audited(live, "clip:upload_reopened")
+    assert reopened == {"clip_id": clip.clip_id}

@@ -18,9 +18,11 @@ from sqlalchemy import (
     Boolean,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -32,15 +34,27 @@ DEFAULT_RETENTION_DAYS = 30
 class ClipState(StrEnum):
     UPLOADING = "uploading"  # announced by the hub; parts still arriving
     STORED = "stored"  # checksums verified, encrypted, playable
-    DELETED = "deleted"  # key destroyed, objects removed (by the resident or retention)
+    # Key destroyed, objects removed (by the resident or retention), or an upload given
+    # up (abandoned, or superseded by another clip of its entry; `delete_reason`).
+    DELETED = "deleted"
 
 
 class ClipRecord(Base):
     __tablename__ = "clips"
+    __table_args__ = (
+        # One clip per entry: a hub that uploads twice resumes the same clip. Deleted
+        # rows stay (a hub that announces one again is told so), and do not count.
+        Index(
+            "uq_clips_entry_id_live",
+            "entry_id",
+            unique=True,
+            sqlite_where=text("state != 'deleted'"),
+            postgresql_where=text("state != 'deleted'"),
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)  # the hub's clip id
-    # One clip per entry: a hub that uploads twice resumes the same clip.
-    entry_id: Mapped[str] = mapped_column(ForeignKey("entries.id"), unique=True)
+    entry_id: Mapped[str] = mapped_column(ForeignKey("entries.id"), index=True)
     home_id: Mapped[str] = mapped_column(ForeignKey("homes.id"), index=True)
     hub_id: Mapped[str] = mapped_column(String(32))
     access_point: Mapped[str] = mapped_column(String(32))

@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, StreamingResponse
@@ -61,7 +62,8 @@ from doorstep.protocol import hubauth
 
 HUB_PREFIX = "/v1/hub/"
 UPLOAD_PREFIX = "/v1/hub/clips"
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"([0-9]*)-([0-9]*)")
+MAX_POSITION_DIGITS = 18
 ENTRY_CHECK_SECONDS = 2.0  # how often a live stream checks that its entry is still open
 
 router = APIRouter(tags=["clips"])
@@ -246,9 +248,18 @@ def video_response(
 ) -> StreamingResponse:
     """The clip's video for this request's Range header (206), or whole (200)."""
     byte_range = parse_range(request.headers.get("range"))
-    playback = service.play(
-        session, clips.storage, viewer=viewer, clip_id=clip_id, byte_range=byte_range, now=now
-    )
+    try:
+        playback = service.play(
+            session, clips.storage, viewer=viewer, clip_id=clip_id, byte_range=byte_range, now=now
+        )
+    except RangeNotSatisfiable as exc:
+        # RFC 9110 section 15.5.17: a 416 names the size, so a player can ask again.
+        return StreamingResponse(
+            iter([orjson.dumps(exc.body())]),
+            status_code=exc.status,
+            headers={"content-range": f"bytes */{exc.details['size']}"},
+            media_type="application/json",
+        )
     headers = {
         "accept-ranges": "bytes",
         "content-length": str(playback.end - playback.start),
@@ -267,22 +278,33 @@ def _chunks(body: Iterator[bytes]) -> Iterator[bytes]:
     yield from body  # decrypted in the thread pool, chunk by chunk, as the client reads
 
 
-def parse_range(header: str | None) -> tuple[int, int | None] | None:
-    """One `bytes=first-last`, `bytes=first-` or `bytes=-suffix` range (what players
-    send); several ranges are served as the whole body (RFC 9110 allows ignoring Range)."""
+def parse_range(header: str | None) -> tuple[int | None, int | None] | None:
+    """The one range of a Range header (RFC 9110 section 14.1.2), what players send:
+    `bytes=first-last`, `bytes=first-` or `bytes=-suffix`, as (first, last) with None
+    for what it leaves out. None, to serve the whole body (RFC 9110 allows ignoring
+    Range), for no header, another unit, several ranges, or a range its grammar makes
+    invalid (`bytes=5-3`, `bytes=-`)."""
     if header is None:
         return None
-    match = _RANGE.match(header.strip())
-    if match is None:
+    unit, _, ranges = header.partition("=")
+    specs = [spec.strip(" \t") for spec in ranges.split(",")]
+    specs = [spec for spec in specs if spec]  # empty list elements are allowed
+    match = _RANGE.fullmatch(specs[0]) if len(specs) == 1 else None
+    if unit.lower() != "bytes" or match is None:
         return None
-    first, last = match.groups()
-    if not first and not last:
-        raise RangeNotSatisfiable("empty range")
-    if not first:
-        return (-int(last), None)
-    if last and int(last) < int(first):
-        raise RangeNotSatisfiable("the range ends before it starts")
-    return (int(first), int(last) if last else None)
+    first, last = (_position(digits) if digits else None for digits in match.groups())
+    if first is None and last is None:
+        return None
+    if first is not None and last is not None and last < first:
+        return None
+    return first, last
+
+
+def _position(digits: str) -> int:
+    """A byte position; one with more digits than any clip's size has is capped (and
+    `int` refuses strings of thousands of digits)."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= MAX_POSITION_DIGITS else 10**MAX_POSITION_DIGITS
 
 
 @router.get("/v1/clips/{clip_id}/thumbnail")

@@ -5,7 +5,11 @@ Upload (the hub, authenticated by its own key; `clips.router`):
 1. `announce`: the clip's times and the size and SHA-256 of its two parts (video,
    thumbnail). The entry must be this hub's, and the clip must lie inside the entry's
    recording window (`entry_window`). Answers how many bytes of each part the service
-   already holds, so a hub that restarted, or lost its connection, resumes there.
+   already holds, so a hub that restarted, or lost its connection, resumes there (one
+   that was away so long its upload was given up starts over). An entry has one clip:
+   another clip of it supersedes only an upload the hub never finished
+   (`clip:upload_superseded`), never a stored one, nor one the resident deleted or
+   retention expired (409).
 2. `append`: a chunk of a part at an offset; an offset other than what is held is a
    409 naming it. Chunks go to a staging file, synced before the answer.
 3. `complete`: each staged part is hashed and compared with what was announced. A
@@ -55,6 +59,8 @@ POST_ROLL_SLACK_SECONDS = 1.0 + 2.0
 HASH_BLOCK = 1024 * 1024
 MIN_RETENTION_DAYS = 1  # what `VideoSettingsUpdate` allows at least
 REJECTED = "rejected"  # a completion whose checksum did not match (not a row state)
+ABANDONED, SUPERSEDED = "abandoned", "superseded"  # uploads given up (`delete_reason`)
+GIVEN_UP = {ABANDONED, SUPERSEDED}
 
 
 # ---- windows ------------------------------------------------------------------------
@@ -120,18 +126,30 @@ def announce(
     clip: ClipAnnounce,
     now: datetime,
 ) -> UploadStatus:
-    """Open (or resume) the upload of `clip`; the bytes held of each part so far."""
+    """Open (or resume) the upload of `clip`; the bytes held of each part so far.
+
+    An entry has one clip. Another clip for it (the hub cut the entry's video again,
+    after losing its queue or being restored from a backup) supersedes the upload the
+    hub never finished: that one's staged bytes are destroyed, its row is deleted
+    (`superseded`) and `clip:upload_superseded` is audited. A stored clip, or one the
+    resident deleted or retention expired, is never replaced: 409."""
     row = session.get(ClipRecord, clip.clip_id)
     if row is not None:
-        return _resume(storage, row, hub_id=hub_id, clip=clip)
+        return _resume(session, storage, row, hub_id=hub_id, clip=clip, now=now)
     entry = session.get(Entry, clip.entry_id)
     if entry is None or entry.hub_id != hub_id or entry.home_id != home_id:
         raise NotFound("no such entry")
-    if session.scalar(select(ClipRecord.id).where(ClipRecord.entry_id == entry.id)):
+    earlier = session.scalars(
+        select(ClipRecord).where(ClipRecord.entry_id == entry.id).with_for_update()
+    ).all()
+    if any(not _replaceable(other, hub_id) for other in earlier):
         raise Conflict("this entry already has a clip")
     start, end = entry_window(entry, now=now)
     if not (start <= clip.started_at <= clip.ended_at <= end):
         raise ClipOutsideEntry("the clip is not inside its entry's recording window")
+    for other in earlier:
+        if other.state == ClipState.UPLOADING:
+            _supersede(session, storage, other, by=clip.clip_id, now=now)
     session.add(
         ClipRecord(
             id=clip.clip_id,
@@ -161,9 +179,43 @@ def announce(
     return _status(storage, clip.clip_id, ClipState.UPLOADING)
 
 
+def _replaceable(row: ClipRecord, hub_id: str) -> bool:
+    """Whether another clip of `row`'s entry may take its place: an upload this hub never
+    finished, or one already given up."""
+    if row.state == ClipState.UPLOADING:
+        return row.hub_id == hub_id
+    return row.state == ClipState.DELETED and row.delete_reason in GIVEN_UP
+
+
+def _supersede(
+    session: Session, storage: ClipStorage, row: ClipRecord, *, by: str, now: datetime
+) -> None:
+    shutil.rmtree(storage.staging / row.id, ignore_errors=True)
+    row.state, row.deleted_at, row.delete_reason = ClipState.DELETED, now, SUPERSEDED
+    session.flush()  # before the new row: one clip of the entry that is not deleted
+    audit(
+        session,
+        at=now,
+        actor=f"hub:{row.hub_id}",
+        action="clip:upload_superseded",
+        subject=row.entry_id,
+        home_id=row.home_id,
+        data={"clip_id": row.id, "by": by},
+    )
+
+
 def _resume(
-    storage: ClipStorage, row: ClipRecord, *, hub_id: str, clip: ClipAnnounce
+    session: Session,
+    storage: ClipStorage,
+    row: ClipRecord,
+    *,
+    hub_id: str,
+    clip: ClipAnnounce,
+    now: datetime,
 ) -> UploadStatus:
+    """The upload of a clip announced before, from where it stands. One given up while
+    its hub was away (`abandon_stale_uploads`) starts over, unless the entry has another
+    clip by now: the hub still has the video, and nobody chose to delete it."""
     if row.hub_id != hub_id:
         raise NotFound("no such clip")
     same = (row.entry_id, row.video_sha256, row.thumbnail_sha256) == (
@@ -173,7 +225,30 @@ def _resume(
     )
     if not same:
         raise Conflict("this clip was announced with other contents")
+    if row.state == ClipState.DELETED and row.delete_reason == ABANDONED:
+        _reopen(session, row, now=now)
     return _status(storage, row.id, ClipState(row.state))
+
+
+def _reopen(session: Session, row: ClipRecord, *, now: datetime) -> None:
+    others = session.scalars(
+        select(ClipRecord.id)
+        .where(ClipRecord.entry_id == row.entry_id, ClipRecord.state != ClipState.DELETED)
+        .with_for_update()
+    ).all()
+    if others:
+        return
+    row.state, row.deleted_at, row.delete_reason = ClipState.UPLOADING, None, None
+    row.created_at = now  # what `abandon_stale_uploads` counts from
+    audit(
+        session,
+        at=now,
+        actor=f"hub:{row.hub_id}",
+        action="clip:upload_reopened",
+        subject=row.entry_id,
+        home_id=row.home_id,
+        data={"clip_id": row.id},
+    )
 
 
 def upload_status(
@@ -194,7 +269,7 @@ def append(
     chunk: bytes,
 ) -> UploadStatus:
     """Write `chunk` at `offset` of the staged part (which must end there)."""
-    row = _hub_clip(session, hub_id, clip_id)
+    row = _hub_clip(session, hub_id, clip_id, lock=True)
     if row.state != ClipState.UPLOADING:
         return _status(storage, row.id, ClipState(row.state))
     path = storage.staged(clip_id, part)
@@ -225,7 +300,7 @@ def complete(
     """Check every part against its announced checksum; then encrypt and store the clip.
     A part that does not match is discarded (the hub sends it again) and the refusal is
     audited: the answer's state is then `rejected` (the router answers 422)."""
-    row = _hub_clip(session, hub_id, clip_id)
+    row = _hub_clip(session, hub_id, clip_id, lock=True)
     if row.state != ClipState.UPLOADING:
         return _status(storage, row.id, ClipState(row.state))
     for part in PARTS:
@@ -289,8 +364,10 @@ def _recorded_clip(row: ClipRecord, storage: ClipStorage) -> Clip:
     )
 
 
-def _hub_clip(session: Session, hub_id: str, clip_id: str) -> ClipRecord:
-    row = session.get(ClipRecord, clip_id)
+def _hub_clip(session: Session, hub_id: str, clip_id: str, *, lock: bool = False) -> ClipRecord:
+    """This hub's clip (`lock`: its row locked, so another clip of its entry supersedes
+    it only before or after this request, never while it writes the staged parts)."""
+    row = session.get(ClipRecord, clip_id, with_for_update=lock)
     if row is None or row.hub_id != hub_id:
         raise NotFound("no such clip")
     return row
@@ -393,12 +470,14 @@ def play(
     *,
     viewer: Principal,
     clip_id: str,
-    byte_range: tuple[int, int | None] | None,
+    byte_range: tuple[int | None, int | None] | None,
     now: datetime,
 ) -> Playback:
-    """Bytes of the clip's video for `byte_range` ((first, last inclusive or None) as in
-    an HTTP Range header; None: all). A request from the first byte counts as a view:
-    `clip:viewed` is audited (a player's further range requests do not)."""
+    """Bytes of the clip's video for `byte_range`, as in an HTTP Range header: (first,
+    last inclusive or None), or (None, n) for the last n bytes; None: all.
+    RangeNotSatisfiable (its details name the size) when no byte of the clip is in it. A
+    request from the first byte counts as a view: `clip:viewed` is audited (a player's
+    further range requests do not)."""
     row = owned_clip(session, owner=viewer, clip_id=clip_id)
     vault = vault_of(session, storage, home_id=row.home_id, now=now)
     total = vault.size(row.id)
@@ -416,13 +495,12 @@ def play(
     return Playback(total, start, end, vault.read(row.id, start, end))
 
 
-def _resolve_range(byte_range: tuple[int, int | None] | None, total: int) -> tuple[int, int]:
+def _resolve_range(byte_range: tuple[int | None, int | None] | None, total: int) -> tuple[int, int]:
     if byte_range is None:
         return 0, total
     first, last = byte_range
-    if first < 0:  # a suffix range: the last -first bytes
-        first = max(0, total + first)
-        last = total - 1
+    if first is None:  # a suffix range: the last `last` bytes (zero of them: no byte)
+        first, last = (max(0, total - last), total - 1) if last else (total, None)
     if first >= total:
         raise RangeNotSatisfiable(f"the clip has {total} bytes", details={"size": total})
     end = total if last is None else min(last + 1, total)
@@ -505,14 +583,15 @@ def expire(session: Session, storage: ClipStorage, *, now: datetime) -> int:
 def abandon_stale_uploads(
     session: Session, storage: ClipStorage, *, now: datetime, older_than: timedelta
 ) -> int:
-    """Uploads left unfinished for `older_than`: their staged plaintext is removed."""
+    """Uploads left unfinished for `older_than`: their staged plaintext is removed (their
+    hub, if it comes back, sends the clip again from the start)."""
     rows = session.scalars(
         select(ClipRecord).where(
             ClipRecord.state == ClipState.UPLOADING, ClipRecord.created_at < now - older_than
         )
     ).all()
     for row in rows:
-        _destroy(session, storage, row, now=now, reason="abandoned", actor="system:retention")
+        _destroy(session, storage, row, now=now, reason=ABANDONED, actor="system:retention")
     return len(rows)
 
 

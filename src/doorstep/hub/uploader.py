@@ -16,7 +16,9 @@ Every request is signed with the hub's Ed25519 key (`protocol.hubauth`). A dropp
 connection, a service that is down, a hub that restarts, a checksum the service
 refuses: the clip stays queued and is tried again with exponential backoff (capped),
 resuming at whatever the service holds. A clip the service refuses for good (not this
-hub's entry, outside the entry's window) is dropped and logged.
+hub's entry, outside the entry's window, an entry whose clip is already stored), or whose
+files the hub no longer has, is dropped and logged. Anything else that goes wrong with one
+clip postpones that clip alone.
 
 The service URL is the one the hub enrolled with (`--service`), remembered in the queue,
 so a hub restarted without it still uploads.
@@ -193,6 +195,8 @@ class Uploader:
     def _send_part(self, item: Queued, part: str, offset: int) -> None:
         path = self.directory / item.clip_id / PARTS[part]
         size = int(item.meta[part]["size"])
+        if not path.is_file():  # the hub lost it (a partial restore): it can never be sent
+            raise UploadRefused(f"{path.name} of clip {item.clip_id} is gone from disk")
         with path.open("rb") as file:
             file.seek(offset)
             while offset < size:
@@ -261,6 +265,10 @@ class Uploader:
             return 0
         except UploadFailed as exc:
             log.warning("clip %s not uploaded yet (%s); will retry", item.clip_id, exc)
+            self._postpone(item)
+            return 0
+        except Exception:  # one clip's edge: it waits its turn, and holds up no other clip
+            log.exception("clip %s could not be uploaded; will retry", item.clip_id)
             self._postpone(item)
             return 0
         log.info("clip %s stored at the service", item.clip_id)
