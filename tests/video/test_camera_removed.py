@@ -4,6 +4,8 @@ unsent, but cut into a clip (to where the recording stopped) and queued for uplo
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -78,6 +80,63 @@ def test_a_camera_removed_mid_entry_leaves_its_video_queued_not_in_the_spool(
     assert meta["ended_at"] >= recorded_until - GOP
     video = tmp_path / "uploads" / queued[0].clip_id / "video.mp4"
     assert process.probe_duration(video) >= meta["ended_at"] - meta["started_at"] - 0.2
+
+
+_DYING_SALVAGE = """
+import os, sys
+from pathlib import Path
+from doorstep.hub.camera import salvage_spool
+
+class DiesAsItQueues:
+    def enqueue(self, clip, *, access_point):
+        os._exit(17)  # the hub's power is cut as the clip is handed to the uploader
+
+salvage_spool(Path(sys.argv[1]), access_point="front", uploader=DiesAsItQueues())
+"""
+
+
+def test_a_hub_that_dies_while_salvaging_salvages_the_clip_at_its_next_start(
+    cameras: Callable[..., SimulatedCamera], tmp_path: Path
+) -> None:
+    camera = cameras(Source.SCENE, fps=FPS)
+    spool = tmp_path / "video" / "front"
+    _record_mid_entry(camera, spool, "ent-salvage-crash")
+
+    dying = subprocess.run(
+        [sys.executable, "-c", _DYING_SALVAGE, str(spool)],
+        timeout=60,
+        check=False,
+    )
+    assert dying.returncode == 17, "the salvage never handed a clip over"
+
+    assert _start_without(tmp_path, {"front": {}}) == {}
+    assert not spool.exists()
+    queued = _queued(tmp_path)
+    assert [item.meta["entry_id"] for item in queued] == ["ent-salvage-crash"]
+    assert queued[0].meta["complete"] is False
+    queue = _uploader(tmp_path)
+    queue._forget(queued[0].clip_id)
+    queue.close()
+
+
+def test_clip_files_a_dying_hub_never_queued_are_deleted_at_start(tmp_path: Path) -> None:
+    queued = _uploader(tmp_path)
+    kept = queued.directory / "clip-queued"
+    kept.mkdir()
+    (kept / "video.mp4").write_bytes(b"queued")
+    queued._db.execute("INSERT INTO pending (clip_id, meta) VALUES ('clip-queued', '{}')")
+    queued._db.commit()
+    left = queued.directory / "clip-never-queued"  # moved in, then the process died
+    left.mkdir()
+    (left / "video.mp4").write_bytes(b"plaintext of a home")
+    queued.close()
+
+    restarted = _uploader(tmp_path)
+    try:
+        assert not left.exists()
+        assert (kept / "video.mp4").read_bytes() == b"queued"
+    finally:
+        restarted.close()
 
 
 def test_with_no_camera_left_the_salvaged_clip_is_still_sent(

@@ -343,3 +343,27 @@ def test_continuous_recording_keeps_segments(cameras: Cameras, recorders: Record
         15.0,
         "segments kept by continuous recording",
     )
+
+
+def test_a_clip_is_handed_over_while_its_window_is_still_on_record(
+    cameras: Cameras, recorders: Recorders
+) -> None:
+    """A hub that dies as a clip is handed over (before the uploader has queued it) must
+    find the entry's window at its next start, to cut the clip again."""
+    camera = cameras(Source.SCENE)
+    recorder = recorders(camera.url, pre_roll=PRE_ROLL)
+    wait_for_pre_roll(recorder, PRE_ROLL)
+    on_record_at_hand_over: list[bool] = []
+
+    def hand_over(_done: object) -> None:
+        saved = recorder.spool / "windows.json"
+        on_record_at_hand_over.append(saved.exists() and "ent-handover" in saved.read_text())
+
+    recorder.arm("ent-handover").add_done_callback(hand_over)
+    receive(recorder, 1.0)
+    clip = recorder.disarm("ent-handover", post_roll=0.0).result(timeout=15)
+
+    assert clip.entry_id == "ent-handover"
+    assert on_record_at_hand_over == [True]
+    wait_until(lambda: not recorder.windows(), 5, "the window let go after the hand-over")
+    assert not (recorder.spool / "windows.json").exists()

@@ -179,21 +179,23 @@ def salvage_spool(spool: Path, *, access_point: str, uploader: Uploader) -> list
     configuration, perhaps in the middle of an entry): the video of each entry it still
     holds is cut into a clip (`Recorder.salvage`: to where the recording stopped, marked
     incomplete) and queued for upload, and the spool is deleted, so no video of the home
-    is left behind unencrypted and unsent. The entries whose clips were queued."""
+    is left behind unencrypted and unsent. Each clip is queued before the spool lets go
+    of its window: a hub that dies meanwhile salvages it again at its next start. The
+    entries whose clips were queued."""
     queued = []
-    for entry_id, future in Recorder("", spool).salvage().items():
-        try:
-            clip = future.result()
-        except Exception as exc:  # no video in its window: nothing to send
-            log.warning("entry %s on %s left no clip to salvage: %s", entry_id, access_point, exc)
-            continue
+
+    def queue(clip: Clip) -> None:
         uploader.enqueue(clip, access_point=access_point)
-        queued.append(entry_id)
+        queued.append(clip.entry_id)
         log.warning(
             "the camera of %s was removed during entry %s: the video recorded until then"
             " is queued for upload",
             access_point,
-            entry_id,
+            clip.entry_id,
         )
+
+    for entry_id, future in Recorder("", spool).salvage(deliver=queue).items():
+        if (error := future.exception()) is not None:  # no video in its window: nothing
+            log.warning("entry %s on %s left no clip to salvage: %s", entry_id, access_point, error)
     shutil.rmtree(spool, ignore_errors=True)
     return queued

@@ -101,6 +101,7 @@ class Uploader:
         self._db = sqlite3.connect(self.directory / "queue.db", check_same_thread=False)
         self._db_lock = threading.Lock()
         self._setup()
+        self._clear_unqueued()
         if service_url:
             self._remember("service_url", service_url.rstrip("/"))
         self.service_url = self._recall("service_url")
@@ -126,6 +127,18 @@ class Uploader:
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT)"
             )
+
+    def _clear_unqueued(self) -> None:
+        """Delete the files of any clip a process that died in `enqueue` never queued:
+        its recorder still holds the entry's window (a clip is handed over before the
+        window is let go) and cuts the clip again, so these are only plaintext left over."""
+        with self._db_lock:
+            queued = {row[0] for row in self._db.execute("SELECT clip_id FROM pending")}
+        for folder in self.directory.iterdir():
+            if folder.is_dir() and folder.name not in queued:
+                log.warning("deleting clip %s, never queued: its entry's video is cut again",
+                            folder.name)  # fmt: skip
+                shutil.rmtree(folder, ignore_errors=True)
 
     def _remember(self, name: str, value: str) -> None:
         with self._db_lock, self._db:

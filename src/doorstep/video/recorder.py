@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -232,14 +233,15 @@ class Recorder:
             if not future.done():
                 future.set_exception(WindowKept("recorder stopped; the window is kept"))
 
-    def salvage(self) -> dict[str, Future[Clip]]:
+    def salvage(self, deliver: Callable[[Clip], None] | None = None) -> dict[str, Future[Clip]]:
         """For a spool whose camera is gone for good (taken off its door, perhaps in the
         middle of an entry), instead of `start`: each window an earlier run left (open,
         or closed and not yet assembled) is closed where its video ends and cut into a
         clip from what was recorded (one left open is incomplete: its entry went on
-        unfilmed); then everything else in the spool is deleted. By entry id, the Futures
-        of those clips, all resolved (a window that holds no video resolves to an error).
-        No camera is read."""
+        unfilmed), handed to `deliver` while the spool still holds the window (a process
+        that dies before `deliver` has kept the clip salvages it again); then everything
+        else in the spool is deleted. By entry id, the Futures of those clips, all
+        resolved (a window that holds no video resolves to an error). No camera is read."""
         if self._maintainer is not None:
             raise RecorderError("recorder already started")
         shutil.rmtree(self.clips_dir, ignore_errors=True)
@@ -253,17 +255,20 @@ class Recorder:
                     window.disarmed_at = max(window.armed_at, held[-1].end if held else 0.0)
                     window.stop_at = window.disarmed_at
             due = self._take(lambda _window: True)
-            futures = dict(self._futures)
+            futures: dict[str, Future[Clip]] = {}
+            for entry_id, cut in self._futures.items():
+                salvaged: Future[Clip] = Future()
+                futures[entry_id] = salvaged
+                cut.add_done_callback(
+                    functools.partial(_salvaged, into=salvaged, short=entry_id in cut_short)
+                )
+                if deliver is not None:
+                    salvaged.add_done_callback(functools.partial(_deliver, deliver))
         for window in due:
             self._assembler.submit(self._finish, window, final=True)
         self._assembler.shutdown(wait=True)
         shutil.rmtree(self.segments_dir, ignore_errors=True)
         (self.spool / WINDOWS_FILE).unlink(missing_ok=True)
-        for entry_id in cut_short & futures.keys():
-            if futures[entry_id].exception() is None:
-                incomplete: Future[Clip] = Future()
-                incomplete.set_result(replace(futures[entry_id].result(), complete=False))
-                futures[entry_id] = incomplete
         return futures
 
     def __enter__(self) -> Recorder:
@@ -627,6 +632,12 @@ class Recorder:
             if clip is None and not future.done():  # too early: the next pass tries again
                 self._assembling.discard(window.entry_id)
                 return
+        if clip is not None:
+            # Handed over (the uploader queues it durably) while `windows.json` still
+            # holds the window: a process that dies in between cuts the clip again at
+            # the next start (a second clip of the entry), never loses it.
+            future.set_result(clip)
+        with self._lock:
             self._windows.pop(window.entry_id, None)
             self._futures.pop(window.entry_id, None)
             self._restored.discard(window.entry_id)
@@ -635,8 +646,6 @@ class Recorder:
             # What the window held and no other window or the pre-roll needs goes now,
             # before the clip is handed over, not at the next maintenance pass.
             self._prune(time.time())
-        if clip is not None:
-            future.set_result(clip)
 
     def _cut(self, window: Window, *, final: bool = False) -> Clip | None:
         """The window's clip, or None when it is too early to cut it (the frames have not
@@ -715,3 +724,18 @@ def _reader(target: Callable[[IO[bytes]], None], stream: IO[bytes], name: str) -
     thread = threading.Thread(target=target, args=(stream,), name=name, daemon=True)
     thread.start()
     return thread
+
+
+def _salvaged(cut: Future[Clip], *, into: Future[Clip], short: bool) -> None:
+    """Pass a salvaged window's outcome on; a window its entry outlived is incomplete."""
+    error = cut.exception()
+    if error is not None:
+        into.set_exception(error)
+    else:
+        clip = cut.result()
+        into.set_result(replace(clip, complete=False) if short else clip)
+
+
+def _deliver(deliver: Callable[[Clip], None], salvaged: Future[Clip]) -> None:
+    if salvaged.exception() is None:
+        deliver(salvaged.result())
