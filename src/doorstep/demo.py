@@ -144,9 +144,11 @@ class Api:
         self.http = httpx.Client(base_url=base_url, headers=headers, timeout=30)
         self.phone: Phone | None = None
 
-    def call(self, method: str, path: str, expect: int = 200, **kwargs: Any) -> Any:
+    def call(
+        self, method: str, path: str, expect: int | tuple[int, ...] = 200, **kwargs: Any
+    ) -> Any:
         response = self.http.request(method, path, **kwargs)
-        if response.status_code != expect:
+        if response.status_code not in (expect if isinstance(expect, tuple) else (expect,)):
             raise RuntimeError(f"{method} {path}: {response.status_code} {response.text}")
         return response.json()
 
@@ -378,10 +380,18 @@ def request_entry(
         **({"device_key_id": courier.phone.key_id} if courier.phone else {}),
         **fields,
     }
+    return prove_and_unlock(courier, ask_to_enter(courier, body))
+
+
+def ask_to_enter(courier: Api, body: dict[str, Any]) -> dict[str, Any]:
+    """The courier's entry request, with the door's challenge once the hub sent it (a
+    202 means the hub did not answer within the service's wait: the entry is followed)."""
     entry: dict[str, Any] = courier.call(
-        "POST", "/v1/courier/entries?wait=challenge", 201, json=body
+        "POST", "/v1/courier/entries?wait=challenge", (201, 202), json=body
     )
-    return prove_and_unlock(courier, entry)
+    if entry["state"] == "authorized" and not entry.get("to_sign") and courier.phone:
+        return wait_challenge(courier, entry["id"])
+    return entry
 
 
 def wait_challenge(courier: Api, entry_id: str, timeout: float = 15) -> dict[str, Any]:
@@ -401,8 +411,13 @@ def prove_and_unlock(courier: Api, entry: dict[str, Any]) -> dict[str, Any]:
         return entry
     proof = courier.phone.prove(entry["to_sign"])
     unlocked: dict[str, Any] = courier.call(
-        "POST", f"/v1/courier/entries/{entry['id']}/unlock?wait=unlocked", json={"proof": proof}
+        "POST",
+        f"/v1/courier/entries/{entry['id']}/unlock?wait=unlocked",
+        (200, 202),  # 202: the hub did not answer within the wait; follow the entry
+        json={"proof": proof},
     )
+    if unlocked["state"] == "authorized":
+        return wait_entry(courier, entry["id"], "unlocked")
     return unlocked
 
 

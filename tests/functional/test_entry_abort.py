@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from doorstep import demo
@@ -170,3 +171,31 @@ def test_an_unlock_still_on_its_way_when_the_courier_aborts_is_relocked_behind_i
     actions = [action for action, _ in _audit(live, entry["id"])]
     assert actions[-3:] == ["entry:abort_requested", "entry:aborted", "entry:unlocked_after_end"]
     assert courier.call("GET", f"/v1/entries/{entry['id']}")["state"] == "aborted"
+
+
+def test_a_second_abort_answers_the_entry_as_it_is_and_sends_nothing_again(
+    live: Any, make_world: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No auto-relock, and the service's commands held back until both aborts are in:
+    # the entry is still unlocked when the courier calls it off a second time.
+    world = make_world(auto_relock_seconds=None)
+    home, courier = world.homes[0], world.couriers[0][1]
+    _delivery, entry = _request(world)
+    assert entry["state"] == "unlocked"
+    link = live.runtime.link
+    held: list[tuple[str, Any]] = []
+    monkeypatch.setattr(link, "publish_command", lambda hub_id, cmd: held.append((hub_id, cmd)))
+    path = f"/v1/courier/entries/{entry['id']}/abort"
+
+    first = courier.call("POST", path, json={"reason": "pet"})
+    again = courier.call("POST", path, json={"reason": "person", "note": "tapped twice"})
+
+    assert first["state"] == again["state"] == "unlocked"
+    assert [action for action, _ in _audit(live, entry["id"])].count("entry:abort_requested") == 1
+    assert ("entry:abort_requested", "pet") in _audit(live, entry["id"])
+    assert _door_actions(live, home.id) == [("door:lock_requested", entry["id"])]
+    assert len(held) == 1
+    monkeypatch.undo()  # the one lock reaches the hub, which relocks and ends the entry
+    link.publish_command(*held[0])
+    ended = demo.wait_entry(courier, entry["id"], "done", timeout=10)
+    assert (ended["state"], ended["reason"]) == ("aborted", "courier_aborted")

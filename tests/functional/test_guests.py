@@ -194,6 +194,54 @@ def test_a_proof_made_with_another_key_or_a_stale_challenge_is_refused(
     assert unlock_calls(world) == 0
 
 
+def test_a_visit_whose_hub_does_not_answer_in_time_is_accepted_then_followed(
+    live: Any,
+    world: demo.World,
+    mailbox: tuple[Mailbox, int],
+    stack: ExitStack,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """202 (not 201 or 200) when the hub did not answer within the wait: the entry is
+    made and its command sent, still `authorized`; the guest's app follows it."""
+    grant, token = invite_guest(world, mailbox[0])
+    guest = stack.enter_context(guest_phone(world, token))
+    assert guest.phone is not None
+    link = live.runtime.link
+    held: list[tuple[str, Any]] = []
+
+    def silent_hub() -> None:
+        monkeypatch.setattr(
+            link, "publish_command", lambda hub, command: held.append((hub, command))
+        )
+        monkeypatch.setattr(live.runtime.settings.entry, "hub_reply_timeout_seconds", 0.5)
+
+    def late_answer() -> None:
+        monkeypatch.undo()
+        [(hub_id, command)] = held
+        held.clear()
+        link.publish_command(hub_id, command)
+
+    silent_hub()
+    body = {"grant_id": grant["id"], "device_key_id": guest.phone.key_id}
+    asked = guest.http.post("/v1/visits?wait=challenge", json=body)
+    assert asked.status_code == 202, asked.text
+    assert (asked.json()["state"], asked.json()["to_sign"]) == ("authorized", None)
+    late_answer()
+    challenged = demo.wait_challenge(guest, asked.json()["id"])
+    assert challenged["to_sign"]
+
+    silent_hub()
+    proof = guest.phone.prove(challenged["to_sign"])
+    proved = guest.http.post(
+        f"/v1/visits/{challenged['id']}/unlock?wait=unlocked", json={"proof": proof}
+    )
+    assert proved.status_code == 202, proved.text
+    assert proved.json()["state"] == "authorized"
+    late_answer()
+    assert demo.wait_entry(guest, challenged["id"], "unlocked")["state"] == "unlocked"
+    assert unlock_calls(world) == 1
+
+
 def test_revocation_denies_at_once_and_is_enforced_at_the_hub(
     live: Any, world: demo.World, mailbox: tuple[Mailbox, int], stack: ExitStack
 ) -> None:

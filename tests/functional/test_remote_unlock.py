@@ -87,3 +87,27 @@ def test_another_resident_cannot_unlock_and_an_offline_hub_is_refused(
         f"/v1/homes/{home.id}/doors/front/unlock", json={"password": demo.PASSWORD}
     )
     assert offline.status_code == 409 and "offline" in offline.text
+
+
+def test_a_remote_unlock_whose_hub_does_not_answer_in_time_is_accepted_then_followed(
+    live: Any, world: demo.World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """202: the unlock was sent, but the hub did not answer within the wait; the entry,
+    still `authorized`, unlocks once the command reaches the hub."""
+    home, link = world.homes[0], live.runtime.link
+    held: list[tuple[str, Any]] = []
+    monkeypatch.setattr(link, "publish_command", lambda hub_id, cmd: held.append((hub_id, cmd)))
+    monkeypatch.setattr(live.runtime.settings.entry, "hub_reply_timeout_seconds", 0.5)
+
+    answer = home.resident.http.post(
+        f"/v1/homes/{home.id}/doors/front/unlock", json={"password": demo.PASSWORD}
+    )
+
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["state"] == "authorized"
+    assert _unlock_calls(world) == 0
+    [(hub_id, command)] = held
+    monkeypatch.undo()  # the command reaches the hub after all, late
+    link.publish_command(hub_id, command)
+    entry_id = answer.json()["id"]
+    assert demo.wait_entry(home.resident, entry_id, "unlocked")["state"] == "unlocked"

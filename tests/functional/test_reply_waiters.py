@@ -121,3 +121,68 @@ def test_a_read_that_fails_still_wakes_the_waiter_with_the_reply(
         assert kinds == ["command.refused"]
         refused = session.get(Entry, entry_id)
         assert refused is not None and refused.state == EntryState.REFUSED  # committed
+
+
+def _silent_hub(live: Any, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Command]]:
+    """The service's commands held back (as by a hub that does not answer), and a short
+    wait for the hub's reply; `monkeypatch.undo()` ends both."""
+    held: list[tuple[str, Command]] = []
+    monkeypatch.setattr(
+        _link(live), "publish_command", lambda hub_id, command: held.append((hub_id, command))
+    )
+    monkeypatch.setattr(live.runtime.settings.entry, "hub_reply_timeout_seconds", 0.5)
+    return held
+
+
+def _entry_body(world: demo.World) -> dict[str, Any]:
+    home, courier = world.homes[0], world.couriers[0][1]
+    delivery = demo.book(world, home, ["PKG-1"])
+    assert courier.phone is not None
+    return {"delivery_id": delivery["id"], "barcode": "PKG-1", "latitude": home.latitude,
+            "longitude": home.longitude, "accuracy_m": 8.0, "nobody_answered": True,
+            "device_key_id": courier.phone.key_id}  # fmt: skip
+
+
+def test_a_request_whose_hub_does_not_answer_in_time_is_accepted_not_created(
+    live: Any, world: demo.World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """202: the entry is made and its command sent, but the hub has not answered within
+    the wait; the client follows the entry. Once the hub answers, all is as usual."""
+    courier, body = world.couriers[0][1], _entry_body(world)
+    held = _silent_hub(live, monkeypatch)
+
+    answer = courier.http.post("/v1/courier/entries?wait=unlocked", json=body)
+
+    assert answer.status_code == 202, answer.text
+    entry = answer.json()
+    assert (entry["state"], entry["to_sign"]) == ("authorized", None)
+    [(hub_id, command)] = held
+    monkeypatch.undo()  # the command reaches the hub after all, late
+    _link(live).publish_command(hub_id, command)
+    challenged = demo.wait_challenge(courier, entry["id"])
+    assert challenged["to_sign"]
+    unlocked = demo.prove_and_unlock(courier, challenged)  # the hub answers: 200
+    assert unlocked["state"] == "unlocked"
+
+
+def test_a_proof_whose_hub_does_not_answer_in_time_is_accepted_then_followed(
+    live: Any, world: demo.World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    courier = world.couriers[0][1]
+    assert courier.phone is not None
+    asked = courier.call(
+        "POST", "/v1/courier/entries?wait=unlocked", 201, json=_entry_body(world)
+    )  # the hub answered with its challenge: 201, as ever
+    proof = courier.phone.prove(asked["to_sign"])
+    held = _silent_hub(live, monkeypatch)
+
+    answer = courier.http.post(
+        f"/v1/courier/entries/{asked['id']}/unlock?wait=unlocked", json={"proof": proof}
+    )
+
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["state"] == "authorized"
+    [(hub_id, command)] = held
+    monkeypatch.undo()
+    _link(live).publish_command(hub_id, command)
+    assert demo.wait_entry(courier, asked["id"], "unlocked")["state"] == "unlocked"

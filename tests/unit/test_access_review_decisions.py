@@ -12,12 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy import Engine
 
 from doorstep.access import remote
@@ -33,7 +36,7 @@ from doorstep.protocol.grants import (
     GrantVerifier,
     public_key_bytes,
 )
-from doorstep.protocol.messages import b64decode
+from doorstep.protocol.messages import GENESIS_HASH, Event, EventKind, Reply, b64decode
 from doorstep.security import token_digest
 from doorstep.settings import EntrySettings
 from doorstep.sql import Tx
@@ -268,3 +271,148 @@ def test_an_approval_in_time_signs_a_grant_that_ends_with_the_window(
 
     window_closes = NOW + timedelta(seconds=-200 + SETTINGS.window_tolerance_seconds)
     assert _claims(approved, answered).expires == int(window_closes.timestamp())
+
+
+GRANT = "grt-keypad"
+
+
+def _keypad_code(tx: Tx) -> None:
+    """A keypad code the resident gave a cleaner, for the front door."""
+    tx.run("INSERT INTO access_grants (id, home_id, access_point_id, purpose, method, label,"
+           " kind, timezone, windows, require_geofence, notes, created_by, created_at)"
+           " VALUES (?, ?, ?, 'guest', 'keypad', 'Cleaner', 'always', 'UTC', '[]', ?, '', ?, ?)",
+           (GRANT, HOME, DOOR, False, OWNER, tx.time(NOW)))  # fmt: skip
+
+
+def _keypad_opens(tx: Tx) -> None:
+    """The hub reports the door unlocked by the cleaner's code, as its own entry."""
+    event = Event(hub=HUB, epoch=1, seq=1, event_id="evt-keypad", ts=NOW.timestamp(),
+                  kind=EventKind.LOCK_UNLOCKED, prev_hash=GENESIS_HASH,
+                  data={"method": "keypad", "grant_id": GRANT, "access_point": "front",
+                        "entry_id": "ent-keypad"})  # fmt: skip
+    access.apply_hub_event(tx, hub_id=HUB, event=event, now=NOW)
+
+
+def _keypad_recorded(engine: Engine, courier_entry: str) -> None:
+    """The keypad entry is on record, unlocked; the courier's, which the hub never saw,
+    ended as a request made now would be refused."""
+    entries = committed(engine, lambda tx: tx.all(
+        "SELECT id, state, reason FROM entries ORDER BY id"))  # fmt: skip
+    assert sorted(entries) == sorted([
+        (courier_entry, "expired", "entry_in_progress"), ("ent-keypad", "unlocked", None),
+    ])  # fmt: skip
+    assert [action for action, _ in _audited(engine, "ent-keypad")] == ["entry:unlocked"]
+    assert [action for action, _ in _audited(engine, courier_entry)][-1] == "entry:expired"
+
+
+def test_a_keypad_unlock_beside_an_authorized_entry_ends_it_and_is_recorded(
+    migrated_engine: Engine,
+) -> None:
+    committed(migrated_engine, _seed)
+    committed(migrated_engine, _keypad_code)
+    decision = committed(migrated_engine, _courier_asks)
+    assert decision.entry.state == "authorized"
+
+    committed(migrated_engine, _keypad_opens)
+
+    _keypad_recorded(migrated_engine, decision.entry.id)
+
+
+@pytest.mark.postgres
+def test_a_keypad_unlock_racing_a_decision_for_the_door_is_recorded_not_an_error(
+    pg_engine: Engine,
+) -> None:
+    """The decision commits its entry after the keypad ingest read the door free: the
+    ingest's insert must not fail on the open-entry index (the door has been opened
+    already), but end the decision's entry and record the keypad's."""
+    committed(pg_engine, _seed)
+    committed(pg_engine, _keypad_code)
+    decisions: list[access.EntryDecision] = []
+
+    second = _race(pg_engine, lambda tx: decisions.append(_courier_asks(tx)), _keypad_opens)
+
+    assert second is None, f"the keypad ingest failed: {second!r}"
+    _keypad_recorded(pg_engine, decisions[0].entry.id)
+
+
+PHONE = (
+    ec.generate_private_key(ec.SECP256R1())
+    .public_key()
+    .public_bytes(Encoding.X962, PublicFormat.CompressedPoint)
+)
+COURIER_PRINCIPAL = Principal(PrincipalKind.USER, COURIER, PrincipalRole.COURIER, CARRIER)
+
+
+def _challenged(engine: Engine) -> str:
+    """An entry bound to the courier's phone key, whose hub has answered with its
+    challenge: the phone's proof comes next. Returns the entry's id."""
+    committed(engine, _seed)
+    committed(engine, lambda tx: tx.run(
+        "INSERT INTO device_keys (id, user_id, point, label, created_at)"
+        " VALUES ('dk-phone', ?, ?, '', ?)", (COURIER, PHONE, tx.time(NOW))))  # fmt: skip
+    with_key = replace(AT_THE_DOOR, device_key_id="dk-phone")
+    decision = committed(engine, lambda tx: access.decide(
+        tx, token=TOKEN, request=with_key, now=NOW, settings=SETTINGS, signer=GrantSigner(KEY),
+    ))  # fmt: skip
+    assert decision.command is not None and decision.command.kind == "challenge"
+    reply = Reply(command_id=decision.command.command_id, result="ok", challenge="Y2hhbGxlbmdl")
+    committed(engine, lambda tx: access.apply_reply(tx, hub_id=HUB, reply=reply, now=NOW))
+    return decision.entry.id
+
+
+def _proves(entry_id: str) -> Job:
+    """The phone's proof, a few seconds after the challenge."""
+    return lambda tx: access.unlock_with_proof(
+        tx, courier=COURIER_PRINCIPAL, entry_id=entry_id, proof="cHJvb2Y",
+        now=NOW + timedelta(seconds=5), settings=SETTINGS,
+    )  # fmt: skip
+
+
+def _suspended(tx: Tx) -> None:
+    tx.run("UPDATE users SET active = ? WHERE id = ?", (False, COURIER))
+
+
+def _cancelled(tx: Tx) -> None:
+    tx.run("UPDATE deliveries SET status = 'cancelled' WHERE id = ?", (DELIVERY,))
+
+
+def _reassigned(tx: Tx) -> None:
+    tx.run("UPDATE deliveries SET courier_id = ? WHERE id = ?", (OWNER, DELIVERY))
+
+
+def test_a_proof_in_time_sends_the_unlock(migrated_engine: Engine) -> None:
+    entry_id = _challenged(migrated_engine)
+
+    answer = committed(migrated_engine, _proves(entry_id))
+
+    assert answer.command is not None and answer.command.kind == "unlock"
+    assert answer.command.proof == "cHJvb2Y"
+
+
+@pytest.mark.parametrize(
+    ("meanwhile", "reason"),
+    [
+        (_suspended, "courier_inactive"),
+        (_cancelled, "package_already_delivered"),
+        (_reassigned, "courier_not_assigned"),
+    ],
+)
+def test_a_proof_after_the_entry_lost_its_grounds_is_denied_on_record(
+    migrated_engine: Engine, meanwhile: Job, reason: str
+) -> None:
+    """Between the hub's challenge and the phone's proof the courier is suspended, the
+    delivery cancelled or given to another courier: the service checks again, as a
+    decision would, and sends no unlock."""
+    entry_id = _challenged(migrated_engine)
+    committed(migrated_engine, meanwhile)
+
+    answer = committed(migrated_engine, _proves(entry_id))
+
+    assert answer.command is None
+    assert (answer.entry.state, answer.entry.reason) == ("denied", reason)
+    assert answer.entry.to_sign is None
+    action, data = _audited(migrated_engine, entry_id)[-1]
+    assert (action, data["reason"]) == ("entry:denied", reason)
+    assert committed(migrated_engine, lambda tx: tx.one(
+        "SELECT grant_token, challenge FROM entries WHERE id = ?", (entry_id,)
+    )) == (None, None)  # fmt: skip

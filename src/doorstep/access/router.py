@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -101,7 +102,8 @@ def _bearer(request: Request) -> str:
 
 async def request_entry(request: Request) -> Response:
     """A courier at the door asks to enter with the scanned parcel and the phone's position.
-    Every check runs; a denial says why and what to do instead.
+    Every check runs; a denial says why and what to do instead. With a wait, 202 (not
+    201) says the hub did not answer within it: the entry stays `authorized`; follow it.
 
     A plain Starlette endpoint, not a FastAPI route: this is the hot path, and FastAPI's
     dependency solving and double response validation cost more than the decision's own
@@ -134,8 +136,8 @@ async def request_entry(request: Request) -> Response:
     runtime.metrics.decided("delivery", decision.entry.state, decision.entry.reason)
     # With a phone key the hub answers with a challenge (there is nothing to unlock until
     # the phone signs it), so both waits end there.
-    entry = await send_and_wait(runtime, decision, wait != "none")
-    return _respond(entry, 201)
+    sent = await send_and_await(runtime, decision, wait != "none")
+    return _respond(sent.entry, 202 if sent.unanswered else 201)
 
 
 WAITS = ("none", "challenge", "unlocked")
@@ -166,22 +168,43 @@ async def decide_entry(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """A decision's command published: the entry as it then is, and whether the wait for
+    the hub's reply ran out (the command is out; the hub may still act on it)."""
+
+    entry: service.EntryView
+    unanswered: bool = False
+
+
+# What a route's 202 means, for its OpenAPI document.
+UNANSWERED = (
+    "the hub did not answer within the wait (`hub_reply_timeout_seconds`): the entry, "
+    "still `authorized`, may yet move; follow it (`GET /v1/entries/{id}?wait_for=...`)"
+)
+
+
 async def send_and_wait(
     runtime: Runtime, decision: service.EntryDecision, wait: bool
 ) -> service.EntryView:
+    """`send_and_await`, for a caller that only shows the entry."""
+    return (await send_and_await(runtime, decision, wait)).entry
+
+
+async def send_and_await(runtime: Runtime, decision: service.EntryDecision, wait: bool) -> Sent:
     """Publish the decision's command once committed; with `wait`, answer after the hub's
-    reply (or the reply timeout) with the entry as it then is."""
+    reply (or the reply timeout, then `unanswered`) with the entry as it then is."""
     link, writer = runtime.link, runtime.writer
     assert link is not None and writer is not None
     if decision.command is None or decision.hub_id is None:
-        return decision.entry
+        return Sent(decision.entry)
     command, entry_id = decision.command, decision.entry.id
     # The entry is read in the transaction that stores the hub's reply: by then the hub's
     # event (published before its reply) is applied, and no writer job of its own is needed.
     waiter = link.expect_reply(command.command_id) if wait else None
     link.publish_command(decision.hub_id, command)
     if waiter is None:
-        return decision.entry
+        return Sent(decision.entry)
     current: service.EntryView | None = None
     try:
         answer = await asyncio.wait_for(
@@ -190,9 +213,12 @@ async def send_and_wait(
         current = answer.loaded
     except TimeoutError:
         link.forget(command.command_id)
+        unanswered = True
+    else:
+        unanswered = False
     if current is None:
         current = await run_write(writer, lambda tx: service.load_entry(tx, entry_id))
-    return current or decision.entry
+    return Sent(current or decision.entry, unanswered)
 
 
 def _entry_body(raw: bytes) -> EntryCreate:
@@ -256,24 +282,35 @@ def entry_openapi(schema: dict[str, Any]) -> dict[str, Any]:
                     "content": {
                         "application/json": {"schema": {"$ref": "#/components/schemas/EntryRead"}}
                     },
-                }
+                },
+                "202": {
+                    "description": f"with a wait: {UNANSWERED}",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/EntryRead"}}
+                    },
+                },
             },
         }
     }
     return schema
 
 
-@router.post("/courier/entries/{entry_id}/unlock", response_model=EntryRead)
+@router.post(
+    "/courier/entries/{entry_id}/unlock", response_model=EntryRead,
+    responses={202: {"model": EntryRead, "description": UNANSWERED}},
+)  # fmt: skip
 async def unlock_with_proof(
     entry_id: str,
     body: EntryProof,
     runtime: RuntimeDep,
     courier: CourierBrief,
+    response: Response,
     wait: Annotated[Literal["none", "unlocked"], Query()] = "unlocked",
 ) -> object:
     """The phone's signature of the door's challenge (`to_sign` of the entry, signed with
     the registered key, ES256, r||s, base64url). The hub checks it and unlocks; with
-    `wait=unlocked` the answer comes once it has (or refused)."""
+    `wait=unlocked` the answer comes once it has (or refused), or is 202 when the hub did
+    not answer within the wait: the entry is still `authorized`; follow it."""
     writer = runtime.writer
     if runtime.link is None or writer is None:
         raise ServiceUnavailable("the hub link is not running")
@@ -285,7 +322,14 @@ async def unlock_with_proof(
             settings=runtime.settings.entry,
         ),
     )  # fmt: skip
-    return entry_read(await send_and_wait(runtime, decision, wait == "unlocked"))
+    return waited_read(response, await send_and_await(runtime, decision, wait == "unlocked"))
+
+
+def waited_read(response: Response, sent: Sent) -> EntryRead:
+    """The entry a route waited on the hub for; 202 when the hub did not answer in time."""
+    if sent.unanswered:
+        response.status_code = 202
+    return entry_read(sent.entry)
 
 
 @router.post("/courier/entries/{entry_id}/abort", response_model=EntryRead)
@@ -383,16 +427,20 @@ def _reached(entry: Entry, target: EntryState) -> bool:
     return PROGRESS.index(EntryState(entry.state)) >= PROGRESS.index(target)
 
 
-@router.post("/homes/{home_id}/doors/{slug}/unlock", response_model=EntryRead)
+@router.post(
+    "/homes/{home_id}/doors/{slug}/unlock", response_model=EntryRead,
+    responses={202: {"model": EntryRead, "description": UNANSWERED}},
+)  # fmt: skip
 async def remote_unlock(
     home_id: str, slug: str, body: RemoteUnlock, request: Request, runtime: RuntimeDep,
-    resident: ResidentBrief,
+    resident: ResidentBrief, response: Response,
     wait: Annotated[Literal["none", "unlocked"], Query()] = "unlocked",
 ) -> object:  # fmt: skip
     """The resident unlocks their own door from afar, after entering the password again
     (and the code, with two-step sign-in on). Camera first and the verified relock apply
     as for any entry; the resident is emailed. Wrong passwords count toward the sign-in
-    limit."""
+    limit. With `wait=unlocked`, 202 says the hub did not answer within the wait: the
+    entry is still `authorized`; follow it."""
     link, writer = runtime.link, runtime.writer
     if link is None or writer is None:
         raise ServiceUnavailable("the hub link is not running")
@@ -411,7 +459,7 @@ async def remote_unlock(
             settings=runtime.settings.entry, signer=runtime.keys.signer,
         ),
     )  # fmt: skip
-    return entry_read(await send_and_wait(runtime, decision, wait == "unlocked"))
+    return waited_read(response, await send_and_await(runtime, decision, wait == "unlocked"))
 
 
 def reauthenticate(

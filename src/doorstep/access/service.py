@@ -670,24 +670,27 @@ def abort_entry(
     way to the hub is followed right away by this lock, which names the entry (the hub
     lets a lock end the entry it names, and waits for its unlock to report first). Its
     request is in the audit log (`door:lock_requested`), its outcome comes from the
-    hub's event as for the resident's "Lock now"."""
+    hub's event as for the resident's "Lock now".
+
+    Asked again while the entry is still open (a second tap, a retry after a lost
+    answer), it answers the entry as it is: nothing is recorded or sent again."""
     row = tx.one(
-        "SELECT e.state, e.home_id, e.courier_id, e.hub_id, ap.id, ap.slug, e.challenge"
-        " FROM entries e LEFT JOIN access_points ap ON ap.id = e.access_point_id"
+        "SELECT e.state, e.home_id, e.courier_id, e.hub_id, ap.id, ap.slug, e.challenge,"
+        " e.abort_reason FROM entries e LEFT JOIN access_points ap ON ap.id = e.access_point_id"
         " WHERE e.id = ?",
         (entry_id,),
     )
     if row is None or row[2] != courier.id:
         raise NotFound("no such entry")
-    state, home_id, _, hub_id, point_id, slug, challenge = row
+    state, home_id, _, hub_id, point_id, slug, challenge, asked = row
     if state not in OPEN_STATES:
         raise Conflict(f"this entry has already ended ({state})")
-    if not tx.run(
+    if asked is not None or not tx.run(
         "UPDATE entries SET abort_reason = ?, updated_at = ?"  # noqa: S608
-        f" WHERE id = ? AND state IN ({_OPEN})",
+        f" WHERE id = ? AND state IN ({_OPEN}) AND abort_reason IS NULL",
         (why, tx.time(now), entry_id),
-    ):  # the hub's writer ended it meanwhile
-        raise Conflict(f"this entry has already ended ({_state(tx, entry_id, state)})")
+    ):  # asked before, or the hub's writer ended it meanwhile
+        return _aborted_before(tx, entry_id, state)
     append_tx(tx, at=now, actor=courier.actor, action="entry:abort_requested",
               subject=entry_id, home_id=home_id, data={"why": why, "note": note})  # fmt: skip
     if state in _UNSTARTED:
@@ -711,6 +714,14 @@ def abort_entry(
     view = load_entry(tx, entry_id)
     assert view is not None
     return EntryDecision(view, command, hub_id if command is not None else None)
+
+
+def _aborted_before(tx: Tx, entry_id: str, read: str) -> EntryDecision:
+    """A repeated abort: the entry as it is, with no command, while it is still open."""
+    view = load_entry(tx, entry_id)
+    if view is None or view.state not in OPEN_STATES:
+        raise Conflict(f"this entry has already ended ({view.state if view else read})")
+    return EntryDecision(view, None)
 
 
 def lock_command(
@@ -862,24 +873,76 @@ def to_sign(
     return b64encode(pop.message(entry_id, audience_for(hub_id, slug), b64decode(challenge)))
 
 
+# The entry, and what its decision checked that may change in the seconds between the
+# hub's challenge and the phone's proof: the person, the delivery. (A visit's revoked
+# grant is the hub's to refuse, `token_revoked`: its revocation list has the token.)
+_PROOF_ENTRY = (
+    "SELECT e.courier_id, e.state, e.grant_token, e.challenge, e.hub_id, ap.slug, e.home_id,"
+    " e.purpose, u.active, d.courier_id, d.status, p.delivered_at"
+    " FROM entries e JOIN access_points ap ON ap.id = e.access_point_id"
+    " JOIN users u ON u.id = e.courier_id"
+    " LEFT JOIN deliveries d ON d.id = e.delivery_id"
+    " LEFT JOIN packages p ON p.id = e.package_id"
+    " WHERE e.id = ?"
+)
+
+
+def _proof_denial(
+    person: Principal, purpose: str, active: Any, delivery_courier: str | None,
+    status: str | None, delivered_at: Any,
+) -> Reason | None:  # fmt: skip
+    """Why the entry may no longer unlock, as the decision's checks would say now: the
+    person suspended, the delivery given to another courier, cancelled or delivered.
+    None when nothing changed."""
+    if not active:
+        return Reason.COURIER_INACTIVE if purpose == "delivery" else Reason.VISITOR_INACTIVE
+    if status is not None and delivery_courier != person.id:
+        return Reason.COURIER_NOT_ASSIGNED
+    if status is not None and (delivered_at is not None or status != DeliveryStatus.BOOKED):
+        return Reason.PACKAGE_ALREADY_DELIVERED
+    return None
+
+
+def _deny_proof(
+    tx: Tx, entry_id: str, home_id: str | None, reason: Reason, now: datetime, *, actor: str
+) -> EntryDecision:
+    """End an entry whose proof came after it lost its grounds: `denied`, its kept grant
+    and the hub's challenge dropped (no unlock is ever sent for it), and on record."""
+    if not tx.run(
+        "UPDATE entries SET state = ?, reason = ?, grant_token = NULL, challenge = NULL,"
+        " updated_at = ? WHERE id = ? AND state = 'authorized'",
+        (EntryState.DENIED, reason, tx.time(now), entry_id),
+    ):  # refused or ended by the hub's writer meanwhile
+        current = _state(tx, entry_id, EntryState.AUTHORIZED)
+        raise Conflict(f"this entry is not waiting for a proof ({current})")
+    append_tx(tx, at=now, actor=actor, action="entry:denied", subject=entry_id,
+              home_id=home_id, data={"reason": reason, "at": "proof"})  # fmt: skip
+    outbox.entry_changed(tx, entry_id=entry_id, state=EntryState.DENIED, at=now, home_id=home_id)
+    view = load_entry(tx, entry_id)
+    assert view is not None
+    return EntryDecision(view, None)
+
+
 def unlock_with_proof(
     tx: Tx, *, courier: Principal, entry_id: str, proof: str, now: datetime,
     settings: EntrySettings,
 ) -> EntryDecision:  # fmt: skip
     """The phone's signature of the hub's challenge: send the unlock, with the grant kept
-    for this entry. The hub checks the proof; the service only relays it."""
-    row = tx.one(
-        "SELECT e.courier_id, e.state, e.grant_token, e.challenge, e.hub_id, ap.slug, e.home_id"
-        " FROM entries e JOIN access_points ap ON ap.id = e.access_point_id WHERE e.id = ?",
-        (entry_id,),
-    )
+    for this entry. The hub checks the proof; the service only relays it, once it has
+    checked again what may have changed since the grant was signed (`_proof_denial`):
+    if the entry lost its grounds, it ends `denied` with that reason, and nothing is
+    sent."""
+    row = tx.one(_PROOF_ENTRY, (entry_id,))
     if row is None or row[0] != courier.id:
         raise NotFound("no such entry")
-    _, state, grant, challenge, hub_id, slug, home_id = row
+    _, state, grant, challenge, hub_id, slug, home_id = row[:7]
     if state != EntryState.AUTHORIZED or grant is None:
         raise Conflict(f"this entry is not waiting for a proof ({state})")
     if challenge is None:
         raise Conflict("the door has not sent its challenge yet; wait for it")
+    denial = _proof_denial(courier, *row[7:])
+    if denial is not None:
+        return _deny_proof(tx, entry_id, home_id, denial, now, actor=courier.actor)
     command_id = ordered_hex()
     if not tx.run(
         "UPDATE entries SET command_id = ?, challenge = NULL, updated_at = ?"
@@ -1064,7 +1127,19 @@ _KEYPAD_GRANT = (
 )
 
 
-def _keypad_entry(tx: Tx, hub_id: str, entry_id: str, event: Event, now: datetime) -> None:
+_INSERT_KEYPAD_ENTRY = (
+    "INSERT INTO entries (id, home_id, access_point_id, hub_id, courier_id, state,"
+    " created_at, updated_at, unlocked_at, purpose, grant_id, method)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'keypad')"
+)
+_INSERT_OPEN_KEYPAD_ENTRY = (
+    f"{_INSERT_KEYPAD_ENTRY} ON CONFLICT (access_point_id) WHERE state IN ({_OPEN}) DO NOTHING"
+)
+
+
+def _keypad_entry(
+    tx: Tx, hub_id: str, entry_id: str, event: Event, now: datetime, *, again: bool = False
+) -> None:
     """Someone opened the lock with a keypad code the hub programmed for a grant: the
     hub made the entry (its id, its relock watch); record it here, unlocked, under that
     grant's guest (or, for a code with no guest account, the resident who issued it).
@@ -1075,7 +1150,11 @@ def _keypad_entry(tx: Tx, hub_id: str, entry_id: str, event: Event, now: datetim
     ends with `entry_in_progress`, as a request made now would be refused. One past its
     unlock is kept, and the keypad unlock is only audited against it: ending it would
     pass for a verified relock that nobody saw (and release a courier held by its failed
-    relock), while its own events, replayed from an earlier boot, may still end it."""
+    relock), while its own events, replayed from an earlier boot, may still end it.
+
+    On PostgreSQL a decision of the other writer may take the door after the read here
+    (it commits while this insert waits): then all of this runs `again`, with that entry
+    in view, and the keypad entry is still recorded."""
     row = tx.one(_KEYPAD_GRANT, (event.data.get("grant_id"), hub_id))
     if row is None:
         return
@@ -1090,13 +1169,15 @@ def _keypad_entry(tx: Tx, hub_id: str, entry_id: str, event: Event, now: datetim
     if open_id is not None:  # ends it, unless the service's writer ended it meanwhile
         _end_unstarted(tx, open_id, open_state, home_id, Reason.ENTRY_IN_PROGRESS, now,
                        actor=actor)  # fmt: skip
-    tx.run(
-        "INSERT INTO entries (id, home_id, access_point_id, hub_id, courier_id, state,"
-        " created_at, updated_at, unlocked_at, purpose, grant_id, method)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'keypad')",
+    # Once only: a second conflict (never seen) fails the ingest, and the hub sends again.
+    insert = _INSERT_KEYPAD_ENTRY if again else _INSERT_OPEN_KEYPAD_ENTRY
+    if not tx.run(
+        insert,
         (entry_id, home_id, point_id, hub_id, person, EntryState.UNLOCKED, tx.time(now),
          tx.time(now), tx.time(now), purpose, data["grant_id"]),
-    )  # fmt: skip
+    ):  # fmt: skip
+        _keypad_entry(tx, hub_id, entry_id, event, now, again=True)
+        return
     append_tx(tx, at=now, actor=actor, action="entry:unlocked", subject=entry_id,
               home_id=home_id, data=data)  # fmt: skip
     outbox.entry_changed(tx, entry_id=entry_id, state=EntryState.UNLOCKED, at=now,

@@ -89,7 +89,7 @@ def _deliver(world: scenes.World, home: scenes.Home, say: scenes.Say) -> None:
         "device_key_id": courier.phone.key_id if courier.phone else None,
     }
     say("courier knocked, nobody answered; courier scans the parcel at the door")
-    challenged = courier.call("POST", "/v1/courier/entries?wait=challenge", 201, json=body)
+    challenged = scenes.ask_to_enter(courier, body)
     if not challenged.get("to_sign"):
         raise click.ClickException(f"the door sent no challenge: {challenged}")
     say(

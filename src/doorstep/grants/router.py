@@ -5,12 +5,18 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy.orm import Session
 
 from doorstep.access import service as entries
 from doorstep.access import visits
-from doorstep.access.router import entry_read, reauthenticate, run_decision, send_and_wait
+from doorstep.access.router import (
+    UNANSWERED,
+    reauthenticate,
+    run_decision,
+    send_and_await,
+    waited_read,
+)
 from doorstep.access.schemas import EntryProof, EntryRead
 from doorstep.accounts import signins
 from doorstep.deps import (
@@ -172,14 +178,19 @@ def my_grants(session: SessionDep, visitor: Visitor) -> object:
 WaitParam = Annotated[Literal["none", "challenge"], Query()]
 
 
-@router.post("/visits", status_code=201, response_model=EntryRead)
+@router.post(
+    "/visits", status_code=201, response_model=EntryRead,
+    responses={202: {"model": EntryRead, "description": UNANSWERED}},
+)  # fmt: skip
 async def request_visit(
     body: VisitCreate, runtime: RuntimeDep, visitor: VisitorBrief, request: Request,
-    wait: WaitParam = "none",
+    response: Response, wait: WaitParam = "none",
 ) -> object:  # fmt: skip
     """A guest or worker at the door asks to enter on one of their grants. Every check
     runs (see `doorstep.access.visits`); a denial says why. With a phone key, the hub
-    answers with a challenge to sign (`wait=challenge` answers once it has)."""
+    answers with a challenge to sign (`wait=challenge` answers once it has, or is 202
+    when the hub did not answer within the wait: the entry is still `authorized`; follow
+    it)."""
     writer = runtime.writer
     if runtime.link is None or writer is None:
         raise ServiceUnavailable("the hub link is not running")
@@ -197,15 +208,19 @@ async def request_visit(
     )  # fmt: skip
     del visitor  # authenticated and authorized above; decide_visit checks the token again
     runtime.metrics.decided("visit", decision.entry.state, decision.entry.reason)
-    return entry_read(await send_and_wait(runtime, decision, wait != "none"))
+    return waited_read(response, await send_and_await(runtime, decision, wait != "none"))
 
 
-@router.post("/visits/{entry_id}/unlock", response_model=EntryRead)
+@router.post(
+    "/visits/{entry_id}/unlock", response_model=EntryRead,
+    responses={202: {"model": EntryRead, "description": UNANSWERED}},
+)  # fmt: skip
 async def unlock_visit(
     entry_id: str, body: EntryProof, runtime: RuntimeDep, visitor: VisitorBrief,
-    wait: Annotated[Literal["none", "unlocked"], Query()] = "unlocked",
+    response: Response, wait: Annotated[Literal["none", "unlocked"], Query()] = "unlocked",
 ) -> object:  # fmt: skip
-    """The phone's signature of the door's challenge; the hub checks it and unlocks."""
+    """The phone's signature of the door's challenge; the hub checks it and unlocks (202
+    when it did not answer within the wait: the entry is still `authorized`; follow it)."""
     writer = runtime.writer
     if runtime.link is None or writer is None:
         raise ServiceUnavailable("the hub link is not running")
@@ -217,4 +232,4 @@ async def unlock_visit(
             settings=runtime.settings.entry,
         ),
     )  # fmt: skip
-    return entry_read(await send_and_wait(runtime, decision, wait == "unlocked"))
+    return waited_read(response, await send_and_await(runtime, decision, wait == "unlocked"))
