@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from doorstep.accounts.schemas import CurrentPassword
 from doorstep.schemas import Input, Output
 
 
@@ -67,5 +68,5 @@ class RemoteUnlock(Input):
     """The resident's password again (and the six-digit code when two-step sign-in is
     on): unlocking from afar is never done on a session alone."""
 
-    password: str = Field(min_length=1, max_length=200)
+    password: CurrentPassword
     code: str | None = Field(default=None, max_length=32)

@@ -1,5 +1,5 @@
 """Sign-up, tokens (OAuth2 password and client-credentials grants), password changes,
-carriers, couriers."""
+two-step sign-in, carriers, couriers."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from datetime import datetime, timedelta
 from urllib.parse import parse_qsl
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from doorstep import security
-from doorstep.accounts import passwords, service, signins, twofactor
+from doorstep.accounts import passwords, service, signins, totp, twofactor
 from doorstep.accounts.models import ApiClient, PrincipalKind, Role, User
 from doorstep.accounts.schemas import (
     CarrierCreate,
@@ -20,8 +20,12 @@ from doorstep.accounts.schemas import (
     CourierCreate,
     PasswordChange,
     PasswordChanged,
+    Reauthentication,
     ResidentCreate,
     TokenRead,
+    TwoFactorCode,
+    TwoFactorOn,
+    TwoFactorPending,
     UserRead,
 )
 from doorstep.deps import (
@@ -32,7 +36,13 @@ from doorstep.deps import (
     RuntimeDep,
     SessionDep,
 )
-from doorstep.errors import Forbidden, InvalidRequest, NotAuthenticated, TooManyRequests
+from doorstep.errors import (
+    Conflict,
+    Forbidden,
+    InvalidRequest,
+    NotAuthenticated,
+    TooManyRequests,
+)
 from doorstep.permissions import PrincipalRole
 
 router = APIRouter(prefix="/v1", tags=["accounts"])
@@ -169,36 +179,133 @@ def change_password(body: PasswordChange, request: Request, runtime: RuntimeDep)
     session and API token of the account ends; the token that asked stays. Attempts
     count toward the sign-in limits and are audited (`accounts.passwords`), without the
     passwords or the code; the owner is emailed."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise NotAuthenticated("a bearer token is required")
-    client = request.client.host if request.client else "-"
-    if not runtime.login_limiter.allow(client, runtime.clock.timestamp()):
-        raise TooManyRequests("too many attempts; wait a minute")
+    token, client = _bearer(request), _limited(request, runtime)
     now = runtime.clock.now()
     # A session of its own, committed before a refusal is raised: the failed attempt and
     # a wrong code's count must stay on record (the request's unit of work would roll back).
     with runtime.sessions() as session:
-        principal = service.resolve_token(session, token=token.strip(), now=now)
+        principal = service.resolve_token(session, token=token, now=now)
         user = session.get(User, principal.id) if principal.kind == PrincipalKind.USER else None
         if user is None:
             raise Forbidden("only people have passwords")
-        failure = passwords.confirm_identity(
-            session, user=user, password=body.current_password, code=body.code, now=now,
-            key=runtime.totp_key, via=signins.Via.API_PASSWORD_CHANGE, client=client,
+        _confirm_identity(
+            session, runtime, user=user, password=body.current_password, code=body.code,
+            now=now, via=signins.Via.API_PASSWORD_CHANGE, client=client,
+            refusal="wrong password or code; the password was not changed",
         )  # fmt: skip
-        if failure is not None:
-            session.commit()
-            if failure == signins.Failure.CODE_LOCKED:
-                raise twofactor.CodeLocked("too many wrong codes; wait a few minutes")
-            raise NotAuthenticated("wrong password or code; the password was not changed")
         ended = passwords.set_password(
             session, user=user, password=body.new_password, now=now,
             via=signins.Via.API_PASSWORD_CHANGE, client=client,
-            keep=security.token_digest(token.strip()),
+            keep=security.token_digest(token),
         )  # fmt: skip
         session.commit()
     return PasswordChanged(sessions_ended=ended)
+
+
+@router.post("/me/two-factor", status_code=201, response_model=TwoFactorPending)
+def start_two_factor(body: Reauthentication, request: Request, runtime: RuntimeDep) -> object:
+    """Start two-step sign-in for the signed-in resident, with the password again: a new
+    key for the authenticator app (replacing one still waiting), answered this once. It
+    is on only once `POST /v1/me/two-factor/confirm` takes a code from the app."""
+    token, client = _bearer(request), _limited(request, runtime)
+    now = runtime.clock.now()
+    with runtime.sessions() as session:
+        user = _resident(session, token, now)
+        _confirm_identity(
+            session, runtime, user=user, password=body.password, code=body.code, now=now,
+            via=signins.Via.API_TWO_FACTOR, client=client,
+            refusal="wrong password or code; nothing was changed",
+        )  # fmt: skip
+        secret = twofactor.start_enrollment(session, user=user, now=now, key=runtime.totp_key)
+        session.commit()
+    return TwoFactorPending(
+        secret=totp.base32(secret), otpauth_uri=totp.otpauth_uri(secret, account=user.email)
+    )
+
+
+@router.post("/me/two-factor/confirm", response_model=TwoFactorOn)
+def confirm_two_factor(body: TwoFactorCode, request: Request, runtime: RuntimeDep) -> object:
+    """Turn two-step sign-in on with a code from the app: answers the recovery codes,
+    this once, and ends every other session and API token of the account (the token
+    that asked stays). Sign-in then asks for a code."""
+    token = _bearer(request)
+    _limited(request, runtime)  # code guesses count as sign-in attempts do
+    now = runtime.clock.now()
+    with runtime.sessions() as session:
+        user = _resident(session, token, now)
+        turned_on = twofactor.turn_on(
+            session, user=user, code=body.code, now=now, key=runtime.totp_key,
+            keep=security.token_digest(token),
+        )  # fmt: skip
+        if turned_on is None:
+            raise InvalidRequest("that code is not right; send the 6 digits the app shows now")
+        session.commit()
+    return TwoFactorOn(
+        recovery_codes=turned_on.recovery_codes, sessions_ended=turned_on.sessions_ended
+    )
+
+
+@router.delete("/me/two-factor", status_code=204)
+def turn_off_two_factor(body: Reauthentication, request: Request, runtime: RuntimeDep) -> Response:
+    """Turn two-step sign-in off, with the password and a current code (or a recovery
+    code): the password alone signs in again, and the recovery codes are gone."""
+    token, client = _bearer(request), _limited(request, runtime)
+    now = runtime.clock.now()
+    with runtime.sessions() as session:
+        user = _resident(session, token, now)
+        _confirm_identity(
+            session, runtime, user=user, password=body.password, code=body.code, now=now,
+            via=signins.Via.API_TWO_FACTOR, client=client,
+            refusal="wrong password or code; two-step sign-in stays on",
+        )  # fmt: skip
+        if not twofactor.is_on(session, user_id=user.id):
+            raise Conflict("two-step sign-in is not on")
+        twofactor.turn_off(session, user=user, now=now)
+        session.commit()
+    return Response(status_code=204)
+
+
+def _bearer(request: Request) -> str:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise NotAuthenticated("a bearer token is required")
+    return token.strip()
+
+
+def _limited(request: Request, runtime: Runtime) -> str:
+    """The client's address, once its attempt is counted toward the sign-in limiter."""
+    client = request.client.host if request.client else "-"
+    if not runtime.login_limiter.allow(client, runtime.clock.timestamp()):
+        raise TooManyRequests("too many attempts; wait a minute")
+    return client
+
+
+def _resident(session: Session, token: str, now: datetime) -> User:
+    """The resident whose token this is: two-step sign-in is theirs only for now (the
+    courier and visitor apps sign in with the password alone)."""
+    principal = service.resolve_token(session, token=token, now=now)
+    user = session.get(User, principal.id) if principal.kind == PrincipalKind.USER else None
+    if user is None or user.role != Role.RESIDENT:
+        raise Forbidden("two-step sign-in is for residents")
+    return user
+
+
+def _confirm_identity(
+    session: Session, runtime: Runtime, *, user: User, password: str, code: str | None,
+    now: datetime, via: signins.Via, client: str, refusal: str,
+) -> None:  # fmt: skip
+    """`passwords.confirm_identity`; a refusal is committed (the attempt, and a wrong
+    code's count, stay on record) before it is raised."""
+    failure = passwords.confirm_identity(
+        session, user=user, password=password, code=code, now=now, key=runtime.totp_key,
+        via=via, client=client,
+    )  # fmt: skip
+    if failure is None:
+        return
+    session.commit()
+    if failure == signins.Failure.CODE_LOCKED:
+        raise twofactor.CodeLocked("too many wrong codes; wait a few minutes")
+    raise NotAuthenticated(refusal)
 
 
 @router.post("/carriers", status_code=201, response_model=CarrierCreated)

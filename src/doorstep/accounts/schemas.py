@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, StringConstraints
 
 from doorstep.schemas import Input, Output
 
 Email = Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
-Password = Field(min_length=10, max_length=200)
+# A password is kept exactly as typed, spaces at its ends included, whatever the body's
+# `str_strip_whitespace`: sign-in compares it unstripped.
+Password = Annotated[str, StringConstraints(strip_whitespace=False, min_length=10, max_length=200)]
+CurrentPassword = Annotated[
+    str, StringConstraints(strip_whitespace=False, min_length=1, max_length=200)
+]
 
 
 class ResidentCreate(Input):
     email: str = Email
     name: str = Field(min_length=1, max_length=200)
-    password: str = Password
+    password: Password
 
 
 class CourierCreate(ResidentCreate):
@@ -54,8 +60,8 @@ class PasswordChange(Input):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
-    current_password: str = Field(min_length=1, max_length=200)
-    new_password: str = Password
+    current_password: CurrentPassword
+    new_password: Password
     code: str | None = Field(default=None, max_length=32)
 
 
@@ -64,8 +70,29 @@ class NewPassword(Input):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
-    password: str = Password
+    password: Password
 
 
 class PasswordChanged(Output):
+    sessions_ended: int  # other sessions and API tokens of the account, now ended
+
+
+class Reauthentication(Input):
+    """The signed-in person's password again (and the code, with two-step sign-in on)."""
+
+    password: CurrentPassword
+    code: str | None = Field(default=None, max_length=32)
+
+
+class TwoFactorCode(Input):
+    code: str = Field(min_length=1, max_length=32)
+
+
+class TwoFactorPending(Output):
+    secret: str  # base32, for typing into the app by hand
+    otpauth_uri: str  # the same key, for a QR code
+
+
+class TwoFactorOn(Output):
+    recovery_codes: list[str]  # shown this once; each works once instead of a code
     sessions_ended: int  # other sessions and API tokens of the account, now ended

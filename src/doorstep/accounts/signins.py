@@ -5,7 +5,8 @@ address, and whether it worked; never a password, a code, a secret or a token.
     account:signin_failed   data.reason: wrong_credentials | not_a_resident | wrong_code
                             | code_locked
     account:reauth          the signed-in person proved it is them again (web page, or the
-                            password sent with the API's remote unlock or revoke-everything)
+                            password sent with the API's remote unlock, revoke-everything,
+                            or two-step sign-in on or off)
     account:reauth_failed   data.reason as above (also the current password on the
                             password change page and POST /v1/me/password)
 
@@ -62,6 +63,7 @@ class Via(StrEnum):
     # Names of ways in, not secrets (S105):
     PASSWORD_CHANGE = "password_change"  # noqa: S105 - the current password on /account/password
     API_PASSWORD_CHANGE = "api_password_change"  # noqa: S105 - ... sent to POST /v1/me/password
+    API_TWO_FACTOR = "api_two_factor"  # the password sent to POST, DELETE /v1/me/two-factor
     PASSWORD_RESET = "password_reset"  # noqa: S105 - an emailed link (`accounts.passwords`)
 
 

@@ -3,7 +3,9 @@ single-use recovery codes.
 
 Enrolling makes an unconfirmed credential (the key shown once, as an otpauth URI and as a
 manual key); typing a code from the app confirms it, turns it on and hands out ten
-recovery codes, shown once and kept only as SHA-256 digests. Once on, sign-in and
+recovery codes, shown once and kept only as SHA-256 digests; `turn_on` also ends the
+account's other sessions and API tokens. The web's account security page and
+`/v1/me/two-factor` (`accounts.router`) do this. Once on, sign-in and
 re-authentication ask for a code. Wrong codes count: after `MAX_FAILURES` in a row the
 account takes no code for `LOCK_SECONDS` (whatever the client address), and a code is
 good once: the newest accepted time step is kept and older or equal steps are refused.
@@ -16,6 +18,7 @@ earlier version is still read, and sealed at its next accepted code.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cryptography.exceptions import InvalidTag
@@ -23,7 +26,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from doorstep.accounts import totp
+from doorstep.accounts import service, totp
 from doorstep.accounts.models import RecoveryCode, TotpCredential, User
 from doorstep.audit import service as audit
 from doorstep.errors import Conflict, NotAuthenticated, TooManyRequests
@@ -137,6 +140,28 @@ def confirm(
         data={},
     )
     return codes
+
+
+@dataclass(frozen=True, slots=True)
+class TurnedOn:
+    recovery_codes: list[str]
+    sessions_ended: int
+
+
+def turn_on(
+    session: Session, *, user: User, code: str, now: datetime, key: bytes, keep: str
+) -> TurnedOn | None:
+    """`confirm`, then end every session and API token of the account but the one whose
+    digest is `keep`: one that began on the password alone must not outlast the second
+    factor (`account:sessions:revoked`, `why` `totp_on`). None for a wrong code."""
+    codes = confirm(session, user=user, code=code, now=now, key=key)
+    if codes is None:
+        return None
+    ended = service.end_sessions(session, user_id=user.id, keep=keep)
+    audit.append(session, at=now, actor=f"{user.role}:{user.id}",
+                 action="account:sessions:revoked", subject=user.id,
+                 data={"sessions": ended, "kept_current": True, "why": "totp_on"})  # fmt: skip
+    return TurnedOn(codes, ended)
 
 
 def verify(session: Session, *, user_id: str, code: str, now: datetime, key: bytes) -> bool:

@@ -8,7 +8,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import Field, field_validator
 
-from doorstep.accounts.schemas import Email
+from doorstep.accounts.schemas import CurrentPassword, Email, Password
 from doorstep.grants.models import AccessGrant, Method
 from doorstep.grants.schedule import MAX_WINDOWS, ScheduleKind
 from doorstep.schemas import Input, Output
@@ -89,7 +89,7 @@ class RevokeEverything(Input):
     """The resident's password again (and the six-digit code when two-step sign-in is
     on), as for a remote unlock: revoking everything is never done on a session alone."""
 
-    password: str = Field(min_length=1, max_length=200)
+    password: CurrentPassword
     code: str | None = Field(default=None, max_length=32)
 
 
@@ -99,7 +99,7 @@ class RevokedEverything(Output):
 
 class InvitationAccept(Input):
     token: str = Field(min_length=20, max_length=100)
-    password: str = Field(min_length=10, max_length=200)
+    password: Password
     name: str | None = Field(default=None, max_length=200)
 
 
@@ -122,7 +122,7 @@ class ProviderCreate(Input):
     name: str = Field(min_length=1, max_length=200)
     admin_email: str = Email
     admin_name: str = Field(min_length=1, max_length=200)
-    admin_password: str = Field(min_length=10, max_length=200)
+    admin_password: Password
 
 
 class ProviderRead(Output):

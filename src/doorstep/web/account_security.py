@@ -145,22 +145,21 @@ def confirm_totp(
     runtime: RuntimeDep,
     web: WebDep,
 ) -> HTMLResponse:
-    now = runtime.clock.now()
-    codes = twofactor.confirm(
-        session, user=user.user, code=form.get("code", ""), now=now, key=runtime.totp_key
-    )
-    if codes is None:
+    turned_on = twofactor.turn_on(
+        session, user=user.user, code=form.get("code", ""), now=runtime.clock.now(),
+        key=runtime.totp_key, keep=user.digest,
+    )  # fmt: skip
+    if turned_on is None:
         pending = twofactor.pending_secret(session, user_id=user.user.id, key=runtime.totp_key)
         assert pending is not None  # `confirm` raised otherwise
         errors = {"code": "That code is not right. Type the 6 digits the app shows now."}
         return _setup_page(request, web, user, pending, errors, 422)
-    # A session that began on the password alone must not outlast the second factor.
-    sessions.sign_out_elsewhere(session, user=user, now=now, why="totp_on")
+    sessions.forget_ended(session, user_id=user.user.id)
     context = {
         "title": "Save your recovery codes",
         "user": user.user,
         "csrf_token": session_csrf(web, user),
-        "codes": codes,
+        "codes": turned_on.recovery_codes,
     }
     return render(request, "totp_done.html", context)
 

@@ -5,8 +5,9 @@ Each browser session also has a `web_sessions` row (keyed by that digest): the b
 user agent, when it was last seen (refreshed at most once a minute), and when the resident
 last re-entered their password on it (`doorstep.web.reauth`). Only residents use this app
 for now. "Sign out everywhere" deletes every token of the user, API bearer tokens
-included; turning two-step sign-in on deletes all but this browser's, and a password
-change all of them (`accounts.passwords`; the page then starts a fresh session). The
+included; turning two-step sign-in on deletes all but this browser's
+(`accounts.twofactor.turn_on`), and a password change all of them
+(`accounts.passwords`; the page then starts a fresh session). The
 sessions list shows the device, when each was issued, last seen and when it expires,
 never the token or its digest: a row is named by an HMAC of its digest under the web
 key, which is what "revoke" sends back.
@@ -28,7 +29,6 @@ from doorstep.accounts.service import (
     IssuedToken,
     Principal,
     authenticate_password,
-    end_sessions,
     issue_token,
     resolve_token,
 )
@@ -154,27 +154,6 @@ def sign_out_everywhere(session: Session, *, user: SignedIn, now: datetime) -> i
         data={"sessions": count},
     )
     return count
-
-
-def sign_out_elsewhere(session: Session, *, user: SignedIn, now: datetime, why: str) -> int:
-    """End every other session and API token of the user, keeping this browser's (after
-    a change that a session started before it must not outlive: two-step sign-in turned
-    on); returns how many ended."""
-    ended = end_sessions(session, user_id=user.user.id, keep=user.digest)
-    session.execute(
-        delete(WebSession).where(
-            WebSession.user_id == user.user.id, WebSession.digest != user.digest
-        )
-    )
-    audit.append(
-        session,
-        at=now,
-        actor=user.principal.actor,
-        action="account:sessions:revoked",
-        subject=user.user.id,
-        data={"sessions": ended, "kept_current": True, "why": why},
-    )
-    return ended
 
 
 def handle_of(key: bytes, digest: str) -> str:
