@@ -121,6 +121,29 @@ def test_a_door_left_open_alerts_the_resident(
     assert (done["state"], done["alert"]) == ("done", "door_held_open")
 
 
+def test_a_door_sensor_gone_silent_mid_entry_is_reported_as_such(
+    live: Any, fast_world: demo.World, mailbox: tuple[Mailbox, int], wait_audit: AuditWait
+) -> None:
+    """The hub counts a silent sensor as an open door (fail closed), and raises
+    `door_held_open`; the resident is told what is known: the sensor went quiet, not
+    that the door stands open."""
+    world = fast_world
+    home, courier = world.homes[0], world.couriers[0][1]
+    delivery = demo.book(world, home, ["PKG-1"])
+    entry = demo.request_entry(courier, delivery["id"], "PKG-1", home.latitude, home.longitude)
+    assert entry["state"] == "unlocked", entry
+    home.door("lose_door_sensor")
+    record = wait_audit(home.resident, home.id, "entry:alert", entry["id"], alert="door_held_open")
+    assert record["data"]["door_state"] == "unknown"
+    box, _port = mailbox
+    subject = "Alert: your door sensor stopped reporting"
+    assert subject in box.wait_subjects([subject])
+    assert "Alert: your door is standing open" not in box.subjects()
+    home.door("find_door_sensor")
+    done = demo.wait_entry(courier, entry["id"], "done")
+    assert (done["state"], done["alert"]) == ("done", "door_held_open")
+
+
 def test_a_lock_that_says_locked_with_the_door_open_is_an_alarm(
     live: Any, fast_world: demo.World, mailbox: tuple[Mailbox, int], wait_audit: AuditWait
 ) -> None:

@@ -1197,7 +1197,16 @@ def _apply_alert(tx: Tx, hub_id: str, event: Event, now: datetime) -> None:
     if row is None:
         return
     data = {"alert": alert, "epoch": event.epoch, "seq": event.seq}
-    _flag(tx, entry_id, row[0], row[1], str(alert), now, actor=f"hub:{hub_id}", data=data)
+    # A door sensor that stopped answering mid-entry counts as open (fail closed), so a
+    # `door_held_open` may be about a door nobody knows is open: the resident is told so.
+    silent = alert == Alert.DOOR_HELD_OPEN and event.data.get("door_state") == _DOOR_UNKNOWN
+    _flag(tx, entry_id, row[0], row[1], str(alert), now, actor=f"hub:{hub_id}",
+          data={**data, "door_state": "unknown"} if silent else data,
+          mail=outbox.SENSOR_SILENT if silent else None)  # fmt: skip
+
+
+# The Matter DoorState value DoorUnspecifiedError: the door sensor cannot say.
+_DOOR_UNKNOWN = 4
 
 
 def _flag(
@@ -1210,9 +1219,11 @@ def _flag(
     *,
     actor: str,
     data: dict[str, Any],
+    mail: str | None = None,
 ) -> bool:
     """Flag the entry with `alert` (it carries `current`), audit it and tell the resident
-    and the carrier, once per entry and alert: a hub raises its alert again after a
+    (the email `mail` of `outbox.ALERT_MAIL`, by default the alert's) and the carrier,
+    once per entry and alert: a hub raises its alert again after a
     restart (it keeps them in memory), and the service's own `camera_lost` may come
     before the hub's. `relock_failed` is never replaced: it holds the courier
     (`_check_not_held`) while the door may stand unlocked. Returns whether it flagged."""
@@ -1225,7 +1236,7 @@ def _flag(
         )
     append_tx(tx, at=now, actor=actor, action="entry:alert", subject=entry_id,
               home_id=home_id, data=data)  # fmt: skip
-    outbox.entry_alert(tx, entry_id=entry_id, alert=alert, at=now, home_id=home_id)
+    outbox.entry_alert(tx, entry_id=entry_id, alert=alert, at=now, home_id=home_id, mail=mail)
     return True
 
 

@@ -36,6 +36,8 @@ OPS: dict[str, Callable[[SimulatedLock], None]] = {
     "unjam": lambda lock: lock.inject_jam(False),
     "manual_lock": SimulatedLock.manual_lock,  # the thumb-turn inside
     "manual_unlock": SimulatedLock.manual_unlock,
+    "lose_door_sensor": lambda lock: lock.lose_door_sensor(True),
+    "find_door_sensor": lambda lock: lock.lose_door_sensor(False),
     "offline": lambda lock: lock.set_online(False),
     "online": lambda lock: lock.set_online(True),
     "status": lambda lock: None,

@@ -169,6 +169,13 @@ ALERT_MAIL: dict[str, tuple[str, str]] = {
         "Your door has been open longer than a delivery should take. Watch live or call "
         "the carrier; the door will relock when it closes.",
     ),
+    # `door_held_open` raised while the door sensor reports nothing (`SENSOR_SILENT`).
+    "door_held_open:sensor_silent": (
+        "Alert: your door sensor stopped reporting",
+        "During a delivery your door sensor stopped reporting while the door was unlocked, "
+        "so we cannot tell whether the door is shut. Check it, or watch live; the door "
+        "relocks once its sensor reports it closed.",
+    ),
     "camera_lost": (
         "Alert: your camera stopped during a delivery",
         "Your camera stopped sending a live picture while a courier was inside. The courier "
@@ -209,8 +216,15 @@ def delivery_booked(
     _queue(tx, event_id, "delivery.booked", Channel.EMAIL, owner_email, message, at)
 
 
-def entry_alert(tx: Tx, *, entry_id: str, alert: str, at: datetime, home_id: str | None) -> None:
-    """Queue the carrier's `entry.alert` webhook and the resident's alert email."""
+SENSOR_SILENT = "door_held_open:sensor_silent"
+
+
+def entry_alert(
+    tx: Tx, *, entry_id: str, alert: str, at: datetime, home_id: str | None,
+    mail: str | None = None,
+) -> None:  # fmt: skip
+    """Queue the carrier's `entry.alert` webhook and the resident's alert email (the
+    `ALERT_MAIL` entry `mail`, by default the alert's own)."""
     row = tx.one(_RECIPIENTS, (True, entry_id))
     if row is None:
         return
@@ -224,9 +238,9 @@ def entry_alert(tx: Tx, *, entry_id: str, alert: str, at: datetime, home_id: str
             "data": {"entry_id": entry_id, "alert": alert, "delivery_id": delivery_id},
         }
         _queue(tx, event_id, "entry.alert", Channel.WEBHOOK, endpoint_id, event, at)
-    mail = ALERT_MAIL.get(alert)
-    if mail is not None and owner_email and home_id is not None:
-        subject, text = mail
+    written = ALERT_MAIL.get(mail or alert)
+    if written is not None and owner_email and home_id is not None:
+        subject, text = written
         message = {"subject": subject, "text": text, "entry_id": entry_id, "home_id": home_id}
         _queue(tx, event_id, "entry.alert", Channel.EMAIL, owner_email, message, at)
 
