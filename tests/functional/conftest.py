@@ -1,4 +1,5 @@
-"""Shared pieces of the functional tests: a carrier's webhook receiver and a mail server.
+"""Shared pieces of the functional tests: a carrier's webhook receiver and a mail server
+(`smtp_mailbox`, which the web tests use too).
 
 A test module that wants them points the service at them by overriding the
 `notify_settings` fixture (see test_notify.py).
@@ -10,17 +11,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from email import message_from_bytes
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import orjson
 import pytest
-from aiosmtpd.controller import Controller
 
-from doorstep.broker.supervisor import free_port
 from doorstep.notify import signing
+from smtp_mailbox import Mailbox, serving
 
 
 @dataclass
@@ -85,39 +84,10 @@ def receiver() -> Iterator[Receiver]:
     server.server_close()
 
 
-@dataclass
-class Mailbox:
-    messages: list[Any] = field(default_factory=list)
-    changed: threading.Condition = field(default_factory=threading.Condition)
-
-    async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:
-        with self.changed:
-            self.messages.append((envelope.rcpt_tos, message_from_bytes(envelope.content)))
-            self.changed.notify_all()
-        return "250 OK"
-
-    def wait_subjects(self, subjects: list[str], timeout: float = 20) -> list[str]:
-        deadline = time.monotonic() + timeout
-        with self.changed:
-            while not set(subjects) <= set(self.subjects()):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self.changed.wait(remaining)
-            return self.subjects()
-
-    def subjects(self) -> list[str]:
-        return [str(message["Subject"]) for _to, message in self.messages]
-
-
 @pytest.fixture
 def mailbox() -> Iterator[tuple[Mailbox, int]]:
-    box = Mailbox()
-    port = free_port()
-    controller = Controller(box, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield box, port
-    controller.stop()
+    with serving() as served:
+        yield served
 
 
 AuditWait = Callable[..., dict[str, Any]]

@@ -1,13 +1,15 @@
 """Fixtures for the web app: the live service with `doorstep.web` installed, HTTP clients
 that keep cookies, in-process hubs enrolled by claim code, standalone services (no broker,
-a frozen clock) for expiry, cookie and limiter tests, and Debian's Chromium through
-Playwright, with console errors collected and screenshots kept in `artifacts/`.
+a frozen clock, mail to a real SMTP server of their own) for expiry, cookie, limiter and
+password tests, and Debian's Chromium through Playwright, with console errors collected
+and screenshots kept in `artifacts/`.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,8 +38,9 @@ from doorstep.app import create_app
 from doorstep.broker.supervisor import free_port
 from doorstep.clock import FrozenClock, SystemClock
 from doorstep.hub.runner import HubOptions, build
-from doorstep.settings import AuthSettings, Settings
+from doorstep.settings import AuthSettings, NotifySettings, Settings
 from doorstep.web import install
+from smtp_mailbox import Mail, Mailbox, serving
 
 from .support import WebClient
 
@@ -102,7 +105,14 @@ class Standalone:
     url: str
     clock: FrozenClock
     settings: Settings
+    # What the service's SMTP server received (`standalone` starts one per app; a
+    # Standalone made without one has an empty mailbox that nothing is sent to).
+    mailbox: Mailbox = field(default_factory=Mailbox)
     clients: list[WebClient] = field(default_factory=list)
+
+    def mail(self, event_id: str) -> Mail:
+        """The mail sent for the outbox event `event_id`, as its recipient got it."""
+        return self.mailbox.sent_for(event_id)
 
     def web(self) -> WebClient:
         """A client; with an https public URL it speaks https as far as its cookie jar
@@ -134,14 +144,19 @@ class _BehindProxy(httpx.BaseTransport):
 @pytest.fixture
 def standalone(tmp_path: Path) -> Iterator[Callable[..., Standalone]]:
     """`make(public_url=..., auth=...)`: the service with the web installed on a loopback
-    port, without a broker, on a frozen clock the test moves."""
+    port, without a broker, on a frozen clock the test moves, mailing a real SMTP server
+    of its own (`Standalone.mailbox`)."""
     running: list[tuple[_Server, threading.Thread, Standalone]] = []
+    mail_servers = ExitStack()
 
     def make(public_url: str | None = None, auth: AuthSettings | None = None) -> Standalone:
+        mailbox, smtp_port = mail_servers.enter_context(serving())
         settings = Settings(
             data_dir=tmp_path / f"svc-{len(running)}",
             public_url=public_url,
             auth=auth or AuthSettings(),
+            # A short poll: nothing wakes the dispatcher when mail is queued.
+            notify=NotifySettings(smtp_host="127.0.0.1", smtp_port=smtp_port, poll_seconds=0.1),
         )
         clock = FrozenClock(datetime(2030, 1, 7, 9, 0, tzinfo=UTC))
         app = create_app(settings, broker=None, clock=clock)
@@ -153,16 +168,17 @@ def standalone(tmp_path: Path) -> Iterator[Callable[..., Standalone]]:
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         assert server.ready.wait(30), "service did not start"
-        service = Standalone(f"http://127.0.0.1:{port}", clock, settings)
+        service = Standalone(f"http://127.0.0.1:{port}", clock, settings, mailbox)
         running.append((server, thread, service))
         return service
 
-    yield make
-    for server, thread, service in running:
-        for client in service.clients:
-            client.close()
-        server.should_exit = True
-        thread.join(15)
+    with mail_servers:
+        yield make
+        for server, thread, service in running:
+            for client in service.clients:
+                client.close()
+            server.should_exit = True
+            thread.join(15)
 
 
 # --- hubs and the carrier side --------------------------------------------------------

@@ -1,20 +1,23 @@
 """Passwords in Debian's Chromium (Playwright): from the sign-in page's "Forgot your
-password?" to the emailed link (its token moved out of the address bar), a refused and
-then an accepted new password, signing in with it, and changing it again from account
-security. At 360 px and 1280 px, with the accessibility and layout checks of the other
-journeys and no console errors."""
+password?" to the emailed link (mailed over real SMTP; its token moved out of the address
+bar), a refused and then an accepted new password, signing in with it, and changing it
+again from account security. At 360 px and 1280 px, with the accessibility and layout
+checks of the other journeys and no console errors."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
+import pytest
 from playwright.sync_api import ViewportSize, expect
 from sqlalchemy import select
 
 from doorstep.notify.models import OutboxMessage
+from doorstep.settings import NotifySettings
+from smtp_mailbox import Mailbox, serving
 
 from .conftest import DESKTOP, PHONE, Watched
 from .support import PASSWORD, new_email
@@ -24,21 +27,35 @@ NEW_PASSWORD = "a much longer passphrase 42"
 LATEST_PASSWORD = "the third password of this story"
 
 
-def _reset_token(live: Any, email: str) -> str:
+@pytest.fixture
+def mailbox() -> Iterator[tuple[Mailbox, int]]:
+    with serving() as served:
+        yield served
+
+
+@pytest.fixture
+def notify_settings(mailbox: tuple[Mailbox, int]) -> NotifySettings:
+    return NotifySettings(smtp_host="127.0.0.1", smtp_port=mailbox[1], poll_seconds=0.1)
+
+
+def _reset_token(live: Any, box: Mailbox, email: str) -> str:
+    """The token of the one reset link mailed to `email`, from the mail as received."""
     with live.sessions() as session:
-        payloads = session.scalars(
-            select(OutboxMessage.payload).where(
+        event_ids = session.scalars(
+            select(OutboxMessage.event_id).where(
                 OutboxMessage.target == email, OutboxMessage.event_type == "account.password_reset"
             )
         ).all()
-    (payload,) = payloads
-    match = re.search(r"/password/reset#([A-Za-z0-9_-]+)", payload["text"])
-    assert match, payload
+    (event_id,) = event_ids
+    mail = box.sent_for(event_id)
+    assert mail.to == [email], mail
+    match = re.search(r"/password/reset#([A-Za-z0-9_-]+)", mail.text)
+    assert match, mail
     return match.group(1)
 
 
 def test_forgot_reset_sign_in_and_change_the_password(
-    live: Any, pages: Callable[[str, ViewportSize], Watched]
+    live: Any, mailbox: tuple[Mailbox, int], pages: Callable[[str, ViewportSize], Watched]
 ) -> None:
     email = new_email("forgetful")
     body = {"email": email, "name": "Robin", "password": PASSWORD}
@@ -56,7 +73,7 @@ def test_forgot_reset_sign_in_and_change_the_password(
     check_page(phone, "forgot-sent")
 
     # The link from the email: its token leaves the address bar as the page opens.
-    token = _reset_token(live, email)
+    token = _reset_token(live, mailbox[0], email)
     page.goto(f"/password/reset#{token}")
     expect(page.get_by_role("button", name="Set new password")).to_be_visible()
     assert page.url.endswith("/password/reset")

@@ -1,5 +1,5 @@
-""" "Forgot your password?" over HTTP on a frozen clock (the link read from the outbox,
-which a service without SMTP keeps): the answer is the same whether or not the email has
+""" "Forgot your password?" over HTTP on a frozen clock (the link read from the mail as
+a real SMTP server received it): the answer is the same whether or not the email has
 an account; the link's token is random, kept only as a digest, works once, for 30
 minutes, and only the newest one; a reset ends every session and token of the account;
 with two-step sign-in on it needs a code too; links are limited per account and per
@@ -13,7 +13,6 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any
 
 import httpx
 from sqlalchemy import create_engine, select
@@ -47,17 +46,26 @@ def _db(app: Standalone) -> Iterator[Session]:
         engine.dispose()
 
 
-def _mails(app: Standalone, to: str, subject: str = RESET_SUBJECT) -> list[dict[str, Any]]:
+def _mails(app: Standalone, to: str, subject: str = RESET_SUBJECT) -> list[OutboxMessage]:
+    """The mail with `subject` queued for `to`, oldest first (`_text` reads what was sent)."""
     with _db(app) as db:
         rows = db.scalars(
             select(OutboxMessage).where(OutboxMessage.target == to).order_by(OutboxMessage.id)
         )
-        return [row.payload for row in rows if row.payload["subject"] == subject]
+        return [row for row in rows if row.payload["subject"] == subject]
 
 
-def _token(mail: dict[str, Any], app: Standalone) -> str:
-    match = re.search(r"(\S+)/password/reset#([A-Za-z0-9_-]+)", mail["text"])
-    assert match, mail["text"]
+def _text(row: OutboxMessage, app: Standalone) -> str:
+    """The text of the mail sent for `row`, as its recipient got it."""
+    mail = app.mail(row.event_id)
+    assert (mail.to, mail.subject) == ([row.target], row.payload["subject"]), mail
+    return mail.text
+
+
+def _token(row: OutboxMessage, app: Standalone) -> str:
+    text = _text(row, app)
+    match = re.search(r"(\S+)/password/reset#([A-Za-z0-9_-]+)", text)
+    assert match, text
     assert match.group(1) == app.settings.resolved_public_url  # never the request's Host
     return match.group(2)
 
@@ -128,8 +136,8 @@ def test_forgot_answers_alike_and_mails_a_single_use_link(
     assert nobody not in _everything_audited(app)  # an address that is no account is not kept
 
     # The link: a 256-bit token, in the fragment, of which only the digest is stored.
-    (mail,) = _mails(app, email)
-    token = _token(mail, app)
+    (queued,) = _mails(app, email)
+    token = _token(queued, app)
     assert len(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))) == 32
     with _db(app) as db:
         (row,) = db.scalars(select(PasswordReset)).all()
@@ -184,7 +192,7 @@ def test_only_the_newest_link_works_and_only_for_30_minutes(
     _account(app, email)
     _forgot(app.web(), email)
     _forgot(app.web(), email)
-    older, newer = (_token(mail, app) for mail in _mails(app, email))
+    older, newer = (_token(row, app) for row in _mails(app, email))
 
     refused = _reset(app.web(), older, NEW_PASSWORD)
     assert refused.status_code == 422 and LINK_GONE in refused.text
@@ -246,9 +254,9 @@ def test_with_two_step_sign_in_on_a_reset_needs_a_code_too(
     assert len(recovery) == 10
 
     _forgot(app.web(), email)
-    (mail,) = _mails(app, email)
-    assert "you will also need a code" in mail["text"]
-    token = _token(mail, app)
+    (row,) = _mails(app, email)
+    assert "you will also need a code" in _text(row, app)
+    token = _token(row, app)
 
     # The mailbox alone is not enough: no code, or a wrong one, changes nothing and
     # leaves the link usable.
