@@ -218,6 +218,7 @@ def test_opening_a_journal_changes_nothing_but_its_epoch(
     journal.use_token(bytes(16), expires=int(T) + 600, now=T)
     journal.record_command("cmd-00000001", b'{"result": "ok"}', T)
     journal.save_visit("front-door", "ent-1", "cmd-00000001", replied=True, opened=False)
+    journal.raise_lock_event_mark("matter/7/2023-03-07T09:06:06", 12)
     before = _rows(tmp_path / "journal.sqlite3")
 
     assert open_journal().epoch == 2
@@ -232,12 +233,25 @@ def _rows(path: Path) -> dict[str, list[tuple[object, ...]]]:
     with closing(sqlite3.connect(path)) as db:
         rows = {
             table: sorted(db.execute(f"SELECT * FROM {table}"))  # noqa: S608 - fixed names
-            for table in ("events", "used_tokens", "commands", "visits")
+            for table in ("events", "used_tokens", "commands", "visits", "lock_event_marks")
         }
         meta = sorted(db.execute("SELECT key, value FROM meta"))
     rows["epoch"] = [row for row in meta if row[0] == "epoch"]
     rows["meta"] = [row for row in meta if row[0] != "epoch"]
     return rows
+
+
+def test_a_lock_event_mark_only_rises_and_outlives_a_restart(open_journal: OpenJournal) -> None:
+    journal = open_journal()
+    assert journal.lock_event_mark("matter/7/2023-03-07T09:06:06") is None
+
+    journal.raise_lock_event_mark("matter/7/2023-03-07T09:06:06", 12)
+    journal.raise_lock_event_mark("matter/7/2023-03-07T09:06:06", 5)  # late: 12 stays
+    journal.raise_lock_event_mark("matter/7/2026-11-20T08:00:00", 3)  # commissioned again
+
+    journal = open_journal()
+    assert journal.lock_event_mark("matter/7/2023-03-07T09:06:06") == 12
+    assert journal.lock_event_mark("matter/7/2026-11-20T08:00:00") == 3
 
 
 def test_a_token_spent_with_its_visit_keeps_both_and_a_replay_neither(

@@ -6,7 +6,9 @@ numbers restart at 1 in each epoch, so (hub, epoch, seq) names an event forever.
 The journal also remembers every grant token id the hub has accepted (so a grant is
 single-use across restarts), the reply to every command it has handled (so a
 redelivered command is answered, not executed twice), and the entries a lock command
-ended (so an unlock for one of them that arrives after its lock is refused).
+ended (so an unlock for one of them that arrives after its lock is refused), and for a
+lock driver the highest event number its lock has sent (`lock_event_mark`: so an old
+event the lock sends again after a restart of the hub is not taken as news).
 
 Token ids and ended entries are forgotten once the hub's clock says no grant needing
 them can still be accepted. That clock can jump ahead and come back (a bad NTP answer):
@@ -40,6 +42,8 @@ CREATE TABLE IF NOT EXISTS visits (
     replied INTEGER NOT NULL, opened INTEGER NOT NULL, opened_at REAL);
 CREATE TABLE IF NOT EXISTS ended_entries (
     entry_id TEXT PRIMARY KEY, until INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS lock_event_marks (
+    lock TEXT PRIMARY KEY, event_number INTEGER NOT NULL);
 """
 
 _INSERT_EVENT = "INSERT INTO events (epoch, seq, body) VALUES (?, ?, ?)"
@@ -262,6 +266,28 @@ class Journal:
     def record_command(self, command_id: str, reply: bytes, now: float) -> None:
         with self._lock:
             self._db.execute(_RECORD_COMMAND, (command_id, reply, now))
+
+    # --- the highest event number each lock has sent ----------------------------------
+
+    def lock_event_mark(self, lock: str) -> int | None:
+        """The highest event number recorded for `lock` (the driver's own name for the
+        lock and what its numbers count from), or None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT event_number FROM lock_event_marks WHERE lock = ?", (lock,)
+            ).fetchone()
+        return int(row[0]) if row else None
+
+    def raise_lock_event_mark(self, lock: str, event_number: int) -> None:
+        """Record `event_number` for `lock`, unless a higher one is recorded: a mark
+        never goes down. One write to storage (an fsync on a real hub)."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO lock_event_marks (lock, event_number) VALUES (?, ?)"
+                " ON CONFLICT(lock) DO UPDATE"
+                " SET event_number = max(event_number, excluded.event_number)",
+                (lock, event_number),
+            )
 
     # --- entries in progress (so a restart mid-entry still relocks) ---------------------
 

@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from doorstep.hub.journal import Journal
 from doorstep.hub.lock import LockDriver
 
 DRIVERS = ("simulated", "zigbee2mqtt", "matter")
@@ -68,8 +69,9 @@ def load(path: Path, access_points: Sequence[str]) -> dict[str, dict[str, Any]]:
     return specs
 
 
-def build(slug: str, spec: Mapping[str, Any]) -> LockDriver:
-    """Make (and connect) the driver `spec` names; the simulated lock is not built here."""
+def build(slug: str, spec: Mapping[str, Any], *, journal: Journal | None = None) -> LockDriver:
+    """Make (and connect) the driver `spec` names; the simulated lock is not built here.
+    The Matter driver keeps the highest event number its lock has sent in `journal`."""
     settings = {key: value for key, value in spec.items() if key not in ("driver", "camera")}
     try:
         if spec["driver"] == "zigbee2mqtt":
@@ -79,7 +81,7 @@ def build(slug: str, spec: Mapping[str, Any]) -> LockDriver:
         if spec["driver"] == "matter":
             from doorstep.hub.drivers.matter import MatterLock
 
-            return MatterLock.from_config(settings)
+            return MatterLock.from_config(settings, event_marks=journal)
     except (ValueError, ConnectionError, OSError) as exc:
         raise LockConfigError(f"access point {slug!r} ({spec['driver']}): {exc}") from exc
     raise LockConfigError(f"access point {slug!r}: {spec['driver']!r} is not built here")

@@ -71,7 +71,7 @@ def build(options: HubOptions) -> tuple[HubAgent, hub_config.HubConfig, SimContr
     try:
         for point, spec in specs.items():
             if point not in simulated:
-                locks[point] = lockconfig.build(point, spec)
+                locks[point] = lockconfig.build(point, spec, journal=journal)
                 log.info("access point %s: %s lock", point, spec["driver"])
     except lockconfig.LockConfigError:
         for driver in locks.values():

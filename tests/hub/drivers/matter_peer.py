@@ -19,6 +19,8 @@ it plays the lock and enforces what a lock enforces, so a driver that forgets fa
 - every event is numbered from one node-wide counter and kept: `replay_events()` sends
   them all again with their old numbers, as python-matter-server forwards them when the
   SDK resubscribes to the node (it subscribes with no event-number filter);
+  `recommission()` starts the count again under a new `date_commissioned`, and
+  `lose_event_count()` without one (a firmware fault);
 - with `lose_answers`, lock and unlock still reach the motor but are answered with
   SDKStackError (error_code 7), as when the lock's InvokeResponse is lost on the radio.
 Errors look as python-matter-server sends them: the SDK's InteractionModelError is not a
@@ -221,6 +223,20 @@ class MatterServerPeer:
             for event in list(self.history):
                 self._broadcast("node_event", event)
 
+    def recommission(self, date_commissioned: str) -> None:
+        """The lock is reset and commissioned again under the same node id (the server's
+        storage was wiped): a new `date_commissioned` in the node dump, and the lock
+        numbers its events from 1 again, its old buffer gone."""
+        with self._mutex:
+            self.node["date_commissioned"] = date_commissioned
+            self._forget_events()
+
+    def lose_event_count(self) -> None:
+        """The lock reboots and numbers its events from 1 again, as firmware that does
+        not keep its count would (the spec forbids it); the node is otherwise the same."""
+        with self._mutex:
+            self._forget_events()
+
     def drop_connections(self) -> None:
         """Cut every connection at the TCP level, as a crashed server or a Wi-Fi drop would."""
         with self._mutex:
@@ -232,6 +248,10 @@ class MatterServerPeer:
         with self._mutex:
             self.users[user_index] = {"userStatus": 1, "userType": 0, "credentialRule": 0}
             self.pins[credential_index] = {"pin": pin, "user": user_index}
+
+    def _forget_events(self) -> None:
+        self._event_numbers = itertools.count(1)
+        self.history.clear()
 
     def _move_door(self, door_state: int) -> None:
         with self._mutex:

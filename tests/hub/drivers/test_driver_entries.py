@@ -17,6 +17,7 @@ import pytest
 from doorstep import demo
 from doorstep.hub import lockconfig
 from doorstep.hub.lock import LockState
+from polling import wait_until
 
 from .conftest import Rig
 from .matter_peer import MatterServerPeer, load_node, running_peer
@@ -93,6 +94,11 @@ def test_courier_entry_through_matter(
     assert names == ["UnlockDoor", "LockDoor"]
     assert all(command.get("timed_request_timeout_ms") for command in matter_peer.commands)
     assert lock.status().secure
+    # The hub's journal keeps the highest event number the lock sent, for its next start.
+    journal = world.homes[0].hub_process.agent.journal  # type: ignore[union-attr]
+    mark = f"matter/{matter_peer.node_id}/{matter_peer.node['date_commissioned']}"
+    last = matter_peer.history[-1]["event_number"]
+    wait_until(lambda: journal.lock_event_mark(mark) == last, WAIT, "the event mark")
 
 
 def test_a_bad_lock_config_stops_the_hub_before_it_runs(tmp_path: Path) -> None:

@@ -16,6 +16,18 @@ attributes and events mean for the hub's lock model), `config` (the settings).
   Only a remote (or unspecified) source answers a request: a keypad, button or
   thumb-turn movement or refusal meanwhile is reported as itself; and only an event the
   lock sends after it (`_matter/node.py`: a resubscription's replay is dropped).
+- The highest event number seen from the node outlives the driver in `event_marks` (the
+  hub's journal), per commissioning: key `matter/<node_id>/<date_commissioned>`. It is
+  read when a dump shows a commissioning not seen yet (at start, or after the lock was
+  commissioned again), so that a replay coming before the first live event is still
+  known as one. The delivery thread writes it, after delivering the events that raised
+  it: the session thread and the hub's handling of an event never wait for that fsync,
+  and a burst of events costs one write; `close()` returns once it is written. Left
+  open: a crash in that moment lets those events' replay through once; events the lock
+  sent while the hub was not listening are news if a replay brings them first; a dump
+  without `date_commissioned` keeps nothing. A lock whose count went back without a new
+  commissioning (against the spec) has its events dropped and its requests go
+  unanswered: closed, and the overdue warning says why.
 - Fail closed on an unlock with no known outcome: when the lock reports nothing in time,
   the connection drops before the server's answer, or the answer is an error that does
   not say the command never ran (an SDK error such as a lost InvokeResponse, error_code
@@ -48,8 +60,9 @@ everything above. Not verified: commissioning and CASE (the server's job), a rea
 over Thread or Wi-Fi, a real server's relative order of a command's answer and the
 lock's events (both orders are handled), and differences between server versions.
 
-Build one with `MatterLock.from_config(mapping)`; the keys are in `_matter/config.py`
-(`url` and `node_id` required; `endpoint`, `pin`, `timed_request_ms`, timeouts, backoff).
+Build one with `MatterLock.from_config(mapping, event_marks=journal)`; the keys are in
+`_matter/config.py` (`url` and `node_id` required; `endpoint`, `pin`, `timed_request_ms`,
+timeouts, backoff). Without `event_marks`, event numbers count from the driver's start.
 """
 
 from __future__ import annotations
@@ -62,7 +75,8 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import time
-from typing import Any
+from enum import Enum
+from typing import Any, Protocol
 
 from doorstep.hub.drivers._matter.client import (
     Backoff,
@@ -103,6 +117,7 @@ from doorstep.hub.lock import (
 __all__ = [
     "CredentialRule",
     "DaysMask",
+    "EventMarks",
     "MatterLock",
     "MatterLockConfig",
     "PinSet",
@@ -124,6 +139,21 @@ _REQUEST_SOURCES = frozenset(
 )
 
 
+class EventMarks(Protocol):
+    """Where the highest event number seen from a node outlives the driver
+    (`hub.journal.Journal`)."""
+
+    def lock_event_mark(self, lock: str) -> int | None: ...
+
+    def raise_lock_event_mark(self, lock: str, event_number: int) -> None: ...
+
+
+class _Chore(Enum):
+    """Work for the delivery thread that is not an event to deliver."""
+
+    SAVE_EVENT_MARK = "save the event mark"
+
+
 @dataclass(frozen=True)
 class PinSet:
     """The lock's answer to SetCredential: who holds the PIN, and the next free slot."""
@@ -140,14 +170,17 @@ class _Request:
     source: OperationSource
     relock: bool = False  # the LockDoor owed (see the module docstring)
     answered: bool = False
+    replays_before: int = 0  # the node's replays dropped before it was sent
     watchdog: threading.Timer | None = None
 
 
 class MatterLock:
     """A Matter Door Lock endpoint behind a Matter server; implements `hub.lock.LockDriver`."""
 
-    def __init__(self, config: MatterLockConfig) -> None:
+    def __init__(self, config: MatterLockConfig, *, event_marks: EventMarks | None = None) -> None:
         self._config = config
+        self._event_marks = event_marks
+        self._saved_mark: int | None = None  # the node's event mark as last read or written
         self._mutex = threading.Lock()
         self._changed = threading.Condition(self._mutex)
         self._node = LockNode(config.node_id, config.endpoint)
@@ -159,7 +192,7 @@ class MatterLock:
         # A LockDoor is owed: an unlock with no known outcome, or any request cut off.
         self._relock_owed = False
         self._subscribers: list[Callable[[LockEvent], None]] = []
-        self._outbox: queue.SimpleQueue[LockEvent | None] = queue.SimpleQueue()
+        self._outbox: queue.SimpleQueue[LockEvent | _Chore | None] = queue.SimpleQueue()
         self._deliverer = threading.Thread(
             target=self._deliver_forever, name="matter-lock-events", daemon=True
         )
@@ -173,9 +206,11 @@ class MatterLock:
         self._connection.start()
 
     @classmethod
-    def from_config(cls, mapping: Mapping[str, Any]) -> MatterLock:
+    def from_config(
+        cls, mapping: Mapping[str, Any], *, event_marks: EventMarks | None = None
+    ) -> MatterLock:
         """Build and connect a lock from a settings mapping (`_matter/config.py`)."""
-        return cls(MatterLockConfig.from_mapping(mapping))
+        return cls(MatterLockConfig.from_mapping(mapping), event_marks=event_marks)
 
     # --- LockDriver -------------------------------------------------------------------
 
@@ -332,7 +367,9 @@ class MatterLock:
         if operation == LockOperationType.UNLOCK and self._relock_due():
             raise LockError(f"node {self._config.node_id} is to be relocked first")
         payload = lock_payload(self._remote_pin())
-        request = _Request(operation, source, relock=relock)
+        request = _Request(
+            operation, source, relock=relock, replays_before=self._node.replays_dropped
+        )
         self._requests[operation].append(request)
         self._refused[operation] = 0
         return request, payload
@@ -398,12 +435,23 @@ class MatterLock:
             self._settle(request)
             self._fail(request)
             self._owe_relock(request)
+            dropped = self._node.replays_dropped - request.replays_before
+            mark = self._node.event_mark
         log.warning(
             "node %d reported no outcome of %s within %s s",
             self._config.node_id,
             _COMMANDS[request.operation],
             self._config.operation_timeout,
         )
+        if dropped:
+            log.warning(
+                "node %d: meanwhile %d of its events were numbered %s or below, the highest"
+                " seen from it, and dropped as replays; if the lock numbers its events anew"
+                " without being commissioned again (against the spec), commission it again",
+                self._config.node_id,
+                dropped,
+                mark,
+            )
         self._pay_relock()
 
     def _owe_relock(self, request: _Request) -> None:
@@ -525,8 +573,11 @@ class MatterLock:
             if event == "attribute_updated":
                 self._queue(*self._node.attribute_updated(data))
             elif event == "node_event":
+                mark = self._node.event_mark
                 for reported in self._node.node_event(data):
                     self._reported(reported)
+                if self._node.event_mark != mark and self._event_marks is not None:
+                    self._queue(_Chore.SAVE_EVENT_MARK)
             elif event in ("node_added", "node_updated"):
                 if isinstance(data, dict) and data.get("node_id") == self._config.node_id:
                     self._load(data)
@@ -536,11 +587,57 @@ class MatterLock:
         self._pay_relock()
 
     def _load(self, node: dict[str, Any] | None) -> None:
+        commissioned = self._node.commissioned
         self._queue(*self._node.load(node))
+        if self._node.commissioned != commissioned:
+            self._recall_event_mark()
         if not self._node.known:
             log.error("node %d is not on the Matter server", self._config.node_id)
         elif not self._node.available:
             log.warning("node %d is unavailable", self._config.node_id)
+
+    # --- the node's event mark, kept across restarts ------------------------------------
+
+    def _event_mark_key(self) -> str | None:
+        commissioned = self._node.commissioned
+        return None if commissioned is None else f"matter/{self._config.node_id}/{commissioned}"
+
+    def _recall_event_mark(self) -> None:
+        """Count the node's events, in a commissioning first seen, from the highest number
+        kept for it. Mutex held."""
+        self._saved_mark = None
+        key = self._event_mark_key()
+        if key is None or self._event_marks is None:
+            return
+        try:
+            self._saved_mark = self._event_marks.lock_event_mark(key)
+        except Exception:  # the store's own failure: go on as if it kept nothing
+            log.exception("could not read the event mark of node %d", self._config.node_id)
+            return
+        if self._saved_mark is None:
+            log.info("node %d (%s): no event seen before", self._config.node_id, key)
+            return
+        self._node.recall_event_mark(self._saved_mark)
+        log.info(
+            "node %d (%s): events up to number %d were seen before; a replay of them is dropped",
+            self._config.node_id,
+            key,
+            self._saved_mark,
+        )
+
+    def _save_event_mark(self) -> None:
+        """Record the highest event number seen, if it rose since it was last recorded
+        (the delivery thread, after the events that raised it)."""
+        with self._mutex:
+            key, mark, saved = self._event_mark_key(), self._node.event_mark, self._saved_mark
+        if self._event_marks is None or key is None or mark is None:
+            return
+        if saved is not None and mark <= saved:
+            return  # a burst of events: recorded already, with the last of them
+        self._event_marks.raise_lock_event_mark(key, mark)
+        with self._mutex:
+            if self._event_mark_key() == key:
+                self._saved_mark = mark
 
     # --- state and event delivery -------------------------------------------------------
 
@@ -554,17 +651,20 @@ class MatterLock:
             online=not self._closed and self._connected and node.known and node.available,
         )
 
-    def _queue(self, *events: LockEvent) -> None:
+    def _queue(self, *items: LockEvent | _Chore) -> None:
         if not self._closed:
-            for event in events:
-                self._outbox.put(event)
+            for item in items:
+                self._outbox.put(item)
 
     def _deliver_forever(self) -> None:
-        while (event := self._outbox.get()) is not None:
+        while (item := self._outbox.get()) is not None:
+            if item is _Chore.SAVE_EVENT_MARK:
+                _attempt(self._save_event_mark, "recording the node's event mark")
+                continue
             with self._mutex:
                 subscribers = tuple(self._subscribers)
             for callback in subscribers:
-                _notify(callback, event)
+                _notify(callback, item)
 
 
 class _ServerListener:
@@ -589,6 +689,14 @@ def _notify(callback: Callable[[LockEvent], None], event: LockEvent) -> None:
         callback(event)
     except Exception:
         log.exception("lock event subscriber failed on %r", event)
+
+
+def _attempt(chore: Callable[[], None], what: str) -> None:
+    # The delivery thread is a process edge: a failed chore must not stop the events.
+    try:
+        chore()
+    except Exception:
+        log.exception("%s failed", what)
 
 
 def _never_ran(error: CommandFailed) -> bool:

@@ -14,13 +14,18 @@ driver calls it under its own mutex and delivers what it returns.
   because its attribute report may come later.
 - An event is news only if its `event_number` is above every number seen from the node
   (any endpoint or cluster): the spec numbers a node's events in one counter that keeps
-  rising across reboots. python-matter-server subscribes with no event-number filter, so
-  when the SDK resubscribes (a radio blip) the lock sends its buffered events again,
-  forwarded as live `node_event`s with their old numbers: a replayed LockOperation
-  would answer a request the lock never carried out and set the bolt's state back, a
-  replayed DoorStateChange the door's, a replayed LockJammed raise a jam long freed.
-  Nothing is known before the first event: a replay that comes before any live event
-  since the driver started is not recognised. An event without a number is taken.
+  rising for the life of the node, across its reboots (Matter Core §7.14.1.1, Event
+  Number: "monotonically increasing for the life of the node", a guarantee "preserved
+  across restarts"; the CHIP SDK persists it in blocks,
+  CHIP_DEVICE_CONFIG_EVENT_ID_COUNTER_EPOCH). python-matter-server subscribes with no
+  event-number filter, so when the SDK resubscribes (a radio blip) the lock sends its
+  buffered events again, forwarded as live `node_event`s with their old numbers: a
+  replayed LockOperation would answer a request the lock never carried out and set the
+  bolt's state back, a replayed DoorStateChange the door's, a replayed LockJammed raise a
+  jam long freed. The highest number seen is `event_mark`; the driver keeps it across
+  restarts and gives it back with `recall_event_mark`. It counts per commissioning
+  (`commissioned`, the dump's `date_commissioned`): a node commissioned again, or
+  removed, starts from nothing. An event without a number is taken.
 - `attribute_updated`: a DoorState report without its event still yields one
   DoorStateChange; each door change is reported once, by whichever comes first.
 - `load` (a fresh dump after a reconnect, or `node_updated`) and `apply_read`: a change
@@ -80,6 +85,8 @@ class LockNode:
         self._attributes: dict[str, Any] = {}
         self._loaded = False
         self._last_event_number: int | None = None  # the highest seen from the node
+        self.commissioned: str | None = None  # its date_commissioned, when the dump has one
+        self.replays_dropped = 0  # events not numbered after the highest seen, ever
 
     # --- what the server says -----------------------------------------------------------
 
@@ -87,8 +94,10 @@ class LockNode:
         """Take a whole node (None: the server does not have it); report what changed."""
         if node is None:
             self.known = self.available = False
-            self._last_event_number = None  # a node added again starts its own count
+            self.commissioned = self._last_event_number = None  # added again: counts anew
             return []
+        commissioned = node.get("date_commissioned")
+        self._commissioned_as(commissioned if isinstance(commissioned, str) else None)
         before = self._states() if self._loaded else None
         attributes = node.get("attributes")
         self._attributes = dict(attributes) if isinstance(attributes, Mapping) else {}
@@ -115,6 +124,7 @@ class LockNode:
         if not isinstance(data, Mapping) or data.get("node_id") != self.node_id:
             return []
         if not self._is_new(data.get("event_number")):
+            self.replays_dropped += 1
             return []  # replayed by a resubscription: history, not news
         if (data.get("endpoint_id"), data.get("cluster_id")) != (self.endpoint, DOOR_LOCK_CLUSTER):
             return []
@@ -129,6 +139,18 @@ class LockNode:
         if handler is None:
             return []
         return handler(fields if isinstance(fields, Mapping) else {})
+
+    # --- the node's event numbers ---------------------------------------------------------
+
+    @property
+    def event_mark(self) -> int | None:
+        """The highest event number seen from the node in this commissioning, if any."""
+        return self._last_event_number
+
+    def recall_event_mark(self, event_number: int) -> None:
+        """Take `event_number` as seen: the highest seen before, kept by the driver."""
+        if self._last_event_number is None or event_number > self._last_event_number:
+            self._last_event_number = event_number
 
     # --- state --------------------------------------------------------------------------
 
@@ -211,6 +233,11 @@ class LockNode:
             return False
         self._last_event_number = event_number
         return True
+
+    def _commissioned_as(self, commissioned: str | None) -> None:
+        if commissioned != self.commissioned:
+            self._last_event_number = None  # commissioned again: the lock counts anew
+            self.commissioned = commissioned
 
     def _states(self) -> tuple[LockState, DoorState]:
         return self.lock_state, self.door_state
