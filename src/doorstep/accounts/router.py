@@ -49,7 +49,15 @@ router = APIRouter(prefix="/v1", tags=["accounts"])
 
 
 @router.post("/residents", status_code=201, response_model=UserRead)
-def sign_up(body: ResidentCreate, session: SessionDep, runtime: RuntimeDep) -> object:
+def sign_up(
+    body: ResidentCreate, request: Request, session: SessionDep, runtime: RuntimeDep
+) -> object:
+    """A resident account; a taken email is a 409, after the same password hashing as a
+    new one. Attempts are counted per client address by the sign-in limiter, apart from
+    sign-in attempts, so which emails have accounts cannot be asked at will."""
+    client = request.client.host if request.client else "-"
+    if not runtime.login_limiter.allow(f"signup:{client}", runtime.clock.timestamp()):
+        raise TooManyRequests("too many sign-ups from this address; wait a minute")
     return service.create_user(
         session,
         email=body.email,

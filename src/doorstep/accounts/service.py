@@ -53,13 +53,15 @@ def create_user(
     actor: str = "system",
 ) -> User:
     email = email.strip().lower()
+    # Hashed before the email is looked up, so that a taken email takes as long as a new one.
+    password_hash = security.hash_password(password)
     if session.scalar(select(User.id).where(User.email == email)) is not None:
         raise Conflict("an account with this email already exists")
     user = User(
         id=new_id("usr"),
         email=email,
         name=name,
-        password_hash=security.hash_password(password),
+        password_hash=password_hash,
         role=role,
         carrier_id=carrier_id,
         active=True,

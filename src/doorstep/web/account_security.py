@@ -2,16 +2,18 @@
 active sessions (device, signed in, last seen, expiry) with "end" for each, and "sign out
 everywhere" (every session and API token of the account).
 
-Turning two-step sign-in on or off and signing out everywhere need a recent
-re-authentication (`doorstep.web.reauth`); ending one session does not. Turning it on
-ends every other session and API token of the account (`account:sessions:revoked`,
-`why` `totp_on`); this browser's stays. The password is changed on its own page
-(`doorstep.web.passwords`).
+Turning two-step sign-in on (starting the set-up, and confirming it with a code) or off,
+and signing out everywhere, need a recent re-authentication (`doorstep.web.reauth`);
+ending one session does not. Turning it on ends every other session and API token of
+the account (`account:sessions:revoked`, `why` `totp_on`); this browser's stays. The
+password is changed on its own page (`doorstep.web.passwords`).
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from doorstep.accounts import totp, twofactor
@@ -25,7 +27,7 @@ from doorstep.web.deps import (
     WebDep,
     session_csrf,
 )
-from doorstep.web.reauth import RecentlyAuthenticated
+from doorstep.web.reauth import ReauthRequired, RecentlyAuthenticated, require_recent_auth
 from doorstep.web.rendering import NO_STORE, PageRoute, render, to_sign_in
 
 SECURITY_PATH = "/account/security"
@@ -100,6 +102,20 @@ def sign_out_everywhere(
     return to_sign_in(request, "everywhere")
 
 
+def _recent_for_set_up(
+    request: Request, runtime: RuntimeDep, session: UnitOfWork, user: SignedInDep
+) -> sessions.SignedIn:
+    """`require_recent_auth`, coming back to the security page: the set-up page is the
+    answer to a POST, with no address to come back to (the set-up starts again there)."""
+    try:
+        return require_recent_auth(request, runtime, session, user)
+    except ReauthRequired as exc:
+        raise ReauthRequired(exc.message, next_path=SECURITY_PATH) from exc
+
+
+RecentForSetUp = Annotated[sessions.SignedIn, Depends(_recent_for_set_up)]
+
+
 def _setup_page(
     request: Request,
     web: WebContext,
@@ -141,7 +157,7 @@ def confirm_totp(
     request: Request,
     form: SessionForm,
     session: UnitOfWork,
-    user: SignedInDep,
+    user: RecentForSetUp,
     runtime: RuntimeDep,
     web: WebDep,
 ) -> HTMLResponse:

@@ -1,5 +1,5 @@
 """Re-authentication for sensitive actions: "you again?" before the door is unlocked from
-afar, the second factor is turned off, or every session is ended.
+afar, the second factor is turned on or off, or every session is ended.
 
 Re-entering the password (and a code, when two-step sign-in is on) on
 `/account/reauth` marks this browser session as recently re-authenticated for
