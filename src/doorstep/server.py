@@ -146,7 +146,7 @@ def _broker(settings: Settings, stack: ExitStack) -> tuple[BrokerAddress, Callab
     address = BrokerAddress(
         mosquitto.host, mosquitto.port, mosquitto.service_user, mosquitto.service_password
     )
-    return address, lambda: mosquitto.update_hubs(credentials())
+    return address, lambda: mosquitto.update_hubs(credentials)
 
 
 BROKER_WATCH_SECONDS = 1.0

@@ -130,6 +130,22 @@ def test_update_hubs_admits_a_new_hub(broker, connack, hub_hashes) -> None:
     assert connack("hub-0000cafe", password) == "Success"
 
 
+def test_update_hubs_reads_the_hubs_in_its_turn(broker, connack, hub_hashes) -> None:
+    """Two enrollments at once: each reads the hub list only once the reload before it
+    is done, so the list written last is the newer one, never a list read before it."""
+    password = new_password()
+    read_in_turn: list[bool] = []
+
+    def hubs() -> dict[str, str]:
+        read_in_turn.append(broker._reload_lock.locked())
+        return {**hub_hashes, "hub-0000f00d": hash_password(password)}
+
+    broker.update_hubs(hubs)
+
+    assert read_in_turn == [True]
+    assert connack("hub-0000f00d", password) == "Success"
+
+
 def test_update_hubs_locks_a_removed_hub_out(broker, hub_a, connack, hub_passwords, hub_hashes):
     own, other = hub_passwords
 

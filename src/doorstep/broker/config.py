@@ -18,11 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from doorstep.broker.passwords import HASH_PATTERN
+from doorstep.protocol.shadow import MAX_DESIRED_BYTES
 from doorstep.protocol.topics import HUB_ID_PATTERN, HUB_READS, HUB_WRITES, ROOT, Topics
 
 SERVICE_USER_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 LOG_TYPES = ("error", "warning", "notice", "information")
 HEADER = "# Written by doorstep; edits are overwritten.\n"
+# The largest payload the broker takes: a desired document, the largest message we send.
+# Unbounded, one hub owner holding their hub's password could park retained messages of
+# up to 256 MB each in the broker (and its persistence) and push them at the service.
+MAX_PAYLOAD_BYTES = MAX_DESIRED_BYTES
 
 
 @dataclass(frozen=True)
@@ -66,14 +71,18 @@ def render_mosquitto_conf(
     acl_file: Path,
     log_file: Path | None,
     user: str | None = None,
+    max_payload_bytes: int | None = MAX_PAYLOAD_BYTES,
 ) -> str:
-    """The broker configuration: one loopback listener, authenticated, persistent.
+    """The broker configuration: one loopback listener, authenticated, persistent, with
+    payloads bounded by `max_payload_bytes` (None: MQTT's own 256 MB).
 
     `user` is the account Mosquitto keeps when started as root; without it, it switches
     to `mosquitto`, which cannot read our 0600 files or write `data_dir`.
     """
     if not 0 < port < 65536:
         raise ValueError(f"not a TCP port: {port}")
+    if max_payload_bytes is not None and max_payload_bytes < 1:
+        raise ValueError(f"not a payload limit: {max_payload_bytes}")
     lines = [
         "per_listener_settings false",
         f"listener {port} 127.0.0.1",
@@ -96,6 +105,9 @@ def render_mosquitto_conf(
         # Mosquitto reads only the first word of a `log_type` line: one line per type.
         *(f"log_type {log_type}" for log_type in LOG_TYPES),
     ]
+    if max_payload_bytes is not None:
+        # A larger message is neither kept nor forwarded (QoS 1: PUBACK with an error).
+        lines.append(f"message_size_limit {max_payload_bytes}")
     if user is not None:
         _check_conf_word(user)
         lines.append(f"user {user}")

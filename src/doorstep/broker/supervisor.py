@@ -32,6 +32,7 @@ from pathlib import Path
 from types import TracebackType
 
 from doorstep.broker.config import (
+    MAX_PAYLOAD_BYTES,
     BrokerUser,
     render_acl,
     render_mosquitto_conf,
@@ -63,7 +64,10 @@ class Mosquitto:
         service_user: str = "doorstep-service",
         service_password: str | None = None,
         executable: str = "mosquitto",
+        max_payload_bytes: int | None = MAX_PAYLOAD_BYTES,
     ) -> None:
+        """`max_payload_bytes`: the largest message the broker takes (None: no limit of
+        ours, for a test broker standing in for someone else's)."""
         self._directory = Path(directory)
         self._port = port if port is not None else free_port()
         self._service_password = service_password or new_password()
@@ -71,6 +75,7 @@ class Mosquitto:
         self._service = BrokerUser(service_user, hash_password(self._service_password))
         self._peers: list[BrokerUser] = []
         self._executable = executable
+        self._max_payload_bytes = max_payload_bytes
         self._process: subprocess.Popen[bytes] | None = None
         # One reload at a time: each waits for its own "Reloading config." line.
         self._reload_lock = threading.Lock()
@@ -146,8 +151,12 @@ class Mosquitto:
             self.stop()
             raise
 
-    def update_hubs(self, hubs: Mapping[str, str], *, timeout: float = 5) -> None:
+    def update_hubs(
+        self, hubs: Mapping[str, str] | Callable[[], Mapping[str, str]], *, timeout: float = 5
+    ) -> None:
         """Replace the hubs the broker accepts, and wait until it has begun reloading.
+        Given as a callable, the hubs are read under the reload lock: of two updates at
+        once (two hubs enrolled together), the one written last is never the older list.
 
         The broker handles one event at a time, so a connection made after this returns
         is checked against the new files. Mosquitto 2.0 also re-checks open connections
@@ -157,7 +166,7 @@ class Mosquitto:
         with self._reload_lock:
             if not self.running or self._process is None:
                 raise BrokerError("mosquitto is not running")
-            self._write_files(hubs, conf=False)
+            self._write_files(hubs() if callable(hubs) else hubs, conf=False)
             log_offset = _size(self.log_file)
             self._process.send_signal(signal.SIGHUP)
             self._wait_for_log(RELOAD_LINE, log_offset, time.monotonic() + timeout)
@@ -270,6 +279,7 @@ class Mosquitto:
             # Started as root, Mosquitto would switch to user `mosquitto`, which cannot
             # read our 0600 files; "root" tells it to stay. Other users are never switched.
             user="root" if os.geteuid() == 0 else None,
+            max_payload_bytes=self._max_payload_bytes,
         )
 
     def _spawn(self, executable: str) -> subprocess.Popen[bytes]:

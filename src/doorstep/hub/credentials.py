@@ -22,6 +22,9 @@ on start), or the lock's own refusal in Matter's words (`duplicate`, `occupied`,
 and year-day schedules. A hub that is down at `valid_until` clears the code when it
 starts again.
 
+A document applied under another hub id (the data directory enrolled again, as a new
+hub) is not this hub's: on start its codes are cleared and versions count from 0 again.
+
 Fail closed: a code the hub could not take off a lock (lock offline) stays in the report
 as `failed:<reason>` and is retried every `RETRY_SECONDS` until it is gone. Before a code
 is programmed its slot is written down, so a crash half-way leaves a slot the next start
@@ -165,8 +168,12 @@ class CredentialManager:
         self._zone: ZoneInfo | None = None
         if payload is not None:
             doc = DesiredDocument.model_validate_json(payload)
-            self._desired = {credential.id: credential for credential in doc.credentials}
-            self._zone = doc.zone
+            if doc.hub == hub_id:
+                self._desired = {credential.id: credential for credential in doc.credentials}
+                self._zone = doc.zone
+            else:  # enrolled again as another hub: its versions start over, its codes go
+                log.warning("applied document is for %s, not %s: dropped", doc.hub, hub_id)
+                self.version = 0
 
     def attach(self, *, record: Record, publish: Publish) -> None:
         """Where events go (the agent's journal) and where `reported` is published."""

@@ -51,7 +51,7 @@ class Z2mBroker:
 
 @pytest.fixture(scope="module")
 def z2m_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Z2mBroker]:
-    mosquitto = Mosquitto(Path(tmp_path_factory.mktemp("z2m-broker")))
+    mosquitto = Mosquitto(Path(tmp_path_factory.mktemp("z2m-broker")), max_payload_bytes=None)
     passwords = {user: mosquitto.add_service_user(user) for user in USERS}
     mosquitto.start({})
     yield Z2mBroker(mosquitto, passwords)
