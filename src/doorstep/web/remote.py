@@ -6,18 +6,22 @@ session in the last few minutes, `web.reauth`); then the door unlocks through th
 engine (`access.remote`: camera first, verified relock, an email to the resident).
 Locking asks nothing more than the signed-in session and its CSRF token (the safe
 direction; `access.router.remote_lock`) and answers once the hub has verified the bolt
-locked and the door shut. Either way the page says how it went. Someone else's home is
-not found before anything is asked.
+locked and the door shut. Either way the page says how it went; an unlock the hub has
+not answered in time is "sent, may still unlock" (202, as in the API), never "refused".
+Someone else's home is not found before anything is asked.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse, Response
 
 from doorstep import db
 from doorstep.access import remote
-from doorstep.access.router import entry_read, lock_door, run_decision, send_and_wait
+from doorstep.access.router import entry_read, lock_door, run_decision, send_and_await
+from doorstep.access.schemas import EntryRead
 from doorstep.deps import RuntimeDep
 from doorstep.errors import DoorstepError, ServiceUnavailable
 from doorstep.homes import service as homes
@@ -38,6 +42,8 @@ OUTCOMES = {
     "unlocked": "Unlocked. It locks again when the door has been opened and closed, or by "
     "itself if nobody opens it; we email you both ways.",
     "refused": "The door refused to unlock",
+    "unanswered": "Sent, but the door's hub has not answered yet: the door may still unlock "
+    "in a moment. Check its state on the home's page before you count on it being locked.",
     "locked": "Locked. The hub checked that the bolt is thrown and the door is shut.",
 }
 TITLE = "Lock or unlock a door of {name}"
@@ -81,14 +87,12 @@ async def unlock_door(
                 settings=runtime.settings.entry, signer=runtime.keys.signer,
             ),
         )  # fmt: skip
-        entry = entry_read(await send_and_wait(runtime, decision, True))
-        outcome = {"ok": entry.state == "unlocked", "state": entry.state,
-                   "text": OUTCOMES["unlocked"] if entry.state == "unlocked"
-                   else f"{OUTCOMES['refused']} ({entry.reason or entry.state})."}  # fmt: skip
+        sent = await send_and_await(runtime, decision, True)
+        outcome = _unlock_outcome(entry_read(sent.entry), unanswered=sent.unanswered)
     except DoorstepError as exc:
         if exc.status == 404:
             raise
-        outcome = {"ok": False, "state": "refused", "text": str(exc)}
+        outcome = {"ok": False, "state": "refused", "text": str(exc), "status": 409}
     context = {
         "title": TITLE.format(name=home.name),
         "user": user.user,
@@ -97,7 +101,18 @@ async def unlock_door(
         "points": points,
         "outcome": outcome,
     }
-    return render(request, "remote.html", context, status=200 if outcome["ok"] else 409)
+    return render(request, "remote.html", context, status=outcome["status"])
+
+
+def _unlock_outcome(entry: EntryRead, *, unanswered: bool) -> dict[str, Any]:
+    """What the page says, and its status: 202, as the API's, when the hub has not
+    answered in time (the entry is still `authorized` and the door may yet unlock)."""
+    if entry.state == "unlocked":
+        return {"ok": True, "state": "unlocked", "text": OUTCOMES["unlocked"], "status": 200}
+    if unanswered and entry.state == "authorized":
+        return {"ok": True, "state": "sent", "text": OUTCOMES["unanswered"], "status": 202}
+    text = f"{OUTCOMES['refused']} ({entry.reason or entry.state})."
+    return {"ok": False, "state": entry.state, "text": text, "status": 409}
 
 
 @router.post("/homes/{home_id}/doors/{slug}/lock")

@@ -16,6 +16,7 @@ another resident's home, entry or clip is "not found", as in the API.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -223,7 +224,9 @@ def save_video_settings(
     owned_home(session, owner=user.principal, home_id=home_id)
     errors: dict[str, str] = {}
     retention = form.get("retention_days", "").strip()
-    days = int(retention) if retention.isdigit() else 0
+    # ASCII digits only: `isdigit` also admits "²", and thousands of digits, which `int`
+    # refuses (a crash, not a clear error).
+    days = int(retention) if re.fullmatch(r"[0-9]{1,4}", retention) else 0
     if not 1 <= days <= 3650:
         errors["retention_days"] = "Keep clips between 1 and 3650 days."
     try:
