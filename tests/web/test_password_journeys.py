@@ -117,3 +117,18 @@ def test_forgot_reset_sign_in_and_change_the_password(
     expect(desktop.page.locator("#no-reset-token")).to_be_visible()
     expect(desktop.page.locator("#reset-form")).to_be_hidden()
     check_page(desktop, "reset-without-link")
+
+
+@pytest.mark.parametrize(
+    ("path", "notice"), [("/password/reset", "#no-reset-token"), ("/guest/accept", "#no-token")]
+)
+def test_a_link_mangled_on_its_way_says_to_open_it_again(
+    live: Any, pages: Callable[[str, ViewportSize], Watched], path: str, notice: str
+) -> None:
+    """A fragment that does not decode (a stray "%" from a mail client) is no token: the
+    page says to open the link again, out of the address bar, with no script error."""
+    phone = pages(f"mangled-link{path.replace('/', '-')}", PHONE)
+    page = phone.page
+    page.goto(f"{path}#%E0%A4%A")
+    expect(page.locator(notice)).to_be_visible()
+    assert page.url.endswith(path)

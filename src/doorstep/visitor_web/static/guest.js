@@ -18,12 +18,15 @@
   // --- the invitation ------------------------------------------------------------------
 
   function acceptPage(form) {
-    const token = decodeURIComponent(window.location.hash.slice(1));
-    if (token) {
-      $("token").value = token;
-      // The token is a password until it is used: keep it out of history and bookmarks.
-      window.history.replaceState(null, "", window.location.pathname);
+    let token = "";
+    try {
+      token = decodeURIComponent(window.location.hash.slice(1));
+    } catch (error) {
+      // A link mangled on its way (a stray "%"): the page says to open it again.
     }
+    // The token is a password until it is used: keep it out of history and bookmarks.
+    if (window.location.hash) window.history.replaceState(null, "", window.location.pathname);
+    if (token) $("token").value = token;
     if ($("token").value) {
       form.hidden = false;
       const first = form.querySelector("[aria-invalid=true]") || $("name");

@@ -280,17 +280,25 @@
     if (option) select.value = zone;
   }
 
+  // The token in the address's fragment; "" when the link was mangled on its way (a stray
+  // "%" that does not decode), so the page says to open the link again instead of failing.
+  function fragmentToken() {
+    try {
+      return decodeURIComponent(window.location.hash.slice(1));
+    } catch (error) {
+      return "";
+    }
+  }
+
   // The reset link carries its token in the fragment, which no server sees: move it into
   // the form, and out of the address bar (it is a password until it is used).
   function resetToken() {
     var form = document.getElementById("reset-form");
     if (!form) return;
     var field = document.getElementById("reset-token");
-    var token = decodeURIComponent(window.location.hash.slice(1));
-    if (token) {
-      field.value = token;
-      window.history.replaceState(null, "", window.location.pathname);
-    }
+    var token = fragmentToken();
+    if (window.location.hash) window.history.replaceState(null, "", window.location.pathname);
+    if (token) field.value = token;
     if (field.value) {
       form.hidden = false;
       var first = form.querySelector("[aria-invalid=true]") || document.getElementById("password");
