@@ -15,6 +15,7 @@ import re
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -50,7 +51,7 @@ from doorstep.errors import (
 )
 from doorstep.grants.providers import router as providers_router
 from doorstep.grants.router import router as grants_router
-from doorstep.grants.shadow import ShadowPublisher
+from doorstep.grants.shadow import ShadowPublisher, bump_enrolled
 from doorstep.homes.preferences import router as preferences_router
 from doorstep.homes.router import router as homes_router
 from doorstep.hotwriter import HotWriter, Jobs
@@ -107,6 +108,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         db.migrate(engine, settings.database_owner_url)
+        _publish_issuer_keys(runtime, settings.data_dir / "keys")
         writer = runtime.writer = Writer(engine, on_batch=runtime.metrics.writer_batch)
         writer.start()
         jobs = Jobs(writer)
@@ -120,7 +122,11 @@ def create_app(
                 on_message=runtime.metrics.hub_message,
             )
             runtime.shadows = ShadowPublisher(
-                writer, runtime.keys.signer, clock, runtime.link.publish_desired
+                writer,
+                runtime.keys.signer,
+                clock,
+                runtime.link.publish_desired,
+                issuer_keys=runtime.keys.public,
             )
             runtime.link.on_stale_shadow = runtime.shadows.publish
             await runtime.link.start()
@@ -221,6 +227,20 @@ def _entry_app(runtime: Runtime, settings: Settings) -> ASGIApp:
     entry = Starlette(routes=[ENTRY_ROUTE], exception_handlers=handlers)
     entry.state.runtime = runtime
     return BodyLimit(entry, max_bytes=settings.max_body_bytes)
+
+
+def _publish_issuer_keys(runtime: Runtime, directory: Path) -> None:
+    """When the issuer keys to publish changed (`doorstep keys`), raise every enrolled
+    hub's shadow version, so each gets (when online: `HubLink.on_stale_shadow`) and
+    reports a document with the new set; then write down what is published from now on."""
+    bumped: dict[str, int] = {}
+    if issuer_keys.needs_bump(directory, runtime.keys):
+        with runtime.sessions() as session:
+            bumped = bump_enrolled(session, runtime.clock.now())
+            session.commit()
+        log.info("issuer keys %s published: %d hubs to tell", ", ".join(runtime.keys.public),
+                 len(bumped))  # fmt: skip
+    issuer_keys.record_published(directory, runtime.keys, bumped)
 
 
 def _end_lost_entries(writer: Writer, clock: Clock, entry_ids: list[str], reason: Reason) -> None:

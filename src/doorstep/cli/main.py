@@ -1,4 +1,4 @@
-"""`doorstep`: serve, hub, demo, audit, users."""
+"""`doorstep`: serve, hub, demo, audit, users, keys."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from doorstep.cli.admin import audit, users
 from doorstep.cli.clips import clips
 from doorstep.cli.config import load_settings
 from doorstep.cli.demo import demo
+from doorstep.cli.keys import keys
 from doorstep.hub.agent import RelockPolicy
 from doorstep.hub.credentials import KeypadDefaults
 
@@ -200,6 +201,7 @@ cli.add_command(demo)
 cli.add_command(audit)
 cli.add_command(clips)
 cli.add_command(users)
+cli.add_command(keys)
 
 
 def main() -> None:

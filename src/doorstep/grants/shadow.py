@@ -9,13 +9,17 @@
   commit. The writer runs jobs one at a time, so documents leave in the order they were
   built and the retained one is always the newest. A hub that comes online with an older
   report than the current version gets the document again.
+- `bump_enrolled` raises every enrolled hub's version at once: `serve` does it when it
+  starts publishing another set of issuer keys (`access.keys`), so each hub gets, and
+  reports, a document with the new set.
 - `apply_reported` stores the hub's report: the version it applied and each code's state.
   A revocation is enforced at the hub once the reported version reaches the grant's
   `revoked_version`.
 
 The document (see `protocol.shadow`) holds every keypad grant of the hub's doors that is
-not revoked, not ended and not used up, with the code sealed to that hub, and the token
-ids of grants issued for entries of revoked grants that have not expired yet.
+not revoked, not ended and not used up, with the code sealed to that hub, the token
+ids of grants issued for entries of revoked grants that have not expired yet, and the
+issuer keys the service publishes (the complete set the hub must trust).
 
 A hub holds at most `MAX_CREDENTIALS` codes. A new code that would take it past that is
 refused when made (`grants.service`, which counts `held_codes` under the lock `bump`
@@ -27,7 +31,7 @@ reaches the hub.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -41,7 +45,9 @@ from sqlalchemy.orm import Session
 
 from doorstep.clock import Clock
 from doorstep.grants.models import HubShadow
+from doorstep.homes.models import Hub
 from doorstep.protocol.grants import GrantSigner
+from doorstep.protocol.messages import b64encode
 from doorstep.protocol.shadow import (
     MAX_CREDENTIALS,
     MAX_REVOKED_TOKENS,
@@ -86,6 +92,24 @@ def bump(session: Session, hub_id: str, now: datetime) -> int:
     ).scalar_one()
     session.info.setdefault(_BUMPED, set()).add(hub_id)
     return int(version)
+
+
+def bump_enrolled(session: Session, now: datetime) -> dict[str, int]:
+    """Raise the shadow version of every enrolled hub; their new versions, by hub id."""
+    enrolled = session.scalars(
+        select(Hub.id).where(Hub.claimed_at.is_not(None)).order_by(Hub.id)
+    ).all()
+    return {hub_id: bump(session, hub_id, now) for hub_id in enrolled}
+
+
+def enrolled_reported_versions(session: Session) -> dict[str, int]:
+    """The version each enrolled hub last reported applying (0: none yet), by hub id."""
+    rows = session.execute(
+        select(Hub.id, HubShadow.reported_version)
+        .outerjoin(HubShadow, HubShadow.hub_id == Hub.id)
+        .where(Hub.claimed_at.is_not(None))
+    ).all()
+    return {hub_id: int(version or 0) for hub_id, version in rows}
 
 
 def bumped_hubs(session: Session) -> set[str]:
@@ -145,8 +169,17 @@ def lock_schedule_problem(
     return None
 
 
-def build_desired(tx: Tx, *, hub_id: str, now: datetime, signer: GrantSigner) -> bytes | None:
-    """The hub's signed desired document as of now; None for a hub with no shadow yet."""
+def build_desired(
+    tx: Tx,
+    *,
+    hub_id: str,
+    now: datetime,
+    signer: GrantSigner,
+    issuer_keys: Mapping[str, bytes] | None = None,
+) -> bytes | None:
+    """The hub's signed desired document as of now; None for a hub with no shadow yet.
+    `issuer_keys`: every key the hub must trust (the signer's among them); None leaves
+    them out of the document, and the hub keeps the ones it has."""
     row = tx.one(
         "SELECT s.version, h.timezone FROM hub_shadows s JOIN hubs hub ON hub.id = s.hub_id"
         " JOIN homes h ON h.id = hub.home_id WHERE s.hub_id = ?",
@@ -183,6 +216,8 @@ def build_desired(tx: Tx, *, hub_id: str, now: datetime, signer: GrantSigner) ->
         "credentials": credentials,
         "revoked_tokens": revoked,
     }
+    if issuer_keys is not None:
+        document["issuer_keys"] = {kid: b64encode(raw) for kid, raw in issuer_keys.items()}
     return sign_shadow(document, signer.private_key, signer.kid)
 
 
@@ -281,16 +316,24 @@ class ShadowPublisher:
         signer: GrantSigner,
         clock: Clock,
         send: Callable[[str, bytes], None],
+        issuer_keys: Mapping[str, bytes] | None = None,
     ) -> None:
         self._writer = writer
         self._signer = signer
+        self._issuer_keys = issuer_keys
         self._clock = clock
         self._send = send
 
     def publish(self, hub_id: str) -> None:
         def job(tx: Tx) -> bytes | None:
             try:
-                return build_desired(tx, hub_id=hub_id, now=self._clock.now(), signer=self._signer)
+                return build_desired(
+                    tx,
+                    hub_id=hub_id,
+                    now=self._clock.now(),
+                    signer=self._signer,
+                    issuer_keys=self._issuer_keys,
+                )
             except Exception:  # the document could not be built: say so; the next change
                 log.exception("desired document for hub %s not published", hub_id)  # retries
                 return None

@@ -2,9 +2,9 @@
 
 Order of an unlock (DESIGN principles 1, 2, 4, 5):
   1. the command parses, speaks our protocol version and is not past its `not_after`;
-  2. the grant verifies against the pinned issuer keys (EdDSA only, audience = this hub
-     and a known access point, inside nbf/exp, scope "unlock", bound to the command's
-     entry);
+  2. the grant verifies against the issuer keys the hub trusts (EdDSA only, audience =
+     this hub and a known access point, inside nbf/exp, scope "unlock", bound to the
+     command's entry);
   3. the lock is online, not jammed, locked, and the door is closed;
   4. the token id is recorded as used, durably: a grant opens a door once, ever;
   5. the camera opens the entry's recording (camera first: one that cannot is a refusal,

@@ -1,7 +1,11 @@
 """What a hub keeps in its data directory after enrollment.
 
-<data dir>/hub.json      hub id, broker address and credentials, pinned issuer keys,
-                         access points (mode 0600: it holds the broker password)
+<data dir>/hub.json      hub id, broker address and credentials, the issuer keys given
+                         at enrollment, access points (mode 0600: it holds the broker
+                         password)
+<data dir>/issuer_keys.json  the issuer keys the hub trusts since it applied a desired
+                         document that named them (`protocol.shadow`); trusted in place
+                         of hub.json's from then on, across restarts
 <data dir>/hub.key       the hub's Ed25519 key; events are signed with it
 <data dir>/seal.key      the hub's X25519 key, raw 32 bytes (mode 0600); the service seals
                          keypad PINs to its public half (`protocol.seal`), sent at enrollment
@@ -13,6 +17,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +31,8 @@ from doorstep.protocol import seal
 from doorstep.protocol.grants import public_key_bytes
 from doorstep.protocol.messages import b64decode, b64encode
 from doorstep.protocol.mqtt import BrokerAddress
+
+TRUSTED_KEYS_FILE = "issuer_keys.json"
 
 
 class EnrollmentError(Exception):
@@ -85,6 +92,30 @@ def load(data_dir: Path) -> HubConfig | None:
     return HubConfig.from_enrollment(orjson.loads(path.read_bytes()))
 
 
+def trusted_issuer_keys(data_dir: Path, config: HubConfig) -> dict[str, bytes]:
+    """The issuer keys the hub trusts: those last saved (`save_issuer_keys`) for this hub
+    id, else the ones given at enrollment."""
+    path = data_dir / TRUSTED_KEYS_FILE
+    if not path.exists():
+        return dict(config.issuer_keys)
+    try:
+        body = orjson.loads(path.read_bytes())
+        if body["hub_id"] != config.hub_id:  # left by an earlier enrollment
+            return dict(config.issuer_keys)
+        keys = {str(kid): b64decode(str(raw)) for kid, raw in body["issuer_keys"].items()}
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise EnrollmentError(f"{path} is unreadable: {exc}") from exc
+    if not keys:
+        raise EnrollmentError(f"{path} names no issuer key")
+    return keys
+
+
+def save_issuer_keys(data_dir: Path, hub_id: str, keys: Mapping[str, bytes]) -> None:
+    """Trust `keys` from now on, durably: written whole, or not at all."""
+    body = {"hub_id": hub_id, "issuer_keys": {kid: b64encode(raw) for kid, raw in keys.items()}}
+    _write_private(data_dir / TRUSTED_KEYS_FILE, orjson.dumps(body, option=orjson.OPT_INDENT_2))
+
+
 def signing_key(data_dir: Path) -> Ed25519PrivateKey:
     """The hub's own key, created on first use."""
     path = data_dir / "hub.key"
@@ -138,6 +169,7 @@ def enroll(
     if response.status_code != 200:
         raise EnrollmentError(f"claim refused ({response.status_code}): {response.text}")
     config = HubConfig.from_enrollment(response.json())
+    (data_dir / TRUSTED_KEYS_FILE).unlink(missing_ok=True)  # the answer's keys count now
     _write_private(data_dir / "hub.json", config.to_json())
     return config
 
@@ -150,3 +182,8 @@ def _write_private(path: Path, content: bytes) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself survives a power cut
+    finally:
+        os.close(directory)

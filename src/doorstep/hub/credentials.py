@@ -1,9 +1,11 @@
 """Keypad codes for guests and providers: from the signed desired shadow onto the locks.
 
 The service publishes the COMPLETE set of codes the hub must hold (`protocol.shadow`),
-retained on `doorstep/hubs/{hub}/desired`. `CredentialManager.apply` verifies it (pinned
-issuer key, this hub), ignores a version at or below the applied one, and then brings
-every lock to it:
+retained on `doorstep/hubs/{hub}/desired`. `CredentialManager.apply` verifies it (a
+trusted issuer key, this hub), ignores a version at or below the applied one, trusts the
+issuer keys it names (if it names them: saved through `trust_issuer_keys` before anything
+else of it is applied, so an older version can never bring a retired key back), and then
+brings every lock to it:
 - a code no longer in the set is cleared from its lock at once (revocation);
 - a new or changed code is programmed through the lock's `KeypadLock` capability, one
   Matter user per code (user index = PIN credential index): SetUser with the user type
@@ -134,12 +136,18 @@ class CredentialManager:
         clock: Callable[[], float],
         scheduler: Scheduler | None = None,
         keypad: KeypadDefaults | None = None,
+        trust_issuer_keys: Callable[[dict[str, bytes]], None] = lambda _keys: None,
     ) -> None:
+        """`issuer_keys`: the keys the hub trusts now. `trust_issuer_keys` is called with
+        those of a document being applied, before anything else of it: it saves them
+        durably and hands them to the grant verifier; if it raises, the document is not
+        applied."""
         self.hub_id = hub_id
         self._store = store
         self._locks = locks
         self._seal_key = seal_key
         self._issuer_keys = dict(issuer_keys)
+        self._trust_issuer_keys = trust_issuer_keys
         self._journal = journal
         self._clock = clock
         self._scheduler = scheduler or ThreadScheduler()
@@ -240,6 +248,11 @@ class CredentialManager:
                         {"reason": Reason.SHADOW_STALE, "version": doc.version},
                     )
                 return None
+            keys = doc.trusted_keys()
+            if keys is not None and keys != self._issuer_keys:
+                self._trust_issuer_keys(keys)
+                self._issuer_keys = keys
+                log.info("issuer keys trusted from version %d: %s", doc.version, ", ".join(keys))
             self._revoke(doc.revoked_tokens)
             self._desired = {credential.id: credential for credential in doc.credentials}
             # The new target is written down before any lock is touched: a crash while

@@ -58,6 +58,7 @@ def build(options: HubOptions) -> tuple[HubAgent, hub_config.HubConfig, SimContr
         )
         log.info("enrolled as %s", config.hub_id)
     specs = _lock_specs(options, config.access_points)
+    issuer_keys = hub_config.trusted_issuer_keys(options.data_dir, config)
     key = hub_config.signing_key(options.data_dir)
     journal = Journal(options.data_dir / "journal.db", hub_id=config.hub_id, signing_key=key)
     simulated = {
@@ -79,16 +80,22 @@ def build(options: HubOptions) -> tuple[HubAgent, hub_config.HubConfig, SimContr
         journal.close()
         raise
     cameras: dict[str, EntryCamera] = _cameras(options, config, specs, key)
-    verifier = GrantVerifier(hub_id=config.hub_id, issuer_keys=config.issuer_keys, clock=time.time)
+    verifier = GrantVerifier(hub_id=config.hub_id, issuer_keys=issuer_keys, clock=time.time)
+
+    def trust(keys: dict[str, bytes]) -> None:  # saved first: a restart trusts the same
+        hub_config.save_issuer_keys(options.data_dir, config.hub_id, keys)
+        verifier.set_issuer_keys(keys)
+
     credentials = CredentialManager(
         hub_id=config.hub_id,
         store=CredentialStore(options.data_dir / "credentials.db"),
         locks=locks,
         seal_key=hub_config.seal_key(options.data_dir),
-        issuer_keys=config.issuer_keys,
+        issuer_keys=issuer_keys,
         journal=journal,
         clock=time.time,
         keypad=options.keypad,
+        trust_issuer_keys=trust,
     )
     agent = HubAgent(
         hub_id=config.hub_id,

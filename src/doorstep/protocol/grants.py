@@ -1,7 +1,9 @@
 """Grant tokens: CWT (RFC 8392) claims in a COSE_Sign1 (RFC 9052) signed with EdDSA.
 
 The service issues one grant per authorized entry; the hub verifies it offline against the
-issuer keys pinned at enrollment. Wire format (CBOR, integer claim keys):
+issuer keys it trusts: pinned at enrollment, then replaced by those of each desired
+document it applies (`protocol.shadow`, `GrantVerifier.set_issuer_keys`). Wire format
+(CBOR, integer claim keys):
 
     18([ << {1: -8 /alg EdDSA/, 4: kid} >>, {}, << claims >>, signature(64) ])
 
@@ -148,7 +150,7 @@ class GrantSigner:
 
 
 class GrantVerifier:
-    """Checks grants for one hub, offline, against pinned issuer public keys."""
+    """Checks grants for one hub, offline, against the issuer public keys it trusts."""
 
     def __init__(
         self,
@@ -159,21 +161,26 @@ class GrantVerifier:
         leeway_seconds: int = DEFAULT_LEEWAY_SECONDS,
     ) -> None:
         self._hub_id = hub_id
+        self.set_issuer_keys(issuer_keys)
+        self._clock = clock
+        self._leeway = leeway_seconds
+        self._cose = COSE.new()
+
+    def set_issuer_keys(self, issuer_keys: Mapping[str, bytes]) -> None:
+        """Trust exactly these keys from now on (a grant signed by any other is refused as
+        `token_unknown_key`). The map is replaced whole: `verify` reads it without a lock."""
         self._keys = {
             # COSE_Key: kty OKP(1), crv Ed25519(-1: 6), x(-2), alg EdDSA(3: -8), kid(2)
             kid: COSEKey.new({1: 1, -1: 6, -2: raw, 3: ALG_EDDSA, 2: kid.encode()})
             for kid, raw in issuer_keys.items()
         }
-        self._clock = clock
-        self._leeway = leeway_seconds
-        self._cose = COSE.new()
 
     def verify(self, token: bytes, *, required_scope: str) -> GrantClaims:
         protected, _unprotected, _payload, _sig = _sign1_parts(token)
         kid = _pinned_kid(protected)
         key = self._keys.get(kid)
         if key is None:
-            raise GrantRefused(Reason.TOKEN_UNKNOWN_KEY, "kid is not a pinned issuer key")
+            raise GrantRefused(Reason.TOKEN_UNKNOWN_KEY, "kid is not a trusted issuer key")
         try:
             payload = self._cose.decode(_strip_cwt_tag(token), keys=key)
         except Exception as exc:  # cwt raises several types for a bad signature

@@ -12,6 +12,8 @@ desired, retained QoS 1 on `doorstep/hubs/{hub}/desired` (service -> hub):
         "year_days": [{"start": "YYYY-MM-DDTHH:MM:SS", "end": "..."}],  local wall clock
         "uses": <remaining uses | null = unlimited>}],
      "revoked_tokens": [{"token_id": "<hex cti>", "expires": <unix>}],
+     "issuer_keys": {"<kid>": "<base64url raw Ed25519 public key>"},   optional: the
+                                 COMPLETE set of issuer keys the hub must trust, 1 to 16
      "kid": "<issuer key id>",
      "sig": "<base64url Ed25519 over canonical JSON of the document without sig>"}
 
@@ -22,9 +24,18 @@ reported, retained QoS 1 on `doorstep/hubs/{hub}/reported` (hub -> service):
 
 `scheduled`: valid_from is not reached yet (the code is not on the lock); `cleared`: past
 valid_until or its uses are spent (the code is off the lock). The signature is checked
-against the issuer keys pinned at enrollment (EdDSA only: the pinned keys are Ed25519);
+against the issuer keys the hub trusts now (EdDSA only: the keys are Ed25519);
 `canonical` is `protocol.messages.canonical` (sorted keys, no spaces), computed over the
 JSON object as received, minus `sig`.
+
+Issuer key rotation: once the hub has applied a document (verified, newer than the one it
+holds), the document's `issuer_keys` are the keys it trusts, for desired documents and
+grants alike, in place of those it held (the set pinned at enrollment, or a former
+document's). A document whose `issuer_keys` do not hold the key that signed it, under its
+`kid`, is refused (`shadow_malformed`): a hub is never told to distrust the key it has
+just verified. A document without `issuer_keys` (a service of the previous release)
+leaves the hub's set as it is; a hub of the previous release refuses a document that
+has the field, so hubs are upgraded before the service.
 """
 
 from __future__ import annotations
@@ -42,12 +53,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from doorstep.protocol.codes import Reason
+from doorstep.protocol.grants import public_key_bytes
 from doorstep.protocol.messages import b64decode, b64encode, canonical
 from doorstep.protocol.topics import HUB_ID_PATTERN
 
 __all__ = [
     "MAX_CREDENTIALS",
     "MAX_DESIRED_BYTES",
+    "MAX_ISSUER_KEYS",
     "MAX_REVOKED_TOKENS",
     "CredentialState",
     "DesiredCredential",
@@ -69,6 +82,10 @@ MAX_WINDOWS = 8  # per kind and credential; the lock may hold fewer (then failed
 # 250 credentials at ~450 bytes and 1,000 revocations at ~70 bytes fit with room to spare.
 MAX_DESIRED_BYTES = 256 * 1024
 MAX_SEALED_PIN_CHARS = 420  # base64url of `seal.MAX_SEALED_BYTES`
+MAX_ISSUER_KEYS = 16
+
+KEY_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_RAW_ED25519 = re.compile(r"^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$")  # 32 bytes, base64url
 
 CREDENTIAL_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
 SLUG = r"^[a-z0-9][a-z0-9-]{0,31}$"
@@ -207,6 +224,9 @@ class DesiredDocument(_Model):
     timezone: str = Field(min_length=1, max_length=64)
     credentials: tuple[DesiredCredential, ...] = Field(default=(), max_length=MAX_CREDENTIALS)
     revoked_tokens: tuple[RevokedToken, ...] = Field(default=(), max_length=MAX_REVOKED_TOKENS)
+    issuer_keys: dict[str, str] | None = Field(
+        default=None, min_length=1, max_length=MAX_ISSUER_KEYS
+    )
     kid: str = Field(default="", max_length=64)
     sig: str = Field(default="", max_length=128)
 
@@ -233,9 +253,26 @@ class DesiredDocument(_Model):
             raise ValueError("credential ids must be unique")
         return value
 
+    @field_validator("issuer_keys")
+    @classmethod
+    def _keys(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for kid, raw in (value or {}).items():
+            if not KEY_ID.fullmatch(kid):
+                raise ValueError("issuer key ids must be 1-64 of A-Z a-z 0-9 . _ -")
+            if not _RAW_ED25519.fullmatch(raw):
+                raise ValueError("issuer keys must be base64url raw Ed25519 public keys")
+        return value
+
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    def trusted_keys(self) -> dict[str, bytes] | None:
+        """The issuer keys the hub must trust once this document is applied; None: keep
+        the ones it has."""
+        if self.issuer_keys is None:
+            return None
+        return {kid: b64decode(raw) for kid, raw in self.issuer_keys.items()}
 
 
 class ReportedDocument(_Model):
@@ -254,7 +291,11 @@ def sign_shadow(
     """The service's side: sign a desired document; returns the payload to publish."""
     fields = doc.model_dump() if isinstance(doc, DesiredDocument) else dict(doc)
     unsigned = DesiredDocument.model_validate({**fields, "kid": kid, "sig": ""})
-    body = unsigned.model_dump(exclude={"sig"})
+    keys = unsigned.trusted_keys()
+    if keys is not None and keys.get(kid) != public_key_bytes(private_key.public_key()):
+        raise ShadowRefused(Reason.SHADOW_MALFORMED, "issuer_keys must hold the signing key")
+    # Without issuer keys, the document is what the previous release signed.
+    body = unsigned.model_dump(exclude={"sig"} if keys is not None else {"sig", "issuer_keys"})
     signature = private_key.sign(canonical(body))
     payload = canonical({**body, "sig": b64encode(signature)})
     if len(payload) > MAX_DESIRED_BYTES:
@@ -263,7 +304,8 @@ def sign_shadow(
 
 
 def verify_shadow(payload: bytes, issuer_keys: Mapping[str, bytes], hub_id: str) -> DesiredDocument:
-    """The hub's side: parse, check the pinned issuer's signature and the audience."""
+    """The hub's side: parse, check the signature against the keys the hub trusts, the
+    audience, and that the keys the document names still hold the one that signed it."""
     if len(payload) > MAX_DESIRED_BYTES:
         raise ShadowRefused(Reason.SHADOW_MALFORMED, "document too large")
     try:
@@ -273,7 +315,7 @@ def verify_shadow(payload: bytes, issuer_keys: Mapping[str, bytes], hub_id: str)
         raise ShadowRefused(Reason.SHADOW_MALFORMED, "not a valid desired document") from exc
     key = issuer_keys.get(doc.kid) if doc.kid else None
     if key is None:
-        raise ShadowRefused(Reason.SHADOW_UNKNOWN_KEY, "kid is not a pinned issuer key")
+        raise ShadowRefused(Reason.SHADOW_UNKNOWN_KEY, "kid is not a trusted issuer key")
     unsigned = {name: value for name, value in raw.items() if name != "sig"}
     try:
         Ed25519PublicKey.from_public_bytes(key).verify(b64decode(doc.sig), canonical(unsigned))
@@ -281,4 +323,7 @@ def verify_shadow(payload: bytes, issuer_keys: Mapping[str, bytes], hub_id: str)
         raise ShadowRefused(Reason.SHADOW_SIGNATURE, "signature does not verify") from exc
     if doc.hub != hub_id:
         raise ShadowRefused(Reason.SHADOW_WRONG_HUB, "document is for another hub")
+    named = doc.trusted_keys()
+    if named is not None and named.get(doc.kid) != key:
+        raise ShadowRefused(Reason.SHADOW_MALFORMED, "issuer_keys lack the key that signed it")
     return doc
