@@ -115,7 +115,7 @@ def use(data_dir: Path | None, database_url: str | None, kid: str, force: bool) 
         issuer_keys.use(directory, kid)
     except issuer_keys.IssuerKeyError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"{kid} signs from now on. {_RESTART}")
+    click.echo(f"{kid} is the signing key once `doorstep serve` restarts.")
 
 
 @keys.command()
