@@ -9,7 +9,6 @@ the hub reports as `lock_not_ready`) rather than sent ahead of it.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 
@@ -26,7 +25,8 @@ from doorstep.hub.lock import (
 )
 from polling import wait_until
 
-from .matter_peer import MatterServerPeer, load_node, running_peer
+from .matter_peer import MatterServerPeer
+from .matter_rig import MakeLock, lock_maker, locked_peer
 from .test_matter import WAIT, Events
 
 REMOTE = OperationSource.REMOTE
@@ -37,33 +37,14 @@ BOLT_THROWN = 0  # the peer's LockOperationType for LockDoor
 @pytest.fixture
 def peer() -> Iterator[MatterServerPeer]:
     """The stand-in server with a lock that starts locked, its door shut."""
-    with running_peer(load_node("matter_door_lock_with_usr.json")) as peer:
+    with locked_peer() as peer:
         yield peer
 
 
 @pytest.fixture
-def make_lock(peer: MatterServerPeer) -> Iterator[Callable[..., tuple[MatterLock, Events]]]:
-    locks: list[MatterLock] = []
-
-    def make(**settings: Any) -> tuple[MatterLock, Events]:
-        config = {
-            "url": peer.url,
-            "node_id": peer.node_id,
-            "open_timeout": WAIT,
-            "reconnect_initial": 0.02,
-            "reconnect_max": 0.1,
-            **settings,
-        }
-        lock = MatterLock.from_config(config)
-        locks.append(lock)
-        events = Events()
-        lock.subscribe(events)
-        assert lock.wait_for_status(lambda status: status.online, WAIT), "never came online"
-        return lock, events
-
-    yield make
-    for lock in locks:
-        lock.close()
+def make_lock(peer: MatterServerPeer) -> Iterator[MakeLock]:
+    with lock_maker(peer) as make:
+        yield make
 
 
 def _sent(peer: MatterServerPeer) -> list[str]:
