@@ -59,6 +59,20 @@ def test_a_hub_signature_covers_method_path_body_and_time() -> None:
         _verify(header, other)
 
 
+def test_a_signature_names_its_hub_so_another_hub_with_the_same_key_cannot_claim_it() -> None:
+    # A data directory enrolled again keeps its key, so two hubs can share a public key
+    # (and anyone may enroll a hub under a key they saw). A request one of them signed must
+    # not pass as the other's by rewriting the header's hub id.
+    key = Ed25519PrivateKey.generate()
+    public = public_key_bytes(key.public_key())
+    header = _signed(key)
+    _verify(header, public)
+    forged = header.replace("hub=hub-1,", "hub=hub-2,")
+    assert hubauth.parse(forged).hub_id == "hub-2"
+    with pytest.raises(hubauth.HubAuthError):
+        _verify(forged, public)
+
+
 @pytest.mark.parametrize("header", ["", "hub=x", "hub=a b,t=1,sig=AA", "hub=x,t=now,sig=AA"])
 def test_malformed_hub_headers_are_refused(header: str) -> None:
     with pytest.raises(hubauth.HubAuthError):

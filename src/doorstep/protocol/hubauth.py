@@ -7,10 +7,14 @@ frames go over HTTP (`hub.uploader`, `hub.liveview`). Each such request carries
 
 over the bytes
 
-    "doorstep-hub-request-v1\\n" method "\\n" path-and-query "\\n" t "\\n" hex(SHA-256(body))
+    "doorstep-hub-request-v2\\n" hub id "\\n" method "\\n" path-and-query "\\n" t "\\n"
+    hex(SHA-256(body))
 
-The service checks the signature against `hubs.public_key`, and `t` against its own clock
-within `FRESHNESS_SECONDS` either way. No secret travels and a captured request is good
+The service checks the signature against the named hub's `hubs.public_key`, and `t`
+against its own clock within `FRESHNESS_SECONDS` either way. The hub id is signed because
+two hubs can share a public key (a data directory enrolled again keeps its key, and anyone
+may enroll a hub under a public key they have seen): a request one signed must not pass
+as the other's by rewriting the header. No secret travels and a captured request is good
 for that one method, path and body for a minute; every route it reaches is idempotent
 (an upload chunk names its offset, a completion its checksum), so replaying it within
 that minute changes nothing.
@@ -29,7 +33,7 @@ from doorstep.protocol.messages import b64decode, b64encode
 
 HEADER = "doorstep-hub-auth"
 FRESHNESS_SECONDS = 60.0
-_CONTEXT = b"doorstep-hub-request-v1"
+_CONTEXT = b"doorstep-hub-request-v2"
 _HUB_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 
@@ -44,10 +48,9 @@ class SignedBy:
     signature: bytes
 
 
-def message(method: str, path: str, at: int, body_digest: str) -> bytes:
-    return b"\n".join(
-        [_CONTEXT, method.upper().encode(), path.encode(), str(at).encode(), body_digest.encode()]
-    )
+def message(hub_id: str, method: str, path: str, at: int, body_digest: str) -> bytes:
+    parts = (hub_id, method.upper(), path, str(at), body_digest)
+    return b"\n".join([_CONTEXT, *(part.encode() for part in parts)])
 
 
 def body_digest(body: bytes) -> str:
@@ -58,7 +61,7 @@ def sign(
     key: Ed25519PrivateKey, *, hub_id: str, method: str, path: str, body: bytes, at: int
 ) -> str:
     """The header value for one request."""
-    signature = key.sign(message(method, path, at, body_digest(body)))
+    signature = key.sign(message(hub_id, method, path, at, body_digest(body)))
     return f"hub={hub_id},t={at},sig={b64encode(signature)}"
 
 
@@ -88,7 +91,7 @@ def verify(
         raise HubAuthError("hub signature is stale or from the future")
     try:
         Ed25519PublicKey.from_public_bytes(public_key).verify(
-            signed.signature, message(method, path, signed.at, digest)
+            signed.signature, message(signed.hub_id, method, path, signed.at, digest)
         )
     except (InvalidSignature, ValueError) as exc:
         raise HubAuthError("hub signature does not verify") from exc
