@@ -74,7 +74,9 @@ class Alert(StrEnum):
 
 
 class _Message(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict: a wire value is taken only as its own JSON type (`"v": true` is not version
+    # 1, nor `"not_after": "1800000030"` a time); unknown fields are refused.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class Command(_Message):
