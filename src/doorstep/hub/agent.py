@@ -630,9 +630,8 @@ class HubAgent:
         pending = self._locking.get(access_point)
         if pending is None:
             return
-        if isinstance(event, (LockOperation, LockOperationError)):
-            if event.operation == LockOperationType.LOCK:
-                self._settle_lock(pending)
+        if _is_lock_operation(event):
+            self._settle_lock(pending)
         elif isinstance(event, DoorLockAlarm) and event.alarm == AlarmCode.LOCK_JAMMED:
             self._settle_lock(pending, Reason.LOCK_JAMMED)
 
@@ -773,6 +772,8 @@ class HubAgent:
             pending = self._locking.get(access_point)
             if pending is not None and _is_lock_operation(event):
                 data["command_id"] = pending.command_id
+            if isinstance(event, (LockOperation, LockOperationError)) and event.other_controller:
+                data["other_controller"] = True  # on record: not the hub's command
             # The unlock a restart left in doubt reports: its entry is watched as usual now.
             doubt = visit if visit is not None and visit.unlock_in_doubt else None
             if doubt is not None and _ends_unlock(event):
@@ -1191,27 +1192,33 @@ class HubAgent:
 
 def _answers(visit: _Visit | None, event: LockOperation | LockOperationError) -> TypeGuard[_Visit]:
     """Whether `event` is the outcome of `visit`'s unlock command: the first unlock from a
-    remote source since it was sent. The lock's button or thumb-turn meanwhile is not."""
+    remote source since it was sent. The lock's button or thumb-turn meanwhile is not,
+    nor another controller's command (`LockOperation.other_controller`)."""
     return (
         visit is not None
         and not visit.replied
         and event.operation == LockOperationType.UNLOCK
         and event.source == OperationSource.REMOTE
+        and not event.other_controller
     )
 
 
 def _ends_unlock(event: LockEvent) -> bool:
     """Whether `event` could be the outcome of an unlock the hub asked for (done or
-    failed): the sources a lock names for a controller's command, or none."""
+    failed): the sources a lock names for a controller's command, or none, and not
+    another controller's."""
     return (
         isinstance(event, (LockOperation, LockOperationError))
         and event.operation == LockOperationType.UNLOCK
         and event.source in _REQUEST_SOURCES
+        and not event.other_controller
     )
 
 
 def _is_lock_operation(event: LockEvent) -> bool:
+    """Whether `event` may be the outcome of a LockDoor the hub sent."""
     return (
         isinstance(event, (LockOperation, LockOperationError))
         and event.operation == LockOperationType.LOCK
+        and not event.other_controller
     )

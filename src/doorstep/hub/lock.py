@@ -97,6 +97,9 @@ class LockOperation:
     operation: LockOperationType
     source: OperationSource
     user_index: int | None = None
+    # Another controller's command (Matter: an event naming another fabric or node than
+    # the hub's): reported as itself, never the outcome of a request of the hub's.
+    other_controller: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +114,7 @@ class LockOperationError:
     source: OperationSource
     error: OperationError
     user_index: int | None = None
+    other_controller: bool = False  # as for `LockOperation`
 
 
 @dataclass(frozen=True, slots=True)

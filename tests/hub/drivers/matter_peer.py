@@ -22,7 +22,15 @@ it plays the lock and enforces what a lock enforces, so a driver that forgets fa
   `recommission()` starts the count again under a new `date_commissioned`, and
   `lose_event_count()` without one (a firmware fault);
 - with `lose_answers`, lock and unlock still reach the motor but are answered with
-  SDKStackError (error_code 7), as when the lock's InvokeResponse is lost on the radio.
+  SDKStackError (error_code 7), as when the lock's InvokeResponse is lost on the radio;
+- a LockOperation or LockOperationError names the controller that asked for it, as the
+  spec has a lock do: FabricIndex, the lock's index of the server's fabric (the node's
+  CurrentFabricIndex, 0/62/5), and SourceNode, the server's controller node
+  (`controller_node`, 112233 as python-matter-server's is); with `names_controller`
+  false both are null, as a lock that leaves them unset sends them. `operate_for()` and
+  `refuse_for()` are another controller's LockDoor/UnlockDoor (another fabric's, or
+  another node on the server's): the bolt moves, or the lock refuses, naming it;
+- with `refusal_events` false, a refused PIN gets FAILURE and no LockOperationError.
 Errors look as python-matter-server sends them: the SDK's InteractionModelError is not a
 ChipStackError, so it arrives as error_code 0 with `str(err)` in `details`.
 
@@ -62,8 +70,10 @@ SERVER_INFO = {
     "bluetooth_enabled": False,
 }
 SOURCE_REMOTE = 7
-FABRIC_INDEX = 1
-CONTROLLER_NODE = 112233  # the controller's node id in the fixtures' ACL
+# The node id the CHIP SDK's FabricAdmin gives its first controller, which is what
+# python-matter-server's controller is; the fixtures' ACL grants it Administer.
+CONTROLLER_NODE = 112233
+CURRENT_FABRIC_INDEX = "0/62/5"  # the server's fabric, as the lock numbers it
 
 # Command name -> (command id, FeatureMap bit it needs or None, timed invoke required).
 COMMANDS: dict[str, tuple[int, int | None, bool]] = {
@@ -137,6 +147,9 @@ class MatterServerPeer:
         self.silent = False  # accept lock/unlock, then report nothing
         self.hold_answers = False  # never answer device_command
         self.error_event_first = True  # FAILURE: LockOperationError event before the answer
+        self.refusal_events = True  # FAILURE comes with its LockOperationError event
+        self.controller_node = CONTROLLER_NODE  # the server's own controller
+        self.names_controller = True  # operation events carry FabricIndex and SourceNode
         self.lose_answers = False  # LockDoor/UnlockDoor run, answered with a stack error
         self.refuse_connections = False  # close every new connection before server info
         self.commands: list[dict[str, Any]] = []  # every device_command's args, in order
@@ -209,6 +222,19 @@ class MatterServerPeer:
         """The bolt ends a movement the lock was silent about (0 locked, 1 unlocked):
         its LockState report, then its LockOperation event."""
         self._finish(operation, None)
+
+    def operate_for(self, operation: int, *, fabric_index: int, source_node: int) -> None:
+        """Another controller's LockDoor (0) or UnlockDoor (1), on the lock's fabric
+        `fabric_index` as node `source_node`, moves the bolt: its LockState report, then
+        the LockOperation naming that controller."""
+        self._finish(operation, None, (fabric_index, source_node))
+
+    def refuse_for(self, operation: int, *, fabric_index: int, source_node: int) -> None:
+        """The lock refuses another controller's LockDoor (0) or UnlockDoor (1), a wrong
+        PIN: the LockOperationError naming that controller."""
+        with self._mutex:
+            fields = self._operation_fields(operation, None, (fabric_index, source_node))
+            self._emit(3, {**fields, "operationError": 1})
 
     def open_door(self) -> None:
         self._move_door(0)
@@ -418,9 +444,9 @@ class MatterServerPeer:
         if user is False:
             refusal = {**self._operation_fields(operation, None), "operationError": 1}
             report: Callable[[], None] = lambda: self._emit(3, refusal)  # noqa: E731
-            if self.error_event_first:
+            if self.refusal_events and self.error_event_first:
                 report()
-            else:
+            elif self.refusal_events:
                 after.append(report)
             raise im_error(0x01)
         self.accepted += 1
@@ -442,18 +468,25 @@ class MatterServerPeer:
                 return int(slot["user"])
         return False
 
-    def _finish(self, operation: int, user: int | None) -> None:
+    def _finish(
+        self, operation: int, user: int | None, controller: tuple[int, int] | None = None
+    ) -> None:
         with self._mutex:
             lock_state = f"{ENDPOINT}/{DOOR_LOCK}/0"
+            fields = self._operation_fields(operation, user, controller)
             if self.motor_jammed:
                 self._set_attribute(lock_state, 0)
                 self._emit(0, {"alarmCode": 0})
-                self._emit(3, {**self._operation_fields(operation, user), "operationError": 0})
+                self._emit(3, {**fields, "operationError": 0})
                 return
             self._set_attribute(lock_state, 1 if operation == 0 else 2)
-            self._emit(2, self._operation_fields(operation, user))
+            self._emit(2, fields)
 
-    def _operation_fields(self, operation: int, user: int | None) -> dict[str, Any]:
+    def _operation_fields(
+        self, operation: int, user: int | None, controller: tuple[int, int] | None = None
+    ) -> dict[str, Any]:
+        """A LockOperation's fields, naming `controller` (fabric index, node) or else the
+        server's own."""
         credentials = None
         if user is not None:
             slots = [index for index, slot in self.pins.items() if slot["user"] == user]
@@ -462,10 +495,19 @@ class MatterServerPeer:
             "lockOperationType": operation,
             "operationSource": SOURCE_REMOTE,
             "userIndex": user,
-            "fabricIndex": FABRIC_INDEX,
-            "sourceNode": CONTROLLER_NODE,
+            **self._named(controller),
             "credentials": credentials,
         }
+
+    def _named(self, controller: tuple[int, int] | None = None) -> dict[str, Any]:
+        """FabricIndex and SourceNode of an event `controller` caused (None: the server's)."""
+        if controller is None and not self.names_controller:
+            return {"fabricIndex": None, "sourceNode": None}
+        fabric_index, node = controller or (
+            self.node["attributes"][CURRENT_FABRIC_INDEX],
+            self.controller_node,
+        )
+        return {"fabricIndex": fabric_index, "sourceNode": node}
 
     def _later(self, delay: float, action: Callable[[], None]) -> None:
         timer = threading.Timer(delay, action)
@@ -481,8 +523,7 @@ class MatterServerPeer:
                 "dataOperationType": operation,
                 "operationSource": SOURCE_REMOTE,
                 "userIndex": user,
-                "fabricIndex": FABRIC_INDEX,
-                "sourceNode": CONTROLLER_NODE,
+                **self._named(),
                 "dataIndex": index,
             },
         )

@@ -70,6 +70,14 @@ class Events:
     def take(self, count: int) -> list[LockEvent]:
         return [self.next() for _ in range(count)]
 
+    def empty_for(self, seconds: float) -> bool:
+        """Whether nothing is reported for `seconds` (past a known deadline)."""
+        try:
+            self._queue.get(timeout=seconds)
+        except queue.Empty:
+            return True
+        return False
+
 
 @pytest.fixture
 def peer(request: pytest.FixtureRequest) -> Iterator[MatterServerPeer]:

@@ -13,9 +13,20 @@ attributes and events mean for the hub's lock model), `config` (the settings).
   refuses the command, the connection drops before the answer, or the lock reports
   nothing within `operation_timeout`, a LockOperationError(UNSPECIFIED) made here. A lock
   that answers FAILURE and also reports its own LockOperationError is reported once.
-  Only a remote (or unspecified) source answers a request: a keypad, button or
-  thumb-turn movement or refusal meanwhile is reported as itself; and only an event the
-  lock sends after it (`_matter/node.py`: a resubscription's replay is dropped).
+- Only the hub's own controller answers a request: a remote (or unspecified) source,
+  and FabricIndex and SourceNode naming the server's fabric (as the node's
+  CurrentFabricIndex numbers it) and its controller (`controller_node_id`). A keypad,
+  button or thumb-turn movement or refusal meanwhile is reported as itself, as is
+  another controller's (another fabric's, or another node's on the server's: marked
+  `other_controller`, so that the hub takes it for no outcome of its own either); so is
+  an event the lock sent before it (`_matter/node.py`: a resubscription's replay is
+  dropped). A bolt thrown answers every LockDoor waiting (the hub's and the one owed
+  may get one report between them). Left open: an event that names no controller (a
+  lock that leaves both unset, as the CHIP SDK's door lock server does not for a
+  command it ran) answers as before, since nothing tells it from the hub's; and a
+  controller sharing the hub's Matter server (Home Assistant on the same
+  python-matter-server) is the same node on the same fabric, so the lock names both
+  alike.
 - The highest event number seen from the node outlives the driver in `event_marks` (the
   hub's journal), per commissioning: key `matter/<node_id>/<date_commissioned>`. It is
   read when a dump shows a commissioning not seen yet (at start, or after the lock was
@@ -67,6 +78,7 @@ timeouts, backoff). Without `event_marks`, event numbers count from the driver's
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -101,7 +113,7 @@ from doorstep.hub.drivers._matter.cluster import (
     year_day_schedule_payload,
 )
 from doorstep.hub.drivers._matter.config import MatterLockConfig
-from doorstep.hub.drivers._matter.node import LockNode
+from doorstep.hub.drivers._matter.node import LockNode, Origin
 from doorstep.hub.keypad import DaysMask, UserStatus, UserType
 from doorstep.hub.lock import (
     LockError,
@@ -183,7 +195,9 @@ class MatterLock:
         self._saved_mark: int | None = None  # the node's event mark as last read or written
         self._mutex = threading.Lock()
         self._changed = threading.Condition(self._mutex)
-        self._node = LockNode(config.node_id, config.endpoint)
+        self._node = LockNode(
+            config.node_id, config.endpoint, controller_node_id=config.controller_node_id
+        )
         self._connected = False
         self._closed = False
         self._requests: defaultdict[LockOperationType, deque[_Request]] = defaultdict(deque)
@@ -495,26 +509,53 @@ class MatterLock:
         if waiting and request in waiting:
             waiting.remove(request)
 
-    def _settle_oldest(self, operation: LockOperationType) -> bool:
-        waiting = self._requests.get(operation)
-        if not waiting:
-            return False
-        self._settle(waiting[0])
-        return True
+    def _settle_answered(self, event: LockOperation | LockOperationError) -> bool:
+        """Settle the request `event` answers, the oldest of its kind; a bolt thrown
+        answers every LockDoor waiting, each of which asked for just that. Say whether
+        there was one."""
+        waiting = list(self._requests.get(event.operation, ()))
+        thrown = isinstance(event, LockOperation) and event.operation == LockOperationType.LOCK
+        answered = waiting if thrown else waiting[:1]
+        for request in answered:
+            self._settle(request)
+        return bool(answered)
 
-    def _reported(self, event: LockEvent) -> None:
+    def _reported(self, event: LockEvent, origin: Origin) -> None:
         """Queue an event from the lock, matching it with the request it answers."""
-        if isinstance(event, LockOperation):
-            if event.source in _REQUEST_SOURCES:  # not a keypad, button or hand
-                self._settle_oldest(event.operation)
-        elif isinstance(event, LockOperationError):
-            from_request = event.source in _REQUEST_SOURCES
-            answered = from_request and self._settle_oldest(event.operation)
-            operation = event.operation
-            if not answered and event.source == OperationSource.REMOTE and self._refused[operation]:
-                self._refused[operation] -= 1
+        if isinstance(event, LockOperation | LockOperationError):
+            answered = _answers(event, origin) and self._settle_answered(event)
+            if origin == Origin.OTHER:
+                self._explain_unanswered(event)
+                event = dataclasses.replace(event, other_controller=True)
+            elif not answered and self._echoes_refusal(event):
                 return  # the lock's own word on a refusal already reported from the answer
         self._queue(event)
+
+    def _echoes_refusal(self, event: LockOperation | LockOperationError) -> bool:
+        """Whether `event` (not another controller's) is the lock's LockOperationError for
+        a FAILURE answer reported already; it is then counted as heard."""
+        operation = event.operation
+        if not isinstance(event, LockOperationError) or not self._refused[operation]:
+            return False
+        if event.source != OperationSource.REMOTE:
+            return False
+        self._refused[operation] -= 1
+        return True
+
+    def _explain_unanswered(self, event: LockOperation | LockOperationError) -> None:
+        """Log that another controller's operation left the hub's request waiting."""
+        if not self._requests.get(event.operation):
+            return
+        log.warning(
+            "node %d: %s %s by another controller is not the outcome of the hub's (fabric"
+            " index %s, node %d); if the Matter server's controller has another node id,"
+            " set controller_node_id",
+            self._config.node_id,
+            type(event).__name__,
+            event.operation.name,
+            self._node.fabric_index,
+            self._config.controller_node_id,
+        )
 
     # --- commands and reads that wait for their answer ----------------------------------
 
@@ -574,8 +615,8 @@ class MatterLock:
                 self._queue(*self._node.attribute_updated(data))
             elif event == "node_event":
                 mark = self._node.event_mark
-                for reported in self._node.node_event(data):
-                    self._reported(reported)
+                for reported, origin in self._node.node_event(data):
+                    self._reported(reported, origin)
                 if self._node.event_mark != mark and self._event_marks is not None:
                     self._queue(_Chore.SAVE_EVENT_MARK)
             elif event in ("node_added", "node_updated"):
@@ -697,6 +738,12 @@ def _attempt(chore: Callable[[], None], what: str) -> None:
         chore()
     except Exception:
         log.exception("%s failed", what)
+
+
+def _answers(event: LockOperation | LockOperationError, origin: Origin) -> bool:
+    """Whether a lock event may be the outcome of a request of the hub's: a controller's
+    command (not a keypad, button or hand) that names the hub's, or none."""
+    return event.source in _REQUEST_SOURCES and origin != Origin.OTHER
 
 
 def _never_ran(error: CommandFailed) -> bool:

@@ -23,6 +23,11 @@ from doorstep.hub.keypad import DaysMask, UserStatus, UserType
 
 DOOR_LOCK_CLUSTER = 0x0101
 POWER_SOURCE_CLUSTER = 0x002F
+OPERATIONAL_CREDENTIALS_CLUSTER = 0x003E
+ROOT_ENDPOINT = 0
+# Operational Credentials' CurrentFabricIndex, on the root endpoint: the fabric of the
+# session that reads it, so in the server's dump the server's fabric as the lock numbers it.
+CURRENT_FABRIC_INDEX = 5
 
 
 class DoorLockAttribute(IntEnum):

@@ -10,6 +10,11 @@
     open_timeout       seconds to open the WebSocket and read the node dump, default 10
     reconnect_initial  first reconnect delay in seconds, default 0.5, doubling up to
     reconnect_max      default 30
+    controller_node_id the Matter server's own controller node id on its fabric, default
+                       112233: the id the CHIP SDK's FabricAdmin gives its first
+                       controller, so python-matter-server's (it calls NewController()
+                       without one), and the OHF matter.js server's (its rootNodeId).
+                       Only a lock event naming it answers the hub's requests.
 
 The PIN is kept out of `repr`, so a logged config never shows it.
 """
@@ -23,6 +28,8 @@ from typing import Any
 from doorstep.hub.drivers._matter.cluster import check_pin
 
 REQUIRED = frozenset({"url", "node_id"})
+CHIP_CONTROLLER_NODE_ID = 112233
+MAX_NODE_ID = 0xFFFF_FFEF_FFFF_FFFF  # the highest operational one (CHIP NodeId.h)
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,7 @@ class MatterLockConfig:
     open_timeout: float = 10.0
     reconnect_initial: float = 0.5
     reconnect_max: float = 30.0
+    controller_node_id: int = CHIP_CONTROLLER_NODE_ID
 
     def __post_init__(self) -> None:
         if not (isinstance(self.url, str) and self.url.startswith(("ws://", "wss://"))):
@@ -46,6 +54,9 @@ class MatterLockConfig:
         _check_int("node_id", self.node_id, 1)
         _check_int("endpoint", self.endpoint, 0)
         _check_int("timed_request_ms", self.timed_request_ms, 1)
+        node = self.controller_node_id
+        if not isinstance(node, int) or isinstance(node, bool) or not 1 <= node <= MAX_NODE_ID:
+            raise ValueError(f"controller_node_id must be a node id, 1..0x{MAX_NODE_ID:X}")
         if self.pin is not None:
             if not isinstance(self.pin, str):
                 raise ValueError("pin must be a string of digits")

@@ -9,9 +9,16 @@ driver calls it under its own mutex and delivers what it returns.
   battery from Power Source 47/12 (half percent) or else its coarse charge level 47/14
   (OK 100, Warning 20, Critical 5; nothing reported reads 100).
 - `node_event`: the lock's DoorLockAlarm, DoorStateChange, LockOperation and
-  LockOperationError events, one for one. LockJammed sets `jammed` until the bolt next
-  completes a movement. A LockOperation also sets LockState, which the hub reads on it,
-  because its attribute report may come later.
+  LockOperationError events, one for one, each with its `Origin`. LockJammed sets
+  `jammed` until the bolt next completes a movement. A LockOperation also sets
+  LockState, which the hub reads on it, because its attribute report may come later.
+- `Origin`: a LockOperation or LockOperationError names the controller whose command
+  it was: FabricIndex (the lock's index of that controller's fabric) and SourceNode (its
+  node id), both null when no controller caused it (a keypad, a hand) and in locks that
+  leave them unset. The hub's is the server's fabric, as the node's CurrentFabricIndex
+  (0/62/5) says, since the server reads it over its own session, and the server's
+  controller node id, which the driver is given. A node id alone proves nothing: each
+  fabric numbers its own nodes.
 - An event is news only if its `event_number` is above every number seen from the node
   (any endpoint or cluster): the spec numbers a node's events in one counter that keeps
   rising for the life of the node, across its reboots (Matter Core §7.14.1.1, Event
@@ -36,12 +43,15 @@ driver calls it under its own mutex and delivers what it returns.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from enum import IntEnum
+from enum import Enum, IntEnum
 from typing import Any, TypeGuard, TypeVar
 
 from doorstep.hub.drivers._matter.cluster import (
+    CURRENT_FABRIC_INDEX,
     DOOR_LOCK_CLUSTER,
+    OPERATIONAL_CREDENTIALS_CLUSTER,
     POWER_SOURCE_CLUSTER,
+    ROOT_ENDPOINT,
     DoorLockAttribute,
     DoorLockEventId,
     PowerSourceAttribute,
@@ -73,12 +83,25 @@ _OPERATION_TO = {state: operation for operation, state in _STATE_AFTER.items()}
 _CHARGE_LEVEL_PERCENT = {0: 100, 1: 20, 2: 5}
 
 
-class LockNode:
-    """The Door Lock endpoint `endpoint` of node `node_id`, as last reported."""
+class Origin(Enum):
+    """Whose command a lock event names (see the module docstring)."""
 
-    def __init__(self, node_id: int, endpoint: int) -> None:
+    HUB = "the hub's controller"  # the server's fabric and controller node, both
+    OTHER = "another controller"  # a fabric index or node id that is not the hub's
+    UNNAMED = "no controller named"  # either field null; and every other kind of event
+
+
+class LockNode:
+    """The Door Lock endpoint `endpoint` of node `node_id`, as last reported; events
+    naming the controller `controller_node_id` on the server's fabric are the hub's (none
+    are without it)."""
+
+    def __init__(
+        self, node_id: int, endpoint: int, *, controller_node_id: int | None = None
+    ) -> None:
         self.node_id = node_id
         self.endpoint = endpoint
+        self.controller_node_id = controller_node_id
         self.known = False  # the server has the node
         self.available = False  # ... and can reach it
         self.jammed = False
@@ -119,7 +142,7 @@ class LockNode:
         self._attributes[str(data[1])] = data[2]
         return [DoorStateChange(self.door_state)] if self.door_state != door_before else []
 
-    def node_event(self, data: Any) -> list[LockEvent]:
+    def node_event(self, data: Any) -> list[tuple[LockEvent, Origin]]:
         """Take a `node_event` event's data: a MatterNodeEvent."""
         if not isinstance(data, Mapping) or data.get("node_id") != self.node_id:
             return []
@@ -138,7 +161,9 @@ class LockNode:
         handler = handlers.get(data.get("event_id"))
         if handler is None:
             return []
-        return handler(fields if isinstance(fields, Mapping) else {})
+        fields = fields if isinstance(fields, Mapping) else {}
+        origin = self._origin(fields)
+        return [(event, origin) for event in handler(fields)]
 
     # --- the node's event numbers ---------------------------------------------------------
 
@@ -171,6 +196,12 @@ class LockNode:
             return max(0, min(100, half // 2))
         level = self._attributes.get(self._path(POWER_SOURCE_CLUSTER, _BAT_CHARGE_LEVEL))
         return _CHARGE_LEVEL_PERCENT.get(level, 100) if _is_int(level) else 100
+
+    @property
+    def fabric_index(self) -> Any:
+        """The server's fabric as the lock numbers it: CurrentFabricIndex (0/62/5)."""
+        path = attribute_path(ROOT_ENDPOINT, OPERATIONAL_CREDENTIALS_CLUSTER, CURRENT_FABRIC_INDEX)
+        return self._attributes.get(path)
 
     @property
     def requires_pin(self) -> bool:
@@ -223,6 +254,16 @@ class LockNode:
         return [LockOperationError(operation, _source(fields), error)]
 
     # --- helpers ------------------------------------------------------------------------
+
+    def _origin(self, fields: Mapping[str, Any]) -> Origin:
+        """Whose command an event's FabricIndex and SourceNode name. A value the hub's
+        side lacks (a dump without CurrentFabricIndex) is matched by none."""
+        named = (fields.get("fabricIndex"), fields.get("sourceNode"))
+        hubs = (self.fabric_index, self.controller_node_id)
+        for value, hub in zip(named, hubs, strict=True):
+            if value is not None and not (_is_int(value) and value == hub):
+                return Origin.OTHER
+        return Origin.UNNAMED if None in named else Origin.HUB
 
     def _is_new(self, event_number: object) -> bool:
         """Whether an event numbered `event_number` comes after every one seen; it then
