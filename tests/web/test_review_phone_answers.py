@@ -1,9 +1,9 @@
 """The courier app's JSON when the hub answers late: what `static/courier.js` relies on.
 
 The bearer API says 202 when the hub did not answer within the wait; the courier app's
-routes answer 201 (the request) and 200 (the proof) all the same, with the entry still
-`authorized` and a `version`, and the script follows it: a long-poll with `seen` brings
-the door's challenge once the hub answers, then the unlock. Nothing is signed twice."""
+routes answer 202 too, with the entry still `authorized` and a `version`, and the script
+follows it: a long-poll with `seen` brings the door's challenge once the hub answers, then
+the unlock. Nothing is signed twice."""
 
 from __future__ import annotations
 
@@ -62,10 +62,10 @@ def test_the_courier_app_follows_an_entry_whose_hub_answers_late(
         "longitude": home.longitude, "accuracy_m": 5, "nobody_answered": True,
         "device_key_id": phone.key_id,
     })  # fmt: skip
-    assert asked.status_code == 201, asked.text
+    assert asked.status_code == 202, asked.text
     entry = asked.json()
     assert (entry["state"], entry["to_sign"], entry["ended"]) == ("authorized", None, False)
-    assert entry["headline"] == "Checking the door…"
+    assert entry["headline"] == "The door has not answered yet"
 
     late_answer()
     challenged = follow(entry, lambda e: bool(e["to_sign"]))
@@ -77,7 +77,7 @@ def test_the_courier_app_follows_an_entry_whose_hub_answers_late(
         headers=csrf,
         json={"proof": phone.prove(challenged["to_sign"])},
     )
-    assert proved.status_code == 200, proved.text
+    assert proved.status_code == 202, proved.text
     sent = proved.json()
     # Still authorized, and nothing left to sign: the script follows, it does not sign again.
     assert (sent["state"], sent["to_sign"], sent["ended"]) == ("authorized", None, False)

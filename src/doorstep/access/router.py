@@ -184,13 +184,6 @@ UNANSWERED = (
 )
 
 
-async def send_and_wait(
-    runtime: Runtime, decision: service.EntryDecision, wait: bool
-) -> service.EntryView:
-    """`send_and_await`, for a caller that only shows the entry."""
-    return (await send_and_await(runtime, decision, wait)).entry
-
-
 async def send_and_await(runtime: Runtime, decision: service.EntryDecision, wait: bool) -> Sent:
     """Publish the decision's command once committed; with `wait`, answer after the hub's
     reply (or the reply timeout, then `unanswered`) with the entry as it then is."""

@@ -9,9 +9,11 @@ same: another courier's entry is "not found" here as there.
     GET  /courier/api/device-keys              this courier's active phone keys (ids)
     POST /courier/api/device-keys              register this phone's public JWK
     POST /courier/api/entries                  request entry; answers once the hub has
-                                               answered (its challenge, or a refusal)
+                                               answered (its challenge, or a refusal), or
+                                               202 when it has not within the wait
     POST /courier/api/entries/{id}/unlock      the phone's signature of the challenge;
-                                               answers once the hub unlocked or refused
+                                               answers once the hub unlocked or refused,
+                                               or 202 as above
     POST /courier/api/entries/{id}/abort       call the entry off (pet/person/unsafe/other)
     GET  /courier/api/entries/{id}?seen=&wait= the entry; long-polls until its `version`
                                                differs from `seen` (at most `wait` s)
@@ -33,7 +35,7 @@ from doorstep import db
 from doorstep.access import service
 from doorstep.access.devices import DeviceKey, DeviceKeyCreate
 from doorstep.access.devices import register as register_device_key
-from doorstep.access.router import decide_entry, publish_relock, send_and_wait
+from doorstep.access.router import Sent, decide_entry, publish_relock, send_and_await
 from doorstep.access.router import run_write as write
 from doorstep.access.schemas import EntryAbort, EntryCreate, EntryProof
 from doorstep.accounts.service import Principal
@@ -58,6 +60,10 @@ class _Versioned(Protocol):
 
 
 Polled = TypeVar("Polled", bound=_Versioned)
+
+
+class _Reads(Protocol):
+    def __call__(self, entry: service.EntryView, *, unanswered: bool) -> CourierEntryRead: ...
 
 
 def hub_writer(runtime: Runtime) -> Writer:
@@ -88,11 +94,12 @@ def register_phone(
 
 @router.post("/entries", status_code=201, response_model=CourierEntryRead)
 async def request_entry(
-    body: EntryCreate, runtime: RuntimeDep, courier: WritingCourier
+    body: EntryCreate, runtime: RuntimeDep, courier: WritingCourier, response: Response
 ) -> CourierEntryRead:
     """As `POST /v1/courier/entries?wait=challenge`: every check in one writer job (in the
     hot paths' writer process), the command published after commit, the answer once the
-    hub has answered."""
+    hub has answered; 202 when it did not within the wait (the entry is still
+    `authorized`: follow it)."""
     hub_writer(runtime)
     request = service.EntryRequest(
         body.delivery_id,
@@ -106,13 +113,15 @@ async def request_entry(
     now = runtime.clock.now()
     decision = await decide_entry(runtime, courier.token, request, now)
     runtime.metrics.decided("delivery", decision.entry.state, decision.entry.reason)
-    return progress.read(await send_and_wait(runtime, decision, True))
+    return waited(response, await send_and_await(runtime, decision, True))
 
 
 @router.post("/entries/{entry_id}/unlock", response_model=CourierEntryRead)
 async def unlock(
-    entry_id: str, body: EntryProof, runtime: RuntimeDep, courier: WritingCourier
-) -> CourierEntryRead:
+    entry_id: str, body: EntryProof, runtime: RuntimeDep, courier: WritingCourier,
+    response: Response,
+) -> CourierEntryRead:  # fmt: skip
+    """As `POST /v1/courier/entries/{id}/unlock?wait=unlocked`, 202 included."""
     writer = hub_writer(runtime)
     now = runtime.clock.now()
     decision = await write(
@@ -122,7 +131,15 @@ async def unlock(
             settings=runtime.settings.entry,
         ),
     )  # fmt: skip
-    return progress.read(await send_and_wait(runtime, decision, True))
+    return waited(response, await send_and_await(runtime, decision, True))
+
+
+def waited(response: Response, sent: Sent, read: _Reads = progress.read) -> CourierEntryRead:
+    """The entry a route waited on the hub for, as the app shows it (`read`); 202, as the
+    API's `access.router.waited_read`, when the hub did not answer in time."""
+    if sent.unanswered:
+        response.status_code = 202
+    return read(sent.entry, unanswered=sent.unanswered)
 
 
 @router.post("/entries/{entry_id}/abort", response_model=CourierEntryRead)

@@ -36,6 +36,14 @@ CALLED_OFF = Step(
     "Stay until the lock confirms.",
 )
 LOCKING = Step("locking", "warn", "Locking…", "Stay at the door until the lock confirms.")
+# A request or proof the hub did not answer within the wait (the app's 202): the command
+# is out, and the door may still open.
+LATE = Step(
+    "late",
+    "warn",
+    "The door has not answered yet",
+    "Stay at the door, with the parcel: it may still open. This page carries on when it answers.",
+)
 
 _OPEN: dict[str, Step] = {
     EntryState.AUTHORIZED: Step("checking", "muted", "Checking the door…", STAY),
@@ -96,7 +104,11 @@ ABORTABLE = (
 )
 
 
-def describe(entry: service.EntryView, advice: str | None, *, aborting: bool) -> Step:
+def describe(
+    entry: service.EntryView, advice: str | None, *, aborting: bool, unanswered: bool = False
+) -> Step:
+    """What the page says; `unanswered`: the hub did not answer the request or proof
+    within the wait (`access.router.Sent`)."""
     state = entry.state
     if state not in OPEN_STATES:
         tone, headline = _ENDED.get(state, ("alert", "Entry ended"))
@@ -110,13 +122,17 @@ def describe(entry: service.EntryView, advice: str | None, *, aborting: bool) ->
         return CALLED_OFF
     if state == EntryState.AUTHORIZED and entry.to_sign:
         return Step("proving", "muted", "Confirming with this phone…", STAY)
+    if state == EntryState.AUTHORIZED and unanswered:
+        return LATE
     return _OPEN[state]
 
 
-def read(entry: service.EntryView, *, aborting: bool = False) -> CourierEntryRead:
-    """The entry as the courier app shows it."""
+def read(
+    entry: service.EntryView, *, aborting: bool = False, unanswered: bool = False
+) -> CourierEntryRead:
+    """The entry as the courier app shows it; `unanswered` as for `describe`."""
     base = entry_read(entry)
-    step = describe(entry, base.advice, aborting=aborting)
+    step = describe(entry, base.advice, aborting=aborting, unanswered=unanswered)
     ended = entry.state not in OPEN_STATES
     return CourierEntryRead(
         **base.model_dump(),
@@ -132,6 +148,8 @@ def read(entry: service.EntryView, *, aborting: bool = False) -> CourierEntryRea
 
 
 def version(entry: service.EntryView, *, aborting: bool) -> str:
-    """A short digest of everything that changes what the page shows."""
+    """A short digest of everything about the entry that changes what the page shows.
+    Not whether the hub answered in time: the page keeps saying `LATE` until the entry
+    moves (a read of the same version would say "Checking the door…" again)."""
     seen = f"{entry.state}|{entry.alert}|{entry.challenge}|{entry.reason}|{aborting}"
     return hashlib.sha256(seen.encode()).hexdigest()[:16]

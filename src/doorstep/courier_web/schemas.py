@@ -22,7 +22,7 @@ class CourierEntryRead(EntryRead):
     ended: bool
     aborting: bool  # the courier called it off; the door still has to lock
     can_abort: bool
-    version: str  # changes whenever anything the page shows changes; long-poll with it
+    version: str  # changes whenever the entry changes what the page shows; long-poll with it
 
 
 class DeviceKeyIdRead(Output):

@@ -8,9 +8,11 @@ Authenticated by the guest session cookie; every POST carries the session's CSRF
     GET  /guest/api/device-keys            this person's active phone keys (ids)
     POST /guest/api/device-keys            register this phone's public JWK
     POST /guest/api/visits                 ask to enter on a grant; answers once the hub
-                                           has answered (its challenge, or a refusal)
+                                           has answered (its challenge, or a refusal),
+                                           or 202 when it has not within the wait
     POST /guest/api/visits/{id}/unlock     the phone's signature of the challenge;
-                                           answers once the hub unlocked or refused
+                                           answers once the hub unlocked or refused,
+                                           or 202 as above
     GET  /guest/api/entries/{id}?seen=&wait=  the entry; long-polls until its `version`
                                            differs from `seen` (at most `wait` s)
 """
@@ -26,10 +28,10 @@ from doorstep import db
 from doorstep.access import service, visits
 from doorstep.access.devices import DeviceKeyCreate
 from doorstep.access.router import run_write as write
-from doorstep.access.router import send_and_wait
+from doorstep.access.router import send_and_await
 from doorstep.access.schemas import EntryProof
 from doorstep.courier_web import api as courier_api
-from doorstep.courier_web.api import MAX_WAIT_SECONDS, hub_writer, long_poll
+from doorstep.courier_web.api import MAX_WAIT_SECONDS, hub_writer, long_poll, waited
 from doorstep.courier_web.schemas import CourierEntryRead, DeviceKeyIdRead
 from doorstep.deps import Runtime, RuntimeDep
 from doorstep.errors import NotFound
@@ -60,9 +62,10 @@ def register_phone(
 
 @router.post("/visits", status_code=201, response_model=CourierEntryRead)
 async def request_visit(
-    body: VisitCreate, runtime: RuntimeDep, person: WritingPerson
+    body: VisitCreate, runtime: RuntimeDep, person: WritingPerson, response: Response
 ) -> CourierEntryRead:
-    """As `POST /v1/visits?wait=challenge`, on a grant that is this person's."""
+    """As `POST /v1/visits?wait=challenge`, on a grant that is this person's; 202 when
+    the hub did not answer within the wait (the entry is still `authorized`: follow it)."""
     writer = hub_writer(runtime)
     await run_in_threadpool(_own_grant, runtime, person, body.grant_id)
     request = visits.VisitRequest(
@@ -77,7 +80,7 @@ async def request_visit(
         ),
     )  # fmt: skip
     runtime.metrics.decided("visit", decision.entry.state, decision.entry.reason)
-    return progress.read(await send_and_wait(runtime, decision, True))
+    return waited(response, await send_and_await(runtime, decision, True), progress.read)
 
 
 def _own_grant(runtime: Runtime, person: SignedIn, grant_id: str) -> None:
@@ -92,8 +95,10 @@ def _own_grant(runtime: Runtime, person: SignedIn, grant_id: str) -> None:
 
 @router.post("/visits/{entry_id}/unlock", response_model=CourierEntryRead)
 async def unlock(
-    entry_id: str, body: EntryProof, runtime: RuntimeDep, person: WritingPerson
-) -> CourierEntryRead:
+    entry_id: str, body: EntryProof, runtime: RuntimeDep, person: WritingPerson,
+    response: Response,
+) -> CourierEntryRead:  # fmt: skip
+    """As `POST /v1/visits/{id}/unlock?wait=unlocked`, 202 included."""
     writer = hub_writer(runtime)
     now = runtime.clock.now()
     decision = await write(
@@ -103,7 +108,7 @@ async def unlock(
             settings=runtime.settings.entry,
         ),
     )  # fmt: skip
-    return progress.read(await send_and_wait(runtime, decision, True))
+    return waited(response, await send_and_await(runtime, decision, True), progress.read)
 
 
 WaitParam = Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS)]

@@ -17,6 +17,13 @@ from doorstep.protocol.codes import Reason
 from doorstep.protocol.messages import Alert
 
 STAY = "Stay by the door."
+# As the courier's `LATE`: the hub did not answer within the wait (the app's 202).
+LATE = Step(
+    "late",
+    "warn",
+    "The door has not answered yet",
+    "Stay by the door: it may still open. This page carries on when it answers.",
+)
 LOCKING = Step("locking", "warn", "Locking…", "Stay until the lock confirms.")
 _OPEN: dict[str, Step] = {
     EntryState.AWAITING_APPROVAL: Step("waiting", "warn", "Waiting for the resident…", STAY),
@@ -95,7 +102,9 @@ def advice(entry: service.EntryView, api_advice: str | None) -> str:
     return _ADVICE.get(entry.reason or "", api_advice or ASK)
 
 
-def describe(entry: service.EntryView, api_advice: str | None) -> Step:
+def describe(entry: service.EntryView, api_advice: str | None, *, unanswered: bool = False) -> Step:
+    """What the page says; `unanswered`: the hub did not answer the request or proof
+    within the wait (`access.router.Sent`)."""
     state = entry.state
     if state not in OPEN_STATES:
         tone, headline = _ENDED.get(state, ("alert", "Entry ended"))
@@ -105,13 +114,16 @@ def describe(entry: service.EntryView, api_advice: str | None) -> Step:
         return _ALERTS[entry.alert]
     if state == EntryState.AUTHORIZED and entry.to_sign:
         return Step("proving", "muted", "Confirming with this phone…", STAY)
+    if state == EntryState.AUTHORIZED and unanswered:
+        return LATE
     return _OPEN[state]
 
 
-def read(entry: service.EntryView) -> CourierEntryRead:
-    """The entry as the guest app shows it (the courier app's schema; nothing to abort)."""
+def read(entry: service.EntryView, *, unanswered: bool = False) -> CourierEntryRead:
+    """The entry as the guest app shows it (the courier app's schema; nothing to abort);
+    `unanswered` as for `describe`."""
     base = entry_read(entry)
-    step = describe(entry, base.advice)
+    step = describe(entry, base.advice, unanswered=unanswered)
     return CourierEntryRead(
         **base.model_dump(),
         step=step.step,

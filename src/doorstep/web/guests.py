@@ -64,12 +64,12 @@ def _path(home: Home) -> str:
 
 
 def _page(
-    request: Request, session: Session, user: SignedInDep, web: WebDep, home: Home, *,
-    shown: dict[str, Any] | None = None, errors: dict[str, str] | None = None,
+    request: Request, session: Session, user: SignedInDep, web: WebDep, home: Home,
+    now: datetime, *, shown: dict[str, Any] | None = None, errors: dict[str, str] | None = None,
     problem: str | None = None, created: dict[str, Any] | None = None,
     notice: str | None = None, status: int = 200,
 ) -> HTMLResponse:  # fmt: skip
-    now = datetime.now(ZoneInfo(home.timezone))
+    local = now.astimezone(ZoneInfo(home.timezone))  # the service's clock, at the home
     listed = []
     for grant in grants.list_grants(session, owner=user.principal, home_id=home.id):
         read = grant_read(session, grant)
@@ -94,7 +94,7 @@ def _page(
         "created": created,
         "kinds": KINDS,
         "days": DAY_NAMES,
-        "today": now.strftime("%Y-%m-%dT%H:%M"),
+        "today": local.strftime("%Y-%m-%dT%H:%M"),
         "notice": NOTICES.get(notice or ""),
     }
     return render(request, "guests.html", context, status=status)
@@ -103,10 +103,10 @@ def _page(
 @router.get("/homes/{home_id}/guests")
 def guests_page(
     home_id: str, request: Request, session: UnitOfWork, user: SignedInDep, web: WebDep,
-    notice: str = "",
+    runtime: RuntimeDep, notice: str = "",
 ) -> HTMLResponse:  # fmt: skip
     home = homes.owned_home(session, owner=user.principal, home_id=home_id)
-    return _page(request, session, user, web, home, notice=notice)
+    return _page(request, session, user, web, home, runtime.clock.now(), notice=notice)
 
 
 @router.post("/homes/{home_id}/guests")
@@ -115,6 +115,7 @@ def add_guest(
     runtime: RuntimeDep, web: WebDep,
 ) -> Response:  # fmt: skip
     home = homes.owned_home(session, owner=user.principal, home_id=home_id)
+    now = runtime.clock.now()
     shown: dict[str, Any] = {name: form.get(name, "").strip() for name in
              ("label", "email", "access_point", "kind", "method", "starts_at", "ends_at", "pin",
               "start", "end")}  # fmt: skip
@@ -124,7 +125,8 @@ def add_guest(
         parsed = GrantCreate.model_validate(body)
     except ValidationError as exc:
         errors = field_errors(exc, HINTS)
-        return _page(request, session, user, web, home, shown=shown, errors=errors, status=422)
+        return _page(request, session, user, web, home, now, shown=shown, errors=errors,
+                     status=422)  # fmt: skip
     spec = grants.GrantSpec(
         access_point=parsed.access_point, label=parsed.label, kind=parsed.kind,
         method=parsed.method, email=parsed.email, starts_at=parsed.starts_at,
@@ -134,16 +136,16 @@ def add_guest(
     base = runtime.settings.public_url or str(request.base_url)
     try:
         made = grants.create_grant(
-            session, owner=user.principal, home_id=home.id, spec=spec, now=runtime.clock.now(),
+            session, owner=user.principal, home_id=home.id, spec=spec, now=now,
             invite_url=base.rstrip("/") + INVITE_PATH,
         )  # fmt: skip
     except DoorstepError as exc:
         session.rollback()
-        return _page(request, session, user, web, home, shown=shown, problem=str(exc),
+        return _page(request, session, user, web, home, now, shown=shown, problem=str(exc),
                      status=exc.status)  # fmt: skip
     publish_bumped(runtime, session)
     created = {"label": made.grant.label, "pin": made.pin, "email": parsed.email}
-    return _page(request, session, user, web, home, created=created, status=201)
+    return _page(request, session, user, web, home, now, created=created, status=201)
 
 
 def _body(shown: dict[str, Any]) -> dict[str, Any]:

@@ -241,7 +241,9 @@
             entry = await api("GET", path + "?seen=" + entry.version + "&wait=" + WAIT_SECONDS);
           }
           $("connection").hidden = true;
-          show(entry);
+          // The hub did not answer in time (a 202, "not answered yet"): a read that finds
+          // the entry where it was says so still, not "Checking the door…" again.
+          if (!(shown && shown.step === "late" && shown.version === entry.version)) show(entry);
         } catch (error) {
           if (error instanceof ApiError && error.status === 409) {
             // The entry moved on while this phone signed (ended meanwhile): the next

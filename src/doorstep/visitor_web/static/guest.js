@@ -51,6 +51,7 @@
     let keyProblem = null;
     let busy = false;
     let signed = null;
+    let shown = null;
 
     const keyReady = prepare({
       ownerId: document.body.dataset.person,
@@ -75,6 +76,7 @@
     }
 
     function show(entry) {
+      shown = entry;
       panel.hidden = false;
       panel.dataset.entry = entry.id;
       outcome.dataset.tone = entry.tone;
@@ -105,8 +107,15 @@
             entry = await api("GET", path + "?seen=" + entry.version + "&wait=" + WAIT_SECONDS);
           }
           $("connection").hidden = true;
-          show(entry);
+          // The hub did not answer in time (a 202, "not answered yet"): a read that finds
+          // the entry where it was says so still, not "Checking the door…" again.
+          if (!(shown && shown.step === "late" && shown.version === entry.version)) show(entry);
         } catch (error) {
+          if (error instanceof ApiError && error.status === 409) {
+            // The entry moved on while this phone signed (ended meanwhile): the next
+            // read shows where it is now; the challenge is never signed twice.
+            continue;
+          }
           if (error instanceof ApiError && error.status < 500) {
             $("connection").hidden = true; // asking again will not help: say so, stop
             $("detail").textContent = error.message;
@@ -146,6 +155,7 @@
     $("retry").addEventListener("click", () => {
       panel.hidden = true;
       signed = null;
+      shown = null;
       $("prepare").hidden = false;
       refresh();
       button.focus();
