@@ -17,6 +17,8 @@ from doorstep.cli.keys import keys
 from doorstep.hub.agent import RelockPolicy
 from doorstep.hub.credentials import KeypadDefaults
 
+CLAIM_CODE_VARIABLE = "DOORSTEP_HUB_CLAIM_CODE"
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__)
@@ -83,7 +85,19 @@ def serve(
     help="Where the hub keeps its enrollment, key and journal.",
 )
 @click.option("--service", "service_url", help="Service URL, to redeem a claim code.")
-@click.option("--claim-code", help="The one-time code the resident got when adding the hub.")
+@click.option(
+    "--claim-code",
+    envvar=CLAIM_CODE_VARIABLE,
+    show_envvar=True,
+    help="The one-time code the resident got when adding the hub; - reads it from standard "
+    "input. On the command line any user on the machine sees it in the process list: "
+    "prefer -, the environment variable or --claim-code-file.",
+)
+@click.option(
+    "--claim-code-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="A file holding the claim code (instead of --claim-code).",
+)
 @click.option(
     "--motor-seconds",
     type=float,
@@ -138,6 +152,7 @@ def hub(
     data_dir: Path,
     service_url: str | None,
     claim_code: str | None,
+    claim_code_file: Path | None,
     motor_seconds: float,
     auto_relock_seconds: float,
     relock_deadline_seconds: float,
@@ -170,16 +185,17 @@ def hub(
     Mosquitto, a Matter server stand-in replaying a real door-lock node), not radios.
     A simulated home's door is moved through DATA_DIR/sim.sock (`doorstep.hub.simcontrol`).
     """
-    from doorstep.hub.config import EnrollmentError
+    from doorstep.hub import config as hub_config
     from doorstep.hub.lockconfig import LockConfigError
     from doorstep.hub.runner import HubOptions, run
 
     try:
+        enrolled = hub_config.load(data_dir) is not None
         run(
             HubOptions(
                 data_dir=data_dir,
                 service_url=service_url,
-                claim_code=claim_code,
+                claim_code=_claim_code(claim_code, claim_code_file, needed=not enrolled),
                 motor_seconds=motor_seconds,
                 auto_relock_seconds=auto_relock_seconds or None,
                 locks_file=locks_file,
@@ -193,8 +209,33 @@ def hub(
                 ),
             )
         )
-    except (EnrollmentError, LockConfigError) as exc:
+    except (hub_config.EnrollmentError, LockConfigError) as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def _claim_code(given: str | None, path: Path | None, *, needed: bool) -> str | None:
+    """The claim code: as given (by --claim-code or its environment variable), or read
+    from standard input (`-`) or from --claim-code-file, without surrounding whitespace.
+    Neither is read once the hub is enrolled (not `needed`): the code is spent, and a
+    hub restarted with the same options must still start."""
+    if given is not None and path is not None:
+        raise click.UsageError(
+            f"pass --claim-code (or {CLAIM_CODE_VARIABLE}) or --claim-code-file, not both"
+        )
+    if not needed:
+        return None
+    if path is not None:
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise click.UsageError(f"cannot read the claim code from {path}: {exc}") from exc
+    elif given == "-":
+        text = sys.stdin.readline()
+    else:
+        return given
+    if not text.strip():
+        raise click.UsageError("the claim code is empty")
+    return text.strip()
 
 
 cli.add_command(demo)

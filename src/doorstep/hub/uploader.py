@@ -13,12 +13,21 @@ it returns. A worker thread sends what is queued:
    the clip encrypted. Then the hub forgets it (files and queue row).
 
 Every request is signed with the hub's Ed25519 key (`protocol.hubauth`). A dropped
-connection, a service that is down, a hub that restarts, a checksum the service
-refuses: the clip stays queued and is tried again with exponential backoff (capped),
-resuming at whatever the service holds. A clip the service refuses for good (not this
-hub's entry, outside the entry's window, an entry whose clip is already stored), or whose
-files the hub no longer has, is dropped and logged. Anything else that goes wrong with one
-clip postpones that clip alone.
+connection, a service that is down or busy (5xx, 429), an answer that is not the
+service's (a proxy's page), a hub that restarts: the clip stays queued and is tried again
+with exponential backoff (capped), resuming at whatever the service holds. A chunk too
+large for the service (413) is sent again in smaller chunks. A part whose checksum the
+service refuses is sent again, up to `MAX_REJECTIONS` times in all (counted in the
+queue): bytes that rotted on the hub's disk never match. A clip the service refuses for
+good (any other 4xx in its error shape: not this hub's entry, outside the entry's
+window, an entry whose clip is already stored), or whose files the hub no longer has, is
+dropped and logged. Anything else that goes wrong with one clip postpones that clip
+alone.
+
+A 401 or 403 is about the hub, not the clip: its key is not (or no longer) accepted, or
+its clock is too far off for its signatures. Every clip stays queued (a clock put right
+sends them), and the uploader asks again after a pause that doubles from a minute to an
+hour (`RetryPolicy.refused_delay`), trying one clip each time, not each clip every minute.
 
 The service URL is the one the hub enrolled with (`--service`), remembered in the queue,
 so a hub restarted without it still uploads.
@@ -47,23 +56,46 @@ from doorstep.video.clips import Clip
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1024 * 1024  # the service's default `clips.upload_chunk_bytes`
+MIN_CHUNK_BYTES = 64 * 1024  # the least `clips.upload_chunk_bytes` may be set to
 PARTS = {"video": "video.mp4", "thumbnail": "thumbnail.jpg"}
-# Answers that will never change by trying again: the clip is dropped.
-PERMANENT = {400, 403, 404, 413}
-PERMANENT_CODES = {"clip_outside_entry", "invalid_request", "conflict"}
+# The service does not accept the hub's signature: every clip waits (`HubNotAccepted`).
+NOT_ACCEPTED = {401, 403}
+# 4xx answers that may well be different next time: the clip waits its backoff.
+TRANSIENT = {408, 425, 429}
+CHECKSUM_MISMATCH = "clip_checksum_mismatch"
+MAX_REJECTIONS = 3  # checksum refusals of one clip before it is given up
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
     first_seconds: float = 0.5
     max_seconds: float = 60.0
+    refused_first_seconds: float = 60.0
+    refused_max_seconds: float = 3600.0
 
     def delay(self, attempts: int) -> float:
         return float(min(self.max_seconds, self.first_seconds * 2 ** max(0, attempts - 1)))
 
+    def refused_delay(self, refusals: int) -> float:
+        """The pause after the service refused the hub itself `refusals` times in a row."""
+        doubled = self.refused_first_seconds * 2 ** max(0, refusals - 1)
+        return float(min(self.refused_max_seconds, doubled))
+
 
 class UploadFailed(Exception):
     """This attempt did not finish; try again later."""
+
+
+class HubNotAccepted(UploadFailed):
+    """The service refuses the hub's signature (401/403): no clip can go for now."""
+
+
+class ChecksumRejected(UploadFailed):
+    """The service discarded a part that did not match its SHA-256."""
+
+
+class ChunkTooLarge(UploadFailed):
+    """The service takes smaller request bodies than this chunk (413)."""
 
 
 class UploadRefused(Exception):
@@ -76,6 +108,7 @@ class Queued:
     meta: dict[str, Any]  # what `announce` sends
     attempts: int
     next_at: float
+    rejections: int = 0  # checksum refusals so far
 
 
 class Uploader:
@@ -112,6 +145,8 @@ class Uploader:
         self._thread: threading.Thread | None = None
         self._users = 0
         self._draining = False  # `drain`: the worker stops once the queue is empty
+        self._refusals = 0  # 401/403 answers in a row
+        self._refused_until = 0.0  # no request before then
         self.uploaded: list[str] = []  # clip ids stored by the service, this run
 
     # ---- the queue -------------------------------------------------------------------
@@ -122,8 +157,14 @@ class Uploader:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS pending (clip_id TEXT PRIMARY KEY, meta TEXT NOT"
-                " NULL, attempts INTEGER NOT NULL DEFAULT 0, next_at REAL NOT NULL DEFAULT 0)"
+                " NULL, attempts INTEGER NOT NULL DEFAULT 0, next_at REAL NOT NULL DEFAULT 0,"
+                " rejections INTEGER NOT NULL DEFAULT 0)"
             )
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(pending)")}
+            if "rejections" not in columns:  # a queue from before the count
+                self._db.execute(
+                    "ALTER TABLE pending ADD COLUMN rejections INTEGER NOT NULL DEFAULT 0"
+                )
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT)"
             )
@@ -164,8 +205,8 @@ class Uploader:
         meta["gaps"] = [list(gap) for gap in clip.gaps]
         with self._db_lock, self._db:
             self._db.execute(
-                "INSERT OR REPLACE INTO pending (clip_id, meta, attempts, next_at)"
-                " VALUES (?, ?, 0, 0)",
+                "INSERT OR REPLACE INTO pending (clip_id, meta, attempts, next_at, rejections)"
+                " VALUES (?, ?, 0, 0, 0)",
                 (clip.clip_id, json.dumps(meta)),
             )
         self._wake.set()
@@ -173,21 +214,28 @@ class Uploader:
     def pending(self) -> list[Queued]:
         with self._db_lock:
             rows = self._db.execute(
-                "SELECT clip_id, meta, attempts, next_at FROM pending ORDER BY next_at, clip_id"
+                "SELECT clip_id, meta, attempts, next_at, rejections FROM pending"
+                " ORDER BY next_at, clip_id"
             ).fetchall()
-        return [Queued(r[0], json.loads(r[1]), int(r[2]), float(r[3])) for r in rows]
+        return [Queued(r[0], json.loads(r[1]), int(r[2]), float(r[3]), int(r[4])) for r in rows]
 
     def _forget(self, clip_id: str) -> None:
         with self._db_lock, self._db:
             self._db.execute("DELETE FROM pending WHERE clip_id = ?", (clip_id,))
         shutil.rmtree(self.directory / clip_id, ignore_errors=True)
 
-    def _postpone(self, item: Queued) -> None:
+    def _postpone(self, item: Queued, *, rejected: bool = False) -> None:
         attempts = item.attempts + 1
         with self._db_lock, self._db:
             self._db.execute(
-                "UPDATE pending SET attempts = ?, next_at = ? WHERE clip_id = ?",
-                (attempts, self._clock() + self._retry.delay(attempts), item.clip_id),
+                "UPDATE pending SET attempts = ?, next_at = ?, rejections = rejections + ?"
+                " WHERE clip_id = ?",
+                (
+                    attempts,
+                    self._clock() + self._retry.delay(attempts),
+                    int(rejected),
+                    item.clip_id,
+                ),
             )
 
     # ---- one upload -------------------------------------------------------------------
@@ -201,9 +249,19 @@ class Uploader:
         if status["state"] == "uploading":
             for part in PARTS:
                 self._send_part(item, part, int(status["received"].get(part, 0)))
-            status = self._call("POST", f"/v1/hub/clips/{item.clip_id}/complete", b"")
+            status = self._complete(item)
         if status["state"] != "stored":
             raise UploadFailed(f"the service left clip {item.clip_id} {status['state']}")
+
+    def _complete(self, item: Queued) -> dict[str, Any]:
+        try:
+            return self._call("POST", f"/v1/hub/clips/{item.clip_id}/complete", b"")
+        except ChecksumRejected as exc:
+            if item.rejections + 1 < MAX_REJECTIONS:
+                raise
+            raise UploadRefused(
+                f"its bytes did not match their SHA-256 {MAX_REJECTIONS} times ({exc})"
+            ) from exc
 
     def _send_part(self, item: Queued, part: str, offset: int) -> None:
         path = self.directory / item.clip_id / PARTS[part]
@@ -217,7 +275,16 @@ class Uploader:
                 if not chunk:
                     raise UploadRefused(f"{path.name} of clip {item.clip_id} shrank on disk")
                 target = f"/v1/hub/clips/{item.clip_id}/{part}?offset={offset}"
-                status = self._call("PUT", target, chunk)
+                try:
+                    status = self._call("PUT", target, chunk)
+                except ChunkTooLarge:
+                    if self._chunk <= MIN_CHUNK_BYTES:
+                        raise
+                    self._chunk = max(MIN_CHUNK_BYTES, self._chunk // 2)
+                    log.warning("the service refused a chunk as too large; sending %d bytes"
+                                " at a time", self._chunk)  # fmt: skip
+                    file.seek(offset)
+                    continue
                 if status["state"] != "uploading":
                     return
                 offset = int(status.get("resume_at", status["received"][part]))
@@ -246,27 +313,41 @@ class Uploader:
             body: dict[str, Any] = response.json()
         except ValueError:
             body = {}
-        if response.status_code == 200:
+        status = response.status_code
+        if status == 200:
+            self._refusals = 0
             return body
         error = body.get("error", {}) if isinstance(body, dict) else {}
+        error = error if isinstance(error, dict) else {}
         code = str(error.get("code", ""))
-        if response.status_code == 409 and code == "upload_offset_mismatch":
+        if status == 409 and code == "upload_offset_mismatch":
             # Another attempt got further (or less far) than this one knew: go on from there.
             details = error.get("details") or {}
             return {"state": "uploading", "resume_at": int(details.get("received", 0))}
-        if response.status_code in PERMANENT or code in PERMANENT_CODES:
-            raise UploadRefused(f"{response.status_code} {code}: {error.get('message', '')}")
-        raise UploadFailed(f"{response.status_code} {code}: {error.get('message', '')}")
+        said = f"{status} {code}: {error.get('message', '')}"
+        if status in NOT_ACCEPTED:
+            raise HubNotAccepted(said)
+        if code == CHECKSUM_MISMATCH:
+            raise ChecksumRejected(said)
+        if status == 413:
+            raise ChunkTooLarge(said)
+        # Only the service, in its own error shape, refuses a clip for good: a proxy's
+        # page in front of it (a 404 for a wrong route, a 400) says nothing of the clip.
+        if code and 400 <= status < 500 and status not in TRANSIENT:
+            raise UploadRefused(said)
+        raise UploadFailed(said)
 
     # ---- the worker ---------------------------------------------------------------------
 
     def run_pending(self) -> int:
-        """Try every clip that is due now, once; how many were stored."""
+        """Try every clip that is due now, once; how many were stored. None while the
+        service refuses the hub itself (`HubNotAccepted`)."""
         stored = 0
         for item in self.pending():
-            if item.next_at > self._clock() or self._halt.is_set():
-                continue
-            stored += self._attempt(item)
+            if self._halt.is_set() or self._clock() < self._refused_until:
+                break
+            if item.next_at <= self._clock():
+                stored += self._attempt(item)
         return stored
 
     def _attempt(self, item: Queued) -> int:
@@ -276,9 +357,12 @@ class Uploader:
             log.error("clip %s refused by the service, dropped: %s", item.clip_id, exc)
             self._forget(item.clip_id)
             return 0
+        except HubNotAccepted as exc:
+            self._refused(exc)
+            return 0
         except UploadFailed as exc:
             log.warning("clip %s not uploaded yet (%s); will retry", item.clip_id, exc)
-            self._postpone(item)
+            self._postpone(item, rejected=isinstance(exc, ChecksumRejected))
             return 0
         except Exception:  # one clip's edge: it waits its turn, and holds up no other clip
             log.exception("clip %s could not be uploaded; will retry", item.clip_id)
@@ -288,6 +372,17 @@ class Uploader:
         self._forget(item.clip_id)
         self.uploaded.append(item.clip_id)
         return 1
+
+    def _refused(self, exc: HubNotAccepted) -> None:
+        """Pause every clip: none can go until the service accepts the hub again. None is
+        dropped: a hub whose clock is off gets the same 401 as one that is revoked, and
+        the clips are the resident's only video of who came in."""
+        self._refusals += 1
+        pause = self._retry.refused_delay(self._refusals)
+        self._refused_until = self._clock() + pause
+        log.error("the service does not accept this hub (%s): revoked, or its clock is off?"
+                  " %d clip(s) stay queued; asking again in %.0f s",
+                  exc, len(self.pending()), pause)  # fmt: skip
 
     def retain(self) -> None:
         """One more user (a camera); the first starts the worker."""
@@ -332,7 +427,7 @@ class Uploader:
             due = [item.next_at for item in self.pending()]
             if not due and self._draining:
                 return
-            wait = max(0.05, min(due) - self._clock()) if due else 30.0
+            wait = max(0.05, max(min(due), self._refused_until) - self._clock()) if due else 30.0
             self._wake.wait(min(wait, 30.0))
 
 
