@@ -1,11 +1,14 @@
 """Guests end to end on real components (HTTP, Mosquitto, an in-process hub with the
 simulated lock, SMTP): the resident invites by email, the guest accepts, registers a
 phone key and enters through the entry engine with proof of possession; the resident
-is told of each visit; revocation denies at once and the hub refuses the unused token."""
+is told of each visit; revocation denies at once (a pending entry's proof too) and the
+hub refuses the unused token."""
 
 from __future__ import annotations
 
 import re
+import secrets
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
@@ -19,6 +22,8 @@ from doorstep.access.models import Entry
 from doorstep.audit.models import AuditEvent
 from doorstep.grants.models import HubShadow
 from doorstep.notify.models import OutboxMessage
+from doorstep.protocol import PROTOCOL_VERSION
+from doorstep.protocol.messages import Command, CommandKind
 from doorstep.settings import NotifySettings
 from polling import poll
 
@@ -264,12 +269,27 @@ def test_revocation_denies_at_once_and_is_enforced_at_the_hub(
         timeout=10,
     )
     assert enforced["enforced_at_hub"] is True
-    # The token issued before the revocation is refused by the hub itself.
+    with live.sessions() as session:
+        issued = session.get(Entry, pending["id"]).grant_token  # the unused token
+    assert issued
+    # The service checks the grant again when the proof comes, and sends nothing...
     proof = guest.phone.prove(pending["to_sign"])  # type: ignore[union-attr]
     late = guest.call(
         "POST", f"/v1/visits/{pending['id']}/unlock?wait=unlocked", json={"proof": proof}
     )
-    assert (late["state"], late["reason"]) == ("refused", "token_revoked")
+    assert (late["state"], late["reason"]) == ("denied", "grant_revoked")
+    # ...and the token issued before the revocation, with the phone's proof over the
+    # hub's live challenge, is refused by the hub itself.
+    unlock = Command(
+        v=PROTOCOL_VERSION, command_id=secrets.token_hex(12), kind=CommandKind.UNLOCK,
+        not_after=int(time.time()) + 30, entry_id=pending["id"], access_point="front",
+        grant=issued, proof=proof,
+    )  # fmt: skip
+    hub = home.hub_process  # in-process (`conftest.InProcessHub`): its agent is at hand
+    assert hub is not None
+    refused = hub.agent.handle_command(unlock.model_dump_json().encode())  # type: ignore[attr-defined]
+    assert refused is not None
+    assert (refused.result, refused.reason) == ("refused", "token_revoked")
     assert unlock_calls(world) == 0
     with live.sessions() as session:
         actions = session.scalars(

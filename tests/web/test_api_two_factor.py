@@ -271,3 +271,47 @@ def test_bad_input_and_other_callers_change_nothing(
     refused = _call(app, "POST", TWO_FACTOR, operator, password=PASSWORD)
     assert refused.status_code == 403, refused.text
     assert _credential(app) is None
+
+
+def test_wrong_set_up_codes_lock_the_account_whatever_the_address(
+    standalone: Callable[..., Standalone],
+) -> None:
+    """A thief holding a resident's token, with a set-up waiting, cannot guess its code
+    from many addresses: wrong codes at confirm count toward the account's code lock,
+    as at sign-in, not only toward the per-address limit (set out of the way here)."""
+    app = standalone(auth=AuthSettings(max_login_failures_per_minute=1000))
+    token = _resident(app, "api-2fa-confirm-lock@doorstep.test")
+    secret = _secret(_call(app, "POST", TWO_FACTOR, token, password=PASSWORD))
+    right = _code(app, secret)
+    for _ in range(twofactor.MAX_FAILURES):
+        refused = _call(app, "POST", f"{TWO_FACTOR}/confirm", token, code=_wrong(right))
+        assert refused.status_code == 422, refused.text
+    locked = _call(app, "POST", f"{TWO_FACTOR}/confirm", token, code=right)
+    assert locked.status_code == 429 and _error(locked) == "code_locked", locked.text
+    assert not twofactor_on(app)
+
+    # The lock ends; the set-up still waits, and the app's code turns it on.
+    on = _call(
+        app, "POST", f"{TWO_FACTOR}/confirm", token,
+        code=_code(app, secret, twofactor.LOCK_SECONDS + 1),
+    )  # fmt: skip
+    assert on.status_code == 200, on.text
+    assert twofactor_on(app)
+
+
+def test_a_right_set_up_code_clears_the_count(standalone: Callable[..., Standalone]) -> None:
+    """Wrong set-up codes before the right one do not carry over to sign-in's codes."""
+    app = standalone(auth=AuthSettings(max_login_failures_per_minute=1000))
+    email = "api-2fa-confirm-count@doorstep.test"
+    token = _resident(app, email)
+    secret = _secret(_call(app, "POST", TWO_FACTOR, token, password=PASSWORD))
+    right = _code(app, secret)
+    for _ in range(twofactor.MAX_FAILURES - 1):
+        wrong = _call(app, "POST", f"{TWO_FACTOR}/confirm", token, code=_wrong(right))
+        assert wrong.status_code == 422, wrong.text
+    assert _call(app, "POST", f"{TWO_FACTOR}/confirm", token, code=right).status_code == 200
+
+    next_code = _code(app, secret, 30)
+    assert _token(app, email, code=_wrong(next_code)).status_code == 401
+    signed_in = _token(app, email, code=next_code)
+    assert signed_in.status_code == 200, signed_in.text

@@ -874,11 +874,11 @@ def to_sign(
 
 
 # The entry, and what its decision checked that may change in the seconds between the
-# hub's challenge and the phone's proof: the person, the delivery. (A visit's revoked
-# grant is the hub's to refuse, `token_revoked`: its revocation list has the token.)
+# hub's challenge and the phone's proof: the person, the delivery. A visit's grant is read
+# again by `visits.proof_denial`: the hub's revocation list may not have the token yet.
 _PROOF_ENTRY = (
     "SELECT e.courier_id, e.state, e.grant_token, e.challenge, e.hub_id, ap.slug, e.home_id,"
-    " e.purpose, u.active, d.courier_id, d.status, p.delivered_at"
+    " e.grant_id, e.purpose, u.active, d.courier_id, d.status, p.delivered_at"
     " FROM entries e JOIN access_points ap ON ap.id = e.access_point_id"
     " JOIN users u ON u.id = e.courier_id"
     " LEFT JOIN deliveries d ON d.id = e.delivery_id"
@@ -893,7 +893,7 @@ def _proof_denial(
 ) -> Reason | None:  # fmt: skip
     """Why the entry may no longer unlock, as the decision's checks would say now: the
     person suspended, the delivery given to another courier, cancelled or delivered.
-    None when nothing changed."""
+    None when nothing changed (a visit's grant is checked by `visits.proof_denial`)."""
     if not active:
         return Reason.COURIER_INACTIVE if purpose == "delivery" else Reason.VISITOR_INACTIVE
     if status is not None and delivery_courier != person.id:
@@ -929,18 +929,22 @@ def unlock_with_proof(
 ) -> EntryDecision:  # fmt: skip
     """The phone's signature of the hub's challenge: send the unlock, with the grant kept
     for this entry. The hub checks the proof; the service only relays it, once it has
-    checked again what may have changed since the grant was signed (`_proof_denial`):
-    if the entry lost its grounds, it ends `denied` with that reason, and nothing is
-    sent."""
+    checked again what may have changed since the grant was signed (`_proof_denial`,
+    and a visit's grant): if the entry lost its grounds, it ends `denied` with that
+    reason, and nothing is sent."""
     row = tx.one(_PROOF_ENTRY, (entry_id,))
     if row is None or row[0] != courier.id:
         raise NotFound("no such entry")
-    _, state, grant, challenge, hub_id, slug, home_id = row[:7]
+    _, state, grant, challenge, hub_id, slug, home_id, grant_id = row[:8]
     if state != EntryState.AUTHORIZED or grant is None:
         raise Conflict(f"this entry is not waiting for a proof ({state})")
     if challenge is None:
         raise Conflict("the door has not sent its challenge yet; wait for it")
-    denial = _proof_denial(courier, *row[7:])
+    denial = _proof_denial(courier, *row[8:])
+    if denial is None and grant_id is not None:
+        from doorstep.access import visits  # that module builds on this one
+
+        denial = visits.proof_denial(tx, visitor=courier, grant_id=grant_id, now=now)
     if denial is not None:
         return _deny_proof(tx, entry_id, home_id, denial, now, actor=courier.actor)
     command_id = ordered_hex()

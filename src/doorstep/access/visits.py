@@ -17,6 +17,11 @@ is `service`'s, shared with couriers):
 3. The phone's key is registered (proof of possession), the position is within the
    home's geofence when the grant asks for it, the hub is online, no other entry is open
    at that door, and the attempt limits hold (the same counts as for couriers).
+
+When the phone's proof comes, the checks of 1 and 2 that may have changed since are run
+again (`proof_denial`): an entry whose grant was revoked, reassigned or has closed, or
+whose visitor, worker or provider was deactivated or blocked meanwhile ends `denied` with
+that reason, and no unlock is sent.
 """
 
 from __future__ import annotations
@@ -52,22 +57,33 @@ _VISITOR = (
     " JOIN users u ON u.id = t.principal_id WHERE t.digest = ? AND t.principal_kind = 'user'"
 )
 
-_GRANT = (
-    "SELECT g.grantee_id, g.purpose, g.kind, g.timezone, g.starts_at, g.ends_at,"  # noqa: S608
-    " g.windows, g.uses_limit, g.require_geofence, g.revoked_at, g.provider_id, g.home_id,"
-    " g.access_point_id, ap.slug, ap.hub_id, hub.online, hub.claimed_at, h.latitude,"
-    " h.longitude, h.geofence_m,"
+# An appointment's standing: its worker active at the provider, the provider active, and
+# whether the home has blocked it.
+_STANDING = (
     " (SELECT pm.active FROM provider_members pm"
     "  WHERE pm.provider_id = g.provider_id AND pm.user_id = g.grantee_id),"
     " (SELECT pr.active FROM providers pr WHERE pr.id = g.provider_id),"
     " (SELECT 1 FROM provider_blocks pb"
-    "  WHERE pb.home_id = g.home_id AND pb.provider_id = g.provider_id),"
+    "  WHERE pb.home_id = g.home_id AND pb.provider_id = g.provider_id)"
+)
+
+_GRANT = (
+    "SELECT g.grantee_id, g.purpose, g.kind, g.timezone, g.starts_at, g.ends_at,"  # noqa: S608
+    " g.windows, g.uses_limit, g.require_geofence, g.revoked_at, g.provider_id, g.home_id,"
+    " g.access_point_id, ap.slug, ap.hub_id, hub.online, hub.claimed_at, h.latitude,"
+    f" h.longitude, h.geofence_m,{_STANDING},"
     f" (SELECT e.id FROM entries e WHERE e.access_point_id = g.access_point_id"
     f"  AND e.state IN ({_OPEN}) LIMIT 1)"
     " FROM access_grants g JOIN homes h ON h.id = g.home_id"
     " JOIN access_points ap ON ap.id = g.access_point_id"
     " LEFT JOIN hubs hub ON hub.id = ap.hub_id"
     " WHERE g.id = ?"
+)
+
+# The grant as `proof_denial` reads it again when the phone's proof comes.
+_GRANT_NOW = (
+    "SELECT g.grantee_id, g.purpose, g.kind, g.timezone, g.starts_at, g.ends_at, g.windows,"  # noqa: S608
+    f" g.revoked_at,{_STANDING} FROM access_grants g WHERE g.id = ?"
 )
 
 # Entries that used (or are using) a grant: unlocked at some point, or still open.
@@ -167,16 +183,10 @@ def _check(
         open_entry,
     ) = row
     mine: dict[str, Any] = {"home_id": home_id, "extra": {"grant_id": request.grant_id}}
-    if purpose == Purpose.SERVICE:
-        if not member_active or not provider_active:
-            raise service.Denied(Reason.VISITOR_INACTIVE, **mine)
-        if blocked:
-            raise service.Denied(Reason.PROVIDER_BLOCKED, **mine)
-    if revoked_at is not None:
-        raise service.Denied(Reason.GRANT_REVOKED, **mine)
     schedule = schedule_of(kind, timezone, starts_at, ends_at, windows, tx)
-    if not schedule.allows(now):
-        raise service.Denied(Reason.OUTSIDE_SCHEDULE, **mine)
+    lost = _lapsed(purpose, revoked_at, schedule, now, member_active, provider_active, blocked)
+    if lost is not None:
+        raise service.Denied(lost, **mine)
     limit = 1 if kind == ScheduleKind.ONCE else uses_limit
     if limit is not None and service._count(tx, _USES, (request.grant_id, limit)) >= limit:
         raise service.Denied(Reason.USES_EXHAUSTED, **mine)
@@ -191,6 +201,38 @@ def _check(
         None, home_id, access_point_id, slug, hub_id, None, None,
         purpose=str(purpose), grant_id=request.grant_id, until=schedule.open_until(now),
     )  # fmt: skip
+
+
+def _lapsed(
+    purpose: str, revoked_at: Any, schedule: Schedule, now: datetime, member_active: Any,
+    provider_active: Any, blocked: Any,
+) -> Reason | None:  # fmt: skip
+    """Why a grant that is the visitor's does not let them in now, as far as it can change
+    while their entry is open: for an appointment, the worker or the provider deactivated,
+    or the provider blocked; the grant revoked; outside its schedule. None if it holds."""
+    if purpose == Purpose.SERVICE:
+        if not member_active or not provider_active:
+            return Reason.VISITOR_INACTIVE
+        if blocked:
+            return Reason.PROVIDER_BLOCKED
+    if revoked_at is not None:
+        return Reason.GRANT_REVOKED
+    if not schedule.allows(now):
+        return Reason.OUTSIDE_SCHEDULE
+    return None
+
+
+def proof_denial(tx: Tx, *, visitor: Principal, grant_id: str, now: datetime) -> Reason | None:
+    """Why a visit's entry may no longer unlock when the phone's proof comes, as the
+    decision would say now (`service.unlock_with_proof`): the grant given to someone else
+    (`not_granted`), or lapsed (`_lapsed`). Its uses are not counted again: this
+    entry is one of them. None when nothing changed."""
+    row = tx.one(_GRANT_NOW, (grant_id,))
+    if row is None or row[0] != visitor.id:
+        return Reason.NOT_GRANTED
+    _, purpose, kind, timezone, starts_at, ends_at, windows, revoked_at, *standing = row
+    schedule = schedule_of(kind, timezone, starts_at, ends_at, windows, tx)
+    return _lapsed(purpose, revoked_at, schedule, now, *standing)
 
 
 def _at_home(latitude: float, longitude: float, geofence_m: float, request: VisitRequest) -> bool:

@@ -235,9 +235,10 @@ def start_two_factor(body: Reauthentication, request: Request, runtime: RuntimeD
 def confirm_two_factor(body: TwoFactorCode, request: Request, runtime: RuntimeDep) -> object:
     """Turn two-step sign-in on with a code from the app: answers the recovery codes,
     this once, and ends every other session and API token of the account (the token
-    that asked stays). Sign-in then asks for a code."""
+    that asked stays). Sign-in then asks for a code. Wrong codes count per address, as
+    sign-in attempts do, and toward the account's code lock (429 `code_locked`)."""
     token = _bearer(request)
-    _limited(request, runtime)  # code guesses count as sign-in attempts do
+    _limited(request, runtime)
     now = runtime.clock.now()
     with runtime.sessions() as session:
         user = _resident(session, token, now)
@@ -246,6 +247,7 @@ def confirm_two_factor(body: TwoFactorCode, request: Request, runtime: RuntimeDe
             keep=security.token_digest(token),
         )  # fmt: skip
         if turned_on is None:
+            session.commit()  # the wrong code's count
             raise InvalidRequest("that code is not right; send the 6 digits the app shows now")
         session.commit()
     return TwoFactorOn(

@@ -123,11 +123,14 @@ def confirm(
     session: Session, *, user: User, code: str, now: datetime, key: bytes
 ) -> list[str] | None:
     """Turn TOTP on if `code` comes from the enrolled key; the new recovery codes, or
-    None for a wrong code."""
+    None for a wrong code. Wrong codes count toward the lock as at sign-in (`verify`):
+    a token alone must not let anyone guess the set-up's code. Raises `CodeLocked`
+    while locked."""
     found = credential(session, user_id=user.id)
     if found is None or found.confirmed_at is not None:
         raise Conflict("start again: there is no authenticator waiting to be confirmed")
-    if not _check_totp(found, code, now, key):
+    _refuse_while_locked(found, now)
+    if not _counted(found, _check_totp(found, code, now, key), now):
         return None
     found.confirmed_at = now
     codes = _replace_recovery_codes(session, user.id, now)
@@ -170,9 +173,20 @@ def verify(session: Session, *, user_id: str, code: str, now: datetime, key: byt
     found = credential(session, user_id=user_id)
     if found is None or found.confirmed_at is None:
         return True  # nothing to ask for
+    _refuse_while_locked(found, now)
+    right = _check_totp(found, code, now, key) or _use_recovery_code(session, user_id, code, now)
+    return _counted(found, right, now)
+
+
+def _refuse_while_locked(found: TotpCredential, now: datetime) -> None:
     if found.locked_until is not None and found.locked_until > now:
         raise CodeLocked("too many wrong codes; wait a few minutes, then try again")
-    if _check_totp(found, code, now, key) or _use_recovery_code(session, user_id, code, now):
+
+
+def _counted(found: TotpCredential, right: bool, now: datetime) -> bool:
+    """`right`, once counted: a right code clears the count; a wrong one adds to it, and
+    the `MAX_FAILURES`th in a row locks the account's codes for `LOCK_SECONDS`."""
+    if right:
         found.failures = 0
         found.locked_until = None
         return True
