@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from doorstep.hub.drivers.matter import MatterLock
+from doorstep.hub.lock import LockStatus
 
 from .matter_peer import MatterServerPeer, load_node, running_peer
 from .test_matter import WAIT, Events
@@ -48,3 +49,12 @@ def lock_maker(peer: MatterServerPeer) -> Iterator[MakeLock]:
     finally:
         for lock in locks:
             lock.close()
+
+
+def sent(peer: MatterServerPeer) -> list[str]:
+    """The commands the lock has received, by name, in order."""
+    return [args["command_name"] for args in peer.commands]
+
+
+def until(lock: MatterLock, predicate: Callable[[LockStatus], bool]) -> None:
+    assert lock.wait_for_status(predicate, WAIT), f"status stayed {lock.status()}"

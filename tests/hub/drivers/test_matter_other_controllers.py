@@ -13,7 +13,7 @@ that leaves both unset) answers as before: nothing tells it from the hub's.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -24,14 +24,13 @@ from doorstep.hub.lock import (
     LockOperationError,
     LockOperationType,
     LockState,
-    LockStatus,
     OperationError,
     OperationSource,
 )
 from polling import wait_until
 
 from .matter_peer import CONTROLLER_NODE, CURRENT_FABRIC_INDEX, MatterServerPeer
-from .matter_rig import MakeLock, lock_maker, locked_peer
+from .matter_rig import MakeLock, lock_maker, locked_peer, sent, until
 from .test_matter import REQUIRE_PIN, WAIT, Events
 
 REMOTE, AUTO = OperationSource.REMOTE, OperationSource.AUTO
@@ -64,14 +63,6 @@ def make_lock(peer: MatterServerPeer) -> Iterator[MakeLock]:
         yield make
 
 
-def _sent(peer: MatterServerPeer) -> list[str]:
-    return [args["command_name"] for args in peer.commands]
-
-
-def _until(lock: MatterLock, predicate: Callable[[LockStatus], bool]) -> None:
-    assert lock.wait_for_status(predicate, WAIT), f"status stayed {lock.status()}"
-
-
 def _relock_in_flight(peer: MatterServerPeer, make_lock: MakeLock) -> tuple[MatterLock, Events]:
     """A driver whose UnlockDoor was cut off by a dropped connection, and which has sent
     the LockDoor it owes for it; the lock reports nothing until the test moves the bolt."""
@@ -83,9 +74,9 @@ def _relock_in_flight(peer: MatterServerPeer, make_lock: MakeLock) -> tuple[Matt
     peer.refuse_connections = True
     peer.drop_connections()
     assert events.next() == UNLOCK_FAILED
-    _until(lock, lambda status: not status.online)
+    until(lock, lambda status: not status.online)
     peer.hold_answers = peer.refuse_connections = False
-    wait_until(lambda: _sent(peer) == ["UnlockDoor", "LockDoor"], WAIT, "the owed LockDoor")
+    wait_until(lambda: sent(peer) == ["UnlockDoor", "LockDoor"], WAIT, "the owed LockDoor")
     with pytest.raises(LockError, match="relock"):
         lock.unlock(REMOTE)  # the relock is awaiting its outcome
     return lock, events
@@ -108,9 +99,9 @@ def test_another_controllers_unlock_is_not_the_hubs(
 
     assert events.next() == OTHERS_UNLOCK  # the other controller's, as itself
     assert events.next() == UNLOCK_FAILED
-    wait_until(lambda: _sent(peer) == ["UnlockDoor", "LockDoor"], WAIT, "the relock")
+    wait_until(lambda: sent(peer) == ["UnlockDoor", "LockDoor"], WAIT, "the relock")
     peer.finish_move(BOLT_THROWN)
-    _until(lock, lambda status: status.lock_state == LockState.LOCKED)
+    until(lock, lambda status: status.lock_state == LockState.LOCKED)
 
 
 @pytest.mark.parametrize(("fabric_index", "node"), OTHERS.values(), ids=OTHERS.keys())
@@ -129,7 +120,7 @@ def test_another_controllers_refusal_is_not_the_hubs(
     )
     assert events.next() == refused
     assert events.next() == UNLOCK_FAILED
-    wait_until(lambda: _sent(peer) == ["UnlockDoor", "LockDoor"], WAIT, "the relock")
+    wait_until(lambda: sent(peer) == ["UnlockDoor", "LockDoor"], WAIT, "the relock")
 
 
 def test_another_controllers_refusal_after_the_hubs_own_is_reported(
@@ -160,7 +151,7 @@ def test_an_unlock_naming_no_controller_is_taken_as_the_hubs(
     lock.unlock(REMOTE)
     assert events.next() == UNLOCKED_REMOTELY
     assert events.empty_for(0.6)  # past the operation timeout: no failure, no relock
-    assert _sent(peer) == ["UnlockDoor"]
+    assert sent(peer) == ["UnlockDoor"]
 
 
 # --- LockDoor ------------------------------------------------------------------------------
@@ -193,7 +184,7 @@ def test_a_relock_is_answered_by_the_hubs_lock_operation_alone(
     peer.silent = False
     lock.unlock(REMOTE)
     assert events.next() == UNLOCKED_REMOTELY
-    assert _sent(peer) == ["UnlockDoor", "LockDoor", "UnlockDoor"]
+    assert sent(peer) == ["UnlockDoor", "LockDoor", "UnlockDoor"]
 
 
 def test_a_lock_operation_naming_no_controller_answers_a_relock(
@@ -226,10 +217,10 @@ def test_one_bolt_thrown_answers_the_hubs_lock_and_the_owed_relock(
     peer.refuse_connections = True
     peer.drop_connections()
     assert events.next() == UNLOCK_FAILED
-    _until(lock, lambda status: not status.online)
+    until(lock, lambda status: not status.online)
     peer.hold_answers = peer.refuse_connections = False
     wait_until(lambda: len(peer.commands) == 3, WAIT, "the owed LockDoor")
-    assert _sent(peer) == ["LockDoor", "UnlockDoor", "LockDoor"]
+    assert sent(peer) == ["LockDoor", "UnlockDoor", "LockDoor"]
 
     peer.finish_move(BOLT_THROWN)
     assert events.next() == LOCKED_REMOTELY

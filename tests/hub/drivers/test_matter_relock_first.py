@@ -19,14 +19,13 @@ from doorstep.hub.lock import (
     LockOperationError,
     LockOperationType,
     LockState,
-    LockStatus,
     OperationError,
     OperationSource,
 )
 from polling import wait_until
 
 from .matter_peer import MatterServerPeer
-from .matter_rig import MakeLock, lock_maker, locked_peer
+from .matter_rig import MakeLock, lock_maker, locked_peer, sent, until
 from .test_matter import WAIT, Events
 
 REMOTE = OperationSource.REMOTE
@@ -47,14 +46,6 @@ def make_lock(peer: MatterServerPeer) -> Iterator[MakeLock]:
         yield make
 
 
-def _sent(peer: MatterServerPeer) -> list[str]:
-    return [args["command_name"] for args in peer.commands]
-
-
-def _until(lock: MatterLock, predicate: Callable[[LockStatus], bool]) -> None:
-    assert lock.wait_for_status(predicate, WAIT), f"status stayed {lock.status()}"
-
-
 def test_an_unlock_as_the_lock_comes_back_waits_for_the_owed_relock(
     peer: MatterServerPeer, make_lock: Callable[..., tuple[MatterLock, Events]]
 ) -> None:
@@ -68,21 +59,21 @@ def test_an_unlock_as_the_lock_comes_back_waits_for_the_owed_relock(
     peer.refuse_connections = True
     peer.drop_connections()
     assert events.next() == LockOperationError(UNLOCK, REMOTE, OperationError.UNSPECIFIED)
-    _until(lock, lambda status: not status.online)
+    until(lock, lambda status: not status.online)
     peer.hold_answers = peer.refuse_connections = False  # back; the motor stays quiet
 
-    _until(lock, lambda status: status.online)
+    until(lock, lambda status: status.online)
     with pytest.raises(LockError, match="relock"):
         lock.unlock(REMOTE)  # as the lock comes back: the owed LockDoor goes first
     wait_until(lambda: len(peer.commands) == 2, WAIT, "the owed LockDoor")
     with pytest.raises(LockError, match="relock"):
         lock.unlock(REMOTE)  # nor while that LockDoor is moving the bolt
-    assert _sent(peer) == ["UnlockDoor", "LockDoor"]
+    assert sent(peer) == ["UnlockDoor", "LockDoor"]
 
     peer.silent = False
     peer.finish_move(BOLT_THROWN)
     assert events.next() == LockOperation(LOCK, REMOTE)
-    _until(lock, lambda status: status.lock_state == LockState.LOCKED)
+    until(lock, lambda status: status.lock_state == LockState.LOCKED)
     lock.unlock(REMOTE)  # the relock paid: unlocking is the hub's to ask again
     assert events.next() == LockOperation(UNLOCK, REMOTE)
-    assert _sent(peer) == ["UnlockDoor", "LockDoor", "UnlockDoor"]
+    assert sent(peer) == ["UnlockDoor", "LockDoor", "UnlockDoor"]

@@ -17,14 +17,13 @@ from doorstep.hub.lock import (
     LockOperationError,
     LockOperationType,
     LockState,
-    LockStatus,
     OperationError,
     OperationSource,
 )
 from polling import wait_until
 
 from .matter_peer import MatterServerPeer
-from .matter_rig import MakeLock, lock_maker, locked_peer
+from .matter_rig import MakeLock, lock_maker, locked_peer, sent, until
 from .test_matter import WAIT, Events
 
 REMOTE, AUTO = OperationSource.REMOTE, OperationSource.AUTO
@@ -44,14 +43,6 @@ def make_lock(peer: MatterServerPeer) -> Iterator[MakeLock]:
         yield make
 
 
-def _sent(peer: MatterServerPeer) -> list[str]:
-    return [args["command_name"] for args in peer.commands]
-
-
-def _until(lock: MatterLock, predicate: Callable[[LockStatus], bool]) -> None:
-    assert lock.wait_for_status(predicate, WAIT), f"status stayed {lock.status()}"
-
-
 def test_an_unlock_whose_answer_is_lost_is_relocked(
     peer: MatterServerPeer, make_lock: Callable[..., tuple[MatterLock, Events]]
 ) -> None:
@@ -65,8 +56,8 @@ def test_an_unlock_whose_answer_is_lost_is_relocked(
 
     assert events.next() == LockOperationError(UNLOCK, REMOTE, OperationError.UNSPECIFIED)
     wait_until(lambda: peer.accepted == 2, WAIT, "a LockDoor after the unanswered unlock")
-    assert _sent(peer) == ["UnlockDoor", "LockDoor"]
-    _until(lock, lambda status: status.lock_state == LockState.LOCKED)
+    assert sent(peer) == ["UnlockDoor", "LockDoor"]
+    until(lock, lambda status: status.lock_state == LockState.LOCKED)
     assert peer.attribute("1/257/0") == int(LockState.LOCKED)
 
 
@@ -81,18 +72,18 @@ def test_an_owed_relock_cut_off_is_sent_again_on_reconnect(
     peer.hold_answers = True
     lock.unlock(REMOTE)
     assert events.next() == LockOperationError(UNLOCK, REMOTE, OperationError.UNSPECIFIED)
-    wait_until(lambda: _sent(peer) == ["UnlockDoor", "LockDoor"], WAIT, "the owed LockDoor")
+    wait_until(lambda: sent(peer) == ["UnlockDoor", "LockDoor"], WAIT, "the owed LockDoor")
     peer.refuse_connections = True
     peer.drop_connections()
     assert events.next() == LockOperationError(LOCK, AUTO, OperationError.UNSPECIFIED)
-    _until(lock, lambda status: not status.online)
+    until(lock, lambda status: not status.online)
 
     peer.set_attribute("1/257/0", int(LockState.UNLOCKED), announce=False)  # the late unlock
     peer.silent = peer.hold_answers = peer.refuse_connections = False
 
     wait_until(lambda: len(peer.commands) == 3, WAIT, "the LockDoor sent again")
-    assert _sent(peer) == ["UnlockDoor", "LockDoor", "LockDoor"]
-    _until(lock, lambda status: status.online and status.lock_state == LockState.LOCKED)
+    assert sent(peer) == ["UnlockDoor", "LockDoor", "LockDoor"]
+    until(lock, lambda status: status.online and status.lock_state == LockState.LOCKED)
 
 
 def test_the_hubs_lock_cut_off_is_sent_again_on_reconnect(
@@ -100,7 +91,7 @@ def test_the_hubs_lock_cut_off_is_sent_again_on_reconnect(
 ) -> None:
     lock, _ = make_lock()
     lock.unlock(REMOTE)
-    _until(lock, lambda status: status.lock_state == LockState.UNLOCKED)
+    until(lock, lambda status: status.lock_state == LockState.UNLOCKED)
     assert peer.wait_for_listeners(1)
     peer.hold_answers = True
     peer.silent = True
@@ -108,9 +99,9 @@ def test_the_hubs_lock_cut_off_is_sent_again_on_reconnect(
     wait_until(lambda: peer.accepted == 2, WAIT, "the LockDoor reaching the lock")
     peer.refuse_connections = True
     peer.drop_connections()
-    _until(lock, lambda status: not status.online)
+    until(lock, lambda status: not status.online)
     peer.silent = peer.hold_answers = peer.refuse_connections = False
 
     wait_until(lambda: len(peer.commands) == 3, WAIT, "the LockDoor sent again")
-    assert _sent(peer) == ["UnlockDoor", "LockDoor", "LockDoor"]
-    _until(lock, lambda status: status.online and status.lock_state == LockState.LOCKED)
+    assert sent(peer) == ["UnlockDoor", "LockDoor", "LockDoor"]
+    until(lock, lambda status: status.online and status.lock_state == LockState.LOCKED)
