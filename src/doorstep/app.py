@@ -58,6 +58,7 @@ from doorstep.hotwriter import HotWriter, Jobs
 from doorstep.hublink.link import HubLink
 from doorstep.live import router as live_router
 from doorstep.metrics import Metrics
+from doorstep.notify import sealing
 from doorstep.notify.dispatcher import Dispatcher
 from doorstep.notify.router import router as notify_router
 from doorstep.protocol.codes import Reason
@@ -140,7 +141,8 @@ def create_app(
                 )
                 await runtime.hot.start()
                 runtime.link.hot = jobs.hot = runtime.hot
-        dispatcher = Dispatcher(writer=jobs, clock=clock, settings=settings.notify)
+        webhook_key = load_or_create_key(settings.data_dir / "keys", sealing.KEY_FILE)
+        dispatcher = Dispatcher(writer=jobs, clock=clock, settings=settings.notify, key=webhook_key)
         dispatcher.start()
         clips.start(_app)
         try:

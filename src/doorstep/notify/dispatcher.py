@@ -27,6 +27,8 @@ otherwise), with the server's certificate verified (`NotifySettings.starttls`: o
 the server is loopback; plain text to another machine must be asked for).
 Header values a user may have written (a home's name, a guest's label in a subject) are
 folded onto one line, so they cannot add headers or recipients.
+Carriers' signing secrets are stored sealed (`sealing`): the dispatcher opens each as it
+signs, and on starting seals those an earlier version stored in plain.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ import orjson
 
 from doorstep.audit.service import append_tx
 from doorstep.clock import Clock
-from doorstep.notify import signing, targets
+from doorstep.notify import sealing, signing, targets
 from doorstep.notify.models import Channel
 from doorstep.settings import NotifySettings
 from doorstep.sql import Submits, Tx
@@ -89,15 +91,26 @@ class Claimed:
     payload: dict[str, Any]
     attempt: int
     url: str | None
-    secret: str | None
+    secret: str | None  # as stored: sealed (`sealing`), or in plain by an earlier version
     endpoint_active: bool
 
 
 class Dispatcher:
-    def __init__(self, *, writer: Submits, clock: Clock, settings: NotifySettings) -> None:
+    """`key` opens the sealed webhook secrets (`sealing`); without it only secrets stored
+    in plain can be used, and none is sealed."""
+
+    def __init__(
+        self,
+        *,
+        writer: Submits,
+        clock: Clock,
+        settings: NotifySettings,
+        key: bytes | None = None,
+    ) -> None:
         self._writer = writer
         self._clock = clock
         self._settings = settings
+        self._key = key
         self._stopping = threading.Event()
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="notify", daemon=True)
@@ -120,6 +133,10 @@ class Dispatcher:
         self._wake.set()
 
     def _loop(self) -> None:
+        try:
+            self.seal_plain_secrets()
+        except Exception:  # the process edge: they are read in plain meanwhile
+            log.exception("sealing the webhook secrets stored in plain failed")
         while not self._stopping.is_set():
             try:
                 sent = self.run_once()
@@ -129,6 +146,16 @@ class Dispatcher:
             if sent < CLAIM_LIMIT:
                 self._wake.wait(self._settings.poll_seconds)
                 self._wake.clear()
+
+    def seal_plain_secrets(self) -> int:
+        """Seal the webhook secrets an earlier version stored in plain; returns how many."""
+        if self._key is None:
+            return 0
+        plain = self._writer.submit(_plain_secrets).result(timeout=60)
+        sealed = [(id_, secret, sealing.seal(self._key, id_, secret)) for id_, secret in plain]
+        if sealed:
+            self._writer.submit(functools.partial(_store_sealed, sealed=sealed)).result(timeout=60)
+        return len(sealed)
 
     def run_once(self) -> int:
         """Claim and send one round of due messages; returns how many were claimed."""
@@ -171,12 +198,16 @@ class Dispatcher:
             raise PermanentError("the carrier's webhook endpoint is disabled or gone")
         if message.target in unanswered:
             raise DeliveryError("not tried: the endpoint failed to answer earlier this round")
+        try:
+            secret = sealing.unseal(self._key, message.target, message.secret)
+        except sealing.SealBroken as exc:
+            raise PermanentError(str(exc)) from exc
         body = orjson.dumps(message.payload)
         timestamp = int(self._clock.timestamp())
         headers = {
             "content-type": "application/json",
             "user-agent": "doorstep-webhooks/1",
-            signing.SIGNATURE_HEADER: signing.sign(message.secret, body, timestamp),
+            signing.SIGNATURE_HEADER: signing.sign(secret, body, timestamp),
             signing.EVENT_ID_HEADER: message.event_id,
             signing.EVENT_TYPE_HEADER: message.event_type,
         }
@@ -279,6 +310,25 @@ def _claim(tx: Tx, now: datetime) -> list[Claimed]:
 
 # Writer jobs are partials of module-level functions, so that they can run in the hot
 # paths' writer process (`doorstep.hotwriter.Jobs`) as well as on this process's writer.
+
+
+def _plain_secrets(tx: Tx) -> list[tuple[str, str]]:
+    return [
+        (str(id_), str(secret))
+        for id_, secret in tx.all(
+            "SELECT id, secret FROM webhook_endpoints WHERE substr(secret, 1, ?) = ?",
+            (len(sealing.PLAIN_PREFIX), sealing.PLAIN_PREFIX),
+        )
+    ]
+
+
+def _store_sealed(tx: Tx, *, sealed: list[tuple[str, str, str]]) -> None:
+    for id_, plain, stored in sealed:
+        # Unless the carrier set a new secret meanwhile.
+        tx.run(
+            "UPDATE webhook_endpoints SET secret = ? WHERE id = ? AND secret = ?",
+            (stored, id_, plain),
+        )
 
 
 def _mark_sent(message: Claimed, now: datetime) -> Callable[[Tx], None]:

@@ -19,14 +19,15 @@ class Channel(StrEnum):
 
 class WebhookEndpoint(Base):
     """Where a carrier wants entry events. The secret signs them (HMAC-SHA256), so it is
-    kept as given, not hashed; it is shown to the carrier once and never logged."""
+    kept sealed (`sealing`), not hashed: the dispatcher must read it; it is shown to the
+    carrier once and never logged."""
 
     __tablename__ = "webhook_endpoints"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     carrier_id: Mapped[str] = mapped_column(ForeignKey("carriers.id"), unique=True)
     url: Mapped[str] = mapped_column(String(2000))
-    secret: Mapped[str] = mapped_column(String(100))
+    secret: Mapped[str] = mapped_column(String(200))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 

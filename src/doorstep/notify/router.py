@@ -1,6 +1,7 @@
 """A carrier's webhook endpoint: set it (getting a fresh signing secret), read it, turn it off.
 
 The secret is shown once, in the answer to the PUT that made it; a later PUT rotates it.
+It is stored sealed (`sealing`), never in plain.
 The audit log records the URL without its query or fragment (`targets.redacted`): a
 receiver may take a token of its own there.
 """
@@ -18,10 +19,12 @@ from doorstep.audit.service import append
 from doorstep.db import new_id
 from doorstep.deps import CarrierClient, RuntimeDep, SessionDep
 from doorstep.errors import InvalidRequest, NotFound
+from doorstep.notify import sealing
 from doorstep.notify.models import WebhookEndpoint
 from doorstep.notify.signing import new_secret
 from doorstep.notify.targets import redacted
 from doorstep.schemas import Input, Output
+from doorstep.web.security import load_or_create_key
 
 router = APIRouter(prefix="/v1/carrier", tags=["webhooks"])
 
@@ -63,7 +66,10 @@ def set_webhook(
     if endpoint is None:
         endpoint = WebhookEndpoint(id=new_id("whk"), carrier_id=carrier.carrier_id, created_at=now)
         session.add(endpoint)
-    endpoint.url, endpoint.secret, endpoint.active = body.url, new_secret(), True
+    secret = new_secret()
+    key = load_or_create_key(runtime.settings.data_dir / "keys", sealing.KEY_FILE)
+    endpoint.url, endpoint.active = body.url, True
+    endpoint.secret = sealing.seal(key, endpoint.id, secret)
     session.flush()
     append(
         session,
@@ -73,9 +79,7 @@ def set_webhook(
         subject=endpoint.id,
         data={"url": redacted(body.url)},
     )
-    return WebhookCreated(
-        id=endpoint.id, url=endpoint.url, active=endpoint.active, secret=endpoint.secret
-    )
+    return WebhookCreated(id=endpoint.id, url=endpoint.url, active=endpoint.active, secret=secret)
 
 
 @router.get("/webhook", response_model=WebhookRead)
