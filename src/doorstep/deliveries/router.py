@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from sqlalchemy.orm import Session
 
 from doorstep.deliveries import service
@@ -10,6 +10,7 @@ from doorstep.deliveries.models import Delivery
 from doorstep.deliveries.schemas import DeliveryCreate, DeliveryRead, PackageRead, StopRead
 from doorstep.deps import CarrierClient, Courier, RuntimeDep, SessionDep
 from doorstep.homes.models import Home
+from doorstep.idempotency import REPLAYED_HEADER, IdempotencyKey, fingerprint
 
 router = APIRouter(prefix="/v1", tags=["deliveries"])
 
@@ -23,8 +24,16 @@ def _read(session: Session, delivery: Delivery) -> DeliveryRead:
 
 @router.post("/deliveries", status_code=201, response_model=DeliveryRead)
 def book(
-    body: DeliveryCreate, session: SessionDep, runtime: RuntimeDep, carrier: CarrierClient
+    body: DeliveryCreate,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    carrier: CarrierClient,
+    key: IdempotencyKey,
+    response: Response,
 ) -> object:
+    """Book a delivery. Sent again with the same `Idempotency-Key` and body (within 24
+    hours, by the same carrier), it answers with the delivery booked the first time, as
+    it is now, and books nothing."""
     data = service.NewDelivery(
         home_id=body.home_id,
         courier_id=body.courier_id,
@@ -34,7 +43,14 @@ def book(
         access_point=body.access_point,
         reference=body.reference,
     )
-    delivery = service.book(session, carrier=carrier, data=data, now=runtime.clock.now())
+    now = runtime.clock.now()
+    if key is None:
+        return _read(session, service.book(session, carrier=carrier, data=data, now=now))
+    delivery, replayed = service.book_once(
+        session, carrier=carrier, data=data, now=now, key=key, request=fingerprint(body)
+    )
+    if replayed:
+        response.headers[REPLAYED_HEADER] = "true"
     return _read(session, delivery)
 
 

@@ -6,16 +6,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from doorstep.accounts.models import Role, User
 from doorstep.accounts.service import Principal
 from doorstep.audit import service as audit
 from doorstep.db import new_id
-from doorstep.deliveries.models import Delivery, DeliveryStatus, Package
+from doorstep.deliveries.models import BookingKey, Delivery, DeliveryStatus, Package
 from doorstep.errors import InvalidRequest, NotFound
 from doorstep.homes.models import AccessPoint, Home, HomeCarrier
+from doorstep.idempotency import KEPT_FOR, IdempotencyKeyReused
 from doorstep.notify import outbox
 from doorstep.sql import Tx
 
@@ -83,6 +86,57 @@ def book(session: Session, *, carrier: Principal, data: NewDelivery, now: dateti
             at=now,
         )
     return delivery
+
+
+def book_once(
+    session: Session,
+    *,
+    carrier: Principal,
+    data: NewDelivery,
+    now: datetime,
+    key: str,
+    request: str,
+) -> tuple[Delivery, bool]:
+    """`book`, unless the carrier booked with `key` in the last day: then that booking
+    again, and True (nothing changes). `request` is the body's fingerprint
+    (`idempotency.fingerprint`); the key's earlier request must have the same one, else
+    `IdempotencyKeyReused`. A booking that fails leaves no key behind."""
+    claim = _claim(session, carrier_id=carrier.carrier_id, key=key, request=request, now=now)
+    if claim.delivery_id is not None:
+        earlier = session.get(Delivery, claim.delivery_id)
+        assert earlier is not None
+        return earlier, True
+    delivery = book(session, carrier=carrier, data=data, now=now)
+    claim.delivery_id = delivery.id
+    session.flush()
+    return delivery, False
+
+
+def _claim(
+    session: Session, *, carrier_id: str | None, key: str, request: str, now: datetime
+) -> BookingKey:
+    """The carrier's live row for `key`: its earlier booking's, or one this transaction
+    has just made (no delivery yet). Of two requests sent at once with one key, the
+    second's insert waits for the first's transaction (on PostgreSQL at the primary key;
+    on SQLite for the writers' turn), then finds its row: it answers as a repeat would."""
+    assert carrier_id is not None
+    session.execute(
+        delete(BookingKey).where(
+            BookingKey.carrier_id == carrier_id, BookingKey.created_at <= now - KEPT_FOR
+        )
+    )
+    make = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    session.execute(
+        make(BookingKey)
+        .values(carrier_id=carrier_id, key=key, request=request, created_at=now)
+        .on_conflict_do_nothing(index_elements=[BookingKey.carrier_id, BookingKey.key])
+    )
+    claim = session.scalars(
+        select(BookingKey).where(BookingKey.carrier_id == carrier_id, BookingKey.key == key)
+    ).one()
+    if claim.request != request:
+        raise IdempotencyKeyReused()
+    return claim
 
 
 def _check_window(data: NewDelivery, now: datetime) -> None:
