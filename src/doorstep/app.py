@@ -15,7 +15,6 @@ import re
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -49,9 +48,10 @@ from doorstep.errors import (
     PayloadTooLarge,
     ServiceUnavailable,
 )
+from doorstep.grants import rotation
 from doorstep.grants.providers import router as providers_router
 from doorstep.grants.router import router as grants_router
-from doorstep.grants.shadow import ShadowPublisher, bump_enrolled
+from doorstep.grants.shadow import ShadowPublisher
 from doorstep.homes.preferences import router as preferences_router
 from doorstep.homes.router import router as homes_router
 from doorstep.hotwriter import HotWriter, Jobs
@@ -109,7 +109,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         db.migrate(engine, settings.database_owner_url)
-        _publish_issuer_keys(runtime, settings.data_dir / "keys")
+        rotation.publish(runtime, settings.data_dir / "keys")
         writer = runtime.writer = Writer(engine, on_batch=runtime.metrics.writer_batch)
         writer.start()
         jobs = Jobs(writer)
@@ -145,9 +145,12 @@ def create_app(
         dispatcher = Dispatcher(writer=jobs, clock=clock, settings=settings.notify, key=webhook_key)
         dispatcher.start()
         clips.start(_app)
+        key_watch = rotation.KeyWatch(runtime, settings.data_dir / "keys")  # `doorstep keys`
+        key_watch.start()
         try:
             yield
         finally:
+            await key_watch.stop()
             clips.stop(_app)
             # Off the loop: the dispatcher may be waiting for a job of the writer process,
             # whose answer comes through this loop.
@@ -229,20 +232,6 @@ def _entry_app(runtime: Runtime, settings: Settings) -> ASGIApp:
     entry = Starlette(routes=[ENTRY_ROUTE], exception_handlers=handlers)
     entry.state.runtime = runtime
     return BodyLimit(entry, max_bytes=settings.max_body_bytes)
-
-
-def _publish_issuer_keys(runtime: Runtime, directory: Path) -> None:
-    """When the issuer keys to publish changed (`doorstep keys`), raise every enrolled
-    hub's shadow version, so each gets (when online: `HubLink.on_stale_shadow`) and
-    reports a document with the new set; then write down what is published from now on."""
-    bumped: dict[str, int] = {}
-    if issuer_keys.needs_bump(directory, runtime.keys):
-        with runtime.sessions() as session:
-            bumped = bump_enrolled(session, runtime.clock.now())
-            session.commit()
-        log.info("issuer keys %s published: %d hubs to tell", ", ".join(runtime.keys.public),
-                 len(bumped))  # fmt: skip
-    issuer_keys.record_published(directory, runtime.keys, bumped)
 
 
 def _end_lost_entries(writer: Writer, clock: Clock, entry_ids: list[str], reason: Reason) -> None:

@@ -57,6 +57,8 @@ from concurrent.futures import Future
 from datetime import datetime
 from typing import Any, TypeVar
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from doorstep import db, heap, livebus
 from doorstep.access import keys as issuer_keys
 from doorstep.access import service
@@ -64,6 +66,7 @@ from doorstep.db import ordered_id
 from doorstep.errors import ServiceUnavailable
 from doorstep.hublink.link import Ingestor
 from doorstep.protocol.codes import Reason
+from doorstep.protocol.grants import GrantSigner
 from doorstep.settings import Settings
 from doorstep.sql import BATCH_LIMIT, JOB_TIMEOUT_SECONDS, Job, Writer
 
@@ -175,6 +178,14 @@ class HotWriter:
         else:
             self._loop.call_soon_threadsafe(ask)
         return result
+
+    def use_signer(self, signer: GrantSigner) -> None:
+        """Have the child sign the decisions it receives from now on with `signer` (the
+        service took up changed issuer keys: `grants.rotation`). A child started later
+        loads the keys itself, and must come up signing with this one."""
+        self._kid = signer.kid
+        if self._ready:
+            self._send(("signer", 0, signer.private_key.private_bytes_raw()))
 
     def ingest(self, hub_id: str, leaf: str, payload: bytes, now: datetime) -> asyncio.Future[Any]:
         """Store a hub's message (`hublink.link.Ingestor`) in the child; the future holds
@@ -409,6 +420,7 @@ class _Child:
         self._buffer = bytearray()
         self._outgoing: list[tuple[Any, ...]] = []
         self._ingestor = Ingestor()
+        self._signer: GrantSigner | None = None
 
     def serve(self) -> None:
         first = self._read()
@@ -423,10 +435,11 @@ class _Child:
         # The audit records this process commits go to the service's live streams, in the
         # same frame as the answers and before them.
         livebus.BUS.forward(self._forward)
+        self._signer = keys.signer
         self._send([("ready", keys.signer.kid)])
         try:
             while (messages := self._read()) is not None:
-                self._run(messages, writer, settings, keys.signer)
+                self._run(messages, writer, settings, self._signer)
         finally:
             writer.close_batches()
             engine.dispose()
@@ -461,6 +474,9 @@ class _Child:
                 work[request_id] = self._ingestion(message)
             elif kind == "job":
                 work[request_id] = message[2]
+            elif kind == "signer":  # from the next decision on (`HotWriter.use_signer`)
+                key = Ed25519PrivateKey.from_private_bytes(message[2])
+                signer = self._signer = GrantSigner(key)
         for chunk in _chunks(list(work.items()), BATCH_LIMIT):
             jobs = [job for _, job in chunk]
             for (request_id, _), done in zip(chunk, writer.run_batch(jobs), strict=True):

@@ -1,11 +1,14 @@
-"""Rotating the issuer key, end to end: `doorstep keys` against a live service (restarted
-as an operator restarts `serve`), a real Mosquitto and an in-process hub built as
-`doorstep hub` builds it.
+"""Rotating the issuer key, end to end: `doorstep keys` against a live service, a real
+Mosquitto and an in-process hub built as `doorstep hub` builds it.
 
 add a key -> (serve restarted) the hub learns it and reports a version that covers it ->
 `keys use` it (refused while the hub has not caught up) -> a courier's entry opens with
 grants the new key signs -> retire the old key -> a grant the old key signs is refused at
 the hub (`token_unknown_key`) and the lock is never called, also after the hub restarts.
+
+The same steps with `serve` left running (and its writer process, which signs the
+couriers' grants): each command is taken up within seconds (`grants.rotation`); a key
+file that is no key changes nothing, and the service signs on with the key it has.
 """
 
 from __future__ import annotations
@@ -140,12 +143,15 @@ class Hub:
 
 
 @pytest.fixture
-def service(tmp_path: Path, database_url: str, broker: Mosquitto) -> Iterator[Service]:
+def service(
+    request: pytest.FixtureRequest, tmp_path: Path, database_url: str, broker: Mosquitto
+) -> Iterator[Service]:
+    """Without the writer process, unless a test asks for it (`indirect` True)."""
     settings = Settings(
         data_dir=tmp_path / "service",
         database_url=database_url,
         broker_client_id=f"svc-{secrets.token_hex(4)}",
-        writer_process=False,
+        writer_process=getattr(request, "param", False),
     )
     live = Service(settings, broker)
     live.start()
@@ -251,15 +257,17 @@ def test_rotating_the_issuer_key(service: Service, world: demo.World) -> None:
     )
     assert isinstance(old_key, Ed25519PrivateKey)
 
-    # A new key does not sign, and cannot be used before hubs have learnt it.
+    # A new key does not sign, and cannot be used before hubs have learnt it. Added
+    # while serve is stopped, it is published when serve starts.
+    service.stop()
     added = _ok(service.keys("add"))
     new = next(
         line.split()[0] for line in _ok(service.keys("list")).splitlines() if old not in line
     )
-    assert new in added and "Restart `doorstep serve`" in added
-    _refused(service.keys("use", new), "has not been published yet: restart `doorstep serve`")
+    assert new in added and "A running `doorstep serve` publishes it" in added
+    _refused(service.keys("use", new), "has not been published yet", "(start it, if it is not")
     hub.stop()  # the hub is away while serve publishes the key
-    service.restart()
+    service.start()
     assert service.runtime.keys.signer.kid == old
     _refused(service.keys("use", new), "1 of 1 enrolled hubs have not applied")
 
@@ -286,4 +294,91 @@ def test_rotating_the_issuer_key(service: Service, world: demo.World) -> None:
     refused = _unlock_signed_by(hub, home, old_key)
     assert refused.result == "refused" and refused.reason == Reason.TOKEN_UNKNOWN_KEY
     assert hub.unlock_calls == 0  # a new lock object since the restart
+    _enter(world, home)
+
+
+def _added(service: Service) -> str:
+    """`doorstep keys add`; the new key's id."""
+    before = {line.split()[0] for line in _ok(service.keys("list")).splitlines()}
+    _ok(service.keys("add"))
+    (new,) = {line.split()[0] for line in _ok(service.keys("list")).splitlines()} - before
+    return new
+
+
+def _published(service: Service, kid: str) -> bool:
+    line = next(line for line in _ok(service.keys("list")).splitlines() if line.startswith(kid))
+    return "not published yet" not in line
+
+
+def _retired(service: Service, kid: str) -> bool:
+    """`doorstep keys retire`, refused (changing nothing) while serve still signs with it."""
+    result = service.keys("retire", kid)
+    if result.exit_code != 0:
+        _refused(result, f"the running service still signs with {kid}")
+    return result.exit_code == 0
+
+
+def _applied_since(service: Service, home: demo.Home, version: int) -> bool:
+    """The hub has applied (and reported) a document newer than `version`."""
+    with service.runtime.sessions() as session:
+        current, reported, _codes = reported_state(session, home.hub_id)
+    return reported == current > version
+
+
+def _shadow_version(service: Service, home: demo.Home) -> int:
+    with service.runtime.sessions() as session:
+        return reported_state(session, home.hub_id)[0]
+
+
+@pytest.mark.parametrize("service", [True], indirect=True, ids=["writer_process"])
+def test_the_running_service_takes_up_each_key_command(service: Service, world: demo.World) -> None:
+    home = world.homes[0]
+    hub = home.hub_process
+    assert isinstance(hub, Hub)
+    hot = service.runtime.hot
+    assert hot is not None and hot.ready  # couriers' grants are signed in the writer process
+    old = service.runtime.keys.signer.kid
+    keys_dir = service.settings.data_dir / "keys"
+    old_key = serialization.load_pem_private_key(
+        (keys_dir / f"issuer-{old}.pem").read_bytes(), password=None
+    )
+    assert isinstance(old_key, Ed25519PrivateKey)
+
+    new = _added(service)  # published to the hub by the running service, no restart
+    wait_until(lambda: _trusted_by_all(service, new), TIMEOUT, "the hub to trust the new key")
+    _ok(service.keys("use", new))
+    wait_until(lambda: _retired(service, old), TIMEOUT, "the service to sign with the new key")
+    assert (keys_dir / "retired" / f"issuer-{old}.pem").exists()
+    version = _shadow_version(service, home)
+    wait_until(lambda: _applied_since(service, home, version), TIMEOUT, "the hub to forget it")
+
+    # The hub trusts the new key alone: this entry opens only if the writer process signed
+    # its grant with the new key too.
+    _enter(world, home)
+    calls = hub.unlock_calls
+    refused = _unlock_signed_by(hub, home, old_key)
+    assert refused.result == "refused" and refused.reason == Reason.TOKEN_UNKNOWN_KEY
+    assert hub.unlock_calls == calls
+    assert service.runtime.hot is hot and hot.ready  # the same process, never restarted
+
+
+def test_a_key_file_that_is_no_key_changes_nothing_in_the_running_service(
+    service: Service, world: demo.World, caplog: pytest.LogCaptureFixture
+) -> None:
+    home = world.homes[0]
+    old = service.runtime.keys.signer.kid
+    keys_dir = service.settings.data_dir / "keys"
+    bad = keys_dir / "issuer-0123456789ab.pem"
+    bad.write_bytes(b"-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n")
+    new = _added(service)
+
+    wait_until(lambda: str(bad) in caplog.text, TIMEOUT, "the service to say why")
+    assert f"still signing with {old}" in caplog.text
+    assert not _published(service, new)  # nor anything else of the changed directory
+    _enter(world, home)  # signed with the key it had, which the hub trusts
+
+    bad.unlink()  # the next change is taken up
+    wait_until(lambda: _trusted_by_all(service, new), TIMEOUT, "the hub to trust the new key")
+    _ok(service.keys("use", new))
+    wait_until(lambda: _retired(service, old), TIMEOUT, "the service to sign with the new key")
     _enter(world, home)

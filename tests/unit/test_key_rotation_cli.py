@@ -83,7 +83,7 @@ def test_a_key_the_running_service_signs_with_cannot_be_retired(data_dir: Path) 
     newer = issuer_keys.add(directory)
     issuer_keys.use(directory, newer)  # no restart since
 
-    _failed(_keys(data_dir, "retire", running.signer.kid), "restart it first")
+    _failed(_keys(data_dir, "retire", running.signer.kid), "still signs with")
 
     assert (directory / f"issuer-{running.signer.kid}.pem").exists()
 
@@ -98,3 +98,23 @@ def test_a_key_not_published_yet_cannot_be_used(data_dir: Path) -> None:
 
     _failed(result, "not been published yet")
     assert issuer_keys.load_or_create(directory).signer.kid == signing
+
+
+def test_a_retired_key_is_kept_out_of_use_not_destroyed(data_dir: Path) -> None:
+    directory = data_dir / "keys"
+    old = issuer_keys.load_or_create(directory).signer.kid
+    newer = issuer_keys.add(directory)
+    issuer_keys.use(directory, newer)
+    issuer_keys.record_published(directory, issuer_keys.load_or_create(directory), {})
+    pem = (directory / f"issuer-{old}.pem").read_bytes()
+
+    result = _keys(data_dir, "retire", old)
+
+    assert result.exit_code == 0, result.output
+    assert set(issuer_keys.load_or_create(directory).public) == {newer}
+    kept = directory / "retired" / f"issuer-{old}.pem"
+    assert f"kept in {kept}" in result.output
+    assert kept.read_bytes() == pem
+    assert kept.stat().st_mode & 0o777 == 0o600
+    assert (directory / "retired").stat().st_mode & 0o077 == 0
+    assert old not in _keys(data_dir, "list").output

@@ -8,16 +8,21 @@ Kept in `<data dir>/keys/`:
   key is published (and trusted by every hub) before it signs, and an old one stays
   published until the grants it signed have expired. A data directory of the previous
   release has no such file: its newest key signs, and is written down.
-- `published.json`: written by `serve` when it starts (`record_published`): the kids it
-  publishes, the kid it signs with, and for each kid the version of each enrolled hub's
-  desired document from which that kid is in it. A hub trusts a kid once its reported
-  version reaches that version (or if it enrolled after the kid was published: the
-  enrollment answer held it).
+- `published.json`: written by `serve` when it starts and whenever it takes up changed
+  keys (`record_published`): the kids it publishes, the kid it signs with, and for each
+  kid the version of each enrolled hub's desired document from which that kid is in it.
+  A hub trusts a kid once its reported version reaches that version (or if it enrolled
+  after the kid was published: the enrollment answer held it).
+- `retired/issuer-<kid>.pem`: the keys `retire` took out of use (mode 0600). Nothing reads
+  them; they are kept, not destroyed, so that a key retired by mistake can be put back
+  (moved back up, it is published again) and so that deleting one is the operator's own
+  decision.
 
 The service reads the keys when it starts; `doorstep keys add / use / retire` change the
-files, and take effect at the next start of `serve`, which then raises every enrolled
-hub's shadow version (when the published set changed) so that each hub gets, and reports,
-a document with the new set.
+files, and a running `serve` takes the change up within seconds (`grants.rotation`,
+which watches `fingerprint`), as it would at its next start: it raises every enrolled
+hub's shadow version (when the published set changed) so that each hub gets, and
+reports, a document with the new set.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -37,6 +43,7 @@ from doorstep.protocol.shadow import MAX_ISSUER_KEYS
 
 SIGNING_FILE = "signing"
 PUBLISHED_FILE = "published.json"
+RETIRED_DIR = "retired"
 
 
 class IssuerKeyError(Exception):
@@ -77,19 +84,40 @@ def load_or_create(directory: Path) -> IssuerKeys:
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     if not _key_files(directory):
         _create(directory)
+    if _signing_kid(directory) is None:  # as the previous release chose: the newest
+        paths = _key_files(directory)
+        newest = max(paths, key=lambda kid: paths[kid].stat().st_mtime)
+        _write_atomic(directory / SIGNING_FILE, newest.encode())
+    return load(directory)
+
+
+def load(directory: Path) -> IssuerKeys:
+    """The keys to publish and the one that signs, as the files are now. IssuerKeyError,
+    naming the file, if a key file is no Ed25519 key or not the key its name says, or if
+    the signing key has no file."""
     paths = _key_files(directory)
     keys = {kid: _load(path) for kid, path in paths.items()}
     for kid, key in keys.items():
         if key_id_for(key.public_key()) != kid:
             raise IssuerKeyError(f"{paths[kid]} holds key {key_id_for(key.public_key())}")
     signing = _signing_kid(directory)
-    if signing is None:  # as the previous release chose: the newest
-        signing = max(paths, key=lambda kid: paths[kid].stat().st_mtime)
-        _write_atomic(directory / SIGNING_FILE, signing.encode())
     if signing not in keys:
         raise IssuerKeyError(f"the signing key {signing} (keys/{SIGNING_FILE}) has no key file")
     public = {kid: public_key_bytes(key.public_key()) for kid, key in keys.items()}
     return IssuerKeys(signer=GrantSigner(keys[signing]), public=public)
+
+
+def fingerprint(directory: Path) -> tuple[str | None, frozenset[tuple[str, int, int]]]:
+    """What `load` reads, in brief: the signing kid, and each key file's name, inode and
+    time of last change. It differs once a `doorstep keys` command has changed either."""
+    files = set()
+    for path in directory.glob("issuer-*.pem"):
+        try:
+            stat = path.stat()
+        except FileNotFoundError:  # retired as we looked
+            continue
+        files.add((path.name, stat.st_ino, stat.st_mtime_ns))
+    return _signing_kid(directory), frozenset(files)
 
 
 def listing(directory: Path) -> list[KeyInfo]:
@@ -103,7 +131,7 @@ def listing(directory: Path) -> list[KeyInfo]:
 
 
 def add(directory: Path) -> str:
-    """Make a new key; it is published at the next start of `serve`, and does not sign."""
+    """Make a new key; it is published (by `serve`, within seconds), and does not sign."""
     if not (directory / SIGNING_FILE).exists():
         load_or_create(directory)  # the current signer is written down before a key is added
     if len(_key_files(directory)) >= MAX_ISSUER_KEYS:
@@ -112,21 +140,30 @@ def add(directory: Path) -> str:
 
 
 def use(directory: Path, kid: str) -> None:
-    """Make `kid` the signing key (from the next start of `serve`)."""
+    """Make `kid` the signing key (once `serve` has taken the change up)."""
     _require(directory, kid)
     _write_atomic(directory / SIGNING_FILE, kid.encode())
 
 
-def retire(directory: Path, kid: str) -> None:
-    """Delete the key `kid`: it is no longer published, and hubs stop trusting it once
-    they apply their next document. Never the signing key, nor one `serve` still signs
-    with."""
+def retire(directory: Path, kid: str) -> Path:
+    """Take the key `kid` out of use: it is no longer published, and hubs stop trusting it
+    once they apply their next document. Its file is moved to `retired/` (mode 0600), not
+    destroyed; where it is now is returned. Never the signing key, nor one `serve` still
+    signs with."""
     path = _require(directory, kid)
     if kid == _signing_kid(directory):
         raise IssuerKeyError(f"{kid} is the signing key: `doorstep keys use` another key first")
     if kid == read_published(directory).signing:
-        raise IssuerKeyError(f"the running service still signs with {kid}: restart it first")
-    path.unlink()
+        raise IssuerKeyError(
+            f"the running service still signs with {kid}: wait a few seconds for it to take"
+            " up the new signing key (or start `doorstep serve`, if it is not running)"
+        )
+    retired = directory / RETIRED_DIR
+    retired.mkdir(mode=0o700, exist_ok=True)
+    path.chmod(0o600)
+    kept = retired / path.name
+    os.replace(path, kept)
+    return kept
 
 
 def read_published(directory: Path) -> Published:
@@ -203,7 +240,10 @@ def _write_atomic(path: Path, content: bytes) -> None:
 
 
 def _load(path: Path) -> Ed25519PrivateKey:
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise IssuerKeyError(f"{path} cannot be read as a key: {exc}") from exc
     if not isinstance(key, Ed25519PrivateKey):
-        raise ValueError(f"{path} is not an Ed25519 key")
+        raise IssuerKeyError(f"{path} is not an Ed25519 key")
     return key

@@ -1,8 +1,10 @@
 """`doorstep keys`: rotate the issuer keys grants and hubs' documents are signed with.
 
-The steps (`access.keys`): `add` a key and restart `serve` (hubs learn it); once `list`
-shows every hub trusts it, `use` it and restart `serve` (it signs); once the grants the
-old key signed have expired, `retire` the old key and restart `serve` (hubs forget it).
+The steps (`access.keys`): `add` a key (`serve` publishes it: hubs learn it); once `list`
+shows every hub trusts it, `use` it (`serve` signs with it); once the grants the old key
+signed have expired, `retire` the old key (`serve` stops publishing it: hubs forget it).
+A running `serve` takes each change up within seconds (`grants.rotation`); a stopped
+one, when it starts.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from doorstep import db
 from doorstep.access import keys as issuer_keys
 from doorstep.cli.config import load_settings, open_database
 
-_RESTART = "Restart `doorstep serve` for this to take effect."
+_TAKEN_UP = "A running `doorstep serve` takes this up within seconds (no restart needed)."
 _data_dir = click.option("--data-dir", type=click.Path(path_type=Path))
 _database = click.option("--database-url")
 
@@ -42,8 +44,8 @@ def _trusting(directory: Path, kid: str, reported: dict[str, int]) -> int:
 
 @click.group()
 def keys() -> None:
-    """Issuer keys: list, add, use, retire. Each change takes effect when `doorstep serve`
-    next starts."""
+    """Issuer keys: list, add, use, retire. A running `doorstep serve` takes each change
+    up within seconds, without a restart."""
 
 
 @keys.command("list")
@@ -71,15 +73,18 @@ def list_keys(data_dir: Path | None, database_url: str | None) -> None:
 @_data_dir
 @_database
 def add(data_dir: Path | None, database_url: str | None) -> None:
-    """Make a new key. It does not sign: restarting `doorstep serve` publishes it to every
-    hub in its next desired document; `doorstep keys use` makes it sign once they have
-    all applied it."""
+    """Make a new key. It does not sign: `doorstep serve` publishes it to every hub in its
+    next desired document; `doorstep keys use` makes it sign once they have all applied
+    it."""
     directory, _reported = _keys_dir(data_dir, database_url)
     try:
         kid = issuer_keys.add(directory)
     except issuer_keys.IssuerKeyError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"issuer key {kid} added; it does not sign yet. {_RESTART}")
+    click.echo(
+        f"issuer key {kid} added; it does not sign yet. A running `doorstep serve` publishes"
+        " it to every hub within seconds (no restart needed)."
+    )
     click.echo(f"Once `doorstep keys list` shows every hub trusts it: `doorstep keys use {kid}`.")
 
 
@@ -102,8 +107,9 @@ def use(data_dir: Path | None, database_url: str | None, kid: str, force: bool) 
             raise issuer_keys.IssuerKeyError(f"no issuer key {kid!r} (see `doorstep keys list`)")
         if kid not in issuer_keys.read_published(directory).kids and not force:
             raise issuer_keys.IssuerKeyError(
-                f"{kid} has not been published yet: restart `doorstep serve` first, so that"
-                " hubs learn it (or pass --force)."
+                f"{kid} has not been published yet: wait a few seconds for `doorstep serve` to"
+                " publish it (start it, if it is not running), so that hubs learn it (or pass"
+                " --force)."
             )
         behind = len(reported) - _trusting(directory, kid, reported)
         if behind and not force:
@@ -115,7 +121,7 @@ def use(data_dir: Path | None, database_url: str | None, kid: str, force: bool) 
         issuer_keys.use(directory, kid)
     except issuer_keys.IssuerKeyError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"{kid} is the signing key once `doorstep serve` restarts.")
+    click.echo(f"{kid} is the signing key. {_TAKEN_UP}")
 
 
 @keys.command()
@@ -123,15 +129,17 @@ def use(data_dir: Path | None, database_url: str | None, kid: str, force: bool) 
 @_database
 @click.argument("kid")
 def retire(data_dir: Path | None, database_url: str | None, kid: str) -> None:
-    """Delete KID and stop publishing it (never the signing key). Once a hub applies its
-    next desired document it refuses every grant KID signed, even one not expired yet:
-    retire a key once its grants have expired, or at once if it is compromised."""
+    """Stop publishing KID (never the signing key) and move its file to keys/retired/,
+    where nothing uses it: delete it from there when you no longer need it. Once a hub
+    applies its next desired document it refuses every grant KID signed, even one not
+    expired yet: retire a key once its grants have expired, or at once if it is
+    compromised."""
     directory, _reported = _keys_dir(data_dir, database_url)
     try:
-        issuer_keys.retire(directory, kid)
+        kept = issuer_keys.retire(directory, kid)
     except issuer_keys.IssuerKeyError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(
-        f"issuer key {kid} retired. {_RESTART} Hubs refuse the grants it signed once they"
-        " apply their next document."
+        f"issuer key {kid} retired, its file kept in {kept}. {_TAKEN_UP} Hubs refuse the"
+        " grants it signed once they apply their next document."
     )

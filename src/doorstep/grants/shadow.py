@@ -10,8 +10,8 @@
   built and the retained one is always the newest. A hub that comes online with an older
   report than the current version gets the document again.
 - `bump_enrolled` raises every enrolled hub's version at once: `serve` does it when it
-  starts publishing another set of issuer keys (`access.keys`), so each hub gets, and
-  reports, a document with the new set.
+  starts publishing another set of issuer keys (`access.keys`, `grants.rotation`), so
+  each hub gets, and reports, a document with the new set.
 - `apply_reported` stores the hub's report: the version it applied and each code's state.
   A revocation is enforced at the hub once the reported version reaches the grant's
   `revoked_version`.
@@ -319,21 +319,32 @@ class ShadowPublisher:
         issuer_keys: Mapping[str, bytes] | None = None,
     ) -> None:
         self._writer = writer
-        self._signer = signer
-        self._issuer_keys = issuer_keys
+        self._keys = (signer, issuer_keys)  # one attribute: swapped whole (`use_keys`)
         self._clock = clock
         self._send = send
+
+    def use_keys(self, signer: GrantSigner, issuer_keys: Mapping[str, bytes]) -> None:
+        """Sign with `signer` and name `issuer_keys` from the next document built on (the
+        service took up changed keys: `grants.rotation`)."""
+        self._keys = (signer, issuer_keys)
 
     def publish(self, hub_id: str) -> None:
         def job(tx: Tx) -> bytes | None:
             try:
-                return build_desired(
-                    tx,
-                    hub_id=hub_id,
-                    now=self._clock.now(),
-                    signer=self._signer,
-                    issuer_keys=self._issuer_keys,
-                )
+                # Built again if the keys were swapped meanwhile: a document must name the
+                # keys current when its version was read (`grants.rotation` swaps them
+                # before it raises the versions).
+                while True:
+                    keys = self._keys
+                    payload = build_desired(
+                        tx,
+                        hub_id=hub_id,
+                        now=self._clock.now(),
+                        signer=keys[0],
+                        issuer_keys=keys[1],
+                    )
+                    if keys is self._keys:
+                        return payload
             except Exception:  # the document could not be built: say so; the next change
                 log.exception("desired document for hub %s not published", hub_id)  # retries
                 return None
