@@ -35,3 +35,14 @@ def test_a_bad_value_names_its_variable_and_never_echoes_it(tmp_path: Path) -> N
     assert "entry.grant_ttl_seconds (DOORSTEP_ENTRY__GRANT_TTL_SECONDS):" in output
     assert "http_port (DOORSTEP_HTTP_PORT):" in output
     assert secret not in output and "Traceback" not in output
+
+
+def test_an_issuer_key_file_that_is_no_key_is_named_in_one_line(tmp_path: Path) -> None:
+    keys = tmp_path / "data" / "keys"
+    keys.mkdir(parents=True)
+    (keys / "issuer-k1.pem").write_text("not a key\n")
+    result = CliRunner().invoke(cli, ["serve", "--data-dir", str(tmp_path / "data")])
+    assert result.exit_code == 1
+    assert "the issuer keys cannot be used" in result.output
+    assert "issuer-k1.pem" in result.output
+    assert "Traceback" not in result.output

@@ -59,6 +59,7 @@ def serve(
     what hubs send are written by a second process of its own, so the service can use
     two cores (DOORSTEP_WRITER_PROCESS=false keeps it to one).
     """
+    from doorstep.access.keys import IssuerKeyError
     from doorstep.db import RoleSetupError
     from doorstep.server import DatabaseUnavailable
     from doorstep.server import serve as run
@@ -75,6 +76,8 @@ def serve(
         run(settings)
     except (ClipStoreUnavailable, RoleSetupError, DatabaseUnavailable) as exc:  # checked first
         raise click.ClickException(str(exc)) from None
+    except IssuerKeyError as exc:  # a file in keys/ that is no key, or not the one it names
+        raise click.ClickException(f"the issuer keys cannot be used: {exc}") from None
 
 
 @cli.command()
