@@ -1,6 +1,6 @@
 """The account security page's two-step set-up: wrong codes at its confirm count toward
 the account's code lock, as at sign-in (`accounts.twofactor`); locked, the page says so
-(429) and the set-up waits for the lock to end."""
+(429) on the set-up form, which waits for the lock to end."""
 
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ def test_wrong_set_up_codes_lock_the_account_codes(
     locked = client.post("/account/totp/confirm", {"code": right}, csrf_from=SECURITY)
     assert locked.status_code == 429, locked.text
     assert "too many wrong codes" in locked.text.lower()
+    assert f'id="totp-key">{match.group(1)}<' in locked.text  # the set-up form, not a dead end
 
     app.clock.set(app.clock.now() + timedelta(seconds=twofactor.LOCK_SECONDS + 1))
     client.reauth(SECURITY)

@@ -161,15 +161,20 @@ def confirm_totp(
     runtime: RuntimeDep,
     web: WebDep,
 ) -> HTMLResponse:
-    turned_on = twofactor.turn_on(
-        session, user=user.user, code=form.get("code", ""), now=runtime.clock.now(),
-        key=runtime.totp_key, keep=user.digest,
-    )  # fmt: skip
+    try:
+        turned_on = twofactor.turn_on(
+            session, user=user.user, code=form.get("code", ""), now=runtime.clock.now(),
+            key=runtime.totp_key, keep=user.digest,
+        )  # fmt: skip
+    except twofactor.CodeLocked:  # too many wrong codes: the form again, saying so
+        turned_on, errors, status = None, {"code": LOCKED}, 429
+    else:
+        errors = {"code": "That code is not right. Type the 6 digits the app shows now."}
+        status = 422
     if turned_on is None:
         pending = twofactor.pending_secret(session, user_id=user.user.id, key=runtime.totp_key)
         assert pending is not None  # `confirm` raised otherwise
-        errors = {"code": "That code is not right. Type the 6 digits the app shows now."}
-        return _setup_page(request, web, user, pending, errors, 422)
+        return _setup_page(request, web, user, pending, errors, status)
     sessions.forget_ended(session, user_id=user.user.id)
     context = {
         "title": "Save your recovery codes",
@@ -178,6 +183,9 @@ def confirm_totp(
         "codes": turned_on.recovery_codes,
     }
     return render(request, "totp_done.html", context)
+
+
+LOCKED = "Too many wrong codes. Wait a few minutes, then type the code the app shows."
 
 
 @router.post("/account/totp/disable")
