@@ -194,10 +194,12 @@ def _hub_page(
     status: int = 200,
 ) -> HTMLResponse:
     base = (web.public_url or str(request.base_url)).rstrip("/")
-    # One option a line (shell continuations), so it reads and copies on a phone.
+    # One option a line (shell continuations), so it reads and copies on a phone. The code
+    # goes in the environment, where other users of the hub cannot read it (`ps` shows
+    # arguments).
     command = (
-        f"doorstep hub \\\n  --data-dir {HUB_DATA_DIR} \\\n  --service {base} \\\n"
-        f"  --claim-code {claim}"
+        f"DOORSTEP_HUB_CLAIM_CODE={claim} \\\n  doorstep hub \\\n"
+        f"  --data-dir {HUB_DATA_DIR} \\\n  --service {base}"
         if claim
         else None
     )
