@@ -54,6 +54,7 @@ from doorstep.grants.router import router as grants_router
 from doorstep.grants.shadow import ShadowPublisher
 from doorstep.homes.preferences import router as preferences_router
 from doorstep.homes.router import router as homes_router
+from doorstep.homes.service import PublicBroker
 from doorstep.hotwriter import HotWriter, Jobs
 from doorstep.hublink.link import HubLink
 from doorstep.live import router as live_router
@@ -75,7 +76,7 @@ def create_app(
     settings: Settings,
     *,
     broker: BrokerAddress | None,
-    broker_public: tuple[str, int] | None = None,
+    broker_public: PublicBroker | None = None,
     clock: Clock | None = None,
     on_hub_enrolled: Callable[[], None] = lambda: None,
 ) -> FastAPI:
@@ -85,8 +86,10 @@ def create_app(
         settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous
     )
     sessions = db.make_session_factory(engine)
-    public_host, public_port = broker_public or (
-        (broker.host, broker.port) if broker else ("127.0.0.1", 1883)
+    public = broker_public or (
+        PublicBroker(broker.host, broker.port, broker.tls, broker.ca_pem)
+        if broker
+        else PublicBroker("127.0.0.1", 1883)
     )
     runtime = Runtime(
         settings=settings,
@@ -100,8 +103,7 @@ def create_app(
         ),
         claim_limiter=Limiter(limit=10, window_seconds=60),
         on_hub_enrolled=on_hub_enrolled,
-        broker_host=public_host,
-        broker_port=public_port,
+        broker_public=public,
         totp_key=load_or_create_key(settings.data_dir / "keys", twofactor.KEY_FILE),
         metrics=Metrics(sessions, clock),
     )

@@ -20,6 +20,7 @@ from doorstep.settings import Settings
 if TYPE_CHECKING:
     from doorstep.access.keys import IssuerKeys
     from doorstep.grants.shadow import ShadowPublisher
+    from doorstep.homes.service import PublicBroker
     from doorstep.hotwriter import HotWriter
     from doorstep.hublink.link import HubLink
     from doorstep.metrics import Metrics
@@ -39,8 +40,7 @@ class Runtime:
     login_limiter: Limiter
     claim_limiter: Limiter
     on_hub_enrolled: Callable[[], None]
-    broker_host: str
-    broker_port: int
+    broker_public: PublicBroker  # what hubs are told at enrollment
     totp_key: bytes  # seals residents' authenticator keys (`accounts.twofactor`)
     metrics: Metrics  # this process's counters and the scrape (`doorstep.metrics`)
     shadows: ShadowPublisher | None = None  # hubs' desired documents (`grants.shadow`)

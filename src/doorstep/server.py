@@ -15,12 +15,12 @@ from sqlalchemy.exc import OperationalError
 
 from doorstep import db, heap
 from doorstep.app import create_app
-from doorstep.broker import Mosquitto
+from doorstep.broker import Mosquitto, TlsListener
 from doorstep.broker.supervisor import free_port
 from doorstep.cli.config import cannot_open
 from doorstep.clips.storage import object_store
-from doorstep.homes.service import broker_credentials
-from doorstep.protocol.mqtt import BrokerAddress
+from doorstep.homes.service import PublicBroker, broker_credentials
+from doorstep.protocol.mqtt import BrokerAddress, read_ca_file
 from doorstep.settings import Settings, is_loopback
 
 log = logging.getLogger(__name__)
@@ -36,11 +36,10 @@ def serve(settings: Settings) -> None:
     signal.signal(signal.SIGTERM, _exit)
     with ExitStack() as stack:
         broker, on_enrolled = _broker(settings, stack)
-        public_host = settings.broker_public_host or broker.host
         app = create_app(
             settings,
             broker=broker,
-            broker_public=(public_host, broker.port),
+            broker_public=public_broker(settings, broker),
             on_hub_enrolled=on_enrolled,
         )
         log.info("database: %s", _redact(settings.resolved_database_url))
@@ -107,15 +106,36 @@ class DatabaseUnavailable(Exception):
     """The database could not be opened at start (down, wrong address or password)."""
 
 
+class BrokerUnusable(Exception):
+    """The broker settings cannot be used (a malformed URL, an unreadable CA file)."""
+
+
 def _exit(_signum: int, _frame: object) -> None:
     raise SystemExit(0)
+
+
+def public_broker(settings: Settings, broker: BrokerAddress) -> PublicBroker:
+    """What hubs are told at enrollment: the supervised broker's TLS listener if it has
+    one, else the broker the service uses; at `broker_public_host` if set."""
+    host = settings.broker_public_host or broker.host
+    if settings.broker_tls_cert_file is None:
+        return PublicBroker(host, broker.port, broker.tls, broker.ca_pem)
+    ca_file = settings.broker_tls_ca_file
+    try:
+        ca_pem = read_ca_file(ca_file) if ca_file is not None else None
+    except ValueError as exc:
+        raise BrokerUnusable(str(exc)) from None
+    return PublicBroker(host, settings.broker_tls_port, tls=True, ca_pem=ca_pem)
 
 
 def _broker(settings: Settings, stack: ExitStack) -> tuple[BrokerAddress, Callable[[], None]]:
     if settings.broker_url:
         url = settings.broker_url.get_secret_value()
         log.info("broker: %s (managed elsewhere)", _redact(url))
-        return BrokerAddress.from_url(url), lambda: None
+        try:
+            return BrokerAddress.from_url(url), lambda: None
+        except ValueError as exc:  # its text never holds the URL's password
+            raise BrokerUnusable(str(exc)) from None
     engine = db.make_engine(
         settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous
     )
@@ -126,7 +146,7 @@ def _broker(settings: Settings, stack: ExitStack) -> tuple[BrokerAddress, Callab
             return broker_credentials(session)
 
     directory = settings.data_dir / "broker"
-    mosquitto = Mosquitto(directory, port=_stable_port(settings, directory))
+    mosquitto = Mosquitto(directory, port=_stable_port(settings, directory), tls=_tls(settings))
     mosquitto.start(credentials())
     stack.callback(mosquitto.stop)
     stopping = threading.Event()
@@ -143,10 +163,20 @@ def _broker(settings: Settings, stack: ExitStack) -> tuple[BrokerAddress, Callab
         mosquitto.host,
         mosquitto.port,
     )
+    if mosquitto.tls is not None:
+        where = mosquitto.tls.host or "every interface"
+        log.info("broker: TLS listener for hubs on %s, port %s", where, mosquitto.tls.port)
     address = BrokerAddress(
         mosquitto.host, mosquitto.port, mosquitto.service_user, mosquitto.service_password
     )
     return address, lambda: mosquitto.update_hubs(credentials)
+
+
+def _tls(settings: Settings) -> TlsListener | None:
+    cert_file, key_file = settings.broker_tls_cert_file, settings.broker_tls_key_file
+    if cert_file is None or key_file is None:
+        return None
+    return TlsListener(settings.broker_tls_host, settings.broker_tls_port, cert_file, key_file)
 
 
 BROKER_WATCH_SECONDS = 1.0

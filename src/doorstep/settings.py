@@ -196,7 +196,10 @@ class Settings(BaseSettings):
     # `database_url`'s role owns nothing and may not change or delete the audit log
     # (`doorstep.db.migrate`); without it, that one role does both.
     database_owner_url: str | None = Field(default=None, repr=False)
-    # mqtt://user:password@host:port. Empty: `serve` starts and supervises its own Mosquitto.
+    # mqtt://user:password@host:port, or mqtts://... (TLS, port 8883 by default) with an
+    # optional ?ca_file=/path/ca.pem: the one CA trusted for the broker's certificate
+    # (unset: the system's CAs), also given to hubs at enrollment. Empty: `serve` starts
+    # and supervises its own Mosquitto.
     broker_url: SecretStr | None = None
     # MQTT client id of this service process; give each `serve` process its own.
     broker_client_id: str = "doorstep-service"
@@ -204,6 +207,18 @@ class Settings(BaseSettings):
     managed_broker_port: int | None = None
     # Address hubs are told to use (defaults to the broker the service itself uses).
     broker_public_host: str | None = None
+    # A TLS listener for hubs on the Mosquitto that `serve` supervises: its certificate
+    # (chain) and key, PEM files Mosquitto reads. Set both, or neither. Hubs are then told
+    # this listener (at broker_public_host, a name the certificate must hold); the service
+    # keeps the loopback one.
+    broker_tls_cert_file: Path | None = None
+    broker_tls_key_file: Path | None = None
+    # The CA that signed that certificate, given to hubs to trust alone for it; unset:
+    # hubs check it against their system's CAs.
+    broker_tls_ca_file: Path | None = None
+    # The address the TLS listener binds; unset: every interface (hubs are elsewhere).
+    broker_tls_host: str | None = None
+    broker_tls_port: int = Field(default=8883, gt=0, lt=65536)
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     # The reverse proxies in front of `serve`, by address or network (comma-separated in
@@ -250,6 +265,19 @@ class Settings(BaseSettings):
             raise ValueError(
                 "serving on an address other than loopback (DOORSTEP_HTTP_HOST) needs "
                 "DOORSTEP_PUBLIC_URL: emailed links are built from it"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _broker_tls_listener_is_whole(self) -> Settings:
+        if (self.broker_tls_cert_file is None) != (self.broker_tls_key_file is None):
+            raise ValueError("set both broker_tls_cert_file and broker_tls_key_file, or neither")
+        if self.broker_tls_ca_file is not None and self.broker_tls_cert_file is None:
+            raise ValueError("broker_tls_ca_file is the CA of broker_tls_cert_file: set that")
+        if self.broker_tls_cert_file is not None and self.broker_url is not None:
+            raise ValueError(
+                "broker_tls_cert_file is for the broker `serve` runs; with broker_url, "
+                "give hubs an mqtts:// broker instead"
             )
         return self
 

@@ -46,3 +46,12 @@ def test_an_issuer_key_file_that_is_no_key_is_named_in_one_line(tmp_path: Path) 
     assert "the issuer keys cannot be used" in result.output
     assert "issuer-k1.pem" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_broker_url_that_cannot_be_used_is_one_line_without_its_password(
+    tmp_path: Path,
+) -> None:
+    code, output = _serve(tmp_path, {"DOORSTEP_BROKER_URL": "http://hub:hunter2@broker:1883"})
+    assert code == 1
+    assert "broker URL must look like" in output
+    assert "hunter2" not in output and "Traceback" not in output

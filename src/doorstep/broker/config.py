@@ -7,7 +7,9 @@ lines (a newline in a hub id would otherwise grant it `topic readwrite #`).
 The ACL follows DESIGN principle 6 (deny by default): the service user reads and writes
 every hub's topics; each hub reads only the leaves in `HUB_READS` and writes only the
 leaves in `HUB_WRITES`, under its own id. No `pattern` lines and no anonymous section,
-so a user the file does not name can do nothing.
+so a user the file does not name can do nothing. An optional second listener, for hubs
+across a network, speaks TLS only (`TlsListener`); with `per_listener_settings false`
+the same passwords and ACL hold on both.
 """
 
 from __future__ import annotations
@@ -28,6 +30,32 @@ HEADER = "# Written by doorstep; edits are overwritten.\n"
 # Unbounded, one hub owner holding their hub's password could park retained messages of
 # up to 256 MB each in the broker (and its persistence) and push them at the service.
 MAX_PAYLOAD_BYTES = MAX_DESIRED_BYTES
+
+
+@dataclass(frozen=True)
+class TlsListener:
+    """A listener for hubs that speaks TLS 1.2 or later only, with this certificate
+    (chain) and key, both PEM files Mosquitto reads; `host`: the address it binds,
+    None: every interface."""
+
+    host: str | None
+    port: int
+    cert_file: Path
+    key_file: Path
+
+    def __post_init__(self) -> None:
+        _check_port(self.port)
+        if self.host is not None:
+            _check_conf_word(self.host)
+
+    def lines(self) -> list[str]:
+        address = f" {self.host}" if self.host is not None else ""
+        return [
+            f"listener {self.port}{address}",
+            f"certfile {_conf_path(self.cert_file)}",
+            f"keyfile {_conf_path(self.key_file)}",
+            "tls_version tlsv1.2",  # the least it accepts (Mosquitto 2.0)
+        ]
 
 
 @dataclass(frozen=True)
@@ -72,15 +100,16 @@ def render_mosquitto_conf(
     log_file: Path | None,
     user: str | None = None,
     max_payload_bytes: int | None = MAX_PAYLOAD_BYTES,
+    tls: TlsListener | None = None,
 ) -> str:
-    """The broker configuration: one loopback listener, authenticated, persistent, with
-    payloads bounded by `max_payload_bytes` (None: MQTT's own 256 MB).
+    """The broker configuration: one loopback listener (and the `tls` one, if given),
+    authenticated, persistent, with payloads bounded by `max_payload_bytes` (None: MQTT's
+    own 256 MB).
 
     `user` is the account Mosquitto keeps when started as root; without it, it switches
     to `mosquitto`, which cannot read our 0600 files or write `data_dir`.
     """
-    if not 0 < port < 65536:
-        raise ValueError(f"not a TCP port: {port}")
+    _check_port(port)
     if max_payload_bytes is not None and max_payload_bytes < 1:
         raise ValueError(f"not a payload limit: {max_payload_bytes}")
     lines = [
@@ -111,6 +140,8 @@ def render_mosquitto_conf(
     if user is not None:
         _check_conf_word(user)
         lines.append(f"user {user}")
+    if tls is not None:
+        lines += tls.lines()  # last: certfile and the rest apply to the listener above
     return HEADER + "\n".join(lines) + "\n"
 
 
@@ -132,6 +163,11 @@ def _log_dest(log_file: Path | None) -> str:
     if log_file is None:
         return "log_dest stderr"
     return f"log_dest file {_conf_path(log_file)}"
+
+
+def _check_port(port: int) -> None:
+    if not 0 < port < 65536:
+        raise ValueError(f"not a TCP port: {port}")
 
 
 def _check_username(username: str) -> None:

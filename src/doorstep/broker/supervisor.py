@@ -34,6 +34,7 @@ from types import TracebackType
 from doorstep.broker.config import (
     MAX_PAYLOAD_BYTES,
     BrokerUser,
+    TlsListener,
     render_acl,
     render_mosquitto_conf,
     render_passwords,
@@ -65,9 +66,11 @@ class Mosquitto:
         service_password: str | None = None,
         executable: str = "mosquitto",
         max_payload_bytes: int | None = MAX_PAYLOAD_BYTES,
+        tls: TlsListener | None = None,
     ) -> None:
         """`max_payload_bytes`: the largest message the broker takes (None: no limit of
-        ours, for a test broker standing in for someone else's)."""
+        ours, for a test broker standing in for someone else's). `tls`: a second
+        listener, for hubs, that speaks TLS only."""
         self._directory = Path(directory)
         self._port = port if port is not None else free_port()
         self._service_password = service_password or new_password()
@@ -76,6 +79,7 @@ class Mosquitto:
         self._peers: list[BrokerUser] = []
         self._executable = executable
         self._max_payload_bytes = max_payload_bytes
+        self._tls = tls
         self._process: subprocess.Popen[bytes] | None = None
         # One reload at a time: each waits for its own "Reloading config." line.
         self._reload_lock = threading.Lock()
@@ -101,6 +105,10 @@ class Mosquitto:
     @property
     def url(self) -> str:
         return f"mqtt://{HOST}:{self._port}"
+
+    @property
+    def tls(self) -> TlsListener | None:
+        return self._tls
 
     @property
     def service_user(self) -> str:
@@ -133,7 +141,8 @@ class Mosquitto:
     def start(self, hubs: Mapping[str, str] | None = None, *, timeout: float = 10) -> None:
         """Write the files for `hubs` (hub id -> `$7$` hash) and start the broker.
 
-        Returns once it accepts TCP connections on `port`.
+        Returns once it accepts TCP connections on `port` (the TLS listener, if any, is
+        open by then: the broker opens every listener before it logs that it runs).
         """
         if self.running:
             raise BrokerError("mosquitto is already running")
@@ -280,6 +289,7 @@ class Mosquitto:
             # read our 0600 files; "root" tells it to stay. Other users are never switched.
             user="root" if os.geteuid() == 0 else None,
             max_payload_bytes=self._max_payload_bytes,
+            tls=self._tls,
         )
 
     def _spawn(self, executable: str) -> subprocess.Popen[bytes]:

@@ -42,7 +42,11 @@ def cli(verbose: bool) -> None:
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Database, keys, broker files.")
 @click.option("--host", help="HTTP listen address (default 127.0.0.1).")
 @click.option("--port", type=int, help="HTTP port (default 8000).")
-@click.option("--broker-url", help="mqtt://user:password@host:port of an existing broker.")
+@click.option(
+    "--broker-url",
+    help="mqtt://user:password@host:port of an existing broker, or mqtts:// (TLS, port 8883"
+    " by default; ?ca_file=PATH to trust only that CA).",
+)
 @click.option("--database-url", help="sqlite:///path or postgresql://... (default: SQLite file).")
 def serve(
     data_dir: Path | None,
@@ -61,7 +65,7 @@ def serve(
     """
     from doorstep.access.keys import IssuerKeyError
     from doorstep.db import RoleSetupError
-    from doorstep.server import DatabaseUnavailable
+    from doorstep.server import BrokerUnusable, DatabaseUnavailable
     from doorstep.server import serve as run
     from doorstep.video.errors import ClipStoreUnavailable
 
@@ -74,7 +78,7 @@ def serve(
     )
     try:
         run(settings)
-    except (ClipStoreUnavailable, RoleSetupError, DatabaseUnavailable) as exc:  # checked first
+    except (ClipStoreUnavailable, RoleSetupError, DatabaseUnavailable, BrokerUnusable) as exc:
         raise click.ClickException(str(exc)) from None
     except IssuerKeyError as exc:  # a file in keys/ that is no key, or not the one it names
         raise click.ClickException(f"the issuer keys cannot be used: {exc}") from None

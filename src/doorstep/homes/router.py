@@ -123,8 +123,9 @@ def home_audit(
 def claim_hub(
     body: HubClaimRequest, request: Request, session: SessionDep, runtime: RuntimeDep
 ) -> object:
-    """A hub redeems its claim code once and receives its broker credentials and the
-    issuer keys to pin. No bearer token: the claim code is the credential."""
+    """A hub redeems its claim code once and receives its broker credentials (and the
+    broker's TLS CA, if it has one of its own) and the issuer keys to pin. No bearer
+    token: the claim code is the credential."""
     key = request.client.host if request.client else "-"
     if not runtime.claim_limiter.allow(key, runtime.clock.timestamp()):
         raise TooManyRequests("too many claim attempts; wait a minute")
@@ -138,14 +139,17 @@ def claim_hub(
         now=runtime.clock.now(),
     )  # fmt: skip
     after_commit(session, runtime.on_hub_enrolled)
+    broker = runtime.broker_public
     return HubEnrollment(
         hub_id=enrollment.hub.id,
         home_id=enrollment.hub.home_id,
         broker=BrokerRead(
-            host=runtime.broker_host,
-            port=runtime.broker_port,
+            host=broker.host,
+            port=broker.port,
             username=enrollment.hub.id,
             password=enrollment.broker_password,
+            tls=broker.tls,
+            ca_pem=broker.ca_pem,
         ),
         issuer_keys={kid: b64encode(raw) for kid, raw in runtime.keys.public.items()},
         access_points=[p.slug for p in enrollment.access_points],

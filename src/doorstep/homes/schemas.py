@@ -88,6 +88,10 @@ class BrokerRead(Output):
     port: int
     username: str
     password: str
+    # Over TLS (the hub verifies the broker's certificate and host name); `ca_pem`: the
+    # one CA the hub is to trust for it, None: the hub's system CAs.
+    tls: bool = False
+    ca_pem: str | None = None
 
 
 class HubEnrollment(Output):

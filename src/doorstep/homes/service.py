@@ -44,6 +44,17 @@ class HubClaim:
 
 
 @dataclass(frozen=True, slots=True)
+class PublicBroker:
+    """The broker hubs are told at enrollment: where it is, whether over TLS, and the
+    PEM of the one CA they are to trust for it (None: their system's CAs)."""
+
+    host: str
+    port: int
+    tls: bool = False
+    ca_pem: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Enrollment:
     hub: Hub
     broker_password: str

@@ -1,8 +1,9 @@
 """What a hub keeps in its data directory after enrollment.
 
-<data dir>/hub.json      hub id, broker address and credentials, the issuer keys given
-                         at enrollment, access points (mode 0600: it holds the broker
-                         password)
+<data dir>/hub.json      hub id, broker address and credentials (and whether over TLS,
+                         with the broker's CA if the service gave one), the issuer keys
+                         given at enrollment, access points (mode 0600: it holds the
+                         broker password); one written before TLS existed reads as plain
 <data dir>/issuer_keys.json  the issuer keys the hub trusts since it applied a desired
                          document that named them (`protocol.shadow`); trusted in place
                          of hub.json's from then on, across restarts
@@ -57,6 +58,8 @@ class HubConfig:
                     "port": self.broker.port,
                     "username": self.broker.username,
                     "password": self.broker.password,
+                    "tls": self.broker.tls,
+                    "ca_pem": self.broker.ca_pem,
                 },
                 "issuer_keys": {kid: b64encode(raw) for kid, raw in self.issuer_keys.items()},
                 "access_points": list(self.access_points),
@@ -74,15 +77,28 @@ class HubConfig:
         return cls(
             hub_id=str(body["hub_id"]),
             home_id=str(body["home_id"]),
-            broker=BrokerAddress(
-                str(broker["host"]),
-                int(broker["port"]),
-                str(broker["username"]),
-                str(broker["password"]),
-            ),
+            broker=_broker_address(broker),
             issuer_keys={str(kid): b64decode(str(raw)) for kid, raw in keys.items()},
             access_points=tuple(str(p) for p in points),
         )
+
+
+def _broker_address(broker: dict[str, object]) -> BrokerAddress:
+    tls = broker.get("tls", False)  # absent: enrolled before TLS, plain
+    ca_pem = broker.get("ca_pem")
+    if not isinstance(tls, bool) or not (ca_pem is None or isinstance(ca_pem, str)):
+        raise EnrollmentError("enrollment answer is malformed: broker tls or ca_pem")
+    try:
+        return BrokerAddress(
+            str(broker["host"]),
+            int(str(broker["port"])),
+            str(broker["username"]),
+            str(broker["password"]),
+            tls=tls,
+            ca_pem=ca_pem,
+        )
+    except ValueError as exc:
+        raise EnrollmentError(f"enrollment answer names an unusable broker: {exc}") from exc
 
 
 def load(data_dir: Path) -> HubConfig | None:

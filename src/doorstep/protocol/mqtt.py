@@ -5,47 +5,116 @@ waits on Nagle's algorithm and delayed ACKs (~88 ms instead of ~1 ms on loopback
 "Known traps"). Sessions are persistent (clean start off, session expiry set) so that the
 broker queues QoS 1 messages across short disconnects; the journal and acks, not the
 broker, are what guarantee nothing is lost.
+
+`mqtts://` connects over TLS: the broker's certificate is always verified (against the
+one CA given, or the system's CAs) and its host name checked, TLS 1.2 at least; there is
+no way to turn that off. A failed handshake is logged (paho's own loop retries quietly).
 """
 
 from __future__ import annotations
 
+import logging
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+log = logging.getLogger(__name__)
+
 SESSION_EXPIRY_SECONDS = 24 * 3600
 KEEPALIVE_SECONDS = 15
+URL_FORM = "mqtt://user:password@host:port or mqtts://user:password@host:port[?ca_file=PATH]"
 
 
 @dataclass(frozen=True, slots=True)
 class BrokerAddress:
+    """Where a client connects. `tls`: over TLS (`mqtts://`); `ca_pem`: the one CA
+    trusted for the broker's certificate (PEM), None: the system's CAs."""
+
     host: str
     port: int
     username: str
     password: str
+    tls: bool = False
+    ca_pem: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.ca_pem is not None:
+            if not self.tls:
+                raise ValueError("a broker CA is only for a TLS (mqtts://) broker")
+            self.tls_context()  # a CA that is not PEM fails here, not at each connect
 
     @classmethod
     def from_url(cls, url: str) -> BrokerAddress:
+        """mqtt://user:password@host:port (1883), or mqtts://...:port (8883), whose
+        `ca_file` query parameter names the PEM file of the CA to trust alone."""
         parts = urlsplit(url)
-        if parts.scheme != "mqtt" or not parts.hostname:
-            raise ValueError("broker URL must look like mqtt://user:password@host:port")
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError(f"broker URL must look like {URL_FORM}")
+        tls = parts.scheme == "mqtts"
+        query = parse_qs(parts.query, keep_blank_values=True)
+        if set(query) - {"ca_file"} or len(query.get("ca_file", [])) > 1:
+            raise ValueError(f"broker URL: the only query parameter is one ca_file ({URL_FORM})")
+        if query and not tls:
+            raise ValueError("broker URL: ca_file is for mqtts:// only")
         return cls(
             host=parts.hostname,
-            port=parts.port or 1883,
+            port=parts.port or (8883 if tls else 1883),
             username=unquote(parts.username or ""),
             password=unquote(parts.password or ""),
+            tls=tls,
+            ca_pem=read_ca_file(query["ca_file"][0]) if query else None,
         )
 
+    def tls_context(self) -> ssl.SSLContext:
+        """Verifies the broker's certificate and host name, TLS 1.2 at least."""
+        try:
+            context = ssl.create_default_context(cadata=self.ca_pem)  # None: system CAs
+        except (ssl.SSLError, ValueError) as exc:
+            raise ValueError(f"the broker CA is not a PEM certificate: {exc}") from exc
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.sslsocket_class = _LoggedHandshake
+        return context
+
     def __repr__(self) -> str:  # never print the password
-        return f"BrokerAddress({self.host}:{self.port}, user={self.username!r})"
+        scheme = "mqtts" if self.tls else "mqtt"
+        return f"BrokerAddress({scheme}://{self.host}:{self.port}, user={self.username!r})"
+
+
+def read_ca_file(path: str | Path) -> str:
+    """The PEM text of a broker's CA certificate file; ValueError if it cannot be read
+    or holds no certificate."""
+    try:
+        pem = Path(path).read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read the broker CA file {path}: {exc}") from exc
+    BrokerAddress("-", 1, "", "", tls=True, ca_pem=pem)  # a PEM certificate, or ValueError
+    return pem
+
+
+class _LoggedHandshake(ssl.SSLSocket):
+    """Says why a TLS handshake with the broker failed (a certificate refused: expired,
+    for another host, from another CA), where paho would only retry; and closes the
+    socket, which paho would leave open for the garbage collector."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            raise
+        except ssl.SSLError as exc:
+            log.error("MQTT broker %s: TLS handshake failed: %s", self.server_hostname, exc)
+            self.close()
+            raise
 
 
 def _nodelay(_client: paho.Client, _userdata: Any, sock: Any) -> None:
@@ -61,6 +130,8 @@ def make_client(
 ) -> paho.Client:
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
     client.username_pw_set(address.username, address.password)
+    if address.tls:
+        client.tls_set_context(address.tls_context())
     client.on_socket_open = _nodelay
     client.reconnect_delay_set(min_delay=1, max_delay=5)
     client.max_inflight_messages_set(1000)

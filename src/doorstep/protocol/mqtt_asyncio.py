@@ -20,6 +20,10 @@ things do not:
   connection at all (that connect blocks when the broker is across a network, or down),
   so a broker outage does not stall the loop's HTTP requests. paho's own connect then
   runs on the loop: the client is only ever touched from one thread.
+- Over TLS, the worker thread makes the connection and its handshake (each blocks for a
+  round trip or more), and paho's connect on the loop takes that socket. What the TLS
+  layer has decrypted but not yet handed over does not make the socket readable: reads
+  go on while it holds some.
 
 Reconnecting waits 1 s, doubling to 5 s, as `make_client` configures paho's own loop.
 The session is persistent (`prepare_session` in `doorstep.protocol.mqtt`), so QoS 1
@@ -32,6 +36,7 @@ import asyncio
 import functools
 import logging
 import socket
+import ssl
 import threading
 from typing import Any
 
@@ -62,6 +67,7 @@ class LoopDriver:
     def __init__(self, client: paho.Client, address: BrokerAddress) -> None:
         self._client = client
         self._address = address
+        self._tls = address.tls_context() if address.tls else None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self._socket: _ReadAhead | None = None  # the socket registered with the loop, if any
@@ -149,7 +155,7 @@ class LoopDriver:
         sock = self._client.socket()
         if sock is None or sock is self._socket:
             return
-        wrapped = _ReadAhead(sock)
+        wrapped = _TlsReadAhead(sock) if isinstance(sock, ssl.SSLSocket) else _ReadAhead(sock)
         # paho reads and writes through its `_sock` only (paho-mqtt 2.2, pinned): give it
         # the reading-ahead one, so that closing it and its callbacks name that one too.
         self._client._sock = wrapped
@@ -263,8 +269,13 @@ class LoopDriver:
         """Open the connection and send CONNECT; the CONNACK arrives on the loop."""
         assert self._loop is not None
         address = (self._address.host, self._address.port)
-        await self._loop.run_in_executor(None, _probe, address, self._client.connect_timeout)
-        self._client.reconnect()  # quick: the broker has just accepted a connection
+        timeout = self._client.connect_timeout
+        if self._tls is None:
+            await self._loop.run_in_executor(None, _probe, address, timeout)
+            self._client.reconnect()  # quick: the broker has just accepted a connection
+        else:
+            sock = await self._loop.run_in_executor(None, _handshake, address, self._tls, timeout)
+            _reconnect_over(self._client, sock)
         self._register()
 
 
@@ -299,6 +310,16 @@ class _ReadAhead:
         return getattr(self._sock, name)
 
 
+class _TlsReadAhead(_ReadAhead):
+    """A TLS socket read ahead: what the TLS layer holds decrypted counts as buffered,
+    as the socket will not turn readable for it."""
+
+    @property
+    def buffered(self) -> int:
+        pending: int = self._sock.pending()
+        return len(self._data) - self._start + pending
+
+
 def _cork(sock: Any, on: bool) -> bool:
     """Set TCP_CORK (Linux) on `sock`; False where it cannot be (another system, a
     socket that is not TCP, one already closed)."""
@@ -315,3 +336,27 @@ def _cork(sock: Any, on: bool) -> bool:
 def _probe(address: tuple[str, int], timeout: float) -> None:
     """Raise OSError unless the broker accepts a TCP connection (in a worker thread)."""
     socket.create_connection(address, timeout=timeout).close()
+
+
+def _handshake(address: tuple[str, int], context: ssl.SSLContext, timeout: float) -> ssl.SSLSocket:
+    """Connect to the broker and complete the TLS handshake (in a worker thread); raise
+    OSError (ssl.SSLError: a certificate refused, logged by the context's sockets)."""
+    sock = socket.create_connection(address, timeout=timeout)
+    try:
+        return context.wrap_socket(sock, server_hostname=address[0])
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _reconnect_over(client: paho.Client, sock: ssl.SSLSocket) -> None:
+    """paho's reconnect (a new session state, CONNECT queued) over `sock`, already
+    connected: paho 2.2 (pinned) opens each connection with its `_create_socket`."""
+    client._create_socket = lambda: sock  # type: ignore[method-assign]
+    try:
+        client.reconnect()
+    except BaseException:
+        sock.close()
+        raise
+    finally:
+        del client._create_socket
