@@ -364,6 +364,8 @@ def test_a_clip_is_handed_over_while_its_window_is_still_on_record(
     clip = recorder.disarm("ent-handover", post_roll=0.0).result(timeout=15)
 
     assert clip.entry_id == "ent-handover"
+    # The future's waiters wake before its callbacks run: wait for the hand-over itself.
+    wait_until(lambda: on_record_at_hand_over, 5, "the hand-over")
     assert on_record_at_hand_over == [True]
     wait_until(lambda: not recorder.windows(), 5, "the window let go after the hand-over")
     assert not (recorder.spool / "windows.json").exists()
