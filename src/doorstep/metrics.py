@@ -7,6 +7,8 @@ Counted as it happens, in this process:
                                   awaiting_approval; reason the denial's code, or "")
     doorstep_hub_messages_total{kind}   hub messages received (events, reply, status,
                                   reported, camera)
+    doorstep_hub_messages_dropped_total{kind, reason}   of those, dropped unread (reason
+                                  rate: over the hub's message budget, `hublink.link`)
     doorstep_writer_batch_jobs    histogram: jobs per writer transaction
     doorstep_writer_batch_seconds histogram: a writer transaction, BEGIN to COMMIT
 
@@ -61,6 +63,12 @@ class Metrics:
             ("kind",),
             registry=self.registry,
         )
+        self._hub_messages_dropped = Counter(
+            "doorstep_hub_messages_dropped",
+            "Messages from hubs dropped unread, by kind and reason.",
+            ("kind", "reason"),
+            registry=self.registry,
+        )
         self._batch_jobs = Histogram(
             "doorstep_writer_batch_jobs",
             "Jobs per writer transaction.",
@@ -78,8 +86,11 @@ class Metrics:
     def decided(self, purpose: str, state: str, reason: str | None) -> None:
         self._decisions.labels(purpose, state, reason or "").inc()
 
-    def hub_message(self, kind: str) -> None:
+    def hub_message(self, kind: str, dropped: str | None = None) -> None:
+        """One message received from a hub; `dropped` says why it was dropped unread."""
         self._hub_messages.labels(kind).inc()
+        if dropped is not None:
+            self._hub_messages_dropped.labels(kind, dropped).inc()
 
     def writer_batch(self, jobs: int, seconds: float) -> None:
         self._batch_jobs.observe(jobs)

@@ -5,6 +5,13 @@ publishes commands and receives replies, events and status. Each received messag
 a job on the writer thread (`doorstep.sql`), which stores it in a batched transaction; only
 after that commit are the cumulative acks published, waiting requests woken and replays
 requested.
+
+Each hub has a message budget (`MessageBudget`): a hub's broker password sits on a device
+in someone's home, and whoever extracts it could otherwise have the service parse, verify
+and store messages as fast as the network carries them, slowing every other home's
+entries. What a hub sends over its budget is dropped before any work is spent on it; an
+event dropped is not acknowledged, so the hub sends it again (every 3 s, and when the
+service asks for a replay) and a hub's backlog is stored at the budget's rate.
 """
 
 from __future__ import annotations
@@ -54,6 +61,20 @@ BEAT_CHECK_SECONDS = 0.5
 # No camera heartbeat for an entry this long (they come about every second): camera lost.
 CAMERA_SILENCE_SECONDS = 3.0
 REPLAY_REQUEST_SECONDS = 2.0
+# Each hub's budget of events, replies, status and reported documents. The burst holds
+# what a hub sends at once on reconnecting: its status, its reported document and a batch
+# of up to 500 unacknowledged events (`hub.journal`), so that a backlog of that size is
+# never dropped; a longer one is resent every 3 s until stored, at the sustained rate,
+# which is far above what entries need (a few messages each) and far below what the
+# writer does (thousands a second).
+HUB_MESSAGES_PER_SECOND = 20.0
+HUB_MESSAGE_BURST = 600
+# Camera heartbeats (one a second per entry in progress) have a budget of their own: a
+# backlog's resends must never crowd them out, or their silence would raise camera_lost.
+CAMERA_BEATS_PER_SECOND = 20.0
+CAMERA_BEAT_BURST = 40
+# A hub over its budget is logged at most this often.
+BUDGET_WARNING_SECONDS = 60.0
 
 
 @dataclass
@@ -139,6 +160,61 @@ def _load_entry(tx: Tx, entry_id: str) -> access.EntryView | None:
     return loaded
 
 
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    at: float  # when `tokens` was counted (monotonic seconds)
+    warned_at: float = float("-inf")
+
+
+class MessageBudget:
+    """A token bucket per hub: `per_second` messages sustained, `burst` at once. Used by
+    one thread (the link's event loop); times are monotonic seconds, passed in.
+
+    A bucket idle long enough to be full again, and past its warning interval, is the
+    same as none: those are forgotten when a new hub's bucket is made, so only the hubs
+    heard from in the last few minutes are held."""
+
+    def __init__(self, per_second: float, burst: int) -> None:
+        self.per_second = per_second
+        self._burst = float(burst)
+        self._idle_after = max(burst / per_second, BUDGET_WARNING_SECONDS)
+        self._buckets: dict[str, _Bucket] = {}
+        self._swept_at = float("-inf")
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def take(self, hub_id: str, now: float) -> bool:
+        """Spend one of `hub_id`'s messages; False if it has none left."""
+        bucket = self._buckets.get(hub_id)
+        if bucket is None:
+            bucket = self._buckets[hub_id] = self._new(now)
+        tokens = min(self._burst, bucket.tokens + (now - bucket.at) * self.per_second)
+        bucket.at = now
+        if tokens < 1.0:
+            bucket.tokens = tokens
+            return False
+        bucket.tokens = tokens - 1.0
+        return True
+
+    def warn_due(self, hub_id: str, now: float) -> bool:
+        """Whether to log that `hub_id` is over its budget (at most once an interval)."""
+        bucket = self._buckets[hub_id]
+        if now - bucket.warned_at < BUDGET_WARNING_SECONDS:
+            return False
+        bucket.warned_at = now
+        return True
+
+    def _new(self, now: float) -> _Bucket:
+        if now - self._swept_at >= self._idle_after:
+            self._swept_at = now
+            idle = [hub for hub, b in self._buckets.items() if now - b.at >= self._idle_after]
+            for hub in idle:
+                del self._buckets[hub]
+        return _Bucket(self._burst, now)
+
+
 class HubLink:
     def __init__(
         self,
@@ -148,10 +224,14 @@ class HubLink:
         clock: Clock,
         command_expiry_seconds: int,
         client_id: str = "doorstep-service",
-        on_message: Callable[[str], None] = lambda _kind: None,
+        on_message: Callable[[str, str | None], None] = lambda _kind, _dropped: None,
     ) -> None:
         self._address = address
-        self._count = on_message  # told each received message's kind (`doorstep.metrics`)
+        # Told each received message's kind, and why it was dropped unread, if it was
+        # (`doorstep.metrics`).
+        self._count = on_message
+        self._budget = MessageBudget(HUB_MESSAGES_PER_SECOND, HUB_MESSAGE_BURST)
+        self._beat_budget = MessageBudget(CAMERA_BEATS_PER_SECOND, CAMERA_BEAT_BURST)
         self._writer = writer
         self._clock = clock
         self._expiry = command_expiry_seconds
@@ -251,11 +331,15 @@ class HubLink:
 
     def _on_message(self, _c: paho.Client, _u: object, message: paho.MQTTMessage) -> None:
         parsed = topics.parse(message.topic)
-        payload = bytes(message.payload)
-        if parsed is None or len(payload) > MAX_MESSAGE_BYTES:
+        if parsed is None or len(message.payload) > MAX_MESSAGE_BYTES:
             return
         hub_id, leaf = parsed
-        self._count(leaf)
+        budget = self._beat_budget if leaf == "camera" else self._budget
+        if not budget.take(hub_id, time.monotonic()):
+            self._over_budget(budget, hub_id, leaf)
+            return
+        self._count(leaf, None)
+        payload = bytes(message.payload)
         if leaf == "camera":  # heartbeats: kept in memory, their silence is what counts
             self._note_beat(hub_id, payload)
             return
@@ -270,6 +354,18 @@ class HubLink:
             lambda tx: self._ingestor.store(tx, hub_id, leaf, payload, now),
             then=self._after_commit,
         )
+
+    def _over_budget(self, budget: MessageBudget, hub_id: str, leaf: str) -> None:
+        self._count(leaf, "rate")
+        if budget.warn_due(hub_id, time.monotonic()):
+            log.warning(
+                "hub %s sends more than its budget of %g %s a second: those over it are "
+                "dropped unread (its events are resent until stored) and counted in "
+                "doorstep_hub_messages_dropped_total; logged at most once a minute",
+                hub_id,
+                budget.per_second,
+                "camera heartbeats" if leaf == "camera" else "messages",
+            )
 
     def _ingested(
         self, done: asyncio.Future[_Outcome], hub_id: str, leaf: str, payload: bytes, now: datetime
