@@ -262,7 +262,10 @@ class HubAgent:
         self.resume()
         if self.credentials is not None:
             self.credentials.start()
-        connect(client, broker)
+        # A broker out of reach (the home's internet down at power-up, the service away) is
+        # no reason to stop: the hub journals what its locks report meanwhile and sends it
+        # all once connected (the resend loop, `_on_connect`).
+        connect(client, broker, keep_trying=True)
         self._resender = threading.Thread(target=self._resend_loop, name="resend", daemon=True)
         self._resender.start()
 
@@ -324,7 +327,8 @@ class HubAgent:
             info = self._client.publish(
                 self.topics.status, offline.model_dump_json().encode(), qos=1, retain=True
             )
-            info.wait_for_publish(timeout=2)
+            if info.rc == paho.MQTT_ERR_SUCCESS:  # else not connected: the will says it
+                info.wait_for_publish(timeout=2)
             close(self._client)
         for camera in self.cameras.values():
             camera.stop()
@@ -362,6 +366,10 @@ class HubAgent:
             self._client.publish(self.topics.reported, body, qos=1, retain=True)
 
     def _resend(self, after: tuple[int, int] = (0, 0)) -> None:
+        # Not while disconnected: the client would queue every round's copies until it
+        # connects, then send them all (`_on_connect` resends once connected).
+        if self._client is None or not self._client.is_connected():
+            return
         for event in self.journal.unacknowledged(after=after):
             self._publish_event(event)
 

@@ -166,7 +166,7 @@ def run(options: HubOptions) -> None:
     control.start()
     agent.start(config.broker)
     log.info(
-        "hub %s online (epoch %d), access points: %s",
+        "hub %s running (epoch %d), access points: %s",
         config.hub_id,
         agent.journal.epoch,
         ", ".join(config.access_points),

@@ -141,8 +141,12 @@ def make_client(
     return client
 
 
-def connect(client: paho.Client, address: BrokerAddress, *, timeout: float = 10.0) -> None:
-    """Connect (persistent session) and start the network thread; raise if refused."""
+def connect(
+    client: paho.Client, address: BrokerAddress, *, timeout: float = 10.0, keep_trying: bool = False
+) -> bool:
+    """Connect (persistent session) and start the network thread; raise if refused or
+    not answered within `timeout`. With `keep_trying`, log that instead, leave the network
+    thread trying again (paho's reconnect delay), and return False."""
     connected = threading.Event()
     failure: list[str] = []
 
@@ -153,13 +157,19 @@ def connect(client: paho.Client, address: BrokerAddress, *, timeout: float = 10.
 
     previous = prepare_session(client, address, on_connack)
     client.loop_start()
-    if not connected.wait(timeout) or failure:
+    if connected.wait(timeout) and not failure:
+        client.on_connect = previous
+        return True
+    why = (
+        f"MQTT connect to {address.host}:{address.port} failed: "
+        f"{failure[0] if failure else 'timeout'}"
+    )
+    if not keep_trying:
         client.loop_stop()
-        raise ConnectionError(
-            f"MQTT connect to {address.host}:{address.port} failed: "
-            f"{failure[0] if failure else 'timeout'}"
-        )
-    client.on_connect = previous
+        raise ConnectionError(why)
+    client.on_connect = previous  # its own `on_connect` runs at the connection to come
+    log.error("%s; going on without the broker, trying again", why)
+    return False
 
 
 def prepare_session(
