@@ -105,6 +105,7 @@ def create_app(
         on_hub_enrolled=on_hub_enrolled,
         broker_public=public,
         totp_key=load_or_create_key(settings.data_dir / "keys", twofactor.KEY_FILE),
+        webhook_key=load_or_create_key(settings.data_dir / "keys", sealing.KEY_FILE),
         metrics=Metrics(sessions, clock),
     )
 
@@ -143,8 +144,9 @@ def create_app(
                 )
                 await runtime.hot.start()
                 runtime.link.hot = jobs.hot = runtime.hot
-        webhook_key = load_or_create_key(settings.data_dir / "keys", sealing.KEY_FILE)
-        dispatcher = Dispatcher(writer=jobs, clock=clock, settings=settings.notify, key=webhook_key)
+        dispatcher = Dispatcher(
+            writer=jobs, clock=clock, settings=settings.notify, key=runtime.webhook_key
+        )
         dispatcher.start()
         clips.start(_app)
         key_watch = rotation.KeyWatch(runtime, settings.data_dir / "keys")  # `doorstep keys`

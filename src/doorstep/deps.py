@@ -42,6 +42,7 @@ class Runtime:
     on_hub_enrolled: Callable[[], None]
     broker_public: PublicBroker  # what hubs are told at enrollment
     totp_key: bytes  # seals residents' authenticator keys (`accounts.twofactor`)
+    webhook_key: bytes  # seals carriers' webhook secrets (`notify.sealing`)
     metrics: Metrics  # this process's counters and the scrape (`doorstep.metrics`)
     shadows: ShadowPublisher | None = None  # hubs' desired documents (`grants.shadow`)
     hot: HotWriter | None = None  # the hot paths' writer process (`doorstep.hotwriter`)

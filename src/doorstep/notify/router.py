@@ -24,7 +24,6 @@ from doorstep.notify.models import WebhookEndpoint
 from doorstep.notify.signing import new_secret
 from doorstep.notify.targets import redacted
 from doorstep.schemas import Input, Output
-from doorstep.web.security import load_or_create_key
 
 router = APIRouter(prefix="/v1/carrier", tags=["webhooks"])
 
@@ -67,9 +66,8 @@ def set_webhook(
         endpoint = WebhookEndpoint(id=new_id("whk"), carrier_id=carrier.carrier_id, created_at=now)
         session.add(endpoint)
     secret = new_secret()
-    key = load_or_create_key(runtime.settings.data_dir / "keys", sealing.KEY_FILE)
     endpoint.url, endpoint.active = body.url, True
-    endpoint.secret = sealing.seal(key, endpoint.id, secret)
+    endpoint.secret = sealing.seal(runtime.webhook_key, endpoint.id, secret)
     session.flush()
     append(
         session,
