@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import socket
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import loadgen
+from bench.procstat import process_cpu_seconds
 from bench.seed import hub_id
 
 PACKAGES = (
@@ -47,6 +49,70 @@ def journal_fsync_ms(workdir: Path, appends: int = 50) -> float:
     return round(1000 * elapsed / appends, 3)
 
 
+def speed_probes(round_trips: int = 4000, signatures: int = 300) -> dict[str, float]:
+    """What the whole path's basic steps cost on this machine, measured in a second or
+    so, so that reports from different machines can be compared by their causes.
+
+    - `wake_round_trip_us`: one byte to another process over a socket pair and back,
+      each side blocked in `recv` (what every hop between wrk, the service, its writer
+      process, Mosquitto and the hub simulator pays at least once per message), and
+      `wake_cpu_us`: the CPU time both processes spend on one round trip.
+    - `ed25519_sign_us`, `ed25519_verify_us`: one signature and one check with the
+      library the service and the hub use (a whole-path entry signs twice, the grant and
+      the hub's event, and checks twice, the grant at the hub and the event at the
+      service).
+    - `python_loop_us`: a pure-Python loop of 1,000 additions (the interpreter's speed).
+    """
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    ours, theirs = socket.socketpair()
+    child = os.fork()
+    if child == 0:  # echo each byte back until the parent closes its end
+        ours.close()
+        try:
+            while theirs.recv(1):
+                theirs.send(b"x")
+        finally:
+            os._exit(0)
+    theirs.close()
+    cpu_before = process_cpu_seconds(os.getpid()) + process_cpu_seconds(child)
+    started = time.perf_counter()
+    for _ in range(round_trips):
+        ours.send(b"x")
+        ours.recv(1)
+    elapsed = time.perf_counter() - started
+    cpu = process_cpu_seconds(os.getpid()) + process_cpu_seconds(child) - cpu_before
+    ours.close()
+    os.waitpid(child, 0)
+
+    key = Ed25519PrivateKey.generate()
+    public = key.public_key()
+    message = bytes(200)
+    signature = key.sign(message)
+    sign_started = time.perf_counter()
+    for _ in range(signatures):
+        key.sign(message)
+    sign = time.perf_counter() - sign_started
+    verify_started = time.perf_counter()
+    for _ in range(signatures):
+        public.verify(signature, message)
+    verify = time.perf_counter() - verify_started
+
+    loop_started = time.perf_counter()
+    for _ in range(200):
+        total = 0
+        for number in range(1000):
+            total += number
+    loop = time.perf_counter() - loop_started
+    return {
+        "wake_round_trip_us": round(1e6 * elapsed / round_trips, 1),
+        "wake_cpu_us": round(1e6 * cpu / round_trips, 1),
+        "ed25519_sign_us": round(1e6 * sign / signatures, 1),
+        "ed25519_verify_us": round(1e6 * verify / signatures, 1),
+        "python_loop_us": round(1e6 * loop / 200, 1),
+    }
+
+
 def environment() -> dict[str, Any]:
     return {
         "cpu_count": os.cpu_count(),
@@ -60,6 +126,7 @@ def environment() -> dict[str, Any]:
         "mosquitto": _mosquitto_version(),
         "source": _source(),
         "loadavg": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
+        "cpuidle": _cpuidle(),
         "argv": sys.argv,
     }
 
@@ -76,6 +143,22 @@ def _cpu_model() -> str:
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     return platform.processor() or "unknown"
+
+
+def _cpuidle() -> str:
+    """How an idle core waits (the kernel's cpuidle driver, and in a VM whether it polls
+    before halting): a halted virtual core is slow to wake, which every hop between
+    processes may pay."""
+    parts = []
+    for label, path in (
+        ("driver", "/sys/devices/system/cpu/cpuidle/current_driver"),
+        ("guest_halt_poll_ns", "/sys/module/haltpoll/parameters/guest_halt_poll_ns"),
+    ):
+        try:
+            parts.append(f"{label} {Path(path).read_text().strip()}")
+        except OSError:
+            continue
+    return ", ".join(parts) or "unknown"
 
 
 def _mosquitto_version() -> str:

@@ -231,10 +231,28 @@ def _machine(report: dict[str, Any]) -> str:
         f"- **Tools**: {env['wrk']}; {env['mosquitto']}\n"
         f"- **Source**: {env['source']}\n"
         f"- **Load average at start**: {env['loadavg']}\n"
+        f"- **Idle cores**: {env.get('cpuidle', 'unknown')}\n"
         f"- **Runs**: {options['warmup']:g} s warm-up then {options['duration']:g} s "
         f"measured per row; sequential = `wrk -t1 -c1`, concurrent = "
         f"`wrk -t{options['concurrent_threads']} -c{options['concurrency']}`. wrk, the "
         "service, Mosquitto and the hub simulator all share these cores.\n"
+        + _probes(report.get("probes"))
+    )
+
+
+def _probes(probes: dict[str, float] | None) -> str:
+    """The machine's speed at the whole path's basic steps (`machine.speed_probes`)."""
+    if not probes:
+        return ""
+    return (
+        f"- **Machine speed** (measured before the runs): a process woken over a socket "
+        f"and answering, round trip {probes['wake_round_trip_us']:g} us, "
+        f"{probes['wake_cpu_us']:g} us of CPU; Ed25519 sign {probes['ed25519_sign_us']:g} "
+        f"us, verify {probes['ed25519_verify_us']:g} us; a Python loop of 1,000 additions "
+        f"{probes['python_loop_us']:g} us. A whole-path entry crosses a process boundary "
+        "about ten times, and makes two signatures and checks two, so these set much of "
+        "its cost: compare them before comparing reports from different machines "
+        f"(foreign load then: {probes.get('foreign_cores', 0.0):.2f} cores).\n"
     )
 
 

@@ -27,7 +27,8 @@ import orjson
 from bench import hotspots, loadgen, machine, measure, report
 from bench.ceiling import APPS
 from bench.loadgen import Load
-from bench.measure import DECISION, WHOLE_PATH, Options, Outcome, Scenario
+from bench.measure import DECISION, WHOLE_PATH, Options, Outcome, Scenario, wait_quiet
+from bench.procstat import Meter
 from bench.rig import Rig, RigError
 from bench.seed import ACCESS_POINT_SLUG, entry_body_format, hub_id
 
@@ -72,6 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     say(
         f"doorstep bench: {bench_report['environment']['cpu_count']} CPUs, affinity "
         f"{bench_report['environment']['affinity']}, Python {platform.python_version()}"
+    )
+    foreign = wait_quiet(Meter(dict), options, say)
+    bench_report["probes"] = probes = machine.speed_probes() | {"foreign_cores": foreign}
+    say(
+        f"machine: process wake-up round trip {probes['wake_round_trip_us']:g} us "
+        f"({probes['wake_cpu_us']:g} us CPU), Ed25519 sign {probes['ed25519_sign_us']:g} us, "
+        f"verify {probes['ed25519_verify_us']:g} us"
     )
     workdir = Path(tempfile.mkdtemp(prefix="doorstep-bench-"))
     failed = False
