@@ -41,6 +41,19 @@ Failing closed:
   `not_fully_locked`, `action: "error_jammed"` or `alarm: "deadbolt_jammed"` is a jam
   (DoorLockAlarm LOCK_JAMMED, plus LockOperationError for a pending request); no
   report within `command_timeout` is a LockOperationError.
+- Zigbee2MQTT 2.x tags no answer to a device `/get` or `/set` (only `bridge/request`
+  echoes a `transaction`; Koenkk/zigbee2mqtt#13796), and every lock document carries
+  its cached `lock_state`, so the answer to the driver's `/get` cannot be told from a
+  document published before it or from a cached copy: after the link, the bridge or
+  the lock comes back, a restarted Zigbee2MQTT sends every cached state (its
+  `cache_state_send_on_startup`, from a state.json saved only every few minutes), and
+  a lock back on the mesh may report anything before its bolt. So the bolt state the
+  driver held before then proves nothing about a request made since: the request needs
+  the lock's evidence after it (its operation event, or a report of the bolt elsewhere,
+  then at the target). And the first reading since then is where the bolt is, not a
+  lock movement: it says "locked" with no LockOperation (an "unlocked" is still
+  reported). Not covered: until the lock answers, that reading is the status, so a
+  cached "locked" that the lock never corrects reads as locked.
 - An unlock with no known outcome (no report in time, or the broker, the bridge or the
   lock lost before its report) owes a relock: a lock request (source AUTO) that goes
   out at once, or as soon as the lock is reachable again, so that a late unlock cannot
@@ -58,6 +71,9 @@ Failing closed:
   Unknown lock and door states read as NOT_FULLY_LOCKED and UNSPECIFIED_ERROR: never as
   locked or closed. A contact sensor that goes unavailable makes the door unknown, and so
   does a lock's own `door_state: "undefined"` (doorState 0xFF) after a known position.
+  The sensor's retained state, replayed at subscribe after its retained availability
+  says offline, is its last word before it went silent: dropped, the door stays unknown
+  until the sensor reports live.
 - A lock document the broker replays at subscribe time (retained, with Zigbee2MQTT's
   `retain: true` device option) is history: its bolt state is dropped, so only the
   answer to the driver's `/get` (or a later live report) makes the lock online; and so
@@ -208,8 +224,8 @@ class Zigbee2MqttLock:
         }
         if sensor is not None:
             presence[broker.topic(sensor, "availability")] = model.on_sensor_availability
-            states[broker.topic(sensor)] = lambda document, _: model.on_sensor_document(
-                document, sensor
+            states[broker.topic(sensor)] = lambda document, replayed: model.on_sensor_document(
+                document, sensor, replayed=replayed
             )
         return presence, states
 

@@ -13,8 +13,11 @@ Rules, all failing closed:
   the report is a movement; or the lock's operation event for it came after the request.
   A report of the state the bolt was already in proves nothing (Zigbee2MQTT republishes
   its cached state with every message, and a `/get` answer may have been read before
-  the command landed): the request then waits for evidence or times out. It fails on a
-  jam, on losing the link, the bridge or the lock, or (driver's timer) on silence.
+  the command landed): the request then waits for evidence or times out. Nor does a
+  bolt state from before the link, the bridge or the lock came back (not `_fresh`):
+  Zigbee2MQTT's cache may be older than the bolt, and nothing tells its cached copy
+  from the answer to the driver's `/get`. It fails on a jam, on losing the link, the
+  bridge or the lock, or (driver's timer) on silence.
 - An unlock with no known outcome (silence, or cut off by losing the link, the bridge
   or the lock) owes a relock: a LOCK (source AUTO) the driver sends as soon as the lock
   is reachable. So does any lock request cut off before its report: the bolt may still
@@ -26,6 +29,10 @@ Rules, all failing closed:
 - A movement nobody here asked for is reported with the source its `action` named,
   if that came within `HINT_SECONDS` before; otherwise UNSPECIFIED.
 - First readings (bolt, door) say where things are, not that they changed: no event.
+  So does the first bolt reading since the link, the bridge or the lock came back, when
+  it says locked (it may be Zigbee2MQTT's cache; an unlocked one is reported).
+- A contact sensor's replayed (retained) state while its availability says offline is
+  history: the door stays unknown until it reports live.
 - `alarm` is cached by Zigbee2MQTT, so only a change of it is news, and the value in
   the first document is history. So is a jam alarm in a replayed (retained) document:
   Zigbee2MQTT keeps `deadbolt_jammed` long after the bolt is freed, and whether it is
@@ -118,6 +125,7 @@ class LockModel:
         self._closed = False
         self._bridge_online: bool | None = None
         self._lock_available: bool | None = None
+        self._sensor_available: bool | None = None
         self._fresh = False  # a lock state arrived since the link last came back
         self._refresh = False  # Zigbee2MQTT should be asked to read the bolt
         self._relock_owed = False
@@ -180,8 +188,9 @@ class LockModel:
 
     def begin(self, pending: Pending) -> None:
         """Make `pending` the request in motion. A bolt already reported at its target
-        says nothing about the request until it has moved (see the module docstring)."""
-        pending.proven = self._lock_state != _TARGETS[pending.operation]
+        says nothing about the request until it has moved, and nor does a reading from
+        before the link, the bridge or the lock came back (see the module docstring)."""
+        pending.proven = self._fresh and self._lock_state != _TARGETS[pending.operation]
         self.pending = pending
 
     # --- the link ----------------------------------------------------------------------
@@ -194,7 +203,7 @@ class LockModel:
         if self._connected:
             log.warning("%s: lost the Zigbee2MQTT broker (%s)", self.name, reason)
         self._connected = False
-        self._bridge_online = self._lock_available = None
+        self._bridge_online = self._lock_available = self._sensor_available = None
         self._fresh = False
         self.fail_pending("broker connection lost", cut_off=True)
 
@@ -218,6 +227,7 @@ class LockModel:
             self._request_refresh()
 
     def on_sensor_availability(self, online: bool) -> None:
+        self._sensor_available = online
         if not online:
             self._set_door(UNKNOWN_DOOR)  # a silent sensor says nothing about the door
 
@@ -250,7 +260,14 @@ class LockModel:
 
     # --- documents -----------------------------------------------------------------------
 
-    def on_sensor_document(self, document: dict[str, Any], sensor: str) -> None:
+    def on_sensor_document(
+        self, document: dict[str, Any], sensor: str, *, replayed: bool = False
+    ) -> None:
+        """Read one sensor document; `replayed`: the broker's retained copy. One replayed
+        while the sensor is unavailable is its last word before it went silent: history,
+        and the door stays unknown until the sensor reports live."""
+        if replayed and self._sensor_available is False:
+            return
         door = read_contact(document, sensor)
         if door is not None:
             self._set_door(door)
@@ -310,7 +327,7 @@ class LockModel:
 
     def _on_lock_state(self, state: LockState) -> None:
         previous, self._lock_state = self._lock_state, state
-        self._fresh = True
+        was_fresh, self._fresh = self._fresh, True
         if state == LockState.NOT_FULLY_LOCKED:
             if previous != LockState.NOT_FULLY_LOCKED:
                 self._jam()
@@ -324,7 +341,9 @@ class LockModel:
             self.cancel_pending()
             self._hint = None
             self._outbox.put(LockOperation(operation, pending.source))
-        elif previous is not None and state != previous:
+        elif previous is not None and state != previous and (was_fresh or operation == _UNLOCK):
+            # The first reading since the link, the bridge or the lock came back may be
+            # Zigbee2MQTT's cache: "locked" there is no news of a movement (fail closed).
             self._outbox.put(LockOperation(operation, self._take_hint(operation)))
 
     def _take_hint(self, operation: LockOperationType) -> OperationSource:
