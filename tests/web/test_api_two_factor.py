@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from doorstep import db
 from doorstep.accounts import totp, twofactor
-from doorstep.accounts.models import Role, TotpCredential
+from doorstep.accounts.models import Role, TotpCredential, User
 from doorstep.accounts.service import create_user
 from doorstep.app import create_app
 from doorstep.audit.models import AuditEvent
@@ -227,6 +227,8 @@ def test_wrong_codes_lock_the_account_codes(standalone: Callable[..., Standalone
     locked = _call(app, "DELETE", TWO_FACTOR, token, password=PASSWORD, code=right)
     assert locked.status_code == 429 and _error(locked) == "code_locked", locked.text
     assert twofactor_on(app)
+    until = app.clock.now() + timedelta(seconds=twofactor.LOCK_SECONDS)
+    assert _actions(app, "account:totp:locked") == [{"until": until.isoformat()}]
 
 
 def test_code_guesses_are_limited_per_address(standalone: Callable[..., Standalone]) -> None:
@@ -315,3 +317,67 @@ def test_a_right_set_up_code_clears_the_count(standalone: Callable[..., Standalo
     assert _token(app, email, code=_wrong(next_code)).status_code == 401
     signed_in = _token(app, email, code=next_code)
     assert signed_in.status_code == 200, signed_in.text
+
+
+def _history(app: Standalone, user_id: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """The account's two-step records, oldest first: (action, actor, data)."""
+    with _db(app) as db:
+        rows = db.scalars(
+            select(AuditEvent)
+            .where(AuditEvent.subject == user_id, AuditEvent.action.like("account:totp%"))
+            .order_by(AuditEvent.seq)
+        ).all()
+        return [(row.action, row.actor, dict(row.data)) for row in rows]
+
+
+def _no_secrets(app: Standalone, *secrets: str) -> None:
+    with _db(app) as db:
+        stored = str([(row.action, row.data) for row in db.scalars(select(AuditEvent))])
+    for secret in secrets:
+        assert secret not in stored
+
+
+def test_the_set_up_is_on_the_audit_log_refusals_too(
+    standalone: Callable[..., Standalone],
+) -> None:
+    """A resident (or an operator after a takeover attempt) sees the whole set-up on the
+    account's history: started, each wrong code (refused, yet recorded), the lock, the
+    tries while locked, on and off; never the key, the otpauth URI or a code."""
+    app = standalone(auth=AuthSettings(max_login_failures_per_minute=1000))
+    token = _resident(app, "api-2fa-audit@doorstep.test")
+    started = _call(app, "POST", TWO_FACTOR, token, password=PASSWORD)
+    secret = _secret(started)
+    right = _code(app, secret)
+    for _ in range(twofactor.MAX_FAILURES):
+        wrong = _call(app, "POST", f"{TWO_FACTOR}/confirm", token, code=_wrong(right))
+        assert wrong.status_code == 422, wrong.text
+    until = (app.clock.now() + timedelta(seconds=twofactor.LOCK_SECONDS)).isoformat()
+    locked = _call(app, "POST", f"{TWO_FACTOR}/confirm", token, code=right)
+    assert locked.status_code == 429, locked.text
+    confirming = _code(app, secret, twofactor.LOCK_SECONDS + 1)
+    on = _call(app, "POST", f"{TWO_FACTOR}/confirm", token, code=confirming)
+    assert on.status_code == 200, on.text
+    closing = _code(app, secret, 30)
+    off = _call(app, "DELETE", TWO_FACTOR, token, password=PASSWORD, code=closing)
+    assert off.status_code == 204, off.text
+
+    user_id = _user_id(app, "api-2fa-audit@doorstep.test")
+    resident = f"resident:{user_id}"
+    wrong_code = ("account:totp_setup:failed", resident, {"reason": "wrong_code"})
+    assert _history(app, user_id) == [
+        ("account:totp_setup:started", resident, {}),
+        *[wrong_code] * twofactor.MAX_FAILURES,
+        ("account:totp:locked", "system", {"until": until}),
+        ("account:totp_setup:failed", resident, {"reason": "code_locked"}),
+        ("account:totp:on", resident, {}),
+        ("account:totp:off", resident, {}),
+    ]
+    uri = started.json()["otpauth_uri"]
+    _no_secrets(app, started.json()["secret"], uri, right, _wrong(right), confirming, closing)
+
+
+def _user_id(app: Standalone, email: str) -> str:
+    with _db(app) as db:
+        user_id = db.scalar(select(User.id).where(User.email == email))
+    assert user_id is not None
+    return user_id

@@ -236,18 +236,23 @@ def confirm_two_factor(body: TwoFactorCode, request: Request, runtime: RuntimeDe
     """Turn two-step sign-in on with a code from the app: answers the recovery codes,
     this once, and ends every other session and API token of the account (the token
     that asked stays). Sign-in then asks for a code. Wrong codes count per address, as
-    sign-in attempts do, and toward the account's code lock (429 `code_locked`)."""
+    sign-in attempts do, and toward the account's code lock (429 `code_locked`). Each
+    refusal is audited (`account:totp_setup:failed`), without the code."""
     token = _bearer(request)
     _limited(request, runtime)
     now = runtime.clock.now()
     with runtime.sessions() as session:
         user = _resident(session, token, now)
-        turned_on = twofactor.turn_on(
-            session, user=user, code=body.code, now=now, key=runtime.totp_key,
-            keep=security.token_digest(token),
-        )  # fmt: skip
+        try:
+            turned_on = twofactor.turn_on(
+                session, user=user, code=body.code, now=now, key=runtime.totp_key,
+                keep=security.token_digest(token),
+            )  # fmt: skip
+        except twofactor.CodeLocked:
+            session.commit()  # the refusal's audit record
+            raise
         if turned_on is None:
-            session.commit()  # the wrong code's count
+            session.commit()  # the wrong code's count and audit record
             raise InvalidRequest("that code is not right; send the 6 digits the app shows now")
         session.commit()
     return TwoFactorOn(

@@ -13,13 +13,26 @@ good once: the newest accepted time step is kept and older or equal steps are re
 The app's key is kept sealed (AES-256-GCM under `<data dir>/keys/totp.key`, bound to the
 user id), so a copy of the database alone cannot make codes. A key stored in plain by an
 earlier version is still read, and sealed at its next accepted code.
+
+Audit records (subject: the account; never the key, the otpauth URI or a code), in the
+caller's unit of work, which commits them also when it refuses the request:
+
+    account:totp_setup:started  a new key was made (one still waiting is replaced)
+    account:totp_setup:failed   data.reason: wrong_code | code_locked (the confirming code)
+    account:totp:on             the set-up was confirmed
+    account:totp:locked         actor `system`: the `MAX_FAILURES`th wrong code in a row,
+                                wherever it was typed (set-up, sign-in, re-authentication,
+                                password reset); data.until: when codes are taken again
+    account:totp:off            two-step sign-in was turned off
+    account:recovery_code:used
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -62,6 +75,11 @@ def unseal(key: bytes, user_id: str, stored: bytes) -> bytes:
 
 class CodeLocked(TooManyRequests):
     code = "code_locked"
+
+
+class SetUpFailure(StrEnum):
+    WRONG_CODE = "wrong_code"
+    CODE_LOCKED = "code_locked"
 
 
 class CodeRefused(NotAuthenticated):
@@ -108,6 +126,8 @@ def start_enrollment(session: Session, *, user: User, now: datetime, key: bytes)
             created_at=now,
         )
     )
+    audit.append(session, at=now, actor=f"{user.role}:{user.id}",
+                 action="account:totp_setup:started", subject=user.id, data={})  # fmt: skip
     return secret
 
 
@@ -125,12 +145,20 @@ def confirm(
     """Turn TOTP on if `code` comes from the enrolled key; the new recovery codes, or
     None for a wrong code. Wrong codes count toward the lock as at sign-in (`verify`):
     a token alone must not let anyone guess the set-up's code. Raises `CodeLocked`
-    while locked."""
+    while locked. A refusal is recorded (`account:totp_setup:failed`) for the caller
+    to commit before it answers."""
     found = credential(session, user_id=user.id)
     if found is None or found.confirmed_at is not None:
         raise Conflict("start again: there is no authenticator waiting to be confirmed")
-    _refuse_while_locked(found, now)
-    if not _counted(found, _check_totp(found, code, now, key), now):
+    try:
+        _refuse_while_locked(found, now)
+    except CodeLocked:
+        _set_up_failed(session, user, SetUpFailure.CODE_LOCKED, now)
+        raise
+    right = _check_totp(found, code, now, key)
+    if not right:  # recorded before the count, which may lock
+        _set_up_failed(session, user, SetUpFailure.WRONG_CODE, now)
+    if not _counted(session, found, right, now):
         return None
     found.confirmed_at = now
     codes = _replace_recovery_codes(session, user.id, now)
@@ -143,6 +171,12 @@ def confirm(
         data={},
     )
     return codes
+
+
+def _set_up_failed(session: Session, user: User, reason: SetUpFailure, now: datetime) -> None:
+    audit.append(session, at=now, actor=f"{user.role}:{user.id}",
+                 action="account:totp_setup:failed", subject=user.id,
+                 data={"reason": reason})  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +209,7 @@ def verify(session: Session, *, user_id: str, code: str, now: datetime, key: byt
         return True  # nothing to ask for
     _refuse_while_locked(found, now)
     right = _check_totp(found, code, now, key) or _use_recovery_code(session, user_id, code, now)
-    return _counted(found, right, now)
+    return _counted(session, found, right, now)
 
 
 def _refuse_while_locked(found: TotpCredential, now: datetime) -> None:
@@ -183,9 +217,10 @@ def _refuse_while_locked(found: TotpCredential, now: datetime) -> None:
         raise CodeLocked("too many wrong codes; wait a few minutes, then try again")
 
 
-def _counted(found: TotpCredential, right: bool, now: datetime) -> bool:
+def _counted(session: Session, found: TotpCredential, right: bool, now: datetime) -> bool:
     """`right`, once counted: a right code clears the count; a wrong one adds to it, and
-    the `MAX_FAILURES`th in a row locks the account's codes for `LOCK_SECONDS`."""
+    the `MAX_FAILURES`th in a row locks the account's codes for `LOCK_SECONDS`
+    (`account:totp:locked`)."""
     if right:
         found.failures = 0
         found.locked_until = None
@@ -194,12 +229,20 @@ def _counted(found: TotpCredential, right: bool, now: datetime) -> bool:
     if found.failures >= MAX_FAILURES:
         found.failures = 0
         found.locked_until = now + timedelta(seconds=LOCK_SECONDS)
+        until = found.locked_until.astimezone(UTC).isoformat()
+        audit.append(session, at=now, actor="system", action="account:totp:locked",
+                     subject=found.user_id, data={"until": until})  # fmt: skip
     return False
 
 
 def turn_off(session: Session, *, user: User, now: datetime) -> None:
+    """Drop the app's key (or a set-up still waiting) and the recovery codes; recorded
+    only when two-step sign-in was on, so the history never shows an "off" that was not."""
+    was_on = is_on(session, user_id=user.id)
     session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
     session.execute(delete(TotpCredential).where(TotpCredential.user_id == user.id))
+    if not was_on:
+        return
     audit.append(
         session,
         at=now,
