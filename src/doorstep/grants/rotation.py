@@ -15,7 +15,11 @@ published (`keys use` and `keys retire` read it), and sends each hub its new doc
 The keys are swapped before the versions are raised, so that no document of a raised
 version names the keys published before (`ShadowPublisher.publish` builds with the keys
 current when it read the version): a hub is counted as trusting a new key only once it
-has applied a document that names it.
+has applied a document that names it. Enrollment relies on the same order: it reads the
+keys it hands a hub only once the claim is committed (`homes.router.claim_hub`), so a hub
+enrolling as the keys change is either among those whose versions are raised (and is
+sent a document with the new keys) or was handed the new keys (and is counted as
+trusting them, as a hub enrolled later is).
 
 Keys that cannot be loaded (a file that is no key, or not the key its name says, a
 signing key without its file) change nothing: the service signs on with the keys it has,

@@ -125,7 +125,14 @@ def claim_hub(
 ) -> object:
     """A hub redeems its claim code once and receives its broker credentials (and the
     broker's TLS CA, if it has one of its own) and the issuer keys to pin. No bearer
-    token: the claim code is the credential."""
+    token: the claim code is the credential.
+
+    The keys are read once the claim is committed: then either the service's raise of
+    versions for changed keys (`grants.rotation`) saw the hub enrolled, and sends it a
+    document with them, or it did not, and the keys it swapped in before are those read
+    here. Read before the commit, they could be the old ones while the raise missed the
+    hub (PostgreSQL, READ COMMITTED), which was then counted as trusting keys it was
+    never sent."""
     key = request.client.host if request.client else "-"
     if not runtime.claim_limiter.allow(key, runtime.clock.timestamp()):
         raise TooManyRequests("too many claim attempts; wait a minute")
@@ -139,6 +146,8 @@ def claim_hub(
         now=runtime.clock.now(),
     )  # fmt: skip
     after_commit(session, runtime.on_hub_enrolled)
+    session.commit()
+    keys = runtime.keys  # after the commit: see above
     broker = runtime.broker_public
     return HubEnrollment(
         hub_id=enrollment.hub.id,
@@ -151,6 +160,6 @@ def claim_hub(
             tls=broker.tls,
             ca_pem=broker.ca_pem,
         ),
-        issuer_keys={kid: b64encode(raw) for kid, raw in runtime.keys.public.items()},
+        issuer_keys={kid: b64encode(raw) for kid, raw in keys.public.items()},
         access_points=[p.slug for p in enrollment.access_points],
     )
