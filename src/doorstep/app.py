@@ -122,6 +122,7 @@ def create_app(
                 writer=writer,
                 clock=clock,
                 command_expiry_seconds=settings.entry.command_expiry_seconds,
+                budget=settings.hublink,
                 client_id=settings.broker_client_id,
                 on_message=runtime.metrics.hub_message,
             )

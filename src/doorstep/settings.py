@@ -182,6 +182,27 @@ class ClipSettings(BaseModel):
         return self
 
 
+class HubLinkSettings(BaseModel):
+    """Each hub's message budget at the service's ingest (`hublink.link.MessageBudget`):
+    what a hub sends beyond it is dropped unread (its events are resent until stored)."""
+
+    model_config = _NO_INPUT_IN_ERRORS
+
+    # Events, replies, status and reported documents. The burst holds what a hub sends at
+    # once on reconnecting: its status, its reported document and a batch of up to 500
+    # unacknowledged events (`hub.journal`), so that a backlog of that size is never
+    # dropped; a longer one is resent every 3 s until stored, at the sustained rate, which
+    # is far above what entries need (a few messages each) and far below what the writer
+    # does (thousands a second). A hub with many doors may need more.
+    messages_per_second: float = Field(default=20.0, gt=0, le=100_000)
+    message_burst: int = Field(default=600, ge=1, le=1_000_000)
+    # Camera heartbeats (one a second per entry in progress) have a budget of their own:
+    # a backlog's resends must never crowd them out, or their silence would raise
+    # camera_lost.
+    camera_beats_per_second: float = Field(default=20.0, gt=0, le=100_000)
+    camera_beat_burst: int = Field(default=40, ge=1, le=1_000_000)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="DOORSTEP_", env_nested_delimiter="__", hide_input_in_errors=True
@@ -245,6 +266,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     notify: NotifySettings = NotifySettings()
     clips: ClipSettings = ClipSettings()
+    hublink: HubLinkSettings = HubLinkSettings()
 
     @model_validator(mode="after")
     def _production_needs_explicit_storage(self) -> Settings:

@@ -5,6 +5,9 @@ stores no more than the budget allows in that window, drops the rest unread, cou
 in the metrics and warns once; another home's entry meanwhile completes; and when the
 real hub comes back, its resends store every one of those events exactly once. A hub
 sending within its budget (a reconnect with a full batch of 500 events) loses nothing.
+The budget is the operator's to set (`DOORSTEP_HUBLINK__*`). A hub over its budget still
+answers a courier who waits for it (its reply, sent once, is let through), but no flood of
+replies naming other commands, or another hub's, gets through or wakes anyone.
 """
 
 from __future__ import annotations
@@ -27,9 +30,10 @@ from doorstep.hub import config as hub_config
 from doorstep.hub.journal import Journal
 from doorstep.hub.runner import HubOptions
 from doorstep.hublink import link
-from doorstep.protocol import topics
-from doorstep.protocol.messages import CameraBeat, EventKind
+from doorstep.protocol import PROTOCOL_VERSION, topics
+from doorstep.protocol.messages import CameraBeat, Command, CommandKind, EventKind, Reply
 from doorstep.protocol.mqtt import close, connect, make_client
+from doorstep.settings import HubLinkSettings
 from polling import wait_until
 
 TOKEN = secrets.token_urlsafe(32)
@@ -37,22 +41,27 @@ FLOOD = 2000
 BEATS = 10  # camera heartbeats among the flood: they have a budget of their own
 # The flood test's budget: small beside the flood; its burst holds a whole resend batch
 # (500 events, every 3 s), so that the hub's resends catch up in seconds.
-FLOOD_BUDGET = (200.0, 500)
+FLOOD_BUDGET = HubLinkSettings(messages_per_second=200.0, message_burst=500)
+# A budget that a hub spends in seconds and that never refills while a test runs.
+SPENT_BUDGET = HubLinkSettings(
+    messages_per_second=0.001, message_burst=30, camera_beats_per_second=0.001, camera_beat_burst=3
+)
 WARNING = "sends more than its budget"
 
 
 @pytest.fixture
-def budget() -> tuple[float, int]:
-    """The hub message budget the service runs with (per second, burst): as `serve` has
-    it, unless a test says otherwise."""
-    return link.HUB_MESSAGES_PER_SECOND, link.HUB_MESSAGE_BURST
+def budget() -> HubLinkSettings:
+    """The hub message budget the service runs with: as `serve` has it, unless a test says
+    otherwise."""
+    return HubLinkSettings()
 
 
 @pytest.fixture(autouse=True)
-def _budget_in_force(budget: tuple[float, int], monkeypatch: pytest.MonkeyPatch) -> None:
-    # Autouse: in force before the service (and its hub link) starts.
-    monkeypatch.setattr(link, "HUB_MESSAGES_PER_SECOND", budget[0])
-    monkeypatch.setattr(link, "HUB_MESSAGE_BURST", budget[1])
+def _budget_in_force(budget: HubLinkSettings, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Autouse: in force before the service (and its hub link) starts; set as an operator
+    # sets it, in the environment the service's settings are read from.
+    for name, value in budget.model_dump().items():
+        monkeypatch.setenv(f"DOORSTEP_HUBLINK__{name.upper()}", str(value))
 
 
 @pytest.fixture
@@ -164,7 +173,7 @@ def test_a_flooding_hub_is_held_to_its_budget_and_its_events_still_arrive_once(
 ) -> None:
     monkeypatch.setattr(live.settings, "metrics_token", SecretStr(TOKEN))
     caplog.set_level(logging.WARNING, logger="doorstep.hublink.link")
-    per_second, burst = FLOOD_BUDGET
+    per_second, burst = FLOOD_BUDGET.messages_per_second, FLOOD_BUDGET.message_burst
     flooded, other = homes
     epoch, payloads = _backlog(flooded, FLOOD)
     assert len(payloads) == FLOOD
@@ -242,3 +251,143 @@ def test_a_hub_sending_within_its_budget_loses_nothing(
         dropped = _counted(live, "doorstep_hub_messages_dropped_total", kind=kind, reason="rate")
         assert dropped == 0, kind
     assert not [r for r in caplog.records if WARNING in r.getMessage()]
+
+
+def _send(home: demo.Home, leaf: str, payloads: list[bytes]) -> None:
+    """Publish each payload on the hub's `leaf` topic with the hub's own broker
+    credentials (as whoever read them off the device would), and wait until the broker
+    has them all."""
+    config = hub_config.load(home.hub_dir)
+    assert config is not None
+    topic = topics.Topics(home.hub_id).leaf(leaf)
+    client = make_client(f"forger-{secrets.token_hex(4)}", config.broker)
+    connect(client, config.broker)
+    try:
+        sent = [client.publish(topic, payload, qos=1) for payload in payloads]
+        for info in sent:
+            info.wait_for_publish(timeout=30)
+            assert info.is_published()
+    finally:
+        close(client)
+
+
+def _replies(command_ids: list[str]) -> list[bytes]:
+    return [Reply(command_id=c, result="ok").model_dump_json().encode() for c in command_ids]
+
+
+def _dropped(live: Any, leaf: str) -> float:
+    return _counted(live, "doorstep_hub_messages_dropped_total", kind=leaf, reason="rate")
+
+
+def _sent_and_counted(live: Any, home: demo.Home, leaf: str, payloads: list[bytes]) -> float:
+    """Send the payloads as `home`'s hub and wait until the service has counted them all
+    (received, and dropped or handed on); how many of them it dropped for the budget."""
+    received = _counted(live, "doorstep_hub_messages_total", kind=leaf)
+    dropped = _dropped(live, leaf)
+    _send(home, leaf, payloads)
+    wait_until(
+        lambda: (
+            _counted(live, "doorstep_hub_messages_total", kind=leaf) - received >= len(payloads)
+        ),
+        timeout=30,
+        what=f"the service to receive the hub's {leaf} messages",
+    )
+    return _dropped(live, leaf) - dropped
+
+
+def _spend_budget(live: Any, home: demo.Home) -> None:
+    """Spend the hub's whole budget (`SPENT_BUDGET`) on replies naming commands nobody
+    sent: those beyond it are dropped."""
+    unknown = _replies([secrets.token_hex(12) for _ in range(2 * SPENT_BUDGET.message_burst)])
+    dropped = _sent_and_counted(live, home, "reply", unknown)
+    assert dropped >= len(unknown) - SPENT_BUDGET.message_burst
+
+
+@pytest.mark.parametrize("budget", [SPENT_BUDGET])
+def test_the_budget_is_the_operators_to_set(live: Any, world: demo.World) -> None:
+    """`DOORSTEP_HUBLINK__*`: with a burst of 30 messages and 3 camera heartbeats, what a
+    hub sends beyond them is dropped (`serve`'s defaults, 600 and 40, would take it all)."""
+    home = world.homes[0]
+    replies = _replies([secrets.token_hex(12) for _ in range(100)])
+    beat = CameraBeat(entry_id="ent-none", access_point="front", state="live", frames=1)
+
+    dropped = _sent_and_counted(live, home, "reply", replies)
+    dropped_beats = _sent_and_counted(live, home, "camera", [beat.model_dump_json().encode()] * 10)
+
+    assert len(replies) - SPENT_BUDGET.message_burst <= dropped < len(replies)
+    assert dropped_beats == 10 - SPENT_BUDGET.camera_beat_burst
+
+
+@pytest.mark.parametrize("budget", [SPENT_BUDGET])
+def test_a_hub_over_its_budget_still_answers_the_courier_who_waits(
+    live: Any, world: demo.World
+) -> None:
+    """The hub's replies to the courier's requests are let through, so they are answered
+    (201, then 200) rather than timed out (202); the rest it sends is still dropped."""
+    home, courier = world.homes[0], world.couriers[0][1]
+    assert courier.phone is not None
+    delivery = demo.book(world, home, ["PKG-1"])
+    _spend_budget(live, home)
+    events_dropped = _dropped(live, "events")
+
+    asked = courier.http.post(
+        "/v1/courier/entries?wait=challenge",
+        json={"delivery_id": delivery["id"], "barcode": "PKG-1", "latitude": home.latitude,
+              "longitude": home.longitude, "accuracy_m": 8.0, "nobody_answered": True,
+              "device_key_id": courier.phone.key_id},
+    )  # fmt: skip
+    assert asked.status_code == 201, asked.text
+    entry = asked.json()
+    assert entry["state"] == "authorized" and entry["to_sign"]
+    unlocked = courier.http.post(
+        f"/v1/courier/entries/{entry['id']}/unlock?wait=unlocked",
+        json={"proof": courier.phone.prove(entry["to_sign"])},
+    )
+    assert unlocked.status_code == 200, unlocked.text
+    assert unlocked.json()["state"] == "unlocked"
+    # The unlock's events (published before its reply) are still over the budget.
+    wait_until(
+        lambda: _dropped(live, "events") > events_dropped,
+        timeout=15,
+        what="the hub's events over its budget to be dropped",
+    )
+
+
+def _unanswerable_command(home: demo.Home) -> Command:
+    """A command for `home`'s hub, which is stopped: only a forger answers it."""
+    home.hub_process.stop()
+    return Command(
+        v=PROTOCOL_VERSION,
+        command_id=secrets.token_hex(12),
+        kind=CommandKind.UNLOCK,
+        not_after=int(time.time()) + 30,
+        entry_id="ent-none",
+        access_point="front",
+        grant="AA",
+    )
+
+
+@pytest.mark.parametrize("budget", [SPENT_BUDGET])
+def test_a_hub_cannot_answer_another_hubs_command(
+    live: Any, homes: tuple[demo.Home, demo.Home]
+) -> None:
+    """A reply naming a command sent to another hub wakes nobody, within its budget or
+    over it; over it, it is dropped unread like any other."""
+    forger, other = homes
+    service_link = live.runtime.link
+    command = _unanswerable_command(other)
+    waiter = service_link.expect_reply(command.command_id)
+    service_link.publish_command(other.hub_id, command)
+    forged = _replies([command.command_id])
+
+    try:
+        assert _sent_and_counted(live, forger, "reply", forged) == 0  # within its budget
+        _writer_drained(live)
+        assert not waiter.future.done()
+
+        _spend_budget(live, forger)
+        assert _sent_and_counted(live, forger, "reply", forged) == 1  # over it: dropped
+        _writer_drained(live)
+        assert not waiter.future.done()
+    finally:
+        service_link.forget(command.command_id)

@@ -13,6 +13,7 @@ own writer thread, where the read can be broken.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -23,6 +24,7 @@ import pytest
 from sqlalchemy import select
 
 from doorstep import demo
+from doorstep.access import router as access_router
 from doorstep.access import service as access_service
 from doorstep.access.models import Entry, EntryState
 from doorstep.db import new_id
@@ -186,3 +188,31 @@ def test_a_proof_whose_hub_does_not_answer_in_time_is_accepted_then_followed(
     monkeypatch.undo()
     _link(live).publish_command(hub_id, command)
     assert demo.wait_entry(courier, asked["id"], "unlocked")["state"] == "unlocked"
+
+
+def test_a_request_that_stops_waiting_leaves_no_waiter_behind(
+    live: Any, world: demo.World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that goes away mid-wait cancels its request: its waiter must go with it,
+    or every abandoned request would leave one (and its hub's budget exception) for ever."""
+    command_id = secrets.token_hex(12)
+    entry_id = _authorized_entry(live, world, command_id)
+    command = _expired_unlock(entry_id, command_id)
+    with live.sessions() as session:
+        view = access_service.load_entry(Tx.of_session(session), entry_id)
+    assert view is not None
+    decision = access_service.EntryDecision(view, command, world.homes[0].hub_id)
+    held = _silent_hub(live, monkeypatch)
+    monkeypatch.setattr(live.runtime.settings.entry, "hub_reply_timeout_seconds", 30.0)
+
+    async def client_goes_away() -> None:
+        request = asyncio.ensure_future(access_router.send_and_await(live.runtime, decision, True))
+        await asyncio.sleep(0)  # the request is now waiting for the hub
+        request.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+
+    asyncio.run(client_goes_away())
+
+    assert held == [(world.homes[0].hub_id, command)]
+    assert command_id not in _link(live)._waiters

@@ -1,11 +1,19 @@
 """Each hub's message budget (`hublink.link.MessageBudget`), with the time passed in: a
 burst at once, then the sustained rate; hubs apart from one another; a warning at most
 once a minute per hub; and the buckets of hubs gone quiet forgotten, so that memory
-holds only the hubs heard from lately."""
+holds only the hubs heard from lately. The budget's limits are settings
+(`DOORSTEP_HUBLINK__*`), and one that is no budget stops `serve` before it starts."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from doorstep.cli.main import cli
 from doorstep.hublink.link import BUDGET_WARNING_SECONDS, MessageBudget
+from doorstep.settings import Settings
 
 
 def _taken(budget: MessageBudget, hub_id: str, now: float, tries: int) -> int:
@@ -49,3 +57,34 @@ def test_quiet_hubs_are_forgotten_and_a_flooding_one_is_not() -> None:
 
     assert len(budget) == 2  # the new hub and the flooding one
     assert _taken(budget, "hub-flood", later, 1000) == 20  # a second's worth, not a new burst
+
+
+def test_the_budget_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOORSTEP_HUBLINK__MESSAGES_PER_SECOND", "50")
+    monkeypatch.setenv("DOORSTEP_HUBLINK__MESSAGE_BURST", "2000")
+
+    budget = Settings().hublink
+
+    assert (budget.messages_per_second, budget.message_burst) == (50.0, 2000)
+    assert (budget.camera_beats_per_second, budget.camera_beat_burst) == (20.0, 40)  # defaults
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MESSAGES_PER_SECOND", "0"),
+        ("MESSAGES_PER_SECOND", "inf"),
+        ("MESSAGE_BURST", "0"),
+        ("CAMERA_BEATS_PER_SECOND", "-1"),
+        ("CAMERA_BEAT_BURST", "0"),
+    ],
+)
+def test_a_budget_that_is_no_budget_stops_serve(tmp_path: Path, name: str, value: str) -> None:
+    data_dir = tmp_path / "data"
+    variable = f"DOORSTEP_HUBLINK__{name}"
+
+    result = CliRunner().invoke(cli, ["serve", "--data-dir", str(data_dir)], env={variable: value})
+
+    assert result.exit_code == 1
+    assert f"hublink.{name.lower()} ({variable}):" in result.output
+    assert not (data_dir / "broker").exists(), "something was started"

@@ -205,10 +205,11 @@ async def send_and_await(runtime: Runtime, decision: service.EntryDecision, wait
         )
         current = answer.loaded
     except TimeoutError:
-        link.forget(command.command_id)
         unanswered = True
     else:
         unanswered = False
+    finally:  # answered, timed out or cancelled (the client went away): nobody waits now
+        link.forget(command.command_id)
     if current is None:
         current = await run_write(writer, lambda tx: service.load_entry(tx, entry_id))
     return Sent(current or decision.entry, unanswered)
@@ -550,7 +551,6 @@ async def lock_door(
             asyncio.wrap_future(waiter.future), runtime.settings.entry.hub_reply_timeout_seconds
         )
     except TimeoutError:
-        link.forget(order.command.command_id)
         done = runtime.clock.now()
         await run_write(
             writer,
@@ -559,6 +559,8 @@ async def lock_door(
         raise HubTimeout(
             "the door did not answer in time; check its state before you leave"
         ) from None
+    finally:  # answered, timed out or cancelled (the client went away): nobody waits now
+        link.forget(order.command.command_id)
     # The outcome's audit record was written when the hub's event was ingested, before
     # this reply (the hub journals and publishes the event first).
     problem = remote.lock_problem(answer.reply)

@@ -11,7 +11,12 @@ in someone's home, and whoever extracts it could otherwise have the service pars
 and store messages as fast as the network carries them, slowing every other home's
 entries. What a hub sends over its budget is dropped before any work is spent on it; an
 event dropped is not acknowledged, so the hub sends it again (every 3 s, and when the
-service asks for a replay) and a hub's backlog is stored at the budget's rate.
+service asks for a replay) and a hub's backlog is stored at the budget's rate. The one
+exception is a reply to a command a request is waiting for, sent to that hub: the hub
+sends it once and never again, so dropping it would leave the request to time out although
+the hub answered. Each such command lets one reply through (`HubLink._awaited`); a flood
+of replies naming other commands, or another hub's, is dropped as ever. The budget's
+limits are settings (`HubLinkSettings`).
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from doorstep.protocol.messages import (
 )
 from doorstep.protocol.mqtt import BrokerAddress, expiring, make_client
 from doorstep.protocol.mqtt_asyncio import LoopDriver
+from doorstep.settings import HubLinkSettings
 from doorstep.sql import Tx, Writer
 
 if TYPE_CHECKING:
@@ -61,18 +67,6 @@ BEAT_CHECK_SECONDS = 0.5
 # No camera heartbeat for an entry this long (they come about every second): camera lost.
 CAMERA_SILENCE_SECONDS = 3.0
 REPLAY_REQUEST_SECONDS = 2.0
-# Each hub's budget of events, replies, status and reported documents. The burst holds
-# what a hub sends at once on reconnecting: its status, its reported document and a batch
-# of up to 500 unacknowledged events (`hub.journal`), so that a backlog of that size is
-# never dropped; a longer one is resent every 3 s until stored, at the sustained rate,
-# which is far above what entries need (a few messages each) and far below what the
-# writer does (thousands a second).
-HUB_MESSAGES_PER_SECOND = 20.0
-HUB_MESSAGE_BURST = 600
-# Camera heartbeats (one a second per entry in progress) have a budget of their own: a
-# backlog's resends must never crowd them out, or their silence would raise camera_lost.
-CAMERA_BEATS_PER_SECOND = 20.0
-CAMERA_BEAT_BURST = 40
 # A hub over its budget is logged at most this often.
 BUDGET_WARNING_SECONDS = 60.0
 
@@ -81,7 +75,7 @@ BUDGET_WARNING_SECONDS = 60.0
 class _Outcome:
     ack: tuple[str, int, int] | None = None  # hub, epoch, through_seq
     replay: tuple[str, int, int] | None = None  # hub, epoch, from_seq
-    reply: Reply | None = None
+    reply: tuple[str, Reply] | None = None  # hub, reply
     loaded: access.EntryView | None = None  # the reply's entry, read in its transaction
     changed: bool = False
     stale_shadow: str | None = None  # a hub that came online behind its shadow version
@@ -99,6 +93,9 @@ class Answer:
 @dataclass
 class Waiter:
     future: concurrent.futures.Future[Answer] = field(default_factory=concurrent.futures.Future)
+    # The hub the command was sent to (`HubLink.publish_command`): only its reply wakes
+    # the waiter.
+    hub_id: str | None = None
 
 
 class Ingestor:
@@ -134,7 +131,7 @@ class Ingestor:
             reply = Reply.model_validate_json(payload)
             entry_id = ingest.ingest_reply(tx, hub_id=hub.id, reply=reply, now=now)
             loaded = _load_entry(tx, entry_id) if entry_id is not None else None
-            return _Outcome(reply=reply, loaded=loaded, changed=True)
+            return _Outcome(reply=(hub.id, reply), loaded=loaded, changed=True)
         if leaf == "status":
             status = Status.model_validate_json(payload)
             ingest.ingest_status(tx, hub=hub, status=status, now=now)
@@ -223,6 +220,7 @@ class HubLink:
         writer: Writer,
         clock: Clock,
         command_expiry_seconds: int,
+        budget: HubLinkSettings,
         client_id: str = "doorstep-service",
         on_message: Callable[[str, str | None], None] = lambda _kind, _dropped: None,
     ) -> None:
@@ -230,8 +228,8 @@ class HubLink:
         # Told each received message's kind, and why it was dropped unread, if it was
         # (`doorstep.metrics`).
         self._count = on_message
-        self._budget = MessageBudget(HUB_MESSAGES_PER_SECOND, HUB_MESSAGE_BURST)
-        self._beat_budget = MessageBudget(CAMERA_BEATS_PER_SECOND, CAMERA_BEAT_BURST)
+        self._budget = MessageBudget(budget.messages_per_second, budget.message_burst)
+        self._beat_budget = MessageBudget(budget.camera_beats_per_second, budget.camera_beat_burst)
         self._writer = writer
         self._clock = clock
         self._expiry = command_expiry_seconds
@@ -242,6 +240,9 @@ class HubLink:
         self._client.on_connect = self._on_connect
         self._mqtt = LoopDriver(self._client, address)
         self._waiters: dict[str, Waiter] = {}
+        # Hub -> the commands sent to it that a request waits for and whose reply has not
+        # yet been let past the hub's budget (at most one each). Under `_waiters_lock`.
+        self._awaited: dict[str, set[str]] = {}
         self._waiters_lock = threading.Lock()
         self._ingestor = Ingestor()  # used on the writer thread only
         # Set by the app: the hot paths' writer process (`doorstep.hotwriter`), which
@@ -284,8 +285,9 @@ class HubLink:
     # --- commands out ------------------------------------------------------------------
 
     def expect_reply(self, command_id: str) -> Waiter:
-        """A future for the hub's reply to `command_id`, with the reply's entry as the
-        reply's transaction left it (`Answer.loaded`)."""
+        """A future for the reply to `command_id` from the hub it is then published to
+        (`publish_command`), with the reply's entry as the reply's transaction left it
+        (`Answer.loaded`)."""
         waiter = Waiter()
         with self._waiters_lock:
             self._waiters[command_id] = waiter
@@ -293,9 +295,32 @@ class HubLink:
 
     def forget(self, command_id: str) -> None:
         with self._waiters_lock:
-            self._waiters.pop(command_id, None)
+            self._drop_waiter(command_id)
+
+    def _drop_waiter(self, command_id: str) -> Waiter | None:
+        """Remove `command_id`'s waiter, if any; with `_waiters_lock` held."""
+        waiter = self._waiters.pop(command_id, None)
+        if waiter is not None and waiter.hub_id is not None:
+            self._unawait(waiter.hub_id, command_id)
+        return waiter
+
+    def _unawait(self, hub_id: str, command_id: str) -> bool:
+        """Whether `command_id` was awaited from `hub_id`; it is no longer. With
+        `_waiters_lock` held."""
+        awaited = self._awaited.get(hub_id)
+        if awaited is None or command_id not in awaited:
+            return False
+        awaited.discard(command_id)
+        if not awaited:
+            del self._awaited[hub_id]
+        return True
 
     def publish_command(self, hub_id: str, command: Command) -> None:
+        with self._waiters_lock:  # a waiter's command is the hub's it is first sent to
+            waiter = self._waiters.get(command.command_id)
+            if waiter is not None and waiter.hub_id is None:
+                waiter.hub_id = hub_id
+                self._awaited.setdefault(hub_id, set()).add(command.command_id)
         # Message expiry keeps a stale command from reaching a hub that reconnects late;
         # the signed `not_after` and grant `exp` are what the hub actually enforces.
         self._mqtt.publish(
@@ -335,7 +360,9 @@ class HubLink:
             return
         hub_id, leaf = parsed
         budget = self._beat_budget if leaf == "camera" else self._budget
-        if not budget.take(hub_id, time.monotonic()):
+        if not budget.take(hub_id, time.monotonic()) and not (
+            leaf == "reply" and self._awaited_reply(hub_id, message.payload)
+        ):
             self._over_budget(budget, hub_id, leaf)
             return
         self._count(leaf, None)
@@ -354,6 +381,24 @@ class HubLink:
             lambda tx: self._ingestor.store(tx, hub_id, leaf, payload, now),
             then=self._after_commit,
         )
+
+    def _awaited_reply(self, hub_id: str, payload: bytes | bytearray) -> bool:
+        """Whether `payload`, a reply from `hub_id` over its budget, answers a command
+        sent to that hub that a request waits for, and is the first such reply to it: let
+        through, as the hub sends it once. Read only when the hub has such a command: a
+        flood is parsed at most while its own hub is awaited, and nothing is kept for it."""
+        with self._waiters_lock:
+            if hub_id not in self._awaited:
+                return False
+        try:
+            body = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return False
+        command_id = body.get("command_id") if isinstance(body, dict) else None
+        if not isinstance(command_id, str):
+            return False
+        with self._waiters_lock:
+            return self._unawait(hub_id, command_id)
 
     def _over_budget(self, budget: MessageBudget, hub_id: str, leaf: str) -> None:
         self._count(leaf, "rate")
@@ -394,7 +439,7 @@ class HubLink:
         if outcome.replay is not None:
             self._request_replay(*outcome.replay)
         if outcome.reply is not None:
-            self._wake(outcome.reply, outcome.loaded)
+            self._wake(*outcome.reply, outcome.loaded)
         if outcome.stale_shadow is not None and self.on_stale_shadow is not None:
             self.on_stale_shadow(outcome.stale_shadow)
         if outcome.changed:
@@ -406,10 +451,15 @@ class HubLink:
         with self._changed:
             self._changed.wait(timeout)
 
-    def _wake(self, reply: Reply, loaded: access.EntryView | None) -> None:
+    def _wake(self, hub_id: str, reply: Reply, loaded: access.EntryView | None) -> None:
+        """Answer the request waiting for `reply`, if its command was sent to `hub_id`: a
+        hub's reply naming another hub's command wakes nobody."""
         with self._waiters_lock:
-            waiter = self._waiters.pop(reply.command_id, None)
-        if waiter is not None and not waiter.future.done():
+            waiter = self._waiters.get(reply.command_id)
+            if waiter is None or waiter.hub_id != hub_id:
+                return
+            self._drop_waiter(reply.command_id)
+        if not waiter.future.done():
             waiter.future.set_result(Answer(reply, loaded))
 
     def _sweep_loop(self) -> None:
