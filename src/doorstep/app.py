@@ -24,7 +24,10 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import OperationalError
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.responses import HTMLResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from doorstep import __version__, clips, courier_web, db, metrics, visitor_web, web
@@ -42,7 +45,9 @@ from doorstep.deliveries.router import router as deliveries_router
 from doorstep.deps import Runtime
 from doorstep.errors import (
     DATABASE_BUSY,
+    UNEXPECTED,
     DoorstepError,
+    InternalError,
     InvalidRequest,
     NotAuthenticated,
     PayloadTooLarge,
@@ -168,6 +173,9 @@ def create_app(
             engine.dispose()
 
     app = DoorstepApp(title="Doorstep", version=__version__, lifespan=lifespan)
+    # Added first, so innermost: its answer passes through the middleware added later
+    # (the web's security headers), which Starlette's own last-resort 500 would not.
+    app.add_middleware(UnexpectedErrors)
     app.state.runtime = runtime
     app.entry = _entry_app(runtime, settings)
     # Also routed here, first, for a request `DoorstepApp` does not recognise as the hot
@@ -234,7 +242,9 @@ class DoorstepApp(FastAPI):
 def _entry_app(runtime: Runtime, settings: Settings) -> ASGIApp:
     handlers: dict[Any, Any] = {DoorstepError: _doorstep_error}
     handlers.update(dict.fromkeys(DATABASE_ERRORS, _database_busy))
-    entry = Starlette(routes=[ENTRY_ROUTE], exception_handlers=handlers)
+    entry = Starlette(
+        routes=[ENTRY_ROUTE], exception_handlers=handlers, middleware=[Middleware(UnexpectedErrors)]
+    )
     entry.state.runtime = runtime
     return BodyLimit(entry, max_bytes=settings.max_body_bytes)
 
@@ -262,7 +272,8 @@ async def _database_busy(_r: Request, error: Exception) -> JSONResponse:
     """The request's transaction could not have its turn at the database (SQLite: another
     writer held it past the busy timeout; PostgreSQL: a deadlock or a serialization
     failure): it was rolled back, so nothing changed, no door was opened, and the same
-    request can simply be sent again. Any other database error stays a 500."""
+    request can simply be sent again. Any other database error stays a 500
+    (`UnexpectedErrors`)."""
     if not db.busy(error):
         raise error
     busy = ServiceUnavailable(DATABASE_BUSY)
@@ -405,3 +416,60 @@ async def _too_large(send: Send, limit: int) -> None:
         }
     )
     await send({"type": "http.response.body", "body": payload})
+
+
+class UnexpectedErrors:
+    """Answer an exception that no handler took with a 500 that tells nothing of it:
+    the service's JSON error (`InternalError`), or, to a browser asking for a page
+    outside the API, a short HTML page; and log it, once, with the request's method and
+    path (never its headers, cookies or body). Nothing is raised on, so neither
+    Starlette's `ServerErrorMiddleware` (whose plain-text 500 skips the middleware it
+    wraps) nor the server (which logs it again and drops the connection) sees it. An
+    exception after the response started can only be logged: the server then ends the
+    connection, so the client sees a cut-off answer, not a whole one."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception:
+            # %r: a path is percent-decoded, so it may hold line breaks.
+            log.exception("unexpected error answering %s %r", scope["method"], scope["path"])
+            if not started:
+                await _unexpected(scope)(scope, receive, send)
+
+
+UNEXPECTED_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Something went wrong - Doorstep</title>
+</head>
+<body>
+<h1>Something went wrong</h1>
+<p>Doorstep could not complete this request. Try again in a moment.</p>
+</body>
+</html>
+"""
+
+
+def _unexpected(scope: Scope) -> Response:
+    no_store = {"cache-control": "no-store"}
+    accept = Headers(scope=scope).get("accept", "")
+    if not scope["path"].startswith("/v1/") and "text/html" in accept:
+        return HTMLResponse(UNEXPECTED_PAGE, status_code=500, headers=no_store)
+    error = InternalError(UNEXPECTED)
+    return JSONResponse(error.body(), status_code=error.status, headers=no_store)

@@ -67,3 +67,14 @@ class ServiceUnavailable(DoorstepError):
 
 
 DATABASE_BUSY = "the database is busy; nothing was changed, try again"
+
+
+class InternalError(DoorstepError):
+    """What a client is told of an exception no handler took (`doorstep.app`): that it
+    happened, and nothing of what it was; the server's log has the rest."""
+
+    code = "internal_error"
+    status = 500
+
+
+UNEXPECTED = "the service failed to complete this request"
