@@ -94,9 +94,13 @@ BUSY_SECONDS = 30.0  # how long a SQLite transaction waits for another writer's 
 
 
 def make_engine(url: str, *, sqlite_synchronous: str = "NORMAL") -> Engine:
+    """The engine for `url`. Its errors never show a statement's parameters
+    (`hide_parameters`): they reach the log, and parameters are token digests, emails,
+    password hashes."""
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
+            hide_parameters=True,
             connect_args={
                 "check_same_thread": False,
                 "timeout": BUSY_SECONDS,
@@ -107,7 +111,9 @@ def make_engine(url: str, *, sqlite_synchronous: str = "NORMAL") -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    engine = create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
+    engine = create_engine(
+        url, hide_parameters=True, pool_size=20, max_overflow=20, pool_pre_ping=True
+    )
     event.listen(engine, "begin", _begin_postgresql)
     return engine
 
