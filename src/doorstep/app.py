@@ -12,6 +12,7 @@ import concurrent.futures
 import functools
 import logging
 import re
+import secrets
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -422,7 +423,8 @@ class UnexpectedErrors:
     """Answer an exception that no handler took with a 500 that tells nothing of it:
     the service's JSON error (`InternalError`), or, to a browser asking for a page
     outside the API, a short HTML page; and log it, once, with the request's method and
-    path (never its headers, cookies or body). Nothing is raised on, so neither
+    path (never its headers, cookies or body) and a short random reference, shown to the
+    client too, that matches a report to its traceback. Nothing is raised on, so neither
     Starlette's `ServerErrorMiddleware` (whose plain-text 500 skips the middleware it
     wraps) nor the server (which logs it again and drops the connection) sees it. An
     exception after the response started can only be logged: the server then ends the
@@ -445,10 +447,15 @@ class UnexpectedErrors:
         try:
             await self.app(scope, receive, watched)
         except Exception:
-            # %r: a path is percent-decoded, so it may hold line breaks.
-            log.exception("unexpected error answering %s %r", scope["method"], scope["path"])
+            # A reference the client is shown and the log names, so that a report of it
+            # finds its traceback. %r: a path is percent-decoded, so it may hold line breaks.
+            incident = secrets.token_hex(4)
+            log.exception(
+                "unexpected error answering %s %r (incident %s)",
+                scope["method"], scope["path"], incident,
+            )  # fmt: skip
             if not started:
-                await _unexpected(scope)(scope, receive, send)
+                await _unexpected(scope, incident)(scope, receive, send)
 
 
 UNEXPECTED_PAGE = """<!doctype html>
@@ -461,15 +468,17 @@ UNEXPECTED_PAGE = """<!doctype html>
 <body>
 <h1>Something went wrong</h1>
 <p>Doorstep could not complete this request. Try again in a moment.</p>
+<p>If it goes on, quote this reference when you report it: <code>{incident}</code></p>
 </body>
 </html>
 """
 
 
-def _unexpected(scope: Scope) -> Response:
+def _unexpected(scope: Scope, incident: str) -> Response:
     no_store = {"cache-control": "no-store"}
     accept = Headers(scope=scope).get("accept", "")
     if not scope["path"].startswith("/v1/") and "text/html" in accept:
-        return HTMLResponse(UNEXPECTED_PAGE, status_code=500, headers=no_store)
-    error = InternalError(UNEXPECTED)
+        page = UNEXPECTED_PAGE.format(incident=incident)
+        return HTMLResponse(page, status_code=500, headers=no_store)
+    error = InternalError(UNEXPECTED, details={"incident": incident})
     return JSONResponse(error.body(), status_code=error.status, headers=no_store)

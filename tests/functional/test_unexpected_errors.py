@@ -10,6 +10,7 @@ fails deep in SQLAlchemy (SQLite only: renaming a table is all it takes there).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,19 @@ from doorstep.web.security import security_headers
 TOKEN = "tok-do-not-log-4f1c"
 BROWSER = {"accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
 SCRIPT = {"accept": "application/json"}  # what the phone apps' scripts send
-INTERNAL_500 = {"error": {"code": "internal_error", "message": UNEXPECTED}}
+INCIDENT = re.compile(r"[0-9a-f]{8}")
+
+
+def _assert_internal_500(response: httpx.Response) -> str:
+    """The service's JSON error for an unexpected one; its incident reference."""
+    error = response.json()["error"]
+    assert (error["code"], error["message"]) == ("internal_error", UNEXPECTED)
+    assert set(error["details"]) == {"incident"}
+    assert INCIDENT.fullmatch(error["details"]["incident"]), error
+    incident: str = error["details"]["incident"]
+    return incident
+
+
 STREAM_PATH = "/v1/test/stream-fails"
 
 
@@ -84,7 +97,7 @@ def test_api_route_answers_the_json_error_shape(broken: Any) -> None:
         response = client.get("/v1/homes", headers={"authorization": f"Bearer {TOKEN}"})
     assert response.status_code == 500
     assert response.headers["content-type"] == "application/json"
-    assert response.json() == INTERNAL_500
+    _assert_internal_500(response)
     _assert_reveals_nothing(response)
 
 
@@ -103,7 +116,7 @@ def test_courier_entry_route_answers_the_json_error_shape(broken: Any) -> None:
         )
     assert response.status_code == 500
     assert response.headers["content-type"] == "application/json"
-    assert response.json() == INTERNAL_500
+    _assert_internal_500(response)
     _assert_reveals_nothing(response)
 
 
@@ -131,7 +144,7 @@ def test_phone_app_script_gets_json_with_the_security_headers(broken: Any) -> No
     with httpx.Client(base_url=broken.url, cookies={"doorstep_courier": TOKEN}) as client:
         response = client.get("/courier/api/device-keys", headers=SCRIPT)
     assert response.status_code == 500
-    assert response.json() == INTERNAL_500
+    _assert_internal_500(response)
     _assert_page_headers(response)
 
 
@@ -145,10 +158,15 @@ def test_logged_once_with_method_and_path_and_no_secrets(
         # failed requests (a server that logged them again would have by now).
         assert client.get("/healthz").status_code == 200
     assert (failed.status_code, page.status_code) == (500, 500)
+    # Each answer names the incident its log line names, and no two are the same.
+    incident = _assert_internal_500(failed)
+    shown = re.search(r"<code>([0-9a-f]{8})</code>", page.text)
+    assert shown is not None, page.text
+    assert shown.group(1) != incident
     errors = [r for r in server_log.records if r.levelno >= logging.ERROR]
     assert [(r.name, r.getMessage()) for r in errors] == [
-        ("doorstep.app", "unexpected error answering GET '/v1/homes'"),
-        ("doorstep.app", "unexpected error answering GET '/homes'"),
+        ("doorstep.app", f"unexpected error answering GET '/v1/homes' (incident {incident})"),
+        ("doorstep.app", f"unexpected error answering GET '/homes' (incident {shown.group(1)})"),
     ]
     assert all(r.exc_info is not None for r in errors)
     assert "no such table: access_tokens" in server_log.text  # the traceback is there
@@ -163,6 +181,8 @@ def test_error_after_the_answer_started_is_cut_off_and_logged_once(
             client.get(STREAM_PATH)  # never a whole answer, nor a 500 glued onto one
         assert client.get("/healthz").status_code == 200
     tracebacks = [r for r in server_log.records if r.exc_info is not None]
-    assert [(r.name, r.getMessage()) for r in tracebacks] == [
-        ("doorstep.app", f"unexpected error answering GET '{STREAM_PATH}'")
-    ]
+    [(name, message)] = [(r.name, r.getMessage()) for r in tracebacks]
+    assert name == "doorstep.app"
+    assert re.fullmatch(
+        rf"unexpected error answering GET '{STREAM_PATH}' \(incident [0-9a-f]{{8}}\)", message
+    )
