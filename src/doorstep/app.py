@@ -31,7 +31,7 @@ from starlette.middleware import Middleware
 from starlette.responses import HTMLResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from doorstep import __version__, clips, courier_web, db, metrics, visitor_web, web
+from doorstep import __version__, clips, courier_web, db, metrics, ratelimit, visitor_web, web
 from doorstep.access import keys as issuer_keys
 from doorstep.access import service as access
 from doorstep.access.devices import me_router as my_devices_router
@@ -97,6 +97,7 @@ def create_app(
         if broker
         else PublicBroker("127.0.0.1", 1883)
     )
+    guess_key = load_or_create_key(settings.data_dir / "keys", ratelimit.KEY_FILE)
     runtime = Runtime(
         settings=settings,
         sessions=sessions,
@@ -105,9 +106,15 @@ def create_app(
         link=None,
         writer=None,
         login_limiter=Limiter(
-            limit=settings.auth.max_login_failures_per_minute * 6, window_seconds=60
+            sessions,
+            name="sign-in",
+            secret=guess_key,
+            limit=settings.auth.max_login_failures_per_minute * 6,
+            window_seconds=60,
         ),
-        claim_limiter=Limiter(limit=10, window_seconds=60),
+        claim_limiter=Limiter(
+            sessions, name="codes", secret=guess_key, limit=10, window_seconds=60
+        ),
         on_hub_enrolled=on_hub_enrolled,
         broker_public=public,
         totp_key=load_or_create_key(settings.data_dir / "keys", twofactor.KEY_FILE),

@@ -25,6 +25,7 @@ from doorstep.grants.models import (
 from doorstep.homes.models import AccessPoint, Home, HomeCarrier, HomeClosure, Hub
 from doorstep.hublink.models import HubEvent, HubStream
 from doorstep.notify.models import OutboxMessage, WebhookEndpoint
+from doorstep.ratelimit import GuessHit
 from doorstep.web.models import NotificationChoice, WebSession
 
 metadata = Base.metadata
@@ -41,6 +42,7 @@ __all__ = [
     "Delivery",
     "DeviceKey",
     "Entry",
+    "GuessHit",
     "Home",
     "HomeCarrier",
     "HomeClosure",

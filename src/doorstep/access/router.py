@@ -534,7 +534,8 @@ async def lock_door(
     link, writer = runtime.link, runtime.writer
     if link is None or writer is None:
         raise ServiceUnavailable("the hub link is not running")
-    if not runtime.claim_limiter.allow(f"lock:{resident.id}", runtime.clock.timestamp()):
+    key, at = f"lock:{resident.id}", runtime.clock.timestamp()
+    if not await run_in_threadpool(runtime.claim_limiter.allow, key, at):  # a database write
         raise TooManyRequests("too many lock requests; wait a minute")
     now = runtime.clock.now()
     order = await run_write(

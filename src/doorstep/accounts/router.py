@@ -77,7 +77,8 @@ async def token(request: Request, runtime: RuntimeDep) -> object:
     (`accounts.signins`), without the password, code or secret."""
     form = await _read_form(request)
     key = f"{request.client.host if request.client else '-'}"
-    if not runtime.login_limiter.allow(key, runtime.clock.timestamp()):
+    # Off the loop: the count is a write to the database (`doorstep.ratelimit`).
+    if not await run_in_threadpool(runtime.login_limiter.allow, key, runtime.clock.timestamp()):
         raise TooManyRequests("too many sign-in attempts; wait a minute")
     # In a worker thread: argon2's deliberate tens of milliseconds, and the write's wait
     # for its turn at the database, must not hold up the event loop (every other

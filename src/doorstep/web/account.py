@@ -231,6 +231,7 @@ def sign_in_with_code(
     if user is None:
         return RedirectResponse("/signin?notice=code-expired", status_code=303, headers=NO_STORE)
     shown = {"title": CODE_TITLE}
+    session.commit()  # the limiter's count waits for the writers' turn, which this holds
     if not runtime.login_limiter.allow(_client(request), runtime.clock.timestamp()):
         return visitor_page(
             request, web, "signin_code.html", {**shown, "errors": {"form": TOO_MANY}}, 429

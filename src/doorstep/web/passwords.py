@@ -100,6 +100,7 @@ def change(
     web: WebDep,
 ) -> Response:
     code_asked = twofactor.is_on(session, user_id=user.user.id)
+    session.commit()  # the limiter's count waits for the writers' turn, which this holds
     if not runtime.login_limiter.allow(_client(request), runtime.clock.timestamp()):
         return _change_page(request, web, user, code_asked, {"form": TOO_MANY}, 429)
     try:

@@ -171,6 +171,7 @@ def reauthenticate(
         )
 
     client = request.client.host if request.client else "-"
+    session.commit()  # the limiter's count waits for the writers' turn, which this holds
     if not runtime.login_limiter.allow(client, runtime.clock.timestamp()):
         return again({"form": TOO_MANY}, 429)
 
