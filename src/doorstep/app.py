@@ -39,6 +39,7 @@ from doorstep.access.devices import router as devices_router
 from doorstep.access.router import ENTRY_ROUTE, entry_openapi
 from doorstep.access.router import router as access_router
 from doorstep.accounts import twofactor
+from doorstep.accounts.history import router as history_router
 from doorstep.accounts.router import router as accounts_router
 from doorstep.clips import live
 from doorstep.clock import Clock, SystemClock
@@ -192,6 +193,7 @@ def create_app(
     _document_entry_route(app)
     for router in (
         accounts_router,
+        history_router,
         homes_router,
         preferences_router,
         deliveries_router,

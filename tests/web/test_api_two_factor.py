@@ -37,6 +37,8 @@ from .conftest import Standalone, _Server
 from .support import PASSWORD
 
 TWO_FACTOR = "/v1/me/two-factor"
+# Where a two-step change came from, on its audit record as on a sign-in's.
+API_ORIGIN = {"via": "api_two_factor", "client": "127.0.0.1"}
 
 
 @pytest.fixture
@@ -172,7 +174,7 @@ def test_turn_on_through_the_api_ends_other_sessions_and_asks_for_codes(
     assert _works(app, token)
     assert not _works(app, other)
     assert browser.get("/homes").status_code == 303
-    assert _actions(app, "account:totp:on") == [{}]
+    assert _actions(app, "account:totp:on") == [API_ORIGIN]
     assert _actions(app, "account:sessions:revoked")[-1]["why"] == "totp_on"
     assert _token(app, email).status_code == 401  # the password alone no longer does
     assert _token(app, email, code=on.json()["recovery_codes"][0]).status_code == 200
@@ -203,7 +205,7 @@ def test_turn_off_needs_the_password_and_a_fresh_code(
     off = _call(app, "DELETE", TWO_FACTOR, token, password=PASSWORD, code=_code(app, secret, 30))
     assert off.status_code == 204, off.text
     assert _credential(app) is None
-    assert _actions(app, "account:totp:off") == [{}]
+    assert _actions(app, "account:totp:off") == [API_ORIGIN]
     assert _token(app, "api-2fa-off@doorstep.test").status_code == 200
     not_on = _call(app, "DELETE", TWO_FACTOR, token, password=PASSWORD)
     assert not_on.status_code == 409, not_on.text
@@ -363,14 +365,14 @@ def test_the_set_up_is_on_the_audit_log_refusals_too(
 
     user_id = _user_id(app, "api-2fa-audit@doorstep.test")
     resident = f"resident:{user_id}"
-    wrong_code = ("account:totp_setup:failed", resident, {"reason": "wrong_code"})
+    wrong_code = ("account:totp_setup:failed", resident, {**API_ORIGIN, "reason": "wrong_code"})
     assert _history(app, user_id) == [
-        ("account:totp_setup:started", resident, {}),
+        ("account:totp_setup:started", resident, API_ORIGIN),
         *[wrong_code] * twofactor.MAX_FAILURES,
-        ("account:totp:locked", "system", {"until": until}),
-        ("account:totp_setup:failed", resident, {"reason": "code_locked"}),
-        ("account:totp:on", resident, {}),
-        ("account:totp:off", resident, {}),
+        ("account:totp:locked", "system", {**API_ORIGIN, "until": until}),
+        ("account:totp_setup:failed", resident, {**API_ORIGIN, "reason": "code_locked"}),
+        ("account:totp:on", resident, API_ORIGIN),
+        ("account:totp:off", resident, API_ORIGIN),
     ]
     uri = started.json()["otpauth_uri"]
     _no_secrets(app, started.json()["secret"], uri, right, _wrong(right), confirming, closing)

@@ -136,14 +136,15 @@ def test_the_set_up_page_is_on_the_audit_log_refusals_too(
 
     user_id = _user_id(app, email)
     resident = f"resident:{user_id}"
-    wrong_code = ("account:totp_setup:failed", resident, {"reason": "wrong_code"})
+    web = {"via": "web", "client": "127.0.0.1"}  # where each change came from
+    wrong_code = ("account:totp_setup:failed", resident, {**web, "reason": "wrong_code"})
     assert _history(app, user_id) == [
-        ("account:totp_setup:started", resident, {}),
+        ("account:totp_setup:started", resident, web),
         *[wrong_code] * twofactor.MAX_FAILURES,
-        ("account:totp:locked", "system", {"until": until}),
-        ("account:totp_setup:failed", resident, {"reason": "code_locked"}),
-        ("account:totp:on", resident, {}),
-        ("account:totp:off", resident, {}),
+        ("account:totp:locked", "system", {**web, "until": until}),
+        ("account:totp_setup:failed", resident, {**web, "reason": "code_locked"}),
+        ("account:totp:on", resident, web),
+        ("account:totp:off", resident, web),
     ]
     stored = _audit_text(app)
     for secret_text in (key, right, wrong, confirming, reauth_code, "otpauth"):

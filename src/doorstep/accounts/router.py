@@ -225,7 +225,10 @@ def start_two_factor(body: Reauthentication, request: Request, runtime: RuntimeD
             via=signins.Via.API_TWO_FACTOR, client=client,
             refusal="wrong password or code; nothing was changed",
         )  # fmt: skip
-        secret = twofactor.start_enrollment(session, user=user, now=now, key=runtime.totp_key)
+        secret = twofactor.start_enrollment(
+            session, user=user, now=now, key=runtime.totp_key,
+            via=signins.Via.API_TWO_FACTOR, client=client,
+        )  # fmt: skip
         session.commit()
     return TwoFactorPending(
         secret=totp.base32(secret), otpauth_uri=totp.otpauth_uri(secret, account=user.email)
@@ -239,15 +242,14 @@ def confirm_two_factor(body: TwoFactorCode, request: Request, runtime: RuntimeDe
     that asked stays). Sign-in then asks for a code. Wrong codes count per address, as
     sign-in attempts do, and toward the account's code lock (429 `code_locked`). Each
     refusal is audited (`account:totp_setup:failed`), without the code."""
-    token = _bearer(request)
-    _limited(request, runtime)
+    token, client = _bearer(request), _limited(request, runtime)
     now = runtime.clock.now()
     with runtime.sessions() as session:
         user = _resident(session, token, now)
         try:
             turned_on = twofactor.turn_on(
                 session, user=user, code=body.code, now=now, key=runtime.totp_key,
-                keep=security.token_digest(token),
+                keep=security.token_digest(token), via=signins.Via.API_TWO_FACTOR, client=client,
             )  # fmt: skip
         except twofactor.CodeLocked:
             session.commit()  # the refusal's audit record
@@ -276,7 +278,8 @@ def turn_off_two_factor(body: Reauthentication, request: Request, runtime: Runti
         )  # fmt: skip
         if not twofactor.is_on(session, user_id=user.id):
             raise Conflict("two-step sign-in is not on")
-        twofactor.turn_off(session, user=user, now=now)
+        twofactor.turn_off(session, user=user, now=now, via=signins.Via.API_TWO_FACTOR,
+                           client=client)  # fmt: skip
         session.commit()
     return Response(status_code=204)
 

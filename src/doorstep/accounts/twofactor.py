@@ -15,7 +15,9 @@ user id), so a copy of the database alone cannot make codes. A key stored in pla
 earlier version is still read, and sealed at its next accepted code.
 
 Audit records (subject: the account; never the key, the otpauth URI or a code), in the
-caller's unit of work, which commits them also when it refuses the request:
+caller's unit of work, which commits them also when it refuses the request. Those of the
+set-up and of turning it off carry the caller's `via` (`accounts.signins.Via`) and
+`client` address, as sign-in records do; so does a lock caused by the set-up's code:
 
     account:totp_setup:started  a new key was made (one still waiting is replaced)
     account:totp_setup:failed   data.reason: wrong_code | code_locked (the confirming code)
@@ -33,6 +35,7 @@ import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -43,6 +46,9 @@ from doorstep.accounts import service, totp
 from doorstep.accounts.models import RecoveryCode, TotpCredential, User
 from doorstep.audit import service as audit
 from doorstep.errors import Conflict, NotAuthenticated, TooManyRequests
+
+if TYPE_CHECKING:  # `accounts.signins` builds on this module
+    from doorstep.accounts.signins import Via
 
 MAX_FAILURES = 5
 LOCK_SECONDS = 300
@@ -105,9 +111,13 @@ def recovery_left(session: Session, *, user_id: str) -> int:
     return int(count or 0)
 
 
-def start_enrollment(session: Session, *, user: User, now: datetime, key: bytes) -> bytes:
+def start_enrollment(
+    session: Session, *, user: User, now: datetime, key: bytes,
+    via: Via | None = None, client: str | None = None,
+) -> bytes:  # fmt: skip
     """A new key for the authenticator app (replacing an unconfirmed one), stored sealed
-    with `key`; returned in plain to be shown once."""
+    with `key`; returned in plain to be shown once. `via` and `client`: where the
+    request came from, for the audit record."""
     found = credential(session, user_id=user.id)
     if found is not None and found.confirmed_at is not None:
         raise Conflict("two-step sign-in is already on; turn it off first to change apps")
@@ -127,7 +137,8 @@ def start_enrollment(session: Session, *, user: User, now: datetime, key: bytes)
         )
     )
     audit.append(session, at=now, actor=f"{user.role}:{user.id}",
-                 action="account:totp_setup:started", subject=user.id, data={})  # fmt: skip
+                 action="account:totp_setup:started", subject=user.id,
+                 data=_origin(via, client))  # fmt: skip
     return secret
 
 
@@ -140,8 +151,9 @@ def pending_secret(session: Session, *, user_id: str, key: bytes) -> bytes | Non
 
 
 def confirm(
-    session: Session, *, user: User, code: str, now: datetime, key: bytes
-) -> list[str] | None:
+    session: Session, *, user: User, code: str, now: datetime, key: bytes,
+    via: Via | None = None, client: str | None = None,
+) -> list[str] | None:  # fmt: skip
     """Turn TOTP on if `code` comes from the enrolled key; the new recovery codes, or
     None for a wrong code. Wrong codes count toward the lock as at sign-in (`verify`):
     a token alone must not let anyone guess the set-up's code. Raises `CodeLocked`
@@ -150,15 +162,16 @@ def confirm(
     found = credential(session, user_id=user.id)
     if found is None or found.confirmed_at is not None:
         raise Conflict("start again: there is no authenticator waiting to be confirmed")
+    origin = _origin(via, client)
     try:
         _refuse_while_locked(found, now)
     except CodeLocked:
-        _set_up_failed(session, user, SetUpFailure.CODE_LOCKED, now)
+        _set_up_failed(session, user, SetUpFailure.CODE_LOCKED, now, origin)
         raise
     right = _check_totp(found, code, now, key)
     if not right:  # recorded before the count, which may lock
-        _set_up_failed(session, user, SetUpFailure.WRONG_CODE, now)
-    if not _counted(session, found, right, now):
+        _set_up_failed(session, user, SetUpFailure.WRONG_CODE, now, origin)
+    if not _counted(session, found, right, now, origin):
         return None
     found.confirmed_at = now
     codes = _replace_recovery_codes(session, user.id, now)
@@ -168,15 +181,22 @@ def confirm(
         actor=f"resident:{user.id}",
         action="account:totp:on",
         subject=user.id,
-        data={},
+        data=origin,
     )
     return codes
 
 
-def _set_up_failed(session: Session, user: User, reason: SetUpFailure, now: datetime) -> None:
+def _origin(via: Via | None, client: str | None) -> dict[str, str]:
+    """A record's `via` and `client`, those known (tests may call without them)."""
+    return {name: value for name, value in (("via", via), ("client", client)) if value}
+
+
+def _set_up_failed(
+    session: Session, user: User, reason: SetUpFailure, now: datetime, origin: dict[str, str]
+) -> None:
     audit.append(session, at=now, actor=f"{user.role}:{user.id}",
                  action="account:totp_setup:failed", subject=user.id,
-                 data={"reason": reason})  # fmt: skip
+                 data={**origin, "reason": reason})  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,12 +206,13 @@ class TurnedOn:
 
 
 def turn_on(
-    session: Session, *, user: User, code: str, now: datetime, key: bytes, keep: str
-) -> TurnedOn | None:
+    session: Session, *, user: User, code: str, now: datetime, key: bytes, keep: str,
+    via: Via | None = None, client: str | None = None,
+) -> TurnedOn | None:  # fmt: skip
     """`confirm`, then end every session and API token of the account but the one whose
     digest is `keep`: one that began on the password alone must not outlast the second
     factor (`account:sessions:revoked`, `why` `totp_on`). None for a wrong code."""
-    codes = confirm(session, user=user, code=code, now=now, key=key)
+    codes = confirm(session, user=user, code=code, now=now, key=key, via=via, client=client)
     if codes is None:
         return None
     ended = service.end_sessions(session, user_id=user.id, keep=keep)
@@ -217,7 +238,13 @@ def _refuse_while_locked(found: TotpCredential, now: datetime) -> None:
         raise CodeLocked("too many wrong codes; wait a few minutes, then try again")
 
 
-def _counted(session: Session, found: TotpCredential, right: bool, now: datetime) -> bool:
+def _counted(
+    session: Session,
+    found: TotpCredential,
+    right: bool,
+    now: datetime,
+    origin: dict[str, str] | None = None,
+) -> bool:
     """`right`, once counted: a right code clears the count; a wrong one adds to it, and
     the `MAX_FAILURES`th in a row locks the account's codes for `LOCK_SECONDS`
     (`account:totp:locked`)."""
@@ -231,11 +258,14 @@ def _counted(session: Session, found: TotpCredential, right: bool, now: datetime
         found.locked_until = now + timedelta(seconds=LOCK_SECONDS)
         until = found.locked_until.astimezone(UTC).isoformat()
         audit.append(session, at=now, actor="system", action="account:totp:locked",
-                     subject=found.user_id, data={"until": until})  # fmt: skip
+                     subject=found.user_id, data={**(origin or {}), "until": until})  # fmt: skip
     return False
 
 
-def turn_off(session: Session, *, user: User, now: datetime) -> None:
+def turn_off(
+    session: Session, *, user: User, now: datetime,
+    via: Via | None = None, client: str | None = None,
+) -> None:  # fmt: skip
     """Drop the app's key (or a set-up still waiting) and the recovery codes; recorded
     only when two-step sign-in was on, so the history never shows an "off" that was not."""
     was_on = is_on(session, user_id=user.id)
@@ -249,7 +279,7 @@ def turn_off(session: Session, *, user: User, now: datetime) -> None:
         actor=f"resident:{user.id}",
         action="account:totp:off",
         subject=user.id,
-        data={},
+        data=_origin(via, client),
     )
 
 

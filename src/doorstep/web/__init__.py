@@ -36,6 +36,7 @@ file, served by the access service itself.
                                     confirming ends the account's other sessions)
     GET  /account/reauth, POST      re-enter the password (`doorstep.web.reauth`)
     GET  /account/notifications, POST            which emails to get
+    GET  /account/history           the account's sign-ins and changes (`doorstep.web.history`)
     GET  /static/...                app.css, app.js, favicon.svg
 
 and a middleware adding the security headers to every response outside the JSON API
@@ -58,6 +59,7 @@ from doorstep.web import (
     account_security,
     approvals,
     guests,
+    history,
     homes,
     live,
     notifications,
@@ -98,6 +100,7 @@ def install(app: FastAPI) -> None:
     for router in (
         account.router,
         account_security.router,
+        history.router,
         passwords.router,
         reauth.router,
         homes.router,

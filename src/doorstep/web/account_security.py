@@ -16,7 +16,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from doorstep.accounts import totp, twofactor
+from doorstep.accounts import signins, totp, twofactor
 from doorstep.deps import RuntimeDep
 from doorstep.web import sessions
 from doorstep.web.deps import (
@@ -147,8 +147,9 @@ def start_totp(
     web: WebDep,
 ) -> HTMLResponse:
     secret = twofactor.start_enrollment(
-        session, user=user.user, now=runtime.clock.now(), key=runtime.totp_key
-    )
+        session, user=user.user, now=runtime.clock.now(), key=runtime.totp_key,
+        via=signins.Via.WEB, client=_client(request),
+    )  # fmt: skip
     return _setup_page(request, web, user, secret, {})
 
 
@@ -164,7 +165,7 @@ def confirm_totp(
     try:
         turned_on = twofactor.turn_on(
             session, user=user.user, code=form.get("code", ""), now=runtime.clock.now(),
-            key=runtime.totp_key, keep=user.digest,
+            key=runtime.totp_key, keep=user.digest, via=signins.Via.WEB, client=_client(request),
         )  # fmt: skip
     except twofactor.CodeLocked:  # too many wrong codes: the form again, saying so
         turned_on, errors, status = None, {"code": LOCKED}, 429
@@ -190,13 +191,19 @@ LOCKED = "Too many wrong codes. Wait a few minutes, then type the code the app s
 
 @router.post("/account/totp/disable")
 def disable_totp(
+    request: Request,
     _form: SessionForm,
     session: UnitOfWork,
     user: RecentlyAuthenticated,
     runtime: RuntimeDep,
 ) -> Response:
-    twofactor.turn_off(session, user=user.user, now=runtime.clock.now())
+    twofactor.turn_off(session, user=user.user, now=runtime.clock.now(), via=signins.Via.WEB,
+                       client=_client(request))  # fmt: skip
     return _back("totp-off")
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "-"
 
 
 def _back(notice: str) -> RedirectResponse:
