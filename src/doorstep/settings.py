@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -17,6 +19,19 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+_HOST = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 def is_loopback(host: str) -> bool:
@@ -254,6 +269,12 @@ class Settings(BaseSettings):
     # from it, never from the request. Needed in production and on a non-loopback
     # `http_host`; unset on loopback, http://<http_host>:<http_port>.
     public_url: str | None = None
+    # Passkeys (`accounts.passkeys`): the WebAuthn relying party ID, a domain name that is
+    # the public URL's host or ends it (example.com for https://doorstep.example.com; an
+    # IP address cannot be one, `localhost` can). Passkeys registered under one ID work
+    # only under it. Unset: the public URL's host, unless that is an IP address: then
+    # passkeys are off. Their origin is always the public URL's.
+    passkey_rp_id: str | None = None
     # The entry decisions and what hubs send are stored by a child process of the service
     # (`doorstep.hotwriter`), so they do not share the service's one GIL with the HTTP
     # loop and the MQTT client. Off: the service's own writer thread does it.
@@ -333,6 +354,20 @@ class Settings(BaseSettings):
             raise ValueError("public_url must be an absolute http:// or https:// URL")
         return value
 
+    @model_validator(mode="after")
+    def _passkey_rp_id_covers_the_public_url(self) -> Settings:
+        rp_id = self.passkey_rp_id
+        if rp_id is None:
+            return self
+        if rp_id != rp_id.lower() or not rp_id or _is_ip(rp_id) or not _HOST.fullmatch(rp_id):
+            raise ValueError("passkey_rp_id must be a lowercase domain name, like example.com")
+        host = self.public_host
+        if host != rp_id and not host.endswith(f".{rp_id}"):
+            raise ValueError(
+                f"passkey_rp_id must be the public URL's host ({host}) or a domain it is in"
+            )
+        return self
+
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def _proxies_may_be_a_comma_separated_list(cls, value: Any) -> Any:
@@ -369,6 +404,28 @@ class Settings(BaseSettings):
     @property
     def resolved_public_url(self) -> str:
         return self.public_url or f"http://{self.http_host}:{self.http_port}"
+
+    @property
+    def public_host(self) -> str:
+        """The host (no port) of the public URL, lowercase."""
+        return urlsplit(self.resolved_public_url).hostname or ""
+
+    @property
+    def public_origin(self) -> str:
+        """`scheme://host[:port]` of the public URL, as browsers send it as the origin (no
+        path, no user, no default port)."""
+        parts = urlsplit(self.resolved_public_url)
+        host = f"[{self.public_host}]" if ":" in self.public_host else self.public_host
+        port = parts.port if parts.port not in (None, _DEFAULT_PORTS[parts.scheme]) else None
+        return f"{parts.scheme}://{host}" + (f":{port}" if port else "")
+
+    @property
+    def resolved_passkey_rp_id(self) -> str | None:
+        """The passkeys' relying party ID; None when passkeys are off (an IP address)."""
+        if self.passkey_rp_id is not None:
+            return self.passkey_rp_id
+        host = self.public_host
+        return None if not host or _is_ip(host) else host
 
     @classmethod
     def settings_customise_sources(

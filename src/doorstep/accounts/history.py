@@ -52,6 +52,8 @@ SUMMARIES = {
     "account:sessions:revoked": "Signed out everywhere",
     "account:session:revoked": "A session was ended",
     "account:notifications:set": "Email notifications changed",
+    "account:passkey:added": "Passkey added",
+    "account:passkey:removed": "Passkey removed",
 }
 _REASONS = {
     "wrong_credentials": "wrong password",
@@ -65,6 +67,8 @@ _REASONS = {
     "expired": "the link had expired",
     "inactive": "the account is not active",
     "too_many": "too many links asked for this hour",
+    "passkey_refused": "the passkey could not be verified",
+    "passkey_counter": "the passkey's count went back (a copy of it?)",
 }
 _REFUSED = frozenset(
     {
@@ -88,6 +92,7 @@ WAYS = {
     "api_password_change": "API password change",
     "api_two_factor": "API two-step settings",
     "password_reset": "Emailed reset link",
+    "passkey": "Passkey",
 }
 
 
@@ -153,6 +158,8 @@ def summary(action: str, data: dict[str, Any]) -> str:
         return "Other sessions signed out as two-step sign-in was turned on"
     if action == "account:session:revoked" and data.get("current") is True:
         return "This session was ended"
+    if action == "account:passkey:removed" and data.get("why") == "password_reset":
+        return "Passkey removed by the password reset"
     return said
 
 

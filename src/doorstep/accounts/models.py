@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Boolean, ForeignKey, Integer, LargeBinary, String
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from doorstep.db import Base, UTCDateTime
@@ -108,3 +108,34 @@ class PasswordReset(Base):
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Passkey(Base):
+    """A resident's passkey (a WebAuthn discoverable credential, `accounts.passkeys`):
+    signing in with it counts as password and second step at once, since the
+    authenticator verified the user (screen lock, fingerprint) before signing."""
+
+    __tablename__ = "passkeys"
+
+    # The credential ID, base64url (at most 1023 bytes, so 1364 characters).
+    id: Mapped[str] = mapped_column(String(1364), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    public_key: Mapped[bytes] = mapped_column(LargeBinary)  # COSE_Key, as registered
+    # The authenticator's signature counter (a uint32; 0 for one that keeps none).
+    sign_count: Mapped[int] = mapped_column(BigInteger)
+    name: Mapped[str] = mapped_column(String(60))
+    transports: Mapped[str] = mapped_column(String(200), default="")  # comma-separated
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class PasskeyChallenge(Base):
+    """A WebAuthn challenge handed out and not yet answered: single-use (taken by
+    deleting it), bound to one browser session or visitor cookie, expiring in minutes."""
+
+    __tablename__ = "passkey_challenges"
+
+    # SHA-256 (hex) of the purpose and the browser it was given to; never the cookie.
+    binding: Mapped[str] = mapped_column(String(64), primary_key=True)
+    challenge: Mapped[bytes] = mapped_column(LargeBinary)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

@@ -36,7 +36,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from doorstep import security
-from doorstep.accounts import service, signins, twofactor
+from doorstep.accounts import passkeys, service, signins, twofactor
 from doorstep.accounts.models import PasswordReset, User
 from doorstep.audit import service as audit
 from doorstep.audit.models import AuditEvent
@@ -229,7 +229,8 @@ def complete_reset(
 ) -> User:
     """Set a new password (already checked against the rules) with an emailed link, and
     a code when the account has two-step sign-in on; the link is spent, the account's
-    other links deleted, and every session and token of the account ended.
+    other links deleted, every session and token of the account ended, and every passkey
+    removed (`passkeys.remove_all`).
 
     Raises `ResetLinkInvalid`, `twofactor.CodeRefused` or `twofactor.CodeLocked`, having
     recorded the failure and changed nothing else (a wrong code counts toward the code
@@ -254,6 +255,10 @@ def complete_reset(
     session.execute(delete(PasswordReset).where(PasswordReset.user_id == user.id))
     set_password(session, user=user, password=password, now=now,
                  via=signins.Via.PASSWORD_RESET, client=client)  # fmt: skip
+    # Reset: the account may have been someone else's for a while, and a passkey they
+    # added would outlive the new password.
+    passkeys.remove_all(session, user_id=user.id, actor=f"{user.role}:{user.id}",
+                        why="password_reset", now=now)  # fmt: skip
     return user
 
 

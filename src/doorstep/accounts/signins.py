@@ -1,9 +1,10 @@
 """Sign-ins and re-authentications on the audit log: who, by which way, from which
 address, and whether it worked; never a password, a code, a secret or a token.
 
-    account:signin          a session or token was issued (web form, web code step, API)
+    account:signin          a session or token was issued (web form, web code step,
+                            passkey, API)
     account:signin_failed   data.reason: wrong_credentials | not_a_resident | wrong_code
-                            | code_locked
+                            | code_locked | passkey_refused | passkey_counter
     account:reauth          the signed-in person proved it is them again (web page, or the
                             password sent with the API's remote unlock, revoke-everything,
                             or two-step sign-in on or off)
@@ -65,6 +66,7 @@ class Via(StrEnum):
     API_PASSWORD_CHANGE = "api_password_change"  # noqa: S105 - ... sent to POST /v1/me/password
     API_TWO_FACTOR = "api_two_factor"  # the password sent to POST, DELETE /v1/me/two-factor
     PASSWORD_RESET = "password_reset"  # noqa: S105 - an emailed link (`accounts.passwords`)
+    PASSKEY = "passkey"  # "Sign in with a passkey" (`accounts.passkeys`): both factors
 
 
 class Failure(StrEnum):
@@ -75,6 +77,8 @@ class Failure(StrEnum):
     PAUSED = "paused"  # too many wrong passwords lately: the password was not checked
     NOT_A_COURIER = "not_a_courier"
     NOT_A_VISITOR = "not_a_visitor"
+    PASSKEY_REFUSED = "passkey_refused"  # unknown, expired, or not verified
+    PASSKEY_COUNTER = "passkey_counter"  # its sign count did not grow: maybe a clone
 
 
 def paused(session: Session, *, user_id: str, now: datetime) -> bool:

@@ -35,9 +35,12 @@ file, served by the access service itself.
     POST /account/totp/setup, /confirm, /disable (setup and disable need one too;
                                     confirming ends the account's other sessions)
     GET  /account/reauth, POST      re-enter the password (`doorstep.web.reauth`)
+    GET  /account/passkeys, POST /account/passkeys/new, POST /account/passkeys,
+    POST /account/passkeys/remove   the resident's passkeys (`doorstep.web.passkeys`)
+    POST /signin/passkey, /signin/passkey/finish     sign in with a passkey
     GET  /account/notifications, POST            which emails to get
     GET  /account/history           the account's sign-ins and changes (`doorstep.web.history`)
-    GET  /static/...                app.css, app.js, favicon.svg
+    GET  /static/...                app.css, app.js, passkeys.js, favicon.svg
 
 and a middleware adding the security headers to every response outside the JSON API
 (`/v1/...`) and the API docs. Sessions, CSRF and cookies: `doorstep.web.security` and
@@ -63,6 +66,7 @@ from doorstep.web import (
     homes,
     live,
     notifications,
+    passkeys,
     passwords,
     preferences,
     reauth,
@@ -90,10 +94,13 @@ def install(app: FastAPI) -> None:
     runtime: Runtime = app.state.runtime
     settings = runtime.settings
     https = settings.resolved_public_url.startswith("https://")
+    templates = make_templates()
+    # The sign-in page offers passkeys only where they can work (`accounts.passkeys`).
+    templates.globals["passkeys_on"] = settings.resolved_passkey_rp_id is not None
     app.state.web = WebContext(
         csrf_key=load_or_create_key(settings.data_dir / "keys"),
         cookies=CookiePolicy(secure=https),
-        templates=make_templates(),
+        templates=templates,
         asset_version=asset_version(STATIC_DIR),
         public_url=settings.public_url,
     )
@@ -103,6 +110,7 @@ def install(app: FastAPI) -> None:
         history.router,
         passwords.router,
         reauth.router,
+        passkeys.router,
         homes.router,
         preferences.router,
         guests.router,
