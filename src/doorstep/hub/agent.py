@@ -38,6 +38,17 @@ Keypad codes (`hub.credentials`): the signed desired document on `desired` says 
 codes each lock holds; a code that opens the lock starts an entry like a grant does (a
 fresh entry id, the camera armed at once, the relock watched, `entry.secured` at the
 verified relock), and its `lock.unlocked` names the credential as `grant_id`.
+
+A journal that cannot write (a full or failing disk, `JournalError`) never opens a door:
+a command whose own write fails (the token spent, the entry ended, the challenge's
+reply) is refused `hub_storage_failed`, and the bolt does not move. What the locks and
+cameras report meanwhile is not dropped: each event waits in memory, in order, with an
+error in the log, and the resend loop journals and publishes it once the journal writes
+again (`record`); so does the event of a reply that could not be journalled, while the
+reply itself goes out at once and is kept in memory for a redelivered command
+(`_record_and_reply`). The entries go on meanwhile: relocks, verification, alarms. Held
+events die with the process: a restart before the disk has room loses them (each was
+logged).
 """
 
 from __future__ import annotations
@@ -45,6 +56,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
@@ -54,7 +66,7 @@ from pydantic import ValidationError
 
 from doorstep.hub.camera import EntryCamera
 from doorstep.hub.credentials import CredentialManager
-from doorstep.hub.journal import Journal
+from doorstep.hub.journal import Journal, JournalError
 from doorstep.hub.lock import (
     AlarmCode,
     DoorLockAlarm,
@@ -218,6 +230,11 @@ class HubAgent:
         self._locking: dict[str, _PendingLock] = {}  # access point -> remote lock in motion
         # entry id -> (challenge, expires at, token id); in memory: a restart spends them.
         self._challenges: dict[str, tuple[bytes, float, bytes]] = {}
+        # Written while the journal could not write: events (kind, data, at) to journal
+        # and publish, in order, and replies already sent (command id -> bytes).
+        self._held: deque[tuple[EventKind, dict[str, Any], float]] = deque()
+        self._held_replies: dict[str, bytes] = {}
+        self._held_lock = threading.Lock()
         self._client: paho.Client | None = None
         self._stop = threading.Event()
         self._resender: threading.Thread | None = None
@@ -351,11 +368,51 @@ class HubAgent:
 
     # --- events out --------------------------------------------------------------------
 
-    def record(self, kind: EventKind, data: dict[str, Any]) -> Event:
-        """Journal first, then publish: an event that was not written was not sent."""
-        event = self.journal.append(kind, data, self._clock())
-        self._publish_event(event)
-        return event
+    def record(self, kind: EventKind, data: dict[str, Any]) -> Event | None:
+        """Journal first, then publish: an event that was not written was not sent.
+        While the journal cannot write, and while earlier events still wait for it, the
+        event waits in memory (None is returned) for `_journal_held`."""
+        if not self._held:
+            try:
+                event = self.journal.append(kind, data, self._clock())
+            except JournalError:
+                pass  # held, below, with an error in the log
+            else:
+                self._publish_event(event)
+                return event
+        self._hold(kind, data)
+        return None
+
+    def _hold(self, kind: EventKind, data: dict[str, Any]) -> None:
+        with self._held_lock:
+            self._held.append((kind, data, self._clock()))
+            waiting = len(self._held)
+        log.error(
+            "the journal cannot write: event %s held in memory until it can (%d waiting)",
+            kind,
+            waiting,
+        )
+
+    def _journal_held(self) -> None:
+        """Journal and publish the events held while the journal could not write, in the
+        order they happened (each with its own time), and journal the replies sent
+        meanwhile; stop at the first write that still fails, to try again next round."""
+        with self._held_lock:
+            if not self._held and not self._held_replies:
+                return
+            count = len(self._held)
+            try:
+                while self._held:
+                    kind, data, at = self._held[0]
+                    event = self.journal.append(kind, data, at)
+                    self._held.popleft()
+                    self._publish_event(event)
+                for command_id, body in list(self._held_replies.items()):
+                    self.journal.record_command(command_id, body, self._clock())
+                    del self._held_replies[command_id]
+            except JournalError:
+                return  # still full: logged when each was held
+        log.warning("the journal writes again: %d held events journalled", count)
 
     def _publish_event(self, event: Event) -> None:
         if self._client is not None:
@@ -376,6 +433,7 @@ class HubAgent:
     def _resend_loop(self) -> None:
         while not self._stop.wait(RESEND_SECONDS):
             try:
+                self._journal_held()
                 self._resend()
                 self.forget_expired()
             except Exception:  # the process edge: keep resending
@@ -413,6 +471,9 @@ class HubAgent:
             if command is None:
                 return None
             previous = self.journal.command_reply(command.command_id)
+            if previous is None and self._held_replies:
+                with self._held_lock:
+                    previous = self._held_replies.get(command.command_id)
             if previous is not None:  # redelivered: answer again, do nothing again
                 self._send_reply_bytes(previous)
                 return Reply.model_validate_json(previous)
@@ -425,6 +486,9 @@ class HubAgent:
                 return self._execute(command)
             except Refusal as refusal:
                 return self._refuse(command, refusal.reason, str(refusal))
+            except JournalError as exc:  # nothing spent, nothing moved: refused
+                log.error("command %s refused: %s", command.command_id, exc)
+                return self._refuse(command, Reason.HUB_STORAGE_FAILED, str(exc))
 
     def _in_flight(self, command_id: str) -> bool:
         return any(visit.command_id == command_id for visit in self._visits.values()) or any(
@@ -525,7 +589,7 @@ class HubAgent:
                 camera.arm(claims.entry_id)  # before the bolt moves: the clip shows the unlock
             except VideoError as exc:  # camera first: no recording, no entry
                 self._visits.pop(access_point)
-                self.journal.drop_visit(access_point)  # nothing armed, nothing moved
+                self._drop_visit(access_point)  # nothing armed, nothing moved
                 raise Refusal(Reason.CAMERA_NOT_LIVE, f"the camera cannot record: {exc}") from exc
             # The first heartbeat goes out before the unlock's reply, on the same
             # connection: a service that sees the unlock watches the camera from then on,
@@ -759,8 +823,21 @@ class HubAgent:
 
     def _record_and_reply(self, kind: EventKind, data: dict[str, Any], reply: Reply) -> Reply:
         """Journal an event and `reply`, which names it, in one write; then publish the
-        event and the reply, in that order. Returns the reply as sent."""
-        event, sent, body = self.journal.append_answering(kind, data, self._clock(), reply)
+        event and the reply, in that order. Returns the reply as sent.
+
+        When the journal cannot write, the reply goes out all the same (naming no event:
+        a command waits for no event) and is kept in memory, so a redelivered command is
+        answered with it, not carried out; the event waits with the held ones (`record`)."""
+        try:
+            event, sent, body = self.journal.append_answering(kind, data, self._clock(), reply)
+        except JournalError as exc:
+            log.error("reply to %s sent, not journalled: %s", reply.command_id, exc)
+            body = reply.model_dump_json().encode()
+            with self._held_lock:
+                self._held_replies[reply.command_id] = body
+            self._hold(kind, data)
+            self._send_reply_bytes(body)
+            return reply
         self._publish_event(event)
         self._send_reply_bytes(body)
         return sent
@@ -1177,15 +1254,21 @@ class HubAgent:
         )
 
     def _open_visit(self, access_point: str, visit: _Visit) -> None:
-        # Journalled before the bolt moves, so a restart mid-entry still relocks.
-        self.journal.save_visit(
-            access_point,
-            visit.entry_id,
-            visit.command_id,
-            visit.replied,
-            visit.opened,
-            visit.opened_at,
-        )
+        # Journalled, so a restart mid-entry still relocks. The bolt has moved already
+        # (a code, the door opening): a journal that cannot write costs only that.
+        try:
+            self.journal.save_visit(
+                access_point,
+                visit.entry_id,
+                visit.command_id,
+                visit.replied,
+                visit.opened,
+                visit.opened_at,
+            )
+        except JournalError as exc:
+            log.error(
+                "entry %s at %s watched, not journalled: %s", visit.entry_id, access_point, exc
+            )
         self._visits[access_point] = visit
 
     def _close_visit(self, access_point: str) -> None:
@@ -1193,9 +1276,15 @@ class HubAgent:
         journal) and close its camera window, so the clip shows how it ended and the
         camera stops keeping video for it."""
         visit = self._visits.pop(access_point, None)
-        self.journal.drop_visit(access_point)
+        self._drop_visit(access_point)
         if visit is not None:
             self._end_recording(access_point, visit.entry_id)
+
+    def _drop_visit(self, access_point: str) -> None:
+        try:
+            self.journal.drop_visit(access_point)
+        except JournalError as exc:  # a restart resumes it: relocked, verified, ended again
+            log.error("entry at %s ended, still journalled as open: %s", access_point, exc)
 
 
 def _answers(visit: _Visit | None, event: LockOperation | LockOperationError) -> TypeGuard[_Visit]:

@@ -14,10 +14,16 @@ Token ids and ended entries are forgotten once the hub's clock says no grant nee
 them can still be accepted. That clock can jump ahead and come back (a bad NTP answer):
 so the journal also keeps how far it has forgotten (`forgotten_through`, in meta), and
 no grant that expires by then is accepted again (`use_token`).
+
+A write the storage refuses (a full disk: SQLITE_FULL; a failing one: a disk I/O
+error) raises `JournalError` and keeps nothing of that write: the transaction is rolled
+back, and the next write starts afresh, so the journal works again once there is room.
+Rows journalled before stay as they were.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import uuid
@@ -27,6 +33,8 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from doorstep.protocol.messages import GENESIS_HASH, Event, Reply, b64encode
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -61,6 +69,15 @@ _SAVE_VISIT = (
 _ACKNOWLEDGE = "DELETE FROM events WHERE epoch = ? AND seq <= ?"
 _ENTRY_ENDED = "SELECT 1 FROM ended_entries WHERE entry_id = ? AND until >= ?"
 _FORGOTTEN_THROUGH = "forgotten_through"
+
+
+class JournalError(Exception):
+    """The journal could not write (the disk is full or failing); nothing of that write
+    was kept."""
+
+
+def _storage_failed(exc: sqlite3.OperationalError) -> JournalError:
+    return JournalError(f"the journal cannot write: {exc}")
 
 
 class Journal:
@@ -135,6 +152,9 @@ class Journal:
                 if answer is not None:
                     self._db.execute(_RECORD_COMMAND, (answer[0].command_id, answer[1], ts))
                 self._db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                self._rollback()
+                raise _storage_failed(exc) from exc
             except BaseException:
                 self._rollback()
                 raise
@@ -152,8 +172,7 @@ class Journal:
     def acknowledge(self, epoch: int, through_seq: int) -> int:
         """Forget events of `epoch` up to `through_seq`; returns how many were dropped."""
         with self._lock:
-            cursor = self._db.execute(_ACKNOWLEDGE, (epoch, through_seq))
-            return cursor.rowcount
+            return self._write(_ACKNOWLEDGE, (epoch, through_seq)).rowcount
 
     def pending_count(self) -> int:
         with self._lock:
@@ -195,6 +214,9 @@ class Journal:
             except sqlite3.IntegrityError:
                 self._rollback()
                 return False
+            except sqlite3.OperationalError as exc:
+                self._rollback()
+                raise _storage_failed(exc) from exc
             except BaseException:
                 self._rollback()
                 raise
@@ -221,7 +243,7 @@ class Journal:
         later than any grant for the entry expires): an unlock naming it that comes
         later is refused (`entry_ended`)."""
         with self._lock:
-            self._db.execute(
+            self._write(
                 "INSERT INTO ended_entries (entry_id, until) VALUES (?, ?)"
                 " ON CONFLICT(entry_id) DO UPDATE SET until = max(until, excluded.until)",
                 (entry_id, until),
@@ -252,6 +274,9 @@ class Journal:
                     forgotten = max(self._forgotten, int(expiry))
                     self._set_meta(_FORGOTTEN_THROUGH, str(forgotten))
                 self._db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                self._rollback()
+                raise _storage_failed(exc) from exc
             except BaseException:
                 self._rollback()
                 raise
@@ -265,7 +290,7 @@ class Journal:
 
     def record_command(self, command_id: str, reply: bytes, now: float) -> None:
         with self._lock:
-            self._db.execute(_RECORD_COMMAND, (command_id, reply, now))
+            self._write(_RECORD_COMMAND, (command_id, reply, now))
 
     # --- the highest event number each lock has sent ----------------------------------
 
@@ -282,7 +307,7 @@ class Journal:
         """Record `event_number` for `lock`, unless a higher one is recorded: a mark
         never goes down. One write to storage (an fsync on a real hub)."""
         with self._lock:
-            self._db.execute(
+            self._write(
                 "INSERT INTO lock_event_marks (lock, event_number) VALUES (?, ?)"
                 " ON CONFLICT(lock) DO UPDATE"
                 " SET event_number = max(event_number, excluded.event_number)",
@@ -303,14 +328,14 @@ class Journal:
         """Journal the entry in progress at `access_point`; `opened_at` is when its door
         last opened (the hub's clock), None while it is not known to be open."""
         with self._lock:
-            self._db.execute(
+            self._write(
                 _SAVE_VISIT,
                 (access_point, entry_id, command_id, int(replied), int(opened), opened_at),
             )
 
     def drop_visit(self, access_point: str) -> None:
         with self._lock:
-            self._db.execute("DELETE FROM visits WHERE access_point = ?", (access_point,))
+            self._write("DELETE FROM visits WHERE access_point = ?", (access_point,))
 
     def visits(self) -> list[tuple[str, str, str, bool, bool, float | None]]:
         with self._lock:
@@ -337,11 +362,24 @@ class Journal:
         if "opened_at" not in columns:
             self._db.execute("ALTER TABLE visits ADD COLUMN opened_at REAL")
 
+    def _write(self, sql: str, parameters: tuple[Any, ...]) -> sqlite3.Cursor:
+        """One statement, its own transaction; `JournalError` when storage refuses it."""
+        self._rollback()  # one a failed rollback left open would swallow this write
+        try:
+            return self._db.execute(sql, parameters)
+        except sqlite3.OperationalError as exc:
+            raise _storage_failed(exc) from exc
+
     def _rollback(self) -> None:
-        # After a failed write (a full disk) the transaction may be open or already gone;
-        # either way the next one must be able to begin.
+        # After a failed write (a full disk) the transaction may be open or already gone
+        # (SQLite rolls back the whole of it after some errors); either way the next one
+        # must be able to begin. A rollback the failing disk refuses too leaves the
+        # transaction open: the next write's BEGIN fails, and its rollback tries again.
         if self._db.in_transaction:
-            self._db.execute("ROLLBACK")
+            try:
+                self._db.execute("ROLLBACK")
+            except sqlite3.OperationalError as exc:
+                log.error("the journal could not roll back a failed write: %s", exc)
 
     def _prepare(self) -> None:
         """Compile the statements a command uses, once, in a transaction that is rolled

@@ -72,6 +72,9 @@ class Reason(StrEnum):
     ACTUATOR_FAILED = "actuator_failed"
     TOKEN_REVOKED = "token_revoked"  # the token id is in the hub's desired revocation list
     ENTRY_ENDED = "entry_ended"  # a lock command ended this entry before its unlock came
+    # The hub's journal cannot write (its disk is full or failing): the token could not
+    # be recorded as spent, so the door stays locked.
+    HUB_STORAGE_FAILED = "hub_storage_failed"
 
     # Hub-side refusals of a desired (shadow) document (`protocol.shadow`); nothing changes.
     SHADOW_MALFORMED = "shadow_malformed"
@@ -131,6 +134,8 @@ COURIER_ADVICE: dict[Reason, str] = {
     "in. Leave it at the door.",
     Reason.ACTUATOR_FAILED: "The lock did not open; leave it at the door.",
     Reason.ENTRY_ENDED: "This entry was already called off, so the door stayed locked.",
+    Reason.HUB_STORAGE_FAILED: "The door cannot record entries right now, so it stayed "
+    "locked; leave it at the door.",
     Reason.PROOF_REQUIRED: "The door got no answer from this phone; request entry again.",
     Reason.COMMAND_EXPIRED: "The door got the request too late; request entry again.",
     Reason.TOKEN_EXPIRED: "This entry's pass expired before the door used it; request entry again.",
