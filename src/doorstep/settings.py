@@ -1,5 +1,5 @@
 """Settings: environment variables (`DOORSTEP_*`, nested with `__`) over an optional TOML
-file (`DOORSTEP_CONFIG` or `--config`) over defaults. Built once by the CLI or a test and
+file (named by `DOORSTEP_CONFIG`) over defaults. Built once by the CLI or a test and
 passed to `create_app`; nothing reads settings at import time."""
 
 from __future__ import annotations

@@ -57,9 +57,10 @@ def serve(
 ) -> None:
     """Run the access service: HTTP API, hub link and background jobs.
 
-    With no broker URL it writes a Mosquitto configuration (loopback only, no anonymous
-    access, one password and ACL per hub) and runs Mosquitto as a supervised child,
-    stopping it on exit. The database schema is migrated on start. Entry decisions and
+    With no broker URL it writes a Mosquitto configuration (a loopback listener, and a
+    TLS listener for hubs when DOORSTEP_BROKER_TLS_CERT_FILE and _KEY_FILE are set; no
+    anonymous access, one password and ACL per hub) and runs Mosquitto as a supervised
+    child, stopping it on exit. The database schema is migrated on start. Entry decisions and
     what hubs send are written by a second process of its own, so the service can use
     two cores (DOORSTEP_WRITER_PROCESS=false keeps it to one).
     """
