@@ -10,10 +10,13 @@ token is checked again (still valid, its resident still owns the home): a token 
 meanwhile (signed out everywhere, a password changed) ends the stream, and the
 reconnect gets 401.
 
-Records reach subscribers in this process after their transaction commits (`Tx.on_commit`);
-those the hot paths' writer process commits are handed back to this process after its
-commit (`doorstep.hotwriter`). With several service processes, each stream sees the
-records its own process wrote, and the replay on reconnect fills the rest.
+The stream reads the records from the audit log, whichever service process committed
+them: after each read it waits for a record of the home committed in this process
+(`doorstep.livebus`, so those arrive at once) or `POLL_SECONDS`, whichever comes first,
+and reads what was committed since. Appends take the chain's head row until they commit
+(`doorstep.audit.service`), so records commit in sequence order: once the newest
+sequence number is read, every record up to it is there to read, and the next read
+starts after it. Nothing is skipped and nothing sent twice.
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from doorstep import db
 from doorstep.accounts.service import resolve_token
@@ -37,9 +42,14 @@ from doorstep.homes.service import owned_home
 from doorstep.livebus import BUS, record_of
 
 KEEPALIVE_SECONDS = 15.0
-REPLAY_LIMIT = 1000
+# How long a stream waits for this process's bus before it reads the audit log anyway,
+# for the records other service processes committed: one indexed read a second.
+POLL_SECONDS = 1.0
+READ_LIMIT = 1000  # records per read; a reader further behind reads again at once
 
 router = APIRouter(prefix="/v1", tags=["homes"])
+
+Reader = Callable[[int], tuple[int, list[dict[str, Any]]]]
 
 
 @router.get("/homes/{home_id}/events")
@@ -50,30 +60,46 @@ async def events(
     with runtime.sessions() as session:
         db.read_only(session)
         owned_home(session, owner=resident, home_id=home_id)
+        newest = _newest_seq(session)
     last = request.headers.get("last-event-id", "")
-    after = int(last) if last.isdigit() else None
+    after = int(last) if last.isdigit() else newest
     token = request.headers.get("authorization", "").partition(" ")[2].strip()
-    queue = BUS.subscribe(home_id)  # before the replay: nothing falls between the two
-    missed = _replay(runtime, home_id, after) if after is not None else []
     return StreamingResponse(
-        _stream(home_id, queue, missed, lambda: _still_allowed(runtime, token, home_id)),
+        _stream(
+            home_id,
+            after,
+            lambda read_after: _read(runtime, home_id, read_after),
+            lambda: _still_allowed(runtime, token, home_id),
+        ),
         media_type="text/event-stream",
         headers={"cache-control": "no-store", "x-accel-buffering": "no"},
     )
 
 
-def _replay(runtime: Any, home_id: str, after: int) -> list[dict[str, Any]]:
+def _newest_seq(session: Session) -> int:
+    return session.scalar(select(func.max(AuditEvent.seq))) or 0
+
+
+def _read(runtime: Any, home_id: str, after: int) -> tuple[int, list[dict[str, Any]]]:
+    """The home's records committed after seq `after`, oldest first, and the seq the next
+    read starts after."""
     with runtime.sessions() as session:
         db.read_only(session)
+        # Read first: every record up to it has committed (see the module docstring), so
+        # the read below, bounded by it, misses none, even in a snapshot of its own.
+        newest = _newest_seq(session)
         rows = session.scalars(
             select(AuditEvent)
-            .where(AuditEvent.home_id == home_id, AuditEvent.seq > after)
+            .where(AuditEvent.home_id == home_id, AuditEvent.seq > after, AuditEvent.seq <= newest)
             .order_by(AuditEvent.seq)
-            .limit(REPLAY_LIMIT)
+            .limit(READ_LIMIT)
         ).all()
-        return [
+        records = [
             record_of(row.seq, row.ts, row.actor, row.action, row.subject, row.data) for row in rows
         ]
+    if len(records) == READ_LIMIT:  # more to read: the next read goes on from the last one
+        newest = records[-1]["seq"]
+    return newest, records
 
 
 def _still_allowed(runtime: Any, token: str, home_id: str) -> bool:
@@ -90,41 +116,36 @@ def _still_allowed(runtime: Any, token: str, home_id: str) -> bool:
 
 
 async def _stream(
-    home_id: str,
-    queue: asyncio.Queue[dict[str, Any] | None],
-    missed: list[dict[str, Any]],
-    allowed: Callable[[], bool],
+    home_id: str, after: int, read: Reader, allowed: Callable[[], bool]
 ) -> AsyncIterator[bytes]:
-    sent = 0
+    queue = BUS.subscribe(home_id)  # before the first read: no wake-up falls between
     checked = time.monotonic()
     try:
         yield b"retry: 2000\n\n"
-        for record in missed:
-            sent = record["seq"]
-            yield _frame(record)
         while True:
-            wait = max(0.0, checked + KEEPALIVE_SECONDS - time.monotonic())
-            try:
-                latest = await asyncio.wait_for(queue.get(), wait)
-            except TimeoutError:
-                latest = _KEEPALIVE
             if time.monotonic() - checked >= KEEPALIVE_SECONDS:
-                if not allowed():
+                if not await run_in_threadpool(allowed):
                     return  # the token ended (or the home is no longer theirs)
                 checked = time.monotonic()
-            if latest is _KEEPALIVE:
                 yield b": keepalive\n\n"
-                continue
-            if latest is None:  # fell too far behind: end; the client replays on reconnect
-                return
-            if latest["seq"] > sent:
-                sent = latest["seq"]
-                yield _frame(latest)
+            after, records = await run_in_threadpool(read, after)
+            for record in records:
+                yield _frame(record)
+            if len(records) < READ_LIMIT:
+                await _woken(queue, POLL_SECONDS)
     finally:
         BUS.unsubscribe(home_id, queue)
 
 
-_KEEPALIVE: dict[str, Any] = {}  # a tick with nothing to send
+async def _woken(queue: asyncio.Queue[dict[str, Any] | None], timeout: float) -> None:
+    """Wait until this process commits a record of the home, or `timeout` s. What the bus
+    carries is only a wake-up: the records themselves are read from the audit log."""
+    try:
+        await asyncio.wait_for(queue.get(), timeout)
+    except TimeoutError:
+        return
+    while not queue.empty():  # each one committed before the read that follows
+        queue.get_nowait()
 
 
 def _frame(record: dict[str, Any]) -> bytes:

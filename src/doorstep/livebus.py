@@ -1,6 +1,9 @@
-"""Fan-out of committed audit records to the live streams of their home (`doorstep.live`).
+"""Fan-out of committed audit records to the live streams of their home, within this process.
 
-No dependencies on the rest of the service, so the audit module can publish through it.
+`doorstep.live` takes a record only as a wake-up and reads the audit log itself (which
+also holds what other service processes committed); `doorstep.web.live` sends the
+record's action. No dependencies on the rest of the service, so the audit module can
+publish through it.
 """
 
 from __future__ import annotations
