@@ -1230,7 +1230,15 @@ def _flag(
     once per entry and alert: a hub raises its alert again after a
     restart (it keeps them in memory), and the service's own `camera_lost` may come
     before the hub's. `relock_failed` is never replaced: it holds the courier
-    (`_check_not_held`) while the door may stand unlocked. Returns whether it flagged."""
+    (`_check_not_held`) while the door may stand unlocked. Returns whether it flagged.
+
+    Every `serve` process hears every hub and watches every camera, so two may flag the
+    same alert at once. On PostgreSQL the entry's row is locked and `current` read again
+    under the lock: the second waits for the first to commit, then finds the alert
+    flagged. (A SQLite writer holds the whole database: what its caller read holds.)"""
+    if tx.postgres:
+        row = tx.one("SELECT alert FROM entries WHERE id = ? FOR UPDATE", (entry_id,))
+        current = row[0] if row is not None else current
     if alert == current or (current is not None and _alerted(tx, entry_id, alert)):
         return False
     if current != Alert.RELOCK_FAILED:

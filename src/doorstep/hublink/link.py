@@ -417,19 +417,24 @@ class HubLink:
     ) -> None:
         """The writer process's answer, on the loop. If it died with the message in hand,
         the message is stored here instead: ingest is idempotent, so whether or not the
-        dead process had committed it, it is stored once."""
+        dead process had committed it, it is stored once. So is a reply whose store failed
+        (a deadlock with another `serve` process storing the same reply): stored again,
+        or found stored, its entry is read and the request waiting for it woken. The hub
+        sends a reply once; its events it sends again until acknowledged."""
         if done.cancelled():
             return
         error = done.exception()
         if error is None:
             self._after_commit(done.result())
-        elif isinstance(error, ServiceUnavailable):
-            self._writer.submit(
-                lambda tx: self._ingestor.store(tx, hub_id, leaf, payload, now),
-                then=self._after_commit,
-            )
-        else:
+            return
+        if not isinstance(error, ServiceUnavailable):
             log.error("storing a message from %s on %s failed: %s", hub_id, leaf, error)
+            if leaf != "reply":
+                return
+        self._writer.submit(
+            lambda tx: self._ingestor.store(tx, hub_id, leaf, payload, now),
+            then=self._after_commit,
+        )
 
     def _after_commit(self, outcome: _Outcome) -> None:
         if outcome.ack is not None:

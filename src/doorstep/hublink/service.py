@@ -27,7 +27,12 @@ log = logging.getLogger(__name__)
 
 _INSERT_EVENT = (
     "INSERT INTO hub_events (hub_id, epoch, seq, event_id, kind, ts, data, prev_hash, sig,"
-    " entry_id, received_at) VALUES (?, ?, ?, ?, ?, ?, ?j, ?, ?, ?, ?)"
+    " entry_id, received_at) VALUES (?, ?, ?, ?, ?, ?, ?j, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+)
+_STREAM = "SELECT through_seq, max_seq FROM hub_streams WHERE hub_id = ? AND epoch = ?"
+_INSERT_STREAM = (
+    "INSERT INTO hub_streams (hub_id, epoch, through_seq, max_seq) VALUES (?, ?, 0, 0)"
+    " ON CONFLICT DO NOTHING"
 )
 
 
@@ -67,41 +72,37 @@ def verify_event_signature(hub: HubInfo, event: Event) -> None:
 
 
 def ingest_event(tx: Tx, *, hub: HubInfo, event: Event, now: datetime) -> IngestOutcome:
-    """Store `event` once; apply its effects the first time only (`_apply`)."""
-    stream = tx.one(
-        "SELECT through_seq, max_seq FROM hub_streams WHERE hub_id = ? AND epoch = ?",
-        (hub.id, event.epoch),
-    )
-    if stream is None:
-        tx.run(
-            "INSERT INTO hub_streams (hub_id, epoch, through_seq, max_seq) VALUES (?, ?, 0, 0)",
-            (hub.id, event.epoch),
-        )
-        through, max_seq = 0, 0
-    else:
-        through, max_seq = int(stream[0]), int(stream[1])
+    """Store `event` once; apply its effects the first time only (`_apply`).
+
+    Every `serve` process receives every hub message, so two may store the same event at
+    once. The stream's row is locked first (PostgreSQL; a SQLite writer holds the whole
+    database), so the second waits for the first to commit, then finds the event stored
+    and only acknowledges it."""
+    through, max_seq = _locked_stream(tx, hub.id, event.epoch)
     stored = False
     if event.seq > through and not _have(tx, hub.id, event):
         verify_event_signature(hub, event)
         entry_id = event.data.get("entry_id")
-        tx.run(
-            _INSERT_EVENT,
-            (
-                hub.id,
-                event.epoch,
-                event.seq,
-                event.event_id,
-                event.kind,
-                event.ts,
-                tx.json(event.data),
-                event.prev_hash,
-                event.sig,
-                entry_id if isinstance(entry_id, str) else None,
-                tx.time(now),
-            ),
+        stored = bool(
+            tx.run(
+                _INSERT_EVENT,
+                (
+                    hub.id,
+                    event.epoch,
+                    event.seq,
+                    event.event_id,
+                    event.kind,
+                    event.ts,
+                    tx.json(event.data),
+                    event.prev_hash,
+                    event.sig,
+                    entry_id if isinstance(entry_id, str) else None,
+                    tx.time(now),
+                ),
+            )
         )
-        _apply(tx, hub, event, now)
-        stored = True
+        if stored:
+            _apply(tx, hub, event, now)
     max_seq = max(max_seq, event.seq)
     through = _advance(tx, hub.id, event.epoch, through, max_seq)
     tx.run(
@@ -109,6 +110,23 @@ def ingest_event(tx: Tx, *, hub: HubInfo, event: Event, now: datetime) -> Ingest
         (through, max_seq, hub.id, event.epoch),
     )
     return IngestOutcome(stored, through, through + 1 if max_seq > through else None)
+
+
+def _locked_stream(tx: Tx, hub_id: str, epoch: int) -> tuple[int, int]:
+    """The stream's `through_seq` and `max_seq`, its row made if new, and locked."""
+    select = _lock(tx, _STREAM)
+    stream = tx.one(select, (hub_id, epoch))
+    if stream is None and tx.run(_INSERT_STREAM, (hub_id, epoch)):
+        return 0, 0
+    if stream is None:  # another writer made it meanwhile: wait for its commit
+        stream = tx.one(select, (hub_id, epoch))
+    return (int(stream[0]), int(stream[1])) if stream is not None else (0, 0)
+
+
+def _lock(tx: Tx, select: str) -> str:
+    """`select`, locking the rows it reads until the transaction ends (PostgreSQL; SQLite
+    has no row locks, and its writer holds the database's write lock)."""
+    return select + " FOR UPDATE" if tx.postgres else select
 
 
 def _apply(tx: Tx, hub: HubInfo, event: Event, now: datetime) -> None:
@@ -232,20 +250,25 @@ def ingest_reply(tx: Tx, *, hub_id: str, reply: Reply, now: datetime) -> str | N
 
 
 def ingest_status(tx: Tx, *, hub: HubInfo, status: Status, now: datetime) -> None:
-    row = tx.one("SELECT online, epoch FROM hubs WHERE id = ?", (hub.id,))
-    if row is None:
-        return
-    was_online, epoch = bool(row[0]), row[1]
-    if status.epoch is not None and epoch is not None and status.epoch < epoch:
-        return  # a late last will from an earlier boot says nothing about this one
+    """Record the hub's state, and audit it if it changed. The UPDATE's own condition
+    decides, not an earlier read: of two `serve` processes storing the same status, the
+    second finds nothing left to change, and audits nothing."""
     online = status.state == "online"
-    new_epoch = status.epoch or epoch
-    if was_online == online and epoch == new_epoch:
+    if status.epoch is None:
+        changed = tx.run(
+            "UPDATE hubs SET online = ?, status_at = ? WHERE id = ? AND online <> ?",
+            (online, tx.time(now), hub.id, online),
+        )
+    else:
+        # A late last will from an earlier boot says nothing about this one.
+        changed = tx.run(
+            "UPDATE hubs SET online = ?, epoch = ?, status_at = ? WHERE id = ?"
+            " AND (epoch IS NULL OR epoch <= ?)"
+            " AND (online <> ? OR epoch IS NULL OR epoch <> ?)",
+            (online, status.epoch, tx.time(now), hub.id, status.epoch, online, status.epoch),
+        )
+    if not changed:
         return
-    tx.run(
-        "UPDATE hubs SET online = ?, epoch = ?, status_at = ? WHERE id = ?",
-        (online, new_epoch, tx.time(now), hub.id),
-    )
     append_tx(
         tx,
         at=now,
