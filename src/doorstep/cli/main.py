@@ -10,6 +10,7 @@ import click
 
 from doorstep import __version__
 from doorstep.cli.admin import audit, users
+from doorstep.cli.broker import broker
 from doorstep.cli.clips import clips
 from doorstep.cli.config import load_settings
 from doorstep.cli.demo import demo
@@ -251,6 +252,7 @@ cli.add_command(audit)
 cli.add_command(clips)
 cli.add_command(users)
 cli.add_command(keys)
+cli.add_command(broker)
 
 
 def main() -> None:
