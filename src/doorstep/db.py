@@ -387,6 +387,7 @@ def migrate(engine: Engine, owner_url: str | None) -> None:
             _check_service_role(connection, role)
         upgrade(owner)
         with owner.begin() as connection:
+            _one_at_a_time(connection)  # concurrent GRANTs fail: "tuple concurrently updated"
             grant_service_role(connection, role)
     finally:
         owner.dispose()
@@ -431,12 +432,30 @@ def grant_service_role(connection: Connection, role: str) -> None:
 
 
 def upgrade(engine: Engine) -> None:
-    """Bring the schema to the newest migration."""
+    """Bring the schema to the newest migration. Processes that start at once on one
+    database take turns (`_one_at_a_time`): the later one then finds the schema current,
+    instead of failing on tables the other is creating."""
     from alembic import command
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     with engine.begin() as connection:
+        _one_at_a_time(connection)
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+# The pg_advisory_xact_lock key that serializes schema changes ("DOORMIGR" in ASCII).
+MIGRATION_LOCK = 0x444F4F524D494752
+
+
+def _one_at_a_time(connection: Connection) -> None:
+    """Wait until no other process is changing this database's schema; the turn lasts
+    until `connection`'s transaction ends. On PostgreSQL a transaction-scoped advisory
+    lock: the migrations' DDL runs in that one transaction, and the lock cannot outlive
+    it, even in a pooled connection. SQLite needs none: the transaction began with
+    BEGIN IMMEDIATE, after the batch lock (`TurnTakingConnection`), so it has the file's
+    write lock already."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})

@@ -24,6 +24,7 @@ from doorstep.grants.models import (
 )
 from doorstep.homes.models import AccessPoint, Home, HomeCarrier, HomeClosure, Hub
 from doorstep.hublink.models import HubEvent, HubStream
+from doorstep.keycheck import SharedKeys
 from doorstep.notify.models import OutboxMessage, WebhookEndpoint
 from doorstep.ratelimit import GuessHit
 from doorstep.web.models import NotificationChoice, WebSession
@@ -59,6 +60,7 @@ __all__ = [
     "ProviderBlock",
     "ProviderMember",
     "RecoveryCode",
+    "SharedKeys",
     "TotpCredential",
     "User",
     "WebSession",

@@ -13,7 +13,7 @@ from pathlib import Path
 import uvicorn
 from sqlalchemy.exc import OperationalError
 
-from doorstep import db, heap
+from doorstep import db, heap, keycheck
 from doorstep.app import create_app
 from doorstep.broker import Mosquitto, TlsListener
 from doorstep.broker.supervisor import free_port
@@ -90,12 +90,14 @@ def migrate(settings: Settings) -> None:
     """Bring the schema up to date before anything starts (`db.migrate`: with
     `database_owner_url`, as the owner, granting the service's role its share); a role
     setup that cannot work stops here (`db.RoleSetupError`), and so does a database that
-    cannot be opened (`DatabaseUnavailable`)."""
+    cannot be opened (`DatabaseUnavailable`). Then its keys are checked against those
+    the database's other `serve` processes use (`keycheck.KeysNotShared`)."""
     engine = db.make_engine(
         settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous
     )
     try:
         db.migrate(engine, settings.database_owner_url)
+        keycheck.check(engine, settings.data_dir / "keys")
     except OperationalError as exc:
         raise DatabaseUnavailable(cannot_open(exc)) from exc
     finally:

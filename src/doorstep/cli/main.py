@@ -67,6 +67,7 @@ def serve(
     """
     from doorstep.access.keys import IssuerKeyError
     from doorstep.db import RoleSetupError
+    from doorstep.keycheck import KeysNotShared
     from doorstep.server import BrokerUnusable, DatabaseUnavailable
     from doorstep.server import serve as run
     from doorstep.video.errors import ClipStoreUnavailable
@@ -80,7 +81,13 @@ def serve(
     )
     try:
         run(settings)
-    except (ClipStoreUnavailable, RoleSetupError, DatabaseUnavailable, BrokerUnusable) as exc:
+    except (
+        ClipStoreUnavailable,
+        RoleSetupError,
+        DatabaseUnavailable,
+        BrokerUnusable,
+        KeysNotShared,
+    ) as exc:
         raise click.ClickException(str(exc)) from None
     except IssuerKeyError as exc:  # a file in keys/ that is no key, or not the one it names
         raise click.ClickException(f"the issuer keys cannot be used: {exc}") from None
