@@ -206,8 +206,16 @@ def test_a_request_that_stops_waiting_leaves_no_waiter_behind(
     monkeypatch.setattr(live.runtime.settings.entry, "hub_reply_timeout_seconds", 30.0)
 
     async def client_goes_away() -> None:
+        published = asyncio.Event()  # the command is out: the request now waits for the hub
+        send = _link(live).publish_command
+
+        def publish(hub_id: str, sent: Command) -> None:
+            send(hub_id, sent)
+            published.set()
+
+        monkeypatch.setattr(_link(live), "publish_command", publish)
         request = asyncio.ensure_future(access_router.send_and_await(live.runtime, decision, True))
-        await asyncio.sleep(0)  # the request is now waiting for the hub
+        await published.wait()
         request.cancel()
         with pytest.raises(asyncio.CancelledError):
             await request
