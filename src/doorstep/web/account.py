@@ -63,7 +63,8 @@ SIGN_UP_HINTS = {
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 
 
-def _client(request: Request) -> str:
+def client_address(request: Request) -> str:
+    """The client's address as the limiters and the audit log name it."""
     return request.client.host if request.client else "-"
 
 
@@ -99,7 +100,7 @@ def sign_up(
     request: Request, form: VisitorForm, session: UnitOfWork, runtime: RuntimeDep, web: WebDep
 ) -> Response:
     shown = {"title": SIGN_UP, "values": values(form, "name", "email")}
-    if not runtime.login_limiter.allow(_client(request), runtime.clock.timestamp()):
+    if not runtime.login_limiter.allow(client_address(request), runtime.clock.timestamp()):
         return visitor_page(
             request, web, "signup.html", {**shown, "errors": {"form": TOO_MANY}}, 429
         )
@@ -147,7 +148,7 @@ def sign_in(
     request: Request, form: VisitorForm, session: UnitOfWork, runtime: RuntimeDep, web: WebDep
 ) -> Response:
     shown = {"title": SIGN_IN, "values": values(form, "email"), "notice": None}
-    if not runtime.login_limiter.allow(_client(request), runtime.clock.timestamp()):
+    if not runtime.login_limiter.allow(client_address(request), runtime.clock.timestamp()):
         return visitor_page(
             request, web, "signin.html", {**shown, "errors": {"form": TOO_MANY}}, 429
         )
@@ -160,7 +161,7 @@ def sign_in(
         wrong = isinstance(exc, NotAuthenticated)
         signins.sign_in_failed(
             session, subject=signins.user_id_for(session, form.get("email", "")),
-            via=signins.Via.WEB, client=_client(request), now=runtime.clock.now(),
+            via=signins.Via.WEB, client=client_address(request), now=runtime.clock.now(),
             reason=signins.failure_of(exc, otherwise=signins.Failure.NOT_A_RESIDENT),
         )  # fmt: skip
         message = WRONG if wrong else "This web app is for residents."
@@ -195,7 +196,7 @@ def _start_session(
 ) -> Response:  # fmt: skip
     ttl = timedelta(seconds=runtime.settings.auth.token_ttl_seconds)
     signins.signed_in(session, actor=f"{user.role}:{user.id}", subject=user.id, via=via,
-                      client=_client(request), now=runtime.clock.now())  # fmt: skip
+                      client=client_address(request), now=runtime.clock.now())  # fmt: skip
     issued = sessions.start(
         session,
         user=user,
@@ -232,7 +233,7 @@ def sign_in_with_code(
         return RedirectResponse("/signin?notice=code-expired", status_code=303, headers=NO_STORE)
     shown = {"title": CODE_TITLE}
     session.commit()  # the limiter's count waits for the writers' turn, which this holds
-    if not runtime.login_limiter.allow(_client(request), runtime.clock.timestamp()):
+    if not runtime.login_limiter.allow(client_address(request), runtime.clock.timestamp()):
         return visitor_page(
             request, web, "signin_code.html", {**shown, "errors": {"form": TOO_MANY}}, 429
         )
@@ -259,7 +260,7 @@ def _code_failed(
     request: Request, session: Session, runtime: Runtime, user: User, reason: signins.Failure
 ) -> None:
     signins.sign_in_failed(session, subject=user.id, via=signins.Via.WEB_CODE,
-                           client=_client(request), reason=reason,
+                           client=client_address(request), reason=reason,
                            now=runtime.clock.now())  # fmt: skip
 
 

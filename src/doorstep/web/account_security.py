@@ -19,6 +19,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from doorstep.accounts import signins, totp, twofactor
 from doorstep.deps import RuntimeDep
 from doorstep.web import sessions
+from doorstep.web.account import client_address
 from doorstep.web.deps import (
     SessionForm,
     SignedInDep,
@@ -148,7 +149,7 @@ def start_totp(
 ) -> HTMLResponse:
     secret = twofactor.start_enrollment(
         session, user=user.user, now=runtime.clock.now(), key=runtime.totp_key,
-        via=signins.Via.WEB, client=_client(request),
+        via=signins.Via.WEB, client=client_address(request),
     )  # fmt: skip
     return _setup_page(request, web, user, secret, {})
 
@@ -165,7 +166,8 @@ def confirm_totp(
     try:
         turned_on = twofactor.turn_on(
             session, user=user.user, code=form.get("code", ""), now=runtime.clock.now(),
-            key=runtime.totp_key, keep=user.digest, via=signins.Via.WEB, client=_client(request),
+            key=runtime.totp_key, keep=user.digest, via=signins.Via.WEB,
+            client=client_address(request),
         )  # fmt: skip
     except twofactor.CodeLocked:  # too many wrong codes: the form again, saying so
         turned_on, errors, status = None, {"code": LOCKED}, 429
@@ -198,12 +200,8 @@ def disable_totp(
     runtime: RuntimeDep,
 ) -> Response:
     twofactor.turn_off(session, user=user.user, now=runtime.clock.now(), via=signins.Via.WEB,
-                       client=_client(request))  # fmt: skip
+                       client=client_address(request))  # fmt: skip
     return _back("totp-off")
-
-
-def _client(request: Request) -> str:
-    return request.client.host if request.client else "-"
 
 
 def _back(notice: str) -> RedirectResponse:

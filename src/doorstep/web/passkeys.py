@@ -30,7 +30,7 @@ from doorstep.accounts.passkeys import RelyingParty
 from doorstep.deps import Runtime, RuntimeDep
 from doorstep.errors import InvalidRequest, NotFound
 from doorstep.web import sessions
-from doorstep.web.account import TOO_MANY, _client, _start_session, visitor_page
+from doorstep.web.account import TOO_MANY, _start_session, client_address, visitor_page
 from doorstep.web.deps import (
     SessionForm,
     SignedInDep,
@@ -202,7 +202,7 @@ def _sign_in_page(
 def start_passkey_sign_in(
     request: Request, _form: VisitorForm, session: UnitOfWork, runtime: RuntimeDep, web: WebDep
 ) -> Response:
-    if not runtime.login_limiter.allow(_client(request), runtime.clock.timestamp()):
+    if not runtime.login_limiter.allow(client_address(request), runtime.clock.timestamp()):
         return _sign_in_page(request, session, runtime, web, errors={"form": TOO_MANY},
                              status=429, ask=False)  # fmt: skip
     return _sign_in_page(request, session, runtime, web, errors={})
@@ -212,7 +212,7 @@ def start_passkey_sign_in(
 def finish_passkey_sign_in(
     request: Request, form: VisitorForm, session: UnitOfWork, runtime: RuntimeDep, web: WebDep
 ) -> Response:
-    if not runtime.login_limiter.allow(_client(request), runtime.clock.timestamp()):
+    if not runtime.login_limiter.allow(client_address(request), runtime.clock.timestamp()):
         return _sign_in_page(request, session, runtime, web, errors={"form": TOO_MANY},
                              status=429, ask=False)  # fmt: skip
     now = runtime.clock.now()
@@ -225,7 +225,7 @@ def finish_passkey_sign_in(
         counter = isinstance(exc, passkeys.CounterWentBack)
         reason = signins.Failure.PASSKEY_COUNTER if counter else signins.Failure.PASSKEY_REFUSED
         signins.sign_in_failed(session, subject=exc.user_id, via=signins.Via.PASSKEY,
-                               client=_client(request), reason=reason, now=now)  # fmt: skip
+                               client=client_address(request), reason=reason, now=now)  # fmt: skip
         return _sign_in_page(request, session, runtime, web, errors={"form": REFUSED},
                              status=422)  # fmt: skip
     return _start_session(request, session, runtime, web, user, signins.Via.PASSKEY)

@@ -30,7 +30,7 @@ from doorstep.accounts.models import Role
 from doorstep.accounts.schemas import NewPassword, PasswordChange
 from doorstep.deps import Runtime, RuntimeDep
 from doorstep.web import sessions
-from doorstep.web.account import TOO_MANY, visitor_page
+from doorstep.web.account import TOO_MANY, client_address, visitor_page
 from doorstep.web.account_security import SECURITY_PATH
 from doorstep.web.deps import SessionForm, SignedInDep, UnitOfWork, VisitorForm, WebDep
 from doorstep.web.deps import session_csrf as csrf_of
@@ -55,10 +55,6 @@ SIGN_IN_PAGES = {
 }
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
-
-
-def _client(request: Request) -> str:
-    return request.client.host if request.client else "-"
 
 
 # --- change (signed in) ----------------------------------------------------------------
@@ -101,7 +97,7 @@ def change(
 ) -> Response:
     code_asked = twofactor.is_on(session, user_id=user.user.id)
     session.commit()  # the limiter's count waits for the writers' turn, which this holds
-    if not runtime.login_limiter.allow(_client(request), runtime.clock.timestamp()):
+    if not runtime.login_limiter.allow(client_address(request), runtime.clock.timestamp()):
         return _change_page(request, web, user, code_asked, {"form": TOO_MANY}, 429)
     try:
         body = PasswordChange(
@@ -115,7 +111,7 @@ def change(
     now = runtime.clock.now()
     failure = passwords.confirm_identity(
         session, user=user.user, password=body.current_password, code=body.code, now=now,
-        key=runtime.totp_key, via=signins.Via.PASSWORD_CHANGE, client=_client(request),
+        key=runtime.totp_key, via=signins.Via.PASSWORD_CHANGE, client=client_address(request),
     )  # fmt: skip
     if failure is not None:
         errors = {
@@ -124,7 +120,8 @@ def change(
         }.get(failure, ({"current_password": "That is not your current password."}, 422))
         return _change_page(request, web, user, code_asked, *errors)
     passwords.set_password(session, user=user.user, password=body.new_password, now=now,
-                           via=signins.Via.PASSWORD_CHANGE, client=_client(request))  # fmt: skip
+                           via=signins.Via.PASSWORD_CHANGE,
+                           client=client_address(request))  # fmt: skip
     return _fresh_session(request, runtime, web, session, user)
 
 
@@ -164,7 +161,9 @@ def forgot(
     shown = {"title": FORGOT_TITLE, "values": values(form, "email"), "sent": False,
              "minutes": minutes}  # fmt: skip
     email = form.get("email", "").strip()
-    if not runtime.claim_limiter.allow(f"reset:{_client(request)}", runtime.clock.timestamp()):
+    if not runtime.claim_limiter.allow(
+        f"reset:{client_address(request)}", runtime.clock.timestamp()
+    ):
         return visitor_page(request, web, "password_forgot.html",
                             {**shown, "errors": {"form": TOO_MANY}}, 429)  # fmt: skip
     if not 3 <= len(email) <= 320 or "@" not in email or any(c.isspace() for c in email):
@@ -175,7 +174,7 @@ def forgot(
         session, email=email, now=runtime.clock.now(),
         ttl=timedelta(seconds=auth.password_reset_ttl_seconds),
         per_hour=auth.password_resets_per_hour,
-        public_url=runtime.settings.resolved_public_url, client=_client(request),
+        public_url=runtime.settings.resolved_public_url, client=client_address(request),
     )  # fmt: skip
     return visitor_page(request, web, "password_forgot.html",
                         {**shown, "errors": {}, "sent": True})  # fmt: skip
@@ -198,7 +197,9 @@ def reset(
     request: Request, form: VisitorForm, session: UnitOfWork, runtime: RuntimeDep, web: WebDep
 ) -> Response:
     token = form.get("token", "")
-    if not runtime.claim_limiter.allow(f"reset:{_client(request)}", runtime.clock.timestamp()):
+    if not runtime.claim_limiter.allow(
+        f"reset:{client_address(request)}", runtime.clock.timestamp()
+    ):
         return _reset_page(request, web, token, {"form": TOO_MANY}, 429)
     try:
         body = NewPassword(password=form.get("password", ""))
@@ -207,7 +208,7 @@ def reset(
     try:
         user = passwords.complete_reset(
             session, token=token, password=body.password, code=form.get("code") or None,
-            now=runtime.clock.now(), key=runtime.totp_key, client=_client(request),
+            now=runtime.clock.now(), key=runtime.totp_key, client=client_address(request),
         )  # fmt: skip
     except passwords.ResetLinkInvalid:
         return _reset_page(request, web, "", {"form": LINK_GONE}, 422)
