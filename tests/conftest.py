@@ -8,6 +8,7 @@ PostgreSQL tests need DOORSTEP_TEST_PG_URL (scripts/test starts a throwaway clus
 from __future__ import annotations
 
 import secrets
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,7 +26,6 @@ from doorstep.accounts.models import Role
 from doorstep.accounts.service import create_user
 from doorstep.app import create_app
 from doorstep.broker import Mosquitto
-from doorstep.broker.supervisor import free_port
 from doorstep.clock import SystemClock
 from doorstep.deps import Runtime
 from doorstep.homes.service import broker_credentials
@@ -153,11 +153,15 @@ def live(
     app = create_app(settings, broker=address, clock=SystemClock(), on_hub_enrolled=enrolled)
     extend_app(app)
     holder["sessions"] = app.state.runtime.sessions
-    port = free_port()
+    # Bound here and handed over: a port only probed free may be taken by another test
+    # process before the server binds it ("address already in use").
+    listening = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listening.bind(("127.0.0.1", 0))
+    port = listening.getsockname()[1]
     server = _Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
     )
-    thread = threading.Thread(target=server.run, daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listening]}, daemon=True)
     thread.start()
     assert server.ready.wait(30), "service did not start"
     yield Live(

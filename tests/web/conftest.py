@@ -7,6 +7,7 @@ and screenshots kept in `artifacts/`.
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -35,7 +36,6 @@ from doorstep import demo
 from doorstep.accounts.models import Role
 from doorstep.accounts.service import create_user
 from doorstep.app import create_app
-from doorstep.broker.supervisor import free_port
 from doorstep.clock import FrozenClock, SystemClock
 from doorstep.hub.runner import HubOptions, build
 from doorstep.settings import AuthSettings, NotifySettings, Settings
@@ -161,11 +161,15 @@ def standalone(tmp_path: Path) -> Iterator[Callable[..., Standalone]]:
         clock = FrozenClock(datetime(2030, 1, 7, 9, 0, tzinfo=UTC))
         app = create_app(settings, broker=None, clock=clock)
         install(app)
-        port = free_port()
+        # Bound here and handed over: a port only probed free may be taken by another test
+        # process before the server binds it ("address already in use").
+        listening = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listening.bind(("127.0.0.1", 0))
+        port = listening.getsockname()[1]
         server = _Server(
             uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
         )
-        thread = threading.Thread(target=server.run, daemon=True)
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [listening]}, daemon=True)
         thread.start()
         assert server.ready.wait(30), "service did not start"
         service = Standalone(f"http://127.0.0.1:{port}", clock, settings, mailbox)
